@@ -1,0 +1,131 @@
+//! Errors of the building blocks: names, segments, mutexes and events.
+//!
+//! The request channel and the buffer pool have their own error enums
+//! ([`CallError`](crate::CallError), [`PoolError`](crate::PoolError)) that wrap this one for
+//! failures while setting up.
+
+use std::io;
+
+/// What went wrong in a segment, mutex or event operation.
+///
+/// OS errors are kept as [`source()`](std::error::Error::source), never flattened to text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The service name is empty, too long, or has a character outside `[A-Za-z0-9._-]`.
+    #[error("invalid service name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A live process already owns an object of this name.
+    #[error("{name:?} is already owned by running process {pid}")]
+    AlreadyRunning {
+        /// The service name.
+        name: String,
+        /// The process that owns it.
+        pid: u32,
+    },
+    /// No object of this name exists.
+    #[error("no shared object named {name:?} exists")]
+    NotFound {
+        /// The service name.
+        name: String,
+    },
+    /// The OS refused access (objects are owner-only unless created otherwise).
+    #[error("permission denied opening {name:?}")]
+    PermissionDenied {
+        /// The service name.
+        name: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// An object of this name exists but was not made by shmlink (bad magic). It is never
+    /// removed by shmlink.
+    #[error("{name:?} exists but is not a shmlink segment (left untouched)")]
+    Foreign {
+        /// The service name.
+        name: String,
+    },
+    /// The segment was written by an incompatible layout version.
+    #[error("{name:?} has layout version {found}, this build understands {expected}")]
+    VersionMismatch {
+        /// The service name.
+        name: String,
+        /// Version found in the header.
+        found: u32,
+        /// Version this build writes.
+        expected: u32,
+    },
+    /// The segment holds another kind of object than was asked for.
+    #[error("{name:?} holds a {found}, not a {expected}")]
+    WrongKind {
+        /// The service name.
+        name: String,
+        /// Kind found in the header.
+        found: String,
+        /// Kind that was asked for.
+        expected: String,
+    },
+    /// The segment's header or size is inconsistent.
+    #[error("{name:?} is corrupt: {reason}")]
+    Corrupt {
+        /// The service name.
+        name: String,
+        /// What is inconsistent.
+        reason: String,
+    },
+    /// The segment exists but its creator did not finish initialising it in time.
+    #[error("{name:?} was not initialised in time by its creator")]
+    NotReady {
+        /// The service name.
+        name: String,
+    },
+    /// Shared memory could not be reserved (e.g. /dev/shm is full).
+    #[error("cannot reserve {size} bytes of shared memory for {name:?}")]
+    NoSpace {
+        /// The service name.
+        name: String,
+        /// Bytes asked for.
+        size: usize,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A blocking call ran out of time.
+    #[error("timed out")]
+    Timeout,
+    /// The calling thread already holds this mutex.
+    #[error("this thread already holds the mutex")]
+    WouldDeadlock,
+    /// The mutex can no longer be used (its state was left inconsistent).
+    #[error("mutex is not recoverable")]
+    Unrecoverable,
+    /// Any other OS error, with the operation that failed.
+    #[error("{op} failed for {name:?}")]
+    Os {
+        /// The operation, e.g. `shm_open`.
+        op: &'static str,
+        /// The service or OS object name.
+        name: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn os(op: &'static str, name: &str, source: io::Error) -> Self {
+        match source.kind() {
+            io::ErrorKind::PermissionDenied => Error::PermissionDenied { name: name.to_owned(), source },
+            io::ErrorKind::NotFound => Error::NotFound { name: name.to_owned() },
+            _ => Error::Os { op, name: name.to_owned(), source },
+        }
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,50 @@
+//! # shmlink
+//!
+//! Fast, crash-safe inter-process communication through shared memory on one machine.
+//!
+//! ```text
+//!  channel (Server / Client)      pool (Reader / Writer)       <- what most users want
+//!  ------------------------------------------------------
+//!  sync: Mutex (owner-death safe), Event, EventPair           <- building blocks
+//!  segment: named Segment + common header, stale cleanup
+//!  ------------------------------------------------------
+//!  sys: shm objects, robust lock, futex / __ulock / named events, process liveness
+//! ```
+//!
+//! ## Hello, shared memory
+//! ```
+//! use std::time::Duration;
+//! use shmlink::{EventPair, Mutex, Locked};
+//! # let pid = std::process::id();
+//! # let (lock_name, pair_name) = (format!("doc-hello-m-{pid}"), format!("doc-hello-p-{pid}"));
+//! // process A
+//! let lock = Mutex::create(&lock_name)?;
+//! let pair = EventPair::create(&pair_name)?;
+//! // process B (here the same process, for brevity)
+//! let peer_lock = Mutex::open(&lock_name)?;
+//! let peer_pair = EventPair::open(&pair_name)?;
+//!
+//! peer_pair.exec().set();                                   // B: "request ready"
+//! assert!(pair.exec().wait_timeout(Duration::from_secs(1))); // A sees it
+//! if let Locked::OwnerDied(_guard) = peer_lock.lock()? {
+//!     // a process died holding the lock: repair the shared state here
+//! }
+//! pair.done().set();                                        // A: "answer ready"
+//! assert!(peer_pair.done().wait_timeout(Duration::from_secs(1)));
+//! # Ok::<(), shmlink::Error>(())
+//! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod error;
+mod name;
+mod process;
+mod segment;
+mod sync;
+mod sys;
+
+pub use error::{Error, Result};
+pub use name::{ServiceName, MAX_NAME_LEN};
+pub use process::ProcessId;
+pub use segment::{Segment, SegmentBuilder, SegmentKind, DEFAULT_MODE, HEADER_SIZE};
+pub use sync::{Event, EventPair, Locked, Mutex, MutexGuard, WaitStrategy};

@@ -1,0 +1,485 @@
+//! Named shared segments and the common header every segment starts with.
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::name::{ServiceName, MAX_NAME_LEN};
+use crate::process::ProcessId;
+use crate::sync::atomic::{AtomicU32, AtomicU64};
+use crate::sys;
+
+/// `b"shmlink\x01"`: marks objects this crate made. Objects without it are never removed.
+const MAGIC: [u8; 8] = *b"shmlink\x01";
+/// Version of the common header layout below.
+pub(crate) const HEADER_VERSION: u32 = 1;
+/// Bytes before the data region of every segment (header, padded to a cache-line multiple).
+pub const HEADER_SIZE: usize = 512;
+/// How long openers wait for a segment's creator to publish it.
+const READY_WAIT: Duration = Duration::from_secs(2);
+/// Default permission bits: owner read/write only.
+pub const DEFAULT_MODE: u32 = 0o600;
+
+/// `Header::state`: set once, in this order.
+///
+/// | value | meaning |
+/// |---|---|
+/// | `STATE_EMPTY` (0) | just created (zero-filled), nothing written |
+/// | `STATE_INIT` (1) | identity fields written, data being initialised |
+/// | `STATE_READY` (2) | published (Release): everything before it is visible (Acquire) |
+const STATE_EMPTY: u32 = 0;
+const STATE_INIT: u32 = 1;
+const STATE_READY: u32 = 2;
+
+/// What a segment holds, recorded in its header so that openers refuse the wrong kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SegmentKind {
+    /// Raw bytes for the caller ([`Segment::create`]).
+    Raw,
+    /// A standalone [`Mutex`](crate::Mutex).
+    Mutex,
+    /// A standalone [`Event`](crate::Event) or [`EventPair`](crate::EventPair).
+    Event,
+    /// A request channel ([`Server`](crate::Server)).
+    Channel,
+    /// A buffer pool's index ([`Reader`](crate::Reader)).
+    PoolIndex,
+    /// One buffer (or extent) of a buffer pool.
+    PoolBuffer,
+}
+
+impl SegmentKind {
+    fn code(self) -> u32 {
+        match self {
+            SegmentKind::Raw => 1,
+            SegmentKind::Mutex => 2,
+            SegmentKind::Event => 3,
+            SegmentKind::Channel => 4,
+            SegmentKind::PoolIndex => 5,
+            SegmentKind::PoolBuffer => 6,
+        }
+    }
+
+    fn describe(code: u32) -> String {
+        match code {
+            1 => "raw segment".into(),
+            2 => "mutex".into(),
+            3 => "event".into(),
+            4 => "channel".into(),
+            5 => "pool index".into(),
+            6 => "pool buffer".into(),
+            n => format!("segment of unknown kind {n}"),
+        }
+    }
+}
+
+/// The common header, at offset 0 of every segment.
+#[repr(C)]
+pub(crate) struct Header {
+    magic: [u8; 8],
+    header_version: u32,
+    kind: u32,
+    /// The layout version of the kind's own data (e.g. the channel's slot layout).
+    kind_version: u32,
+    /// See [`STATE_EMPTY`] and the table there.
+    state: AtomicU32,
+    /// Total size of the object in bytes, header included.
+    size: u64,
+    owner_pid: AtomicU32,
+    name_len: u32,
+    owner_start: AtomicU64,
+    token: [u8; 16],
+    name: [u8; MAX_NAME_LEN],
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
+
+/// Options for creating a segment; see [`Segment::builder`].
+#[derive(Debug)]
+pub struct SegmentBuilder {
+    name: std::result::Result<ServiceName, Error>,
+    tag: String,
+    kind: SegmentKind,
+    kind_version: u32,
+    size: usize,
+    mode: u32,
+}
+
+impl SegmentBuilder {
+    /// Size of the data region in bytes (the header comes on top).
+    pub fn size(mut self, bytes: usize) -> Self {
+        self.size = bytes;
+        self
+    }
+
+    /// Permission bits on POSIX (default `0o600`: owner only). Ignored on Windows, where
+    /// objects get the default DACL of the creating process.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    pub(crate) fn kind(mut self, kind: SegmentKind, kind_version: u32) -> Self {
+        self.kind = kind;
+        self.kind_version = kind_version;
+        self
+    }
+
+    pub(crate) fn tag(mut self, tag: &str) -> Self {
+        self.tag = tag.to_owned();
+        self
+    }
+
+    /// Creates the segment and publishes it at once (its data region is zero-filled).
+    ///
+    /// # Errors
+    /// [`Error::AlreadyRunning`] if a live process owns the name, [`Error::Foreign`] if an
+    /// object of that name was not made by shmlink, [`Error::NoSpace`] if the memory cannot
+    /// be reserved, [`Error::InvalidName`] for a bad name.
+    pub fn create(self) -> Result<Segment> {
+        let seg = self.create_unpublished()?;
+        seg.publish();
+        Ok(seg)
+    }
+
+    /// Creates the segment without publishing it: openers wait until [`Segment::publish`].
+    /// A segment dropped unpublished is removed.
+    pub(crate) fn create_unpublished(self) -> Result<Segment> {
+        let name = self.name?;
+        let os_name = name.os_name(&self.tag);
+        let total = HEADER_SIZE
+            .checked_add(self.size)
+            .filter(|&t| t <= isize::MAX as usize)
+            .ok_or_else(|| Error::NoSpace {
+                name: name.to_string(),
+                size: self.size,
+                source: io::Error::new(io::ErrorKind::InvalidInput, "size overflows"),
+            })?;
+        // A few rounds: each round either creates, or finds and removes a stale object.
+        for _ in 0..8 {
+            match sys::Shm::create(&os_name, total, self.mode) {
+                Ok(shm) => {
+                    let seg = Segment { shm, name: name.clone(), os_name: os_name.clone(), owner: true, data_offset: HEADER_SIZE };
+                    seg.write_header(self.kind, self.kind_version, total);
+                    return Ok(seg);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    remove_if_stale(&name, &os_name)?;
+                }
+                Err(e) if is_no_space(&e) => return Err(Error::NoSpace { name: name.to_string(), size: total, source: e }),
+                Err(e) => return Err(Error::os("shm_open(O_CREAT|O_EXCL)", name.as_str(), e)),
+            }
+        }
+        Err(Error::Corrupt { name: name.to_string(), reason: "the object keeps being re-created by another process".into() })
+    }
+}
+
+fn is_no_space(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded || e.raw_os_error() == Some(28)
+}
+
+/// What an existing object turned out to be.
+enum Found {
+    Live(u32),
+    Stale(sys::Shm),
+}
+
+/// Removes the object `os_name` if it is ours and its owner is dead; errors if it is live or
+/// foreign. Returns when the caller may try to create again.
+fn remove_if_stale(name: &ServiceName, os_name: &str) -> Result<()> {
+    let shm = match sys::Shm::open(os_name) {
+        Ok(shm) => shm,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()), // gone meanwhile
+        Err(e) => return Err(Error::os("shm_open", name.as_str(), e)),
+    };
+    match classify(name, os_name, shm)? {
+        Found::Live(pid) => Err(Error::AlreadyRunning { name: name.to_string(), pid }),
+        Found::Stale(shm) => {
+            sys::Shm::unlink_stale(os_name, &shm).map_err(|e| Error::os("shm_unlink", name.as_str(), e))?;
+            Ok(())
+        }
+    }
+}
+
+/// Waits (bounded) for a creator that is still writing the header, then decides.
+fn classify(name: &ServiceName, os_name: &str, mut shm: sys::Shm) -> Result<Found> {
+    let start = Instant::now();
+    loop {
+        let settled = start.elapsed() > READY_WAIT / 4;
+        if shm.len() < HEADER_SIZE {
+            if shm.len() == 0 {
+                // A creator between shm_open and ftruncate, or one that crashed there.
+                if settled {
+                    return Ok(Found::Stale(shm));
+                }
+            } else {
+                // We size objects in one ftruncate, so a short object is not ours.
+                return Err(Error::Foreign { name: name.to_string() });
+            }
+        } else {
+            // SAFETY: the mapping is at least HEADER_SIZE bytes and page-aligned.
+            let h = unsafe { &*shm.as_ptr().cast::<Header>() };
+            // SAFETY: plain bytes; a racing writer can only make us see old or new bytes.
+            let magic = unsafe { std::ptr::read_volatile(&h.magic) };
+            if magic == MAGIC {
+                let owner = ProcessId::from_raw(h.owner_pid.load(Ordering::Acquire), h.owner_start.load(Ordering::Acquire));
+                if owner.is_alive() {
+                    return Ok(Found::Live(owner.pid()));
+                }
+                return Ok(Found::Stale(shm));
+            } else if magic != [0; 8] {
+                return Err(Error::Foreign { name: name.to_string() });
+            } else if settled {
+                // Sized and zero: a creator that died before writing anything.
+                let all_zero = {
+                    // SAFETY: HEADER_SIZE bytes are mapped.
+                    let bytes = unsafe { std::slice::from_raw_parts(shm.as_ptr(), HEADER_SIZE) };
+                    bytes.iter().all(|&b| b == 0)
+                };
+                return if all_zero { Ok(Found::Stale(shm)) } else { Err(Error::Foreign { name: name.to_string() }) };
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        shm = sys::Shm::open(os_name).map_err(|e| Error::os("shm_open", name.as_str(), e))?;
+    }
+}
+
+/// A named shared-memory segment: a common header followed by a data region.
+///
+/// The process that creates a segment owns it and removes its name when the `Segment` is
+/// dropped; openers only unmap. A segment left behind by a crashed owner is detected and
+/// replaced by the next `create` of the same name.
+///
+/// # Examples
+/// ```
+/// use shmlink::Segment;
+/// # let name = format!("doc-seg-{}", std::process::id());
+/// let seg = Segment::builder(&name).size(4096).create()?;
+/// let peer = Segment::open(&name)?;           // usually in another process
+/// assert_eq!(peer.len(), 4096);
+/// assert_eq!(peer.token(), seg.token());
+/// # Ok::<(), shmlink::Error>(())
+/// ```
+pub struct Segment {
+    shm: sys::Shm,
+    name: ServiceName,
+    os_name: String,
+    owner: bool,
+    data_offset: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; access to its contents goes through raw
+// pointers whose users synchronise (atomics, the shared mutex).
+unsafe impl Send for Segment {}
+// SAFETY: as above; `Segment`'s own fields are immutable after construction.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// Starts building a raw segment named `name`.
+    pub fn builder(name: &str) -> SegmentBuilder {
+        SegmentBuilder { name: ServiceName::new(name), tag: "seg".into(), kind: SegmentKind::Raw, kind_version: 1, size: 0, mode: DEFAULT_MODE }
+    }
+
+    /// Opens the raw segment `name` created by another process.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::Foreign`],
+    /// [`Error::VersionMismatch`], [`Error::WrongKind`], [`Error::Corrupt`] (truncated),
+    /// [`Error::NotReady`] if its creator does not publish it within 2 s.
+    pub fn open(name: &str) -> Result<Segment> {
+        Self::open_kind(&ServiceName::new(name)?, "seg", SegmentKind::Raw, 1)
+    }
+
+    /// Removes the segment `name` if it exists and its owner is dead (or `force`).
+    /// Objects not made by shmlink are never removed. Returns whether something was removed.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyRunning`] if its owner is alive and `force` is false;
+    /// [`Error::Foreign`] if it is not ours.
+    pub fn remove(name: &str, force: bool) -> Result<bool> {
+        let name = ServiceName::new(name)?;
+        Self::remove_tagged(&name, "seg", force)
+    }
+
+    pub(crate) fn remove_tagged(name: &ServiceName, tag: &str, force: bool) -> Result<bool> {
+        let os_name = name.os_name(tag);
+        let shm = match sys::Shm::open(&os_name) {
+            Ok(shm) => shm,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::os("shm_open", name.as_str(), e)),
+        };
+        let shm = match classify(name, &os_name, shm)? {
+            Found::Live(pid) if !force => return Err(Error::AlreadyRunning { name: name.to_string(), pid }),
+            Found::Live(_) => sys::Shm::open(&os_name).map_err(|e| Error::os("shm_open", name.as_str(), e))?,
+            Found::Stale(shm) => shm,
+        };
+        sys::Shm::unlink_stale(&os_name, &shm).map_err(|e| Error::os("shm_unlink", name.as_str(), e))
+    }
+
+    pub(crate) fn open_kind(name: &ServiceName, tag: &str, kind: SegmentKind, kind_version: u32) -> Result<Segment> {
+        Self::open_kind_timeout(name, tag, kind, kind_version, READY_WAIT)
+    }
+
+    pub(crate) fn open_kind_timeout(name: &ServiceName, tag: &str, kind: SegmentKind, kind_version: u32, ready_wait: Duration) -> Result<Segment> {
+        let os_name = name.os_name(tag);
+        let start = Instant::now();
+        loop {
+            let shm = sys::Shm::open(&os_name).map_err(|e| Error::os("shm_open", name.as_str(), e))?;
+            let seg = Segment { shm, name: name.clone(), os_name: os_name.clone(), owner: false, data_offset: HEADER_SIZE };
+            match seg.check_header(kind, kind_version) {
+                Err(Error::NotReady { .. }) if start.elapsed() < ready_wait => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(seg),
+            }
+        }
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: every Segment maps at least HEADER_SIZE bytes (checked before a Segment is
+        // handed out, or created so), page-aligned, for as long as self lives.
+        unsafe { &*self.shm.as_ptr().cast::<Header>() }
+    }
+
+    fn write_header(&self, kind: SegmentKind, kind_version: u32, total: usize) {
+        let me = ProcessId::current();
+        let token = uuid::Uuid::new_v4().into_bytes();
+        let h = self.shm.as_ptr().cast::<Header>();
+        let name = self.name.as_str().as_bytes();
+        // SAFETY: we created the object exclusively and nobody reads these fields before
+        // `state` says READY; the mapping holds a whole Header.
+        unsafe {
+            (*h).owner_pid.store(me.pid(), Ordering::Relaxed);
+            (*h).owner_start.store(me.start_time(), Ordering::Relaxed);
+            (*h).header_version = HEADER_VERSION;
+            (*h).kind = kind.code();
+            (*h).kind_version = kind_version;
+            (*h).size = total as u64;
+            (*h).token = token;
+            (*h).name_len = name.len() as u32;
+            (&mut (*h).name)[..name.len()].copy_from_slice(name);
+            (*h).state.store(STATE_INIT, Ordering::Release);
+            std::ptr::write_volatile(&mut (*h).magic, MAGIC);
+        }
+    }
+
+    /// Makes a segment from `create_unpublished` visible to openers. Everything written
+    /// before is visible to them (Release / Acquire on the state word).
+    pub(crate) fn publish(&self) {
+        self.header().state.store(STATE_READY, Ordering::Release);
+    }
+
+    fn check_header(&self, kind: SegmentKind, kind_version: u32) -> Result<()> {
+        let name = || self.name.to_string();
+        if self.shm.len() < HEADER_SIZE {
+            if self.shm.len() == 0 {
+                return Err(Error::NotReady { name: name() });
+            }
+            return Err(Error::Corrupt { name: name(), reason: format!("{} bytes, smaller than the {HEADER_SIZE}-byte header", self.shm.len()) });
+        }
+        let h = self.header();
+        let state = h.state.load(Ordering::Acquire);
+        // SAFETY: plain bytes in the mapping; volatile because another process writes them.
+        let magic = unsafe { std::ptr::read_volatile(&h.magic) };
+        if magic != MAGIC {
+            if magic == [0; 8] && state == STATE_EMPTY {
+                return Err(Error::NotReady { name: name() });
+            }
+            return Err(Error::Foreign { name: name() });
+        }
+        if h.header_version != HEADER_VERSION {
+            return Err(Error::VersionMismatch { name: name(), found: h.header_version, expected: HEADER_VERSION });
+        }
+        if state != STATE_READY {
+            return Err(Error::NotReady { name: name() });
+        }
+        if h.kind != kind.code() {
+            return Err(Error::WrongKind { name: name(), found: SegmentKind::describe(h.kind), expected: SegmentKind::describe(kind.code()) });
+        }
+        if h.kind_version != kind_version {
+            return Err(Error::VersionMismatch { name: name(), found: h.kind_version, expected: kind_version });
+        }
+        if h.size != self.shm.len() as u64 {
+            return Err(Error::Corrupt { name: name(), reason: format!("header says {} bytes, object has {}", h.size, self.shm.len()) });
+        }
+        Ok(())
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// The OS object name (e.g. `/shmlink.demo.seg`).
+    pub fn os_name(&self) -> &str {
+        &self.os_name
+    }
+
+    /// Start of the data region (after the header), aligned to 64 bytes.
+    ///
+    /// The region is shared with other processes: reading or writing it needs the same care
+    /// as any memory shared between threads (atomics, or a [`Mutex`](crate::Mutex)).
+    pub fn as_ptr(&self) -> *mut u8 {
+        // SAFETY: data_offset <= len() is an invariant of every Segment.
+        unsafe { self.shm.as_ptr().add(self.data_offset) }
+    }
+
+    /// Length of the data region in bytes.
+    pub fn len(&self) -> usize {
+        self.shm.len() - self.data_offset
+    }
+
+    /// Whether the data region is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The random token written at creation: differs between two incarnations of a name.
+    pub fn token(&self) -> [u8; 16] {
+        self.header().token
+    }
+
+    /// The process that owns the segment (its creator, or a process that took it over).
+    pub fn owner(&self) -> ProcessId {
+        let h = self.header();
+        ProcessId::from_raw(h.owner_pid.load(Ordering::Acquire), h.owner_start.load(Ordering::Acquire))
+    }
+
+    /// Whether this handle created the segment (and removes it on drop).
+    pub fn is_owner(&self) -> bool {
+        self.owner
+    }
+
+    /// Makes this process the owner (the pool adopts a dead Reader's index this way): it will
+    /// remove the name on drop and liveness checks now follow this process.
+    #[allow(dead_code)] // used by the pool
+    pub(crate) fn take_over(&mut self) {
+        let me = ProcessId::current();
+        let h = self.header();
+        h.owner_start.store(me.start_time(), Ordering::Release);
+        h.owner_pid.store(me.pid(), Ordering::Release);
+        self.owner = true;
+    }
+
+    /// Stops this handle from removing the name on drop.
+    #[allow(dead_code)] // used by the pool
+    pub(crate) fn disown(&mut self) {
+        self.owner = false;
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.owner {
+            let _ = sys::Shm::unlink_stale(&self.os_name, &self.shm);
+        }
+    }
+}
+
+impl fmt::Debug for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Segment").field("name", &self.name).field("os_name", &self.os_name).field("len", &self.len()).field("owner", &self.owner).finish()
+    }
+}

@@ -1,0 +1,448 @@
+//! Auto-reset events in shared memory: a state word, spin-then-sleep waits.
+
+use std::fmt;
+use std::hint;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::atomic::{AtomicU32, Ordering};
+use crate::error::{Error, Result};
+use crate::name::ServiceName;
+use crate::segment::{Segment, SegmentKind};
+use crate::sys;
+
+const KIND_VERSION: u32 = 1;
+
+/// Bytes one event takes in shared memory (a cache line, so two events never share one).
+pub(crate) const EVENT_STORAGE: usize = 64;
+
+/// `EventCell::word`:
+///
+/// | bits | meaning |
+/// |---|---|
+/// | bit 0 (`SET`) | signalled; the next waiter consumes it (auto-reset) |
+/// | bits 1..32 (`SLEEPER` units) | number of waiters asleep in the kernel (or about to be) |
+///
+/// One word, so `set` learns atomically whether anyone sleeps and skips the wake syscall
+/// when nobody does; a sleeper sleeps only while the word is exactly the value it saw,
+/// so a `set` between its check and its sleep is never lost.
+const SET: u32 = 1;
+const SLEEPER: u32 = 2;
+
+/// An event as laid out in shared memory.
+#[repr(C, align(64))]
+pub(crate) struct EventCell {
+    /// See [`SET`] and the table there.
+    word: AtomicU32,
+    /// CPU the last `set` ran on (`u32::MAX`: unknown). The adaptive wait does not spin for a
+    /// setter that shares its CPU: spinning would only keep it from running.
+    setter_cpu: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<EventCell>() == EVENT_STORAGE);
+
+/// How a waiter waits before the event is set.
+///
+/// This VM-class hardware punishes both naive choices: waking a sleeping vCPU costs ~75 us,
+/// so sleeping at once is slow when the peer runs on another CPU; and spinning starves a peer
+/// that needs the CPU we spin on. [`WaitStrategy::Adaptive`] gets both right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WaitStrategy {
+    /// Sleep in the kernel at once.
+    Block,
+    /// Spin `spins` times (a CPU pause each), then sleep.
+    SpinThenBlock {
+        /// Number of spin iterations.
+        spins: u32,
+    },
+    /// Busy-spin until set or timed out (yielding now and then). Lowest latency when each
+    /// side has a CPU to itself; burns a CPU while waiting.
+    Spin,
+    /// The default. Spin while the last setter runs on another CPU, for a budget learnt from
+    /// recent waits (about twice the recent wait time, at most 50 us); yield a few times (that
+    /// lets a setter on our CPU run); then sleep.
+    #[default]
+    Adaptive,
+}
+
+/// Longest adaptive spin: about the cost of waking a sleeping vCPU.
+const MAX_SPIN_NS: u32 = 50_000;
+const MIN_SPIN_NS: u32 = 1_000;
+const YIELDS: u32 = 4;
+/// How often a waiter with a liveness check wakes up to run it.
+pub(crate) const CHECK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitOutcome {
+    /// The event was set (and is now reset again).
+    Set,
+    /// The deadline passed.
+    TimedOut,
+    /// The liveness check asked to stop.
+    Aborted,
+}
+
+/// An auto-reset event shared between processes, with timed waits.
+///
+/// [`set`](Event::set) signals the event; one waiter consumes the signal and the event is
+/// reset. Setting an already-set event does nothing (signals do not count). `set` makes no
+/// syscall unless a waiter sleeps in the kernel.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use shmlink::Event;
+/// # let name = format!("doc-event-{}", std::process::id());
+/// let ev = Event::create(&name)?;
+/// let peer = Event::open(&name)?;       // usually in another process
+/// assert!(!peer.wait_timeout(Duration::from_millis(1)));
+/// ev.set();
+/// assert!(peer.wait_timeout(Duration::from_secs(1)));
+/// assert!(!peer.try_wait());           // auto-reset
+/// # Ok::<(), shmlink::Error>(())
+/// ```
+pub struct Event {
+    cell: *const EventCell,
+    waiter: sys::Waiter,
+    strategy: WaitStrategy,
+    /// Adaptive spin budget in ns, learnt from this handle's recent waits.
+    spin_ns: AtomicU32,
+    _segment: Arc<Segment>,
+}
+
+// SAFETY: `cell` points into `_segment`'s mapping, which the Arc keeps alive; the cell is
+// only accessed through atomics.
+unsafe impl Send for Event {}
+// SAFETY: as above.
+unsafe impl Sync for Event {}
+
+impl Event {
+    /// Creates the event `name` in a segment of its own, not set.
+    ///
+    /// # Errors
+    /// As [`SegmentBuilder::create`](crate::SegmentBuilder::create).
+    pub fn create(name: &str) -> Result<Event> {
+        let seg = Arc::new(Segment::builder(name).tag("event").kind(SegmentKind::Event, KIND_VERSION).size(EVENT_STORAGE).create_unpublished()?);
+        // SAFETY: the data region holds EVENT_STORAGE bytes at offset 0, 64-aligned, unpublished.
+        let ev = unsafe { Event::init_at(&seg, 0) }?;
+        seg.publish();
+        Ok(ev)
+    }
+
+    /// Opens the event `name` created by another process.
+    ///
+    /// # Errors
+    /// As [`Segment::open`].
+    pub fn open(name: &str) -> Result<Event> {
+        let seg = Arc::new(Segment::open_kind(&ServiceName::new(name)?, "event", SegmentKind::Event, KIND_VERSION)?);
+        if seg.len() < EVENT_STORAGE {
+            return Err(Error::Corrupt { name: name.into(), reason: "event segment too small".into() });
+        }
+        // SAFETY: the creator initialised an event at offset 0 before publishing.
+        unsafe { Event::open_at(&seg, 0) }
+    }
+
+    /// Initialises an event (not set) at `offset` of `seg`'s data region.
+    ///
+    /// # Safety
+    /// `offset..offset + EVENT_STORAGE` lies in the data region, is 64-aligned and is used
+    /// for nothing else.
+    pub(crate) unsafe fn init_at(seg: &Arc<Segment>, offset: usize) -> Result<Event> {
+        // SAFETY: forwarded from the caller's contract.
+        let cell = unsafe { seg.as_ptr().add(offset) }.cast::<EventCell>();
+        // SAFETY: as above; atomics tolerate concurrent readers.
+        unsafe {
+            (*cell).word.store(0, Ordering::Release);
+            (*cell).setter_cpu.store(u32::MAX, Ordering::Relaxed);
+        }
+        // SAFETY: the cell was just initialised.
+        unsafe { Event::open_at(seg, offset) }
+    }
+
+    /// Attaches to an event initialised at `offset` of `seg`.
+    ///
+    /// # Safety
+    /// `offset..offset + EVENT_STORAGE` lies in the data region and is 64-aligned.
+    pub(crate) unsafe fn open_at(seg: &Arc<Segment>, offset: usize) -> Result<Event> {
+        debug_assert!(offset + EVENT_STORAGE <= seg.len() && offset % EVENT_STORAGE == 0);
+        let key = format!("{}.e{offset}", seg.os_name());
+        let waiter = sys::Waiter::new(&key).map_err(|e| Error::os("event open", seg.name(), e))?;
+        // SAFETY: forwarded from the caller's contract.
+        let cell = unsafe { seg.as_ptr().add(offset) }.cast::<EventCell>();
+        Ok(Event { cell, waiter, strategy: WaitStrategy::default(), spin_ns: AtomicU32::new(MAX_SPIN_NS / 4), _segment: Arc::clone(seg) })
+    }
+
+    /// Uses `strategy` for this handle's waits.
+    pub fn with_strategy(mut self, strategy: WaitStrategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Changes the strategy of this handle's waits.
+    pub fn set_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// The strategy this handle waits with.
+    pub fn strategy(&self) -> WaitStrategy {
+        self.strategy
+    }
+
+    #[inline]
+    fn cell(&self) -> &EventCell {
+        // SAFETY: the segment (kept alive by self) maps the cell; see the constructors.
+        unsafe { &*self.cell }
+    }
+
+    /// Resets the event to "not set, no sleepers" (for reusing a slot whose waiter died).
+    #[allow(dead_code)] // used by the channel
+    pub(crate) fn reset(&self) {
+        self.cell().word.store(0, Ordering::Release);
+    }
+
+    /// Signals the event: wakes one waiter, or leaves it set for the next one.
+    #[inline]
+    pub fn set(&self) {
+        let cell = self.cell();
+        let old = cell.word.fetch_or(SET, Ordering::AcqRel);
+        cell.setter_cpu.store(sys::current_cpu(), Ordering::Relaxed);
+        if old & SET == 0 && old >= SLEEPER {
+            self.waiter.wake(&cell.word);
+        }
+    }
+
+    /// Consumes the signal if the event is set; never waits.
+    #[inline]
+    pub fn try_wait(&self) -> bool {
+        let word = &self.cell().word;
+        let mut v = word.load(Ordering::Relaxed);
+        while v & SET != 0 {
+            match word.compare_exchange_weak(v, v & !SET, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => v = now,
+            }
+        }
+        false
+    }
+
+    /// Waits until the event is set.
+    pub fn wait(&self) {
+        while self.wait_until(None, None) != WaitOutcome::Set {}
+    }
+
+    /// Waits at most `timeout`; returns whether the event was set (`false`: timed out).
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.wait_until(sys::deadline_after(Some(timeout)), None) == WaitOutcome::Set
+    }
+
+    /// Waits until set, `deadline`, or until `check` (called every [`CHECK_INTERVAL`] while
+    /// asleep, and between spin rounds) returns false.
+    pub(crate) fn wait_until(&self, deadline: Option<Instant>, mut check: Option<&mut dyn FnMut() -> bool>) -> WaitOutcome {
+        if self.try_wait() {
+            return WaitOutcome::Set;
+        }
+        let start = Instant::now();
+        let spun = match self.strategy {
+            WaitStrategy::Block => false,
+            WaitStrategy::SpinThenBlock { spins } => {
+                let mut got = false;
+                for _ in 0..spins {
+                    hint::spin_loop();
+                    if self.try_wait() {
+                        got = true;
+                        break;
+                    }
+                }
+                got
+            }
+            WaitStrategy::Spin => return self.spin_until(deadline, &mut check),
+            WaitStrategy::Adaptive => self.adaptive_spin(start),
+        };
+        if spun {
+            return WaitOutcome::Set;
+        }
+        let outcome = self.sleep(deadline, &mut check);
+        if self.strategy == WaitStrategy::Adaptive && outcome == WaitOutcome::Set {
+            self.learn(start.elapsed());
+        }
+        outcome
+    }
+
+    /// Spins (unless the last setter shares our CPU), then yields a few times.
+    fn adaptive_spin(&self, start: Instant) -> bool {
+        let cell = self.cell();
+        if cell.setter_cpu.load(Ordering::Relaxed) != sys::current_cpu() {
+            let budget = Duration::from_nanos(u64::from(self.spin_ns.load(Ordering::Relaxed)));
+            'spin: loop {
+                for _ in 0..64 {
+                    hint::spin_loop();
+                    if cell.word.load(Ordering::Relaxed) & SET != 0 && self.try_wait() {
+                        break 'spin;
+                    }
+                }
+                if start.elapsed() > budget {
+                    break;
+                }
+            }
+            if cell.word.load(Ordering::Relaxed) & SET == 0 {
+                // fall through to yielding
+            } else if self.try_wait() {
+                self.learn(start.elapsed());
+                return true;
+            }
+        }
+        for _ in 0..YIELDS {
+            sys::yield_now();
+            if self.try_wait() {
+                self.learn(start.elapsed());
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Spin budget: about twice the recent wait time, capped; shrinks after long waits.
+    fn learn(&self, waited: Duration) {
+        let w = u32::try_from(waited.as_nanos()).unwrap_or(u32::MAX);
+        let b = self.spin_ns.load(Ordering::Relaxed);
+        let nb = if w <= MAX_SPIN_NS { b.max(w.saturating_mul(2)).min(MAX_SPIN_NS) } else { (b / 2).max(MIN_SPIN_NS) };
+        self.spin_ns.store(nb, Ordering::Relaxed);
+    }
+
+    fn spin_until(&self, deadline: Option<Instant>, check: &mut Option<&mut dyn FnMut() -> bool>) -> WaitOutcome {
+        let mut last_check = Instant::now();
+        loop {
+            for _ in 0..1024 {
+                hint::spin_loop();
+                if self.try_wait() {
+                    return WaitOutcome::Set;
+                }
+            }
+            sys::yield_now();
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return WaitOutcome::TimedOut;
+            }
+            if let Some(check) = check.as_mut() {
+                if now.duration_since(last_check) >= CHECK_INTERVAL {
+                    last_check = now;
+                    if !check() {
+                        return WaitOutcome::Aborted;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps in the kernel until set, the deadline, or the check fails.
+    #[cold]
+    fn sleep(&self, deadline: Option<Instant>, check: &mut Option<&mut dyn FnMut() -> bool>) -> WaitOutcome {
+        let word = &self.cell().word;
+        word.fetch_add(SLEEPER, Ordering::AcqRel);
+        let outcome = loop {
+            let v = word.load(Ordering::Acquire);
+            if v & SET != 0 {
+                // Consume the signal and unregister in one step.
+                if word.compare_exchange(v, (v & !SET).wrapping_sub(SLEEPER), Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    return WaitOutcome::Set;
+                }
+                continue;
+            }
+            let now = Instant::now();
+            let mut timeout = match deadline {
+                Some(d) if now >= d => break WaitOutcome::TimedOut,
+                Some(d) => Some(d - now),
+                None => None,
+            };
+            if check.is_some() {
+                timeout = Some(timeout.map_or(CHECK_INTERVAL, |t| t.min(CHECK_INTERVAL)));
+            }
+            self.waiter.wait(word, v, timeout);
+            if let Some(check) = check.as_mut() {
+                if word.load(Ordering::Relaxed) & SET == 0 && !check() {
+                    break WaitOutcome::Aborted;
+                }
+            }
+        };
+        // Unregister; a signal that raced with our giving up is still ours to take.
+        word.fetch_sub(SLEEPER, Ordering::AcqRel);
+        if self.try_wait() {
+            return WaitOutcome::Set;
+        }
+        outcome
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = self.cell().word.load(Ordering::Relaxed);
+        f.debug_struct("Event").field("set", &(w & SET != 0)).field("sleepers", &(w / SLEEPER)).field("strategy", &self.strategy).finish()
+    }
+}
+
+/// Two events for a request/answer exchange: `exec` ("request ready") and `done` ("answer
+/// ready"), in one segment.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use shmlink::EventPair;
+/// # let name = format!("doc-pair-{}", std::process::id());
+/// let server = EventPair::create(&name)?;
+/// let client = EventPair::open(&name)?;   // usually in another process
+/// client.exec().set();
+/// assert!(server.exec().wait_timeout(Duration::from_secs(1)));
+/// server.done().set();
+/// assert!(client.done().wait_timeout(Duration::from_secs(1)));
+/// # Ok::<(), shmlink::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct EventPair {
+    exec: Event,
+    done: Event,
+}
+
+impl EventPair {
+    /// Creates the pair `name`, neither event set.
+    ///
+    /// # Errors
+    /// As [`SegmentBuilder::create`](crate::SegmentBuilder::create).
+    pub fn create(name: &str) -> Result<EventPair> {
+        let seg = Arc::new(Segment::builder(name).tag("pair").kind(SegmentKind::Event, KIND_VERSION).size(2 * EVENT_STORAGE).create_unpublished()?);
+        // SAFETY: two disjoint, 64-aligned EVENT_STORAGE cells in the unpublished data region.
+        let (exec, done) = unsafe { (Event::init_at(&seg, 0)?, Event::init_at(&seg, EVENT_STORAGE)?) };
+        seg.publish();
+        Ok(EventPair { exec, done })
+    }
+
+    /// Opens the pair `name` created by another process.
+    ///
+    /// # Errors
+    /// As [`Segment::open`].
+    pub fn open(name: &str) -> Result<EventPair> {
+        let seg = Arc::new(Segment::open_kind(&ServiceName::new(name)?, "pair", SegmentKind::Event, KIND_VERSION)?);
+        if seg.len() < 2 * EVENT_STORAGE {
+            return Err(Error::Corrupt { name: name.into(), reason: "event pair segment too small".into() });
+        }
+        // SAFETY: the creator initialised two events at offsets 0 and EVENT_STORAGE.
+        let (exec, done) = unsafe { (Event::open_at(&seg, 0)?, Event::open_at(&seg, EVENT_STORAGE)?) };
+        Ok(EventPair { exec, done })
+    }
+
+    /// Uses `strategy` for both events' waits in this process.
+    pub fn with_strategy(self, strategy: WaitStrategy) -> Self {
+        EventPair { exec: self.exec.with_strategy(strategy), done: self.done.with_strategy(strategy) }
+    }
+
+    /// "Request ready": set by the client, waited on by the server.
+    pub fn exec(&self) -> &Event {
+        &self.exec
+    }
+
+    /// "Answer ready": set by the server, waited on by the client.
+    pub fn done(&self) -> &Event {
+        &self.done
+    }
+}

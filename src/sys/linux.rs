@@ -1,0 +1,227 @@
+//! Linux backend: POSIX shm (see `unix.rs`), futex waits, robust process-shared pthread
+//! mutexes, `/proc` for process start times.
+
+use std::fs::File;
+use std::io;
+use std::mem::MaybeUninit;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use rustix::thread::futex;
+
+use super::{LockFail, LockStatus, MUTEX_STORAGE};
+
+pub(crate) use super::unix::Shm;
+
+/// POSIX shm names start with a slash.
+pub(crate) const OS_NAME_PREFIX: &str = "/";
+/// NAME_MAX of the tmpfs behind /dev/shm.
+pub(crate) const MAX_OS_NAME: usize = 255;
+
+/// Reserves the pages of a new object so that a full /dev/shm fails here, not with SIGBUS
+/// on first touch.
+#[doc(alias = "fallocate")]
+pub(super) fn reserve(file: &File, size: usize) -> io::Result<()> {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size as u64) {
+        Ok(()) => Ok(()),
+        // Filesystems without fallocate: nothing to reserve with, go on unreserved.
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ---------------------------------------------------------------------------------- mutex
+
+const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= MUTEX_STORAGE);
+const _: () = assert!(std::mem::align_of::<libc::pthread_mutex_t>() <= 8);
+
+/// A robust, process-shared, error-checking pthread mutex placed in shared memory.
+///
+/// Robust: when the owner dies, the kernel (through the robust futex list glibc registers
+/// for every thread) hands the lock to the next locker with `EOWNERDEAD`; we make it
+/// consistent at once and report [`LockStatus::OwnerDied`]. Error-checking: relocking from the
+/// owning thread gives `EDEADLK` instead of a hang.
+#[derive(Debug)]
+pub(crate) struct RawMutex {
+    m: *mut libc::pthread_mutex_t,
+}
+
+// SAFETY: a process-shared pthread mutex is designed to be used from any thread of any
+// process; the pointer targets a shared mapping the owner of `RawMutex` keeps alive.
+unsafe impl Send for RawMutex {}
+// SAFETY: as above; all operations go through the pthread API, which synchronises.
+unsafe impl Sync for RawMutex {}
+
+impl RawMutex {
+    /// Initialises the mutex in `storage`.
+    ///
+    /// # Safety
+    /// `storage` points to `MUTEX_STORAGE` writable bytes, 8-aligned, in a shared mapping
+    /// that outlives the returned value, and no other process uses them yet.
+    pub(crate) unsafe fn init(storage: *mut u8, _key: &str) -> io::Result<Self> {
+        let m = storage.cast::<libc::pthread_mutex_t>();
+        let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+        // SAFETY: attr is a valid place for the attribute object; each call's result is checked
+        // and the attribute is destroyed on every path after init succeeded. `m` is valid for
+        // writes by the caller's contract.
+        unsafe {
+            check(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
+            let a = attr.as_mut_ptr();
+            let r = (|| {
+                check(libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED))?;
+                check(libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST))?;
+                check(libc::pthread_mutexattr_settype(a, libc::PTHREAD_MUTEX_ERRORCHECK))?;
+                check(libc::pthread_mutex_init(m, a))
+            })();
+            libc::pthread_mutexattr_destroy(a);
+            r?;
+        }
+        Ok(RawMutex { m })
+    }
+
+    /// Attaches to a mutex another process initialised.
+    ///
+    /// # Safety
+    /// `storage` points to a mutex made by [`RawMutex::init`] in a shared mapping that
+    /// outlives the returned value.
+    pub(crate) unsafe fn open(storage: *mut u8, _key: &str) -> io::Result<Self> {
+        Ok(RawMutex { m: storage.cast() })
+    }
+
+    /// Locks, waiting at most `timeout` (`None`: forever).
+    pub(crate) fn lock(&self, timeout: Option<Duration>) -> Result<LockStatus, LockFail> {
+        let r = match timeout {
+            // SAFETY: self.m points to an initialised process-shared mutex (constructor contract).
+            None => unsafe { libc::pthread_mutex_lock(self.m) },
+            Some(t) => {
+                let deadline = realtime_deadline(t);
+                // SAFETY: as above; `deadline` is a normalised timespec.
+                unsafe { libc::pthread_mutex_timedlock(self.m, &deadline) }
+            }
+        };
+        self.status(r)
+    }
+
+    /// Locks if free, without waiting.
+    pub(crate) fn try_lock(&self) -> Result<LockStatus, LockFail> {
+        // SAFETY: self.m points to an initialised process-shared mutex.
+        let r = unsafe { libc::pthread_mutex_trylock(self.m) };
+        if r == libc::EBUSY {
+            return Ok(LockStatus::TimedOut);
+        }
+        self.status(r)
+    }
+
+    fn status(&self, r: i32) -> Result<LockStatus, LockFail> {
+        match r {
+            0 => Ok(LockStatus::Acquired),
+            libc::ETIMEDOUT => Ok(LockStatus::TimedOut),
+            libc::EOWNERDEAD => {
+                // SAFETY: we hold the lock (EOWNERDEAD hands it over); marking it consistent
+                // is what makes it usable again after we unlock.
+                match unsafe { libc::pthread_mutex_consistent(self.m) } {
+                    0 => Ok(LockStatus::OwnerDied),
+                    e => Err(LockFail::Os(io::Error::from_raw_os_error(e))),
+                }
+            }
+            libc::EDEADLK => Err(LockFail::WouldDeadlock),
+            libc::ENOTRECOVERABLE => Err(LockFail::Unrecoverable),
+            e => Err(LockFail::Os(io::Error::from_raw_os_error(e))),
+        }
+    }
+
+    /// Unlocks.
+    ///
+    /// # Safety
+    /// The calling thread holds the lock.
+    pub(crate) unsafe fn unlock(&self) {
+        // SAFETY: the caller holds the lock on an initialised mutex.
+        let r = unsafe { libc::pthread_mutex_unlock(self.m) };
+        debug_assert_eq!(r, 0, "pthread_mutex_unlock: {}", io::Error::from_raw_os_error(r));
+    }
+}
+
+fn check(r: i32) -> io::Result<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+/// `CLOCK_REALTIME` now + `t`, normalised (tv_nsec < 1e9) and saturated.
+fn realtime_deadline(t: Duration) -> libc::timespec {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    let mut sec = now.tv_sec.saturating_add(i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
+    let mut nsec = now.tv_nsec as i64 + i64::from(t.subsec_nanos());
+    if nsec >= 1_000_000_000 {
+        nsec -= 1_000_000_000;
+        sec = sec.saturating_add(1);
+    }
+    libc::timespec { tv_sec: sec as libc::time_t, tv_nsec: nsec as _ }
+}
+
+// ---------------------------------------------------------------------------------- waits
+
+/// Futex waits need no per-process state on Linux.
+#[derive(Debug)]
+pub(crate) struct Waiter;
+
+impl Waiter {
+    pub(crate) fn new(_key: &str) -> io::Result<Self> {
+        Ok(Waiter)
+    }
+
+    /// Sleeps while `*word == expected`, at most `timeout`. Spurious returns are allowed.
+    #[doc(alias = "futex")]
+    pub(crate) fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+        let ts = timeout.map(|t| rustix::time::Timespec {
+            tv_sec: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(t.subsec_nanos()) as _,
+        });
+        // Shared (not PRIVATE) futex: the word lives in memory mapped by several processes.
+        // EAGAIN (word changed), EINTR and ETIMEDOUT all mean "recheck", which the caller does.
+        let _ = futex::wait(word, futex::Flags::empty(), expected, ts.as_ref());
+    }
+
+    /// Wakes one sleeper on `word`.
+    pub(crate) fn wake(&self, word: &AtomicU32) {
+        let _ = futex::wake(word, futex::Flags::empty(), 1);
+    }
+}
+
+// ------------------------------------------------------------------------------ processes
+
+pub(crate) fn current_pid() -> u32 {
+    std::process::id()
+}
+
+/// Start time of `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`), or `None`
+/// if no such process is alive. Zombies (killed but not yet reaped) count as dead.
+#[doc(alias = "proc_pid_stat")]
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    // A pid read from shared memory is untrusted: 0 or a negative pid_t would make kill()
+    // address a process group.
+    let p = i32::try_from(pid).ok().filter(|&p| p > 0)?;
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    if unsafe { libc::kill(p, 0) } != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain anything: split after
+    // the last ')'. Then field 3 is the state and field 22 the start time.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// The CPU this thread runs on now (cheap: glibc reads it from the rseq area).
+pub(crate) fn current_cpu() -> u32 {
+    // SAFETY: sched_getcpu has no preconditions.
+    let c = unsafe { libc::sched_getcpu() };
+    u32::try_from(c).unwrap_or(u32::MAX)
+}

@@ -1,0 +1,78 @@
+//! The only code that calls the OS.
+//!
+//! Everything above this module (`segment`, `sync`, and through them `channel` and `pool`)
+//! is platform-independent. Each backend (`linux.rs`, `macos.rs`, `windows.rs`, picked by the
+//! one `cfg_attr` switch below) provides the same items with the same meaning:
+//!
+//! * `OS_NAME_PREFIX`, `MAX_OS_NAME`: how OS object names are spelled and how long they may
+//!   be (macOS: 31 bytes).
+//! * `Shm`: a named shared-memory object mapped read-write into this process.
+//!   `Shm::create(os_name, size, mode)` creates exclusively (an existing object gives
+//!   `io::ErrorKind::AlreadyExists`), sizes it and reserves its memory up front so that a full
+//!   /dev/shm is an error now, never a SIGBUS later; `Shm::open(os_name)` maps an existing
+//!   object at its current size (which may be 0 if its creator has not sized it yet);
+//!   `Shm::unlink(os_name)` removes the name (mappings stay valid). `as_ptr()`/`len()`: the
+//!   mapping, page-aligned, zero-filled at creation, valid while the `Shm` lives.
+//! * `RawMutex`: a process-shared mutex that survives its owner's death. It lives in
+//!   `MUTEX_STORAGE` bytes (8-aligned) of a segment and/or in a named kernel object derived
+//!   from the key; `init` once by the creator before the segment is published, `open` by
+//!   everyone else. `lock(timeout)` returns `LockStatus::OwnerDied` (and holds the lock) when
+//!   the previous owner died holding it; the protected data may then need repair.
+//! * `Waiter`: sleep until a 32-bit word in shared memory changes. `wait(word, expected,
+//!   timeout)` returns at once if `*word != expected`, else sleeps until woken, the timeout,
+//!   or spuriously; `wake(word)` wakes at least one sleeper. Callers recheck the word, so
+//!   spurious returns are harmless. Linux: futex; macOS: `__ulock`; Windows: a named
+//!   auto-reset event per word (WaitOnAddress does not cross processes).
+//! * Processes: `current_pid()`, `start_time(pid)` (`None` when no such process is alive;
+//!   zombies count as dead), so that a (pid, start time) pair identifies one process even
+//!   after its pid is reused.
+//! * Scheduling: `current_cpu()`, `yield_now()`.
+
+use std::time::Duration;
+
+#[cfg_attr(target_os = "linux", path = "linux.rs")]
+#[cfg_attr(target_os = "macos", path = "macos.rs")]
+#[cfg_attr(windows, path = "windows.rs")]
+mod os;
+
+#[cfg(unix)]
+mod unix;
+
+pub(crate) use os::{current_cpu, current_pid, start_time, RawMutex, Shm, Waiter, MAX_OS_NAME, OS_NAME_PREFIX};
+
+/// Bytes reserved in shared memory for one mutex (the largest backend need, rounded to a
+/// cache line).
+pub(crate) const MUTEX_STORAGE: usize = 64;
+
+/// How a lock attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockStatus {
+    /// The lock is held; the previous owner released it normally.
+    Acquired,
+    /// The lock is held; the previous owner died holding it.
+    OwnerDied,
+    /// Not acquired: the timeout ran out (or, for `try_lock`, it was held).
+    TimedOut,
+}
+
+/// Why a lock attempt failed.
+#[derive(Debug)]
+pub(crate) enum LockFail {
+    /// The calling thread already holds the lock.
+    WouldDeadlock,
+    /// The lock's state can no longer be recovered.
+    Unrecoverable,
+    /// Any other OS error.
+    Os(std::io::Error),
+}
+
+/// Gives up the CPU to another runnable thread, if any.
+#[inline]
+pub(crate) fn yield_now() {
+    std::thread::yield_now();
+}
+
+/// Splits an optional timeout into an absolute deadline, saturating far in the future.
+pub(crate) fn deadline_after(timeout: Option<Duration>) -> Option<std::time::Instant> {
+    timeout.and_then(|t| std::time::Instant::now().checked_add(t))
+}
