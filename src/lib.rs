@@ -36,8 +36,10 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod channel;
 mod error;
 mod name;
+mod pool;
 mod process;
 mod segment;
 mod sync;
@@ -48,3 +50,5 @@ pub use name::{ServiceName, MAX_NAME_LEN};
 pub use process::ProcessId;
 pub use segment::{Segment, SegmentBuilder, SegmentKind, DEFAULT_MODE, HEADER_SIZE};
 pub use sync::{Event, EventPair, Locked, Mutex, MutexGuard, WaitStrategy};
+// channel: pub use channel::{...};  (request channel, issue 3)
+// pool: pub use pool::{...};  (buffer pool, issue 4)

@@ -2,6 +2,8 @@
 //! test binary in a named role, line-based handshakes over pipes (no sleeps), watchdogs,
 //! and unique object names that are cleaned out of /dev/shm even when a test fails.
 #![allow(dead_code, unreachable_pub)]
+// Test files using this module start with #![cfg(target_os = "linux")]: the tests
+// need /dev/shm, SIGKILL and sched_setaffinity; macOS and Windows are type-checked only.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

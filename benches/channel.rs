@@ -1,0 +1,2 @@
+//! Benchmarks: channel (placeholder).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Benchmarks: pool (placeholder).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Benchmarks: sys (placeholder).
+fn main() {}

@@ -1,0 +1,1 @@
+//! The request channel: one server, many clients (issue 3).

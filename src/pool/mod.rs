@@ -1,0 +1,1 @@
+//! The Reader-owned, resizable buffer pool (issue 4).
