@@ -27,6 +27,12 @@ impl ProcessId {
         ProcessId { pid, start_time: sys::start_time(pid).unwrap_or(0) }
     }
 
+    /// An identity from its parts, e.g. as stored in shared memory by [`ProcessId::pid`] and
+    /// [`ProcessId::start_time`]. Any values are safe: a bogus identity is simply not alive.
+    pub fn new(pid: u32, start_time: u64) -> Self {
+        ProcessId { pid, start_time }
+    }
+
     pub(crate) fn from_raw(pid: u32, start_time: u64) -> Self {
         ProcessId { pid, start_time }
     }

@@ -202,6 +202,13 @@ impl Event {
         self.cell().word.store(0, Ordering::Release);
     }
 
+    /// Number of waiters registered as asleep in the kernel (a waiter that was killed while
+    /// asleep stays counted until the event is reset; it only costs `set` a wake syscall).
+    #[doc(hidden)]
+    pub fn sleepers(&self) -> u32 {
+        self.cell().word.load(Ordering::Relaxed) / SLEEPER
+    }
+
     /// Signals the event: wakes one waiter, or leaves it set for the next one.
     #[inline]
     pub fn set(&self) {

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 const ROLE_ENV: &str = "SHMLINK_TEST_ROLE";
 const ARGS_ENV: &str = "SHMLINK_TEST_ARGS";
 const SEP: char = '\u{1f}';
+/// Marks handshake lines: the child's stdout also carries the test harness's own output.
+const TAG: &str = "@shmlink-test:";
 
 /// Generous bound for any single handshake step; a hang becomes a failure with a message.
 pub const STEP: Duration = Duration::from_secs(30);
@@ -49,7 +51,7 @@ pub fn child_exit(code: i32) -> ! {
 /// Writes one handshake line to the parent.
 pub fn tell_parent(line: &str) {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").unwrap();
+    writeln!(out, "{TAG}{line}").unwrap();
     out.flush().unwrap();
 }
 
@@ -92,7 +94,8 @@ pub fn spawn_with(test: &str, role: &str, args: &[&str], adjust: impl FnOnce(&mu
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
+            let Some(line) = line.strip_prefix(TAG) else { continue };
+            if tx.send(line.to_owned()).is_err() {
                 break;
             }
         }
