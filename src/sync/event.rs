@@ -282,22 +282,17 @@ impl Event {
         let cell = self.cell();
         if cell.setter_cpu.load(Ordering::Relaxed) != sys::current_cpu() {
             let budget = Duration::from_nanos(u64::from(self.spin_ns.load(Ordering::Relaxed)));
-            'spin: loop {
+            loop {
                 for _ in 0..64 {
                     hint::spin_loop();
                     if cell.word.load(Ordering::Relaxed) & SET != 0 && self.try_wait() {
-                        break 'spin;
+                        self.learn(start.elapsed());
+                        return true;
                     }
                 }
                 if start.elapsed() > budget {
                     break;
                 }
-            }
-            if cell.word.load(Ordering::Relaxed) & SET == 0 {
-                // fall through to yielding
-            } else if self.try_wait() {
-                self.learn(start.elapsed());
-                return true;
             }
         }
         for _ in 0..YIELDS {
