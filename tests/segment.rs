@@ -22,19 +22,40 @@ fn stale_segment_of_a_killed_creator_is_replaced() {
         drop(seg);
         child_exit(0);
     }
-    let _w = watchdog("stale_segment_of_a_killed_creator_is_replaced", Duration::from_secs(60));
+    let _w = watchdog(
+        "stale_segment_of_a_killed_creator_is_replaced",
+        Duration::from_secs(60),
+    );
     let name = TestName::new("stale");
-    let mut child = spawn("stale_segment_of_a_killed_creator_is_replaced", "creator", &[&name]);
+    let mut child = spawn(
+        "stale_segment_of_a_killed_creator_is_replaced",
+        "creator",
+        &[&name],
+    );
     child.expect("created");
     let old = Segment::open(&name).unwrap();
     assert_eq!(old.owner().pid(), child.pid());
     child.kill();
-    assert!(!old.owner().is_alive(), "a killed (and reaped) creator must not look alive");
-    let seg = Segment::builder(&name).size(8192).create().expect("create over a stale segment");
+    assert!(
+        !old.owner().is_alive(),
+        "a killed (and reaped) creator must not look alive"
+    );
+    let seg = Segment::builder(&name)
+        .size(8192)
+        .create()
+        .expect("create over a stale segment");
     assert_eq!(seg.len(), 8192);
-    assert_ne!(seg.token(), old.token(), "a new incarnation gets a new token");
+    assert_ne!(
+        seg.token(),
+        old.token(),
+        "a new incarnation gets a new token"
+    );
     drop((seg, old));
-    assert!(name.leftovers().is_empty(), "left behind: {:?}", name.leftovers());
+    assert!(
+        name.leftovers().is_empty(),
+        "left behind: {:?}",
+        name.leftovers()
+    );
 }
 
 #[test]
@@ -47,7 +68,11 @@ fn live_creator_makes_a_second_create_fail_with_already_running() {
     }
     let _w = watchdog("live_creator", Duration::from_secs(60));
     let name = TestName::new("live");
-    let mut child = spawn("live_creator_makes_a_second_create_fail_with_already_running", "creator", &[&name]);
+    let mut child = spawn(
+        "live_creator_makes_a_second_create_fail_with_already_running",
+        "creator",
+        &[&name],
+    );
     child.expect("created");
     match Segment::builder(&name).size(64).create() {
         Err(Error::AlreadyRunning { pid, .. }) => assert_eq!(pid, child.pid()),
@@ -72,8 +97,15 @@ fn foreign_object_is_refused_and_left_alone() {
         Err(Error::Foreign { .. }) => {}
         other => panic!("expected Foreign on open, got {other:?}"),
     }
-    assert!(matches!(Segment::remove(&name, true), Err(Error::Foreign { .. })));
-    assert_eq!(std::fs::read(&path).unwrap(), content, "a foreign object must never be modified or removed");
+    assert!(matches!(
+        Segment::remove(&name, true),
+        Err(Error::Foreign { .. })
+    ));
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        content,
+        "a foreign object must never be modified or removed"
+    );
 }
 
 #[test]
@@ -86,7 +118,9 @@ fn wrong_header_version_is_refused() {
     bytes[8..12].copy_from_slice(&99u32.to_ne_bytes());
     std::fs::write(&path, &bytes).unwrap();
     match Segment::open(&name) {
-        Err(e @ Error::VersionMismatch { found: 99, .. }) => assert!(e.to_string().contains("99"), "{e}"),
+        Err(e @ Error::VersionMismatch { found: 99, .. }) => {
+            assert!(e.to_string().contains("99"), "{e}")
+        }
         other => panic!("expected VersionMismatch, got {other:?}"),
     }
 }
@@ -96,12 +130,22 @@ fn truncated_segment_is_refused() {
     let name = TestName::new("trunc");
     let seg = Segment::builder(&name).size(8192).create().unwrap();
     let path = shm_path(seg.os_name());
-    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(4096).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
     match Segment::open(&name) {
         Err(e @ Error::Corrupt { .. }) => assert!(e.to_string().contains("bytes"), "{e}"),
         other => panic!("expected Corrupt, got {other:?}"),
     }
-    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(100).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
     assert!(matches!(Segment::open(&name), Err(Error::Corrupt { .. })));
 }
 
@@ -109,8 +153,14 @@ fn truncated_segment_is_refused() {
 fn kind_mismatch_and_missing_and_bad_names_give_clear_errors() {
     let name = TestName::new("kinds");
     assert!(matches!(Segment::open(&name), Err(Error::NotFound { .. })));
-    assert!(matches!(Segment::open("bad/name"), Err(Error::InvalidName { .. })));
-    assert!(matches!(Segment::builder("").create(), Err(Error::InvalidName { .. })));
+    assert!(matches!(
+        Segment::open("bad/name"),
+        Err(Error::InvalidName { .. })
+    ));
+    assert!(matches!(
+        Segment::builder("").create(),
+        Err(Error::InvalidName { .. })
+    ));
     let _m = shmlink::Mutex::create(&name).unwrap();
     // The mutex lives under another tag, so a raw open of the same service name finds nothing.
     assert!(matches!(Segment::open(&name), Err(Error::NotFound { .. })));
@@ -123,7 +173,10 @@ fn impossible_size_is_an_error_not_a_sigbus() {
         Err(Error::NoSpace { size, .. }) => assert!(size >= 1 << 45),
         other => panic!("expected NoSpace for 32 TiB, got {other:?}"),
     }
-    assert!(name.leftovers().is_empty(), "a failed create must not leave its object behind");
+    assert!(
+        name.leftovers().is_empty(),
+        "a failed create must not leave its object behind"
+    );
 }
 
 #[test]
@@ -140,15 +193,23 @@ fn owner_only_segment_refuses_another_uid() {
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED owner_only_segment_refuses_another_uid: needs root to switch to another uid");
+        eprintln!(
+            "SKIPPED owner_only_segment_refuses_another_uid: needs root to switch to another uid"
+        );
         return;
     }
     let _w = watchdog("owner_only", Duration::from_secs(60));
     let name = TestName::new("perm");
     let seg = Segment::builder(&name).size(64).create().unwrap();
-    let mode = std::fs::metadata(shm_path(seg.os_name())).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777).unwrap();
+    let mode = std::fs::metadata(shm_path(seg.os_name()))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .unwrap();
     assert_eq!(mode, 0o600);
-    let mut child = spawn("owner_only_segment_refuses_another_uid", "intruder", &[&name]);
+    let mut child = spawn(
+        "owner_only_segment_refuses_another_uid",
+        "intruder",
+        &[&name],
+    );
     child.expect("denied");
     child.wait_ok();
 }
@@ -164,7 +225,11 @@ fn dropping_the_creator_leaves_nothing_in_dev_shm() {
         assert!(!name.leftovers().is_empty());
         assert!(seg.is_owner());
     }
-    assert!(name.leftovers().is_empty(), "left behind: {:?}", name.leftovers());
+    assert!(
+        name.leftovers().is_empty(),
+        "left behind: {:?}",
+        name.leftovers()
+    );
 }
 
 #[test]
@@ -177,9 +242,16 @@ fn remove_refuses_a_live_owner_and_removes_a_dead_one() {
     }
     let _w = watchdog("remove", Duration::from_secs(60));
     let name = TestName::new("remove");
-    let mut child = spawn("remove_refuses_a_live_owner_and_removes_a_dead_one", "creator", &[&name]);
+    let mut child = spawn(
+        "remove_refuses_a_live_owner_and_removes_a_dead_one",
+        "creator",
+        &[&name],
+    );
     child.expect("created");
-    assert!(matches!(Segment::remove(&name, false), Err(Error::AlreadyRunning { .. })));
+    assert!(matches!(
+        Segment::remove(&name, false),
+        Err(Error::AlreadyRunning { .. })
+    ));
     child.kill();
     assert!(Segment::remove(&name, false).unwrap());
     assert!(!Segment::remove(&name, false).unwrap());

@@ -5,7 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{child_exit, child_role, hear_parent, poll_until, spawn, tell_parent, watchdog, TestName};
+use common::{
+    child_exit, child_role, hear_parent, poll_until, spawn, tell_parent, watchdog, TestName,
+};
 use shmlink::{Error, Event, EventPair, Locked, Mutex, ProcessId, Segment, WaitStrategy};
 
 /// The lock word of glibc's pthread mutex (first field), read through the object's file;
@@ -31,7 +33,11 @@ fn mutex_child(role: &str, args: &[String]) -> ! {
         "waiter" => {
             tell_parent("locking");
             let locked = m.lock().unwrap();
-            let how = if locked.owner_died() { "owner_died" } else { "acquired" };
+            let how = if locked.owner_died() {
+                "owner_died"
+            } else {
+                "acquired"
+            };
             drop(locked); // exit() skips destructors: unlock first, or we die holding it
             tell_parent(how);
             child_exit(0)
@@ -53,7 +59,10 @@ fn mutex_waiter_blocked_in_lock_gets_it_when_the_owner_is_killed() {
     holder.expect("locked");
     let mut waiter = spawn(test, "waiter", &[&name]);
     waiter.expect("locking");
-    assert!(poll_until(Duration::from_secs(10), || mutex_has_sleeping_waiter(&name)), "the waiter never blocked in the kernel");
+    assert!(
+        poll_until(Duration::from_secs(10), || mutex_has_sleeping_waiter(&name)),
+        "the waiter never blocked in the kernel"
+    );
     let killed = Instant::now();
     holder.kill();
     waiter.expect("owner_died");
@@ -84,9 +93,14 @@ fn mutex_fresh_locker_is_told_the_owner_died_and_rounds_continue() {
     holder.expect("locked");
     holder.kill();
     let start = Instant::now();
-    let locked = m.lock_timeout(Duration::from_secs(5)).expect("lock after owner death");
+    let locked = m
+        .lock_timeout(Duration::from_secs(5))
+        .expect("lock after owner death");
     let took = start.elapsed();
-    assert!(matches!(locked, Locked::OwnerDied(_)), "the fresh locker must be told the owner died");
+    assert!(
+        matches!(locked, Locked::OwnerDied(_)),
+        "the fresh locker must be told the owner died"
+    );
     eprintln!("fresh locker got the lock in {took:?}");
     assert!(took < Duration::from_secs(1));
     drop(locked);
@@ -127,13 +141,23 @@ fn mutex_timeouts_try_lock_and_relock_errors() {
     let m = Mutex::create(&name).unwrap();
     {
         let _g = m.lock().unwrap();
-        assert!(matches!(m.lock(), Err(Error::WouldDeadlock)), "relocking from the holder must be an error, not a hang");
+        assert!(
+            matches!(m.lock(), Err(Error::WouldDeadlock)),
+            "relocking from the holder must be an error, not a hang"
+        );
     }
-    let mut holder = spawn("mutex_timeouts_try_lock_and_relock_errors", "holder", &[&name]);
+    let mut holder = spawn(
+        "mutex_timeouts_try_lock_and_relock_errors",
+        "holder",
+        &[&name],
+    );
     holder.expect("locked");
     assert!(m.try_lock().unwrap().is_none());
     let start = Instant::now();
-    assert!(matches!(m.lock_timeout(Duration::from_millis(50)), Err(Error::Timeout)));
+    assert!(matches!(
+        m.lock_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
     assert!(start.elapsed() >= Duration::from_millis(50));
     holder.kill();
 }
@@ -145,7 +169,10 @@ fn pong(name: &str, strategy: WaitStrategy, rounds: u64) {
     let round = seg.as_ptr().cast::<u64>();
     tell_parent("ready");
     for i in 1..=rounds {
-        assert!(pair.exec().wait_timeout(common::STEP), "lost wake-up: exec {i} never came");
+        assert!(
+            pair.exec().wait_timeout(common::STEP),
+            "lost wake-up: exec {i} never came"
+        );
         // SAFETY: 16 bytes in the data region; the exec/done handshake orders the accesses.
         unsafe {
             assert_eq!(round.read_volatile(), i, "exec for the wrong round");
@@ -169,11 +196,19 @@ fn ping_pong(test: &str, strategy: WaitStrategy, label: &str) {
         // SAFETY: as in `pong`.
         unsafe { round.write_volatile(i) };
         pair.exec().set();
-        assert!(pair.done().wait_timeout(common::STEP), "lost wake-up: done {i} never came");
+        assert!(
+            pair.done().wait_timeout(common::STEP),
+            "lost wake-up: done {i} never came"
+        );
         // SAFETY: as in `pong`.
-        assert_eq!(unsafe { round.add(1).read_volatile() }, i, "answer for the wrong round");
+        let answered = unsafe { round.add(1).read_volatile() };
+        assert_eq!(answered, i, "answer for the wrong round");
     }
-    eprintln!("{label}: {ROUNDS} round trips in {:?} ({:?} each)", start.elapsed(), start.elapsed() / ROUNDS as u32);
+    eprintln!(
+        "{label}: {ROUNDS} round trips in {:?} ({:?} each)",
+        start.elapsed(),
+        start.elapsed() / ROUNDS as u32
+    );
     child.wait_ok();
 }
 
@@ -192,18 +227,29 @@ macro_rules! ping_pong_test {
 
 ping_pong_test!(event_ping_pong_adaptive, WaitStrategy::Adaptive);
 ping_pong_test!(event_ping_pong_block, WaitStrategy::Block);
-ping_pong_test!(event_ping_pong_spin_then_block, WaitStrategy::SpinThenBlock { spins: 2000 });
+ping_pong_test!(
+    event_ping_pong_spin_then_block,
+    WaitStrategy::SpinThenBlock { spins: 2000 }
+);
 ping_pong_test!(event_ping_pong_spin, WaitStrategy::Spin);
 
 #[test]
 fn event_wait_timeout_without_set_returns_false_after_the_timeout() {
     let name = TestName::new("ev-timeout");
-    for strategy in [WaitStrategy::Adaptive, WaitStrategy::Block, WaitStrategy::Spin, WaitStrategy::SpinThenBlock { spins: 100 }] {
+    for strategy in [
+        WaitStrategy::Adaptive,
+        WaitStrategy::Block,
+        WaitStrategy::Spin,
+        WaitStrategy::SpinThenBlock { spins: 100 },
+    ] {
         let ev = Event::create(&name).unwrap().with_strategy(strategy);
         let start = Instant::now();
         assert!(!ev.wait_timeout(Duration::from_millis(50)), "{strategy:?}");
         let took = start.elapsed();
-        assert!(took >= Duration::from_millis(50), "{strategy:?} returned after {took:?}");
+        assert!(
+            took >= Duration::from_millis(50),
+            "{strategy:?} returned after {took:?}"
+        );
         assert!(took < Duration::from_secs(10), "{strategy:?} took {took:?}");
     }
 }
@@ -226,7 +272,9 @@ fn event_is_auto_reset_and_sets_do_not_count() {
 #[test]
 fn event_waiter_killed_inside_wait_does_not_break_the_next_pair() {
     if let Some((_, args)) = child_role() {
-        let ev = Event::open(&args[0]).unwrap().with_strategy(WaitStrategy::Block);
+        let ev = Event::open(&args[0])
+            .unwrap()
+            .with_strategy(WaitStrategy::Block);
         tell_parent("waiting");
         ev.wait();
         child_exit(1); // never set: we get killed in there
@@ -234,15 +282,25 @@ fn event_waiter_killed_inside_wait_does_not_break_the_next_pair() {
     let _w = watchdog("event_waiter_killed", Duration::from_secs(60));
     let name = TestName::new("ev-killed");
     let ev = Event::create(&name).unwrap();
-    let mut child = spawn("event_waiter_killed_inside_wait_does_not_break_the_next_pair", "waiter", &[&name]);
+    let mut child = spawn(
+        "event_waiter_killed_inside_wait_does_not_break_the_next_pair",
+        "waiter",
+        &[&name],
+    );
     child.expect("waiting");
-    assert!(poll_until(Duration::from_secs(10), || ev.sleepers() == 1), "the child never slept in the event");
+    assert!(
+        poll_until(Duration::from_secs(10), || ev.sleepers() == 1),
+        "the child never slept in the event"
+    );
     child.kill();
     // Nothing stale: no signal appears, and a set/wait pair works as before.
     let peer = Event::open(&name).unwrap();
     assert!(!peer.wait_timeout(Duration::from_millis(20)));
     ev.set();
-    assert!(peer.wait_timeout(Duration::from_secs(1)), "the set after the killed waiter was lost");
+    assert!(
+        peer.wait_timeout(Duration::from_secs(1)),
+        "the set after the killed waiter was lost"
+    );
     assert!(!peer.try_wait());
     // And across threads, a sleeper is woken.
     std::thread::scope(|s| {
@@ -262,17 +320,30 @@ fn process_identity_survives_death_zombies_and_pid_reuse() {
     }
     let me = ProcessId::current();
     assert!(me.is_alive());
-    assert!(!ProcessId::new(me.pid(), me.start_time() + 1).is_alive(), "same pid, other start time: a reused pid");
+    assert!(
+        !ProcessId::new(me.pid(), me.start_time() + 1).is_alive(),
+        "same pid, other start time: a reused pid"
+    );
     assert!(!ProcessId::new(0, 0).is_alive());
-    assert!(!ProcessId::new(u32::MAX, 0).is_alive(), "a negative pid_t must not address a process group");
-    let mut child = spawn("process_identity_survives_death_zombies_and_pid_reuse", "sleeper", &[]);
+    assert!(
+        !ProcessId::new(u32::MAX, 0).is_alive(),
+        "a negative pid_t must not address a process group"
+    );
+    let mut child = spawn(
+        "process_identity_survives_death_zombies_and_pid_reuse",
+        "sleeper",
+        &[],
+    );
     child.expect("up");
     let pid = child.pid();
     // SAFETY: plain kill(2) of our own child.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
     // Killed but not yet reaped: a zombie, which must count as dead.
     let stat = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    assert!(poll_until(Duration::from_secs(10), || stat(pid).contains(") Z")), "child did not become a zombie");
+    assert!(
+        poll_until(Duration::from_secs(10), || stat(pid).contains(") Z")),
+        "child did not become a zombie"
+    );
     assert!(!ProcessId::new(pid, 0).is_alive());
     child.kill();
 }
