@@ -22,7 +22,10 @@ fn main() -> DynResult {
         return child(&args[2], &args[3]);
     }
     let name = format!("demo-{}", std::process::id());
-    println!("shmlink demo (pid {}), service names start with {name:?}\n", std::process::id());
+    println!(
+        "shmlink demo (pid {}), service names start with {name:?}\n",
+        std::process::id()
+    );
     building_blocks(&name)?;
     println!("\ndone: every object was removed, nothing is left in shared memory.");
     Ok(())
@@ -85,7 +88,13 @@ fn child(role: &str, name: &str) -> DynResult {
 fn percentiles(mut samples: Vec<Duration>) -> String {
     samples.sort();
     let p = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
-    format!("p50 {:.2} us, p90 {:.2} us, p99 {:.2} us, max {:.2} us", p(0.5), p(0.9), p(0.99), p(1.0))
+    format!(
+        "p50 {:.2} us, p90 {:.2} us, p99 {:.2} us, max {:.2} us",
+        p(0.5),
+        p(0.9),
+        p(0.99),
+        p(1.0)
+    )
 }
 
 /// Segment + mutex + exec/done pair, ping-pong with a child process, owner death.
@@ -94,7 +103,11 @@ fn building_blocks(name: &str) -> DynResult {
     let seg = Segment::builder(name).size(64).create()?;
     let pair = EventPair::create(name)?;
     let mutex = Mutex::create(name)?;
-    println!("    created {} ({} data bytes), its event pair and mutex", seg.os_name(), seg.len());
+    println!(
+        "    created {} ({} data bytes), its event pair and mutex",
+        seg.os_name(),
+        seg.len()
+    );
 
     let (mut child, mut out) = spawn("pong", name)?;
     if read_line(&mut out)? != "ready" {
@@ -113,7 +126,10 @@ fn building_blocks(name: &str) -> DynResult {
     unsafe { seg.as_ptr().write_volatile(1) };
     pair.exec().set();
     child.wait()?;
-    println!("    {ROUND_TRIPS} exec/done round trips with a child process: {}", percentiles(samples));
+    println!(
+        "    {ROUND_TRIPS} exec/done round trips with a child process: {}",
+        percentiles(samples)
+    );
 
     let (mut child, mut out) = spawn("locker", name)?;
     if read_line(&mut out)? != "locked" {
@@ -126,7 +142,9 @@ fn building_blocks(name: &str) -> DynResult {
         Locked::OwnerDied(_guard) => {
             println!("    a child locked the mutex and was killed: the next lock got it in {:?} and was told the owner died", t.elapsed())
         }
-        Locked::Acquired(_guard) => println!("    unexpected: the lock came back without an owner-death report"),
+        Locked::Acquired(_guard) => {
+            println!("    unexpected: the lock came back without an owner-death report")
+        }
     }
     Ok(())
 }
