@@ -33,8 +33,9 @@ use super::{LockFail, LockStatus, MUTEX_STORAGE};
 
 /// Session-local kernel object namespace.
 pub(crate) const OS_NAME_PREFIX: &str = "Local\\";
-/// Kernel object names may be up to MAX_PATH (260) characters; keep a margin.
-pub(crate) const MAX_OS_NAME: usize = 250;
+/// Kernel object names are limited to MAX_PATH (260) characters; mutex and event names add
+/// a `.m<offset>` / `.e<offset>` suffix to their segment's name, so leave room for it.
+pub(crate) const MAX_OS_NAME: usize = 240;
 /// Sections are made of whole pages, and Windows cannot tell an opener a pagefile-backed
 /// section's exact size (`VirtualQuery` and `NtQuerySection` both report it in pages), so an
 /// opened section may look up to a page larger than its creator asked for. 64 KiB covers any
