@@ -124,7 +124,13 @@ impl Event {
     /// # Errors
     /// As [`SegmentBuilder::create`](crate::SegmentBuilder::create).
     pub fn create(name: &str) -> Result<Event> {
-        let seg = Arc::new(Segment::builder(name).tag("event").kind(SegmentKind::Event, KIND_VERSION).size(EVENT_STORAGE).create_unpublished()?);
+        let seg = Arc::new(
+            Segment::builder(name)
+                .tag("event")
+                .kind(SegmentKind::Event, KIND_VERSION)
+                .size(EVENT_STORAGE)
+                .create_unpublished()?,
+        );
         // SAFETY: the data region holds EVENT_STORAGE bytes at offset 0, 64-aligned, unpublished.
         let ev = unsafe { Event::init_at(&seg, 0) }?;
         seg.publish();
@@ -136,9 +142,17 @@ impl Event {
     /// # Errors
     /// As [`Segment::open`].
     pub fn open(name: &str) -> Result<Event> {
-        let seg = Arc::new(Segment::open_kind(&ServiceName::new(name)?, "event", SegmentKind::Event, KIND_VERSION)?);
+        let seg = Arc::new(Segment::open_kind(
+            &ServiceName::new(name)?,
+            "event",
+            SegmentKind::Event,
+            KIND_VERSION,
+        )?);
         if seg.len() < EVENT_STORAGE {
-            return Err(Error::Corrupt { name: name.into(), reason: "event segment too small".into() });
+            return Err(Error::Corrupt {
+                name: name.into(),
+                reason: "event segment too small".into(),
+            });
         }
         // SAFETY: the creator initialised an event at offset 0 before publishing.
         unsafe { Event::open_at(&seg, 0) }
@@ -171,7 +185,13 @@ impl Event {
         let waiter = sys::Waiter::new(&key).map_err(|e| Error::os("event open", seg.name(), e))?;
         // SAFETY: forwarded from the caller's contract.
         let cell = unsafe { seg.as_ptr().add(offset) }.cast::<EventCell>();
-        Ok(Event { cell, waiter, strategy: WaitStrategy::default(), spin_ns: AtomicU32::new(MAX_SPIN_NS / 4), _segment: Arc::clone(seg) })
+        Ok(Event {
+            cell,
+            waiter,
+            strategy: WaitStrategy::default(),
+            spin_ns: AtomicU32::new(MAX_SPIN_NS / 4),
+            _segment: Arc::clone(seg),
+        })
     }
 
     /// Uses `strategy` for this handle's waits.
@@ -239,7 +259,11 @@ impl Event {
 
     /// Waits until set, `deadline`, or until `check` (called every [`CHECK_INTERVAL`] while
     /// asleep, and between spin rounds) returns false.
-    pub(crate) fn wait_until(&self, deadline: Option<Instant>, mut check: Option<&mut dyn FnMut() -> bool>) -> WaitOutcome {
+    pub(crate) fn wait_until(
+        &self,
+        deadline: Option<Instant>,
+        mut check: Option<&mut dyn FnMut() -> bool>,
+    ) -> WaitOutcome {
         if self.try_wait() {
             return WaitOutcome::Set;
         }
@@ -307,11 +331,19 @@ impl Event {
     fn learn(&self, waited: Duration) {
         let w = u32::try_from(waited.as_nanos()).unwrap_or(u32::MAX);
         let b = self.spin_ns.load(Ordering::Relaxed);
-        let nb = if w <= MAX_SPIN_NS { b.max(w.saturating_mul(2)).min(MAX_SPIN_NS) } else { (b / 2).max(MIN_SPIN_NS) };
+        let nb = if w <= MAX_SPIN_NS {
+            b.max(w.saturating_mul(2)).min(MAX_SPIN_NS)
+        } else {
+            (b / 2).max(MIN_SPIN_NS)
+        };
         self.spin_ns.store(nb, Ordering::Relaxed);
     }
 
-    fn spin_until(&self, deadline: Option<Instant>, check: &mut Option<&mut dyn FnMut() -> bool>) -> WaitOutcome {
+    fn spin_until(
+        &self,
+        deadline: Option<Instant>,
+        check: &mut Option<&mut dyn FnMut() -> bool>,
+    ) -> WaitOutcome {
         let mut last_check = Instant::now();
         loop {
             for _ in 0..1024 {
@@ -338,14 +370,26 @@ impl Event {
 
     /// Sleeps in the kernel until set, the deadline, or the check fails.
     #[cold]
-    fn sleep(&self, deadline: Option<Instant>, check: &mut Option<&mut dyn FnMut() -> bool>) -> WaitOutcome {
+    fn sleep(
+        &self,
+        deadline: Option<Instant>,
+        check: &mut Option<&mut dyn FnMut() -> bool>,
+    ) -> WaitOutcome {
         let word = &self.cell().word;
         word.fetch_add(SLEEPER, Ordering::AcqRel);
         let outcome = loop {
             let v = word.load(Ordering::Acquire);
             if v & SET != 0 {
                 // Consume the signal and unregister in one step.
-                if word.compare_exchange(v, (v & !SET).wrapping_sub(SLEEPER), Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                if word
+                    .compare_exchange(
+                        v,
+                        (v & !SET).wrapping_sub(SLEEPER),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
                     return WaitOutcome::Set;
                 }
                 continue;
@@ -378,7 +422,11 @@ impl Event {
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let w = self.cell().word.load(Ordering::Relaxed);
-        f.debug_struct("Event").field("set", &(w & SET != 0)).field("sleepers", &(w / SLEEPER)).field("strategy", &self.strategy).finish()
+        f.debug_struct("Event")
+            .field("set", &(w & SET != 0))
+            .field("sleepers", &(w / SLEEPER))
+            .field("strategy", &self.strategy)
+            .finish()
     }
 }
 
@@ -410,9 +458,20 @@ impl EventPair {
     /// # Errors
     /// As [`SegmentBuilder::create`](crate::SegmentBuilder::create).
     pub fn create(name: &str) -> Result<EventPair> {
-        let seg = Arc::new(Segment::builder(name).tag("pair").kind(SegmentKind::Event, KIND_VERSION).size(2 * EVENT_STORAGE).create_unpublished()?);
+        let seg = Arc::new(
+            Segment::builder(name)
+                .tag("pair")
+                .kind(SegmentKind::Event, KIND_VERSION)
+                .size(2 * EVENT_STORAGE)
+                .create_unpublished()?,
+        );
         // SAFETY: two disjoint, 64-aligned EVENT_STORAGE cells in the unpublished data region.
-        let (exec, done) = unsafe { (Event::init_at(&seg, 0)?, Event::init_at(&seg, EVENT_STORAGE)?) };
+        let (exec, done) = unsafe {
+            (
+                Event::init_at(&seg, 0)?,
+                Event::init_at(&seg, EVENT_STORAGE)?,
+            )
+        };
         seg.publish();
         Ok(EventPair { exec, done })
     }
@@ -422,18 +481,34 @@ impl EventPair {
     /// # Errors
     /// As [`Segment::open`].
     pub fn open(name: &str) -> Result<EventPair> {
-        let seg = Arc::new(Segment::open_kind(&ServiceName::new(name)?, "pair", SegmentKind::Event, KIND_VERSION)?);
+        let seg = Arc::new(Segment::open_kind(
+            &ServiceName::new(name)?,
+            "pair",
+            SegmentKind::Event,
+            KIND_VERSION,
+        )?);
         if seg.len() < 2 * EVENT_STORAGE {
-            return Err(Error::Corrupt { name: name.into(), reason: "event pair segment too small".into() });
+            return Err(Error::Corrupt {
+                name: name.into(),
+                reason: "event pair segment too small".into(),
+            });
         }
         // SAFETY: the creator initialised two events at offsets 0 and EVENT_STORAGE.
-        let (exec, done) = unsafe { (Event::open_at(&seg, 0)?, Event::open_at(&seg, EVENT_STORAGE)?) };
+        let (exec, done) = unsafe {
+            (
+                Event::open_at(&seg, 0)?,
+                Event::open_at(&seg, EVENT_STORAGE)?,
+            )
+        };
         Ok(EventPair { exec, done })
     }
 
     /// Uses `strategy` for both events' waits in this process.
     pub fn with_strategy(self, strategy: WaitStrategy) -> Self {
-        EventPair { exec: self.exec.with_strategy(strategy), done: self.done.with_strategy(strategy) }
+        EventPair {
+            exec: self.exec.with_strategy(strategy),
+            done: self.done.with_strategy(strategy),
+        }
     }
 
     /// "Request ready": set by the client, waited on by the server.

@@ -62,13 +62,26 @@ fn ulock_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
         Some(t) => u32::try_from(t.as_micros()).unwrap_or(u32::MAX).max(1),
     };
     // SAFETY: `word` is a live AtomicU32 (4-aligned) for the duration of the call.
-    unsafe { __ulock_wait(UL_COMPARE_AND_WAIT_SHARED | ULF_NO_ERRNO, word.as_ptr().cast(), u64::from(expected), us) };
+    unsafe {
+        __ulock_wait(
+            UL_COMPARE_AND_WAIT_SHARED | ULF_NO_ERRNO,
+            word.as_ptr().cast(),
+            u64::from(expected),
+            us,
+        )
+    };
 }
 
 /// Wakes one sleeper on `word`.
 fn ulock_wake(word: &AtomicU32) {
     // SAFETY: `word` is a live AtomicU32. -ENOENT (nobody asleep) is fine.
-    unsafe { __ulock_wake(UL_COMPARE_AND_WAIT_SHARED | ULF_NO_ERRNO, word.as_ptr().cast(), 0) };
+    unsafe {
+        __ulock_wake(
+            UL_COMPARE_AND_WAIT_SHARED | ULF_NO_ERRNO,
+            word.as_ptr().cast(),
+            0,
+        )
+    };
 }
 
 // ---------------------------------------------------------------------------------- mutex
@@ -142,7 +155,12 @@ impl RawMutex {
         let word = storage.cast::<LockWord>();
         // SAFETY: the caller guarantees the bytes are ours to write, aligned and large enough.
         unsafe {
-            word.write(LockWord { state: AtomicU32::new(UNLOCKED), _pad: 0, owner_start: AtomicU64::new(0), owner_tid: AtomicU64::new(0) });
+            word.write(LockWord {
+                state: AtomicU32::new(UNLOCKED),
+                _pad: 0,
+                owner_start: AtomicU64::new(0),
+                owner_tid: AtomicU64::new(0),
+            });
         }
         // SAFETY: just initialised; the caller's contract covers the rest.
         unsafe { Self::open(storage, key) }
@@ -156,10 +174,18 @@ impl RawMutex {
     pub(crate) unsafe fn open(storage: *mut u8, _key: &str) -> io::Result<Self> {
         let pid = current_pid();
         if pid == 0 || pid > i32::MAX as u32 {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "pid out of range for the lock word"));
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "pid out of range for the lock word",
+            ));
         }
-        let my_start = start_time(pid).ok_or_else(|| io::Error::other("cannot read this process's start time"))?;
-        Ok(RawMutex { word: storage.cast::<LockWord>(), me: pid << PID_SHIFT, my_start })
+        let my_start = start_time(pid)
+            .ok_or_else(|| io::Error::other("cannot read this process's start time"))?;
+        Ok(RawMutex {
+            word: storage.cast::<LockWord>(),
+            me: pid << PID_SHIFT,
+            my_start,
+        })
     }
 
     #[inline]
@@ -172,7 +198,12 @@ impl RawMutex {
     /// Locks, waiting at most `timeout` (`None`: forever).
     #[inline]
     pub(crate) fn lock(&self, timeout: Option<Duration>) -> Result<LockStatus, LockFail> {
-        if self.word().state.compare_exchange(UNLOCKED, self.me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+        if self
+            .word()
+            .state
+            .compare_exchange(UNLOCKED, self.me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
             self.record_owner();
             return Ok(LockStatus::Acquired);
         }
@@ -183,7 +214,10 @@ impl RawMutex {
     /// Locks if free, or if its holder is dead; `TimedOut` if a live process holds it.
     pub(crate) fn try_lock(&self) -> Result<LockStatus, LockFail> {
         let w = self.word();
-        match w.state.compare_exchange(UNLOCKED, self.me, Ordering::Acquire, Ordering::Relaxed) {
+        match w
+            .state
+            .compare_exchange(UNLOCKED, self.me, Ordering::Acquire, Ordering::Relaxed)
+        {
             Ok(_) => {
                 self.record_owner();
                 Ok(LockStatus::Acquired)
@@ -218,7 +252,12 @@ impl RawMutex {
             if s == UNLOCKED {
                 // We have been waiting, so others may be too: keep WAITERS set so that our
                 // unlock wakes the next one.
-                match w.state.compare_exchange(UNLOCKED, self.me | WAITERS, Ordering::Acquire, Ordering::Relaxed) {
+                match w.state.compare_exchange(
+                    UNLOCKED,
+                    self.me | WAITERS,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
                     Ok(_) => {
                         self.record_owner();
                         return Ok(LockStatus::Acquired);
@@ -230,7 +269,10 @@ impl RawMutex {
                 }
             }
             if s & WAITERS == 0 {
-                if let Err(now) = w.state.compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed) {
+                if let Err(now) =
+                    w.state
+                        .compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                {
                     s = now;
                     continue;
                 }
@@ -243,7 +285,9 @@ impl RawMutex {
                     return Ok(status);
                 }
             }
-            let mut sleep = LIVENESS_INTERVAL.saturating_sub(now.duration_since(last_check)).max(Duration::from_millis(1));
+            let mut sleep = LIVENESS_INTERVAL
+                .saturating_sub(now.duration_since(last_check))
+                .max(Duration::from_millis(1));
             match deadline {
                 Some(d) if now >= d => return Ok(LockStatus::TimedOut),
                 Some(d) => sleep = sleep.min(d - now),
@@ -270,7 +314,15 @@ impl RawMutex {
         }
         let w = self.word();
         // Keep WAITERS: other waiters may be asleep and our unlock must wake them.
-        if w.state.compare_exchange(s, self.me | (s & WAITERS), Ordering::Acquire, Ordering::Relaxed).is_ok() {
+        if w.state
+            .compare_exchange(
+                s,
+                self.me | (s & WAITERS),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
             self.record_owner();
             return Some(LockStatus::OwnerDied);
         }
@@ -280,7 +332,9 @@ impl RawMutex {
     /// Whether the process holding the lock in state `s` is alive.
     fn holder_alive(&self, s: u32) -> bool {
         let pid = s >> PID_SHIFT;
-        let Some(now) = start_time(pid) else { return false };
+        let Some(now) = start_time(pid) else {
+            return false;
+        };
         // Read after the state: 0 means the holder has not recorded its start time yet (or
         // has already cleared it while unlocking); then the pid alone has to do. Otherwise
         // the start time tells the holder from a new process that reused its pid.
@@ -309,7 +363,11 @@ impl RawMutex {
         w.owner_tid.store(0, Ordering::Relaxed);
         w.owner_start.store(0, Ordering::Relaxed);
         let old = w.state.swap(UNLOCKED, Ordering::Release);
-        debug_assert_eq!(old & !WAITERS, self.me, "unlock of a mutex this process does not hold");
+        debug_assert_eq!(
+            old & !WAITERS,
+            self.me,
+            "unlock of a mutex this process does not hold"
+        );
         if old & WAITERS != 0 {
             ulock_wake(&w.state);
         }
@@ -365,11 +423,16 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<libc::proc_bsdinfo>() as i32;
     // SAFETY: `info` is writable for `size` bytes, the size passed.
-    let n = unsafe { libc::proc_pidinfo(p, libc::PROC_PIDTBSDINFO, 0, (&raw mut info).cast(), size) };
+    let n =
+        unsafe { libc::proc_pidinfo(p, libc::PROC_PIDTBSDINFO, 0, (&raw mut info).cast(), size) };
     if n != size || info.pbi_status == libc::SZOMB {
         return None;
     }
-    Some(info.pbi_start_tvsec.saturating_mul(1_000_000).saturating_add(info.pbi_start_tvusec))
+    Some(
+        info.pbi_start_tvsec
+            .saturating_mul(1_000_000)
+            .saturating_add(info.pbi_start_tvusec),
+    )
 }
 
 /// macOS has no cheap way to learn the current CPU (no `sched_getcpu`): always "unknown"

@@ -17,16 +17,20 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
-    CloseHandle, GetLastError, ERROR_ALREADY_EXISTS, ERROR_COMMITMENT_LIMIT, ERROR_NOT_ENOUGH_MEMORY, ERROR_OUTOFMEMORY, FILETIME, HANDLE,
-    INVALID_HANDLE_VALUE, STILL_ACTIVE, WAIT_ABANDONED, WAIT_OBJECT_0, WAIT_TIMEOUT,
+    CloseHandle, GetLastError, ERROR_ALREADY_EXISTS, ERROR_COMMITMENT_LIMIT,
+    ERROR_NOT_ENOUGH_MEMORY, ERROR_OUTOFMEMORY, FILETIME, HANDLE, INVALID_HANDLE_VALUE,
+    STILL_ACTIVE, WAIT_ABANDONED, WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::System::Memory::{
-    CreateFileMappingW, MapViewOfFile, OpenFileMappingW, UnmapViewOfFile, VirtualQuery, FILE_MAP_READ, FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION,
-    MEMORY_MAPPED_VIEW_ADDRESS, PAGE_READWRITE, SEC_COMMIT,
+    CreateFileMappingW, MapViewOfFile, OpenFileMappingW, UnmapViewOfFile, VirtualQuery,
+    FILE_MAP_READ, FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS,
+    PAGE_READWRITE, SEC_COMMIT,
 };
 use windows_sys::Win32::System::Threading::{
-    CreateEventExW, CreateMutexExW, GetCurrentProcessorNumber, GetCurrentThreadId, GetExitCodeProcess, GetProcessTimes, OpenProcess, ReleaseMutex,
-    SetEvent, WaitForSingleObject, EVENT_MODIFY_STATE, INFINITE, MUTEX_MODIFY_STATE, PROCESS_QUERY_LIMITED_INFORMATION, SYNCHRONIZATION_SYNCHRONIZE,
+    CreateEventExW, CreateMutexExW, GetCurrentProcessorNumber, GetCurrentThreadId,
+    GetExitCodeProcess, GetProcessTimes, OpenProcess, ReleaseMutex, SetEvent, WaitForSingleObject,
+    EVENT_MODIFY_STATE, INFINITE, MUTEX_MODIFY_STATE, PROCESS_QUERY_LIMITED_INFORMATION,
+    SYNCHRONIZATION_SYNCHRONIZE,
 };
 
 use super::{LockFail, LockStatus, MUTEX_STORAGE};
@@ -45,9 +49,15 @@ pub(crate) const SIZE_ROUNDING: usize = 64 * 1024;
 /// `name` as a NUL-terminated UTF-16 string for the `...W` functions.
 fn wide(name: &str) -> io::Result<Vec<u16>> {
     if name.contains('\0') {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "object name contains NUL"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "object name contains NUL",
+        ));
     }
-    Ok(OsStr::new(name).encode_wide().chain(std::iter::once(0)).collect())
+    Ok(OsStr::new(name)
+        .encode_wide()
+        .chain(std::iter::once(0))
+        .collect())
 }
 
 /// A handle we own, closed on drop. Null means "none".
@@ -118,19 +128,31 @@ impl Shm {
     pub(crate) fn create(os_name: &str, size: usize, _mode: u32) -> io::Result<Shm> {
         let name = wide(os_name)?;
         if size == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a section cannot be empty"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a section cannot be empty",
+            ));
         }
         let size64 = size as u64;
         // SAFETY: `name` is NUL-terminated and outlives the call; a null SECURITY_ATTRIBUTES
         // means the default security descriptor; INVALID_HANDLE_VALUE asks for a section
         // backed by the pagefile.
         let h = unsafe {
-            CreateFileMappingW(INVALID_HANDLE_VALUE, ptr::null(), PAGE_READWRITE | SEC_COMMIT, (size64 >> 32) as u32, size64 as u32, name.as_ptr())
+            CreateFileMappingW(
+                INVALID_HANDLE_VALUE,
+                ptr::null(),
+                PAGE_READWRITE | SEC_COMMIT,
+                (size64 >> 32) as u32,
+                size64 as u32,
+                name.as_ptr(),
+            )
         };
         if h.is_null() {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error().map(|c| c as u32) {
-                Some(ERROR_COMMITMENT_LIMIT | ERROR_NOT_ENOUGH_MEMORY | ERROR_OUTOFMEMORY) => io::Error::new(io::ErrorKind::StorageFull, e),
+                Some(ERROR_COMMITMENT_LIMIT | ERROR_NOT_ENOUGH_MEMORY | ERROR_OUTOFMEMORY) => {
+                    io::Error::new(io::ErrorKind::StorageFull, e)
+                }
                 _ => e,
             });
         }
@@ -143,7 +165,11 @@ impl Shm {
             return Err(io::Error::from_raw_os_error(ERROR_ALREADY_EXISTS as i32));
         }
         let (base, _) = map(&section)?;
-        Ok(Shm { base, len: size, _section: section })
+        Ok(Shm {
+            base,
+            len: size,
+            _section: section,
+        })
     }
 
     /// Opens and maps an existing section. Its length is what `VirtualQuery` reports: the
@@ -156,7 +182,11 @@ impl Shm {
         let h = unsafe { OpenFileMappingW(FILE_MAP_READ | FILE_MAP_WRITE, 0, name.as_ptr()) };
         let section = OwnedHandle::from_result(h)?;
         let (base, len) = map(&section)?;
-        Ok(Shm { base, len, _section: section })
+        Ok(Shm {
+            base,
+            len,
+            _section: section,
+        })
     }
 
     pub(crate) fn as_ptr(&self) -> *mut u8 {
@@ -188,7 +218,13 @@ fn map(section: &OwnedHandle) -> io::Result<(*mut u8, usize)> {
     let mut info: MEMORY_BASIC_INFORMATION = unsafe { std::mem::zeroed() };
     // SAFETY: `view.Value` is the base of the view just mapped and `info` is writable for
     // its full size.
-    let n = unsafe { VirtualQuery(view.Value, &mut info, std::mem::size_of::<MEMORY_BASIC_INFORMATION>()) };
+    let n = unsafe {
+        VirtualQuery(
+            view.Value,
+            &mut info,
+            std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
+        )
+    };
     if n == 0 {
         let e = io::Error::last_os_error();
         // SAFETY: the view was mapped above and nothing else refers to it.
@@ -205,7 +241,11 @@ impl Drop for Shm {
         // SAFETY: `base` is the base address of a view mapped in `map` and not yet unmapped;
         // nobody uses it after the `Shm` is gone (users borrow from it). The section handle
         // closes after this, through `OwnedHandle`'s drop.
-        unsafe { UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS { Value: self.base.cast() }) };
+        unsafe {
+            UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS {
+                Value: self.base.cast(),
+            })
+        };
     }
 }
 
@@ -257,8 +297,15 @@ impl RawMutex {
     pub(crate) unsafe fn init(storage: *mut u8, key: &str) -> io::Result<Self> {
         let info = storage.cast::<LockInfo>();
         // SAFETY: the caller guarantees the bytes are ours to write, aligned and large enough.
-        unsafe { info.write(LockInfo { holder_tid: AtomicU32::new(NO_HOLDER) }) };
-        Ok(RawMutex { handle: named_mutex(key)?, info })
+        unsafe {
+            info.write(LockInfo {
+                holder_tid: AtomicU32::new(NO_HOLDER),
+            })
+        };
+        Ok(RawMutex {
+            handle: named_mutex(key)?,
+            info,
+        })
     }
 
     /// Attaches to the mutex another process initialised.
@@ -271,7 +318,10 @@ impl RawMutex {
     /// `storage` points to a mutex made by [`RawMutex::init`] in a shared mapping that
     /// outlives the returned value.
     pub(crate) unsafe fn open(storage: *mut u8, key: &str) -> io::Result<Self> {
-        Ok(RawMutex { handle: named_mutex(key)?, info: storage.cast::<LockInfo>() })
+        Ok(RawMutex {
+            handle: named_mutex(key)?,
+            info: storage.cast::<LockInfo>(),
+        })
     }
 
     fn info(&self) -> &LockInfo {
@@ -371,7 +421,14 @@ fn named_mutex(key: &str) -> io::Result<OwnedHandle> {
     let name = wide(key)?;
     // SAFETY: `name` is NUL-terminated and outlives the call; null attributes give the
     // default security descriptor; flags 0 = not initially owned.
-    let h = unsafe { CreateMutexExW(ptr::null(), name.as_ptr(), 0, SYNCHRONIZATION_SYNCHRONIZE | MUTEX_MODIFY_STATE) };
+    let h = unsafe {
+        CreateMutexExW(
+            ptr::null(),
+            name.as_ptr(),
+            0,
+            SYNCHRONIZATION_SYNCHRONIZE | MUTEX_MODIFY_STATE,
+        )
+    };
     OwnedHandle::from_result(h)
 }
 
@@ -395,8 +452,17 @@ impl Waiter {
         let name = wide(key)?;
         // SAFETY: `name` is NUL-terminated and outlives the call; flags 0 = auto-reset and
         // initially not signalled.
-        let h = unsafe { CreateEventExW(ptr::null(), name.as_ptr(), 0, SYNCHRONIZATION_SYNCHRONIZE | EVENT_MODIFY_STATE) };
-        Ok(Waiter { event: OwnedHandle::from_result(h)? })
+        let h = unsafe {
+            CreateEventExW(
+                ptr::null(),
+                name.as_ptr(),
+                0,
+                SYNCHRONIZATION_SYNCHRONIZE | EVENT_MODIFY_STATE,
+            )
+        };
+        Ok(Waiter {
+            event: OwnedHandle::from_result(h)?,
+        })
     }
 
     /// Sleeps while `*word == expected`, at most `timeout`. Spurious returns are allowed.
@@ -440,10 +506,14 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     if unsafe { GetExitCodeProcess(process.0, &mut code) } == 0 || code != STILL_ACTIVE as u32 {
         return None;
     }
-    let zero = FILETIME { dwLowDateTime: 0, dwHighDateTime: 0 };
+    let zero = FILETIME {
+        dwLowDateTime: 0,
+        dwHighDateTime: 0,
+    };
     let (mut created, mut exited, mut kernel, mut user) = (zero, zero, zero, zero);
     // SAFETY: as above; all four FILETIMEs are writable.
-    if unsafe { GetProcessTimes(process.0, &mut created, &mut exited, &mut kernel, &mut user) } == 0 {
+    if unsafe { GetProcessTimes(process.0, &mut created, &mut exited, &mut kernel, &mut user) } == 0
+    {
         return None;
     }
     Some(u64::from(created.dwHighDateTime) << 32 | u64::from(created.dwLowDateTime))
