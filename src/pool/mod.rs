@@ -604,6 +604,21 @@ struct ReaderShared {
     conn: Conn,
     config: PoolConfig,
     stop: AtomicU32,
+    /// Per entry: 1 while this Reader holds it (a `ReadBuf` exists). Changed under the pool
+    /// mutex. A RECEIVED entry we do not hold was put there by someone else: freed again.
+    held: Vec<AtomicU32>,
+}
+
+impl ReaderShared {
+    fn new(conn: Conn, config: PoolConfig) -> ReaderShared {
+        let held = (0..conn.max_buffers).map(|_| AtomicU32::new(0)).collect();
+        ReaderShared {
+            conn,
+            config,
+            stop: AtomicU32::new(0),
+            held,
+        }
+    }
 }
 
 /// The receiving end of a buffer pool: owns every buffer; Writers fill them and send them
@@ -724,11 +739,7 @@ impl Reader {
         }
         .init(&config);
         let conn = Conn::attach(Arc::clone(&seg), name.clone())?;
-        let shared = Arc::new(ReaderShared {
-            conn,
-            config: config.clone(),
-            stop: AtomicU32::new(0),
-        });
+        let shared = Arc::new(ReaderShared::new(conn, config.clone()));
         // The start buffers, generation 1, owned by this process.
         for i in 0..config.start_buffers {
             let buf = Self::new_buffer(name, i, 1, config.initial_buffer_size)?;
@@ -801,11 +812,7 @@ impl Reader {
             return Err(c.0);
         }
         h.adoptions.fetch_add(1, Ordering::Relaxed);
-        let shared = Arc::new(ReaderShared {
-            conn,
-            config,
-            stop: AtomicU32::new(0),
-        });
+        let shared = Arc::new(ReaderShared::new(conn, config));
         shared.set_identity();
         let service = Self::start_service(&shared).map_err(|e| e.to_string())?;
         if shared.conn.index().count(List::Queued) > 0 {
@@ -943,6 +950,7 @@ impl Reader {
                 match ix.slot(i) {
                     Ok(slot) => {
                         e.status.store(RECEIVED, Ordering::Relaxed);
+                        sh.held[i as usize].store(1, Ordering::Relaxed);
                         inc(&h.received);
                         bump(&h.delivered);
                         if slot.flags & FLAG_REDELIVERED != 0 {
@@ -977,6 +985,7 @@ impl Reader {
                     let _g = conn.locked()?;
                     let ix = conn.index();
                     let e = &ix.dir[slot.index as usize];
+                    sh.held[slot.index as usize].store(0, Ordering::Relaxed);
                     if e.status.load(Ordering::Relaxed) == RECEIVED
                         && e.generation.load(Ordering::Relaxed) == slot.generation
                     {
@@ -1207,12 +1216,27 @@ impl ReaderShared {
         Ok(())
     }
 
-    /// Takes back buffers held by Writers that died.
+    /// Takes back buffers held by Writers that died, and RECEIVED entries this Reader does
+    /// not hold (left by a crashed or hostile process).
     fn reclaim(&self) -> Result<(), PoolError> {
         let conn = &self.conn;
         let held: Vec<(u32, ProcessId, u32)> = {
             let _g = conn.locked()?;
             let ix = conn.index();
+            let now = index::now_ns();
+            for (i, e) in ix.dir.iter().enumerate() {
+                if e.status.load(Ordering::Relaxed) == RECEIVED
+                    && self.held[i].load(Ordering::Relaxed) == 0
+                    && ix.slot(i as u32).is_ok()
+                {
+                    dec(&ix.hdr.received);
+                    e.len.store(0, Ordering::Relaxed);
+                    e.released_at.store(now, Ordering::Relaxed);
+                    e.status.store(FREE, Ordering::Relaxed);
+                    ix.push_front(List::Free, i as u32);
+                    bump(&ix.hdr.repairs);
+                }
+            }
             ix.dir
                 .iter()
                 .enumerate()
@@ -1351,6 +1375,7 @@ impl Drop for ReadBuf {
         let ix = conn.index();
         let i = self.slot.index;
         let e = &ix.dir[i as usize];
+        self.shared.held[i as usize].store(0, Ordering::Relaxed);
         if e.status.load(Ordering::Relaxed) != RECEIVED
             || e.generation.load(Ordering::Relaxed) != self.slot.generation
         {
