@@ -193,14 +193,19 @@ fn a_burst_grows_the_pool_to_max_buffers_and_idle_time_sweeps_it_to_min_buffers(
     let s = reader.stats().unwrap();
     assert_eq!((s.free, s.disposed, s.swept), (2, 14, 14), "{s:?}");
     reader.validate().unwrap();
-    // The pool still works, and grows again on demand.
+    // The pool still works, and a Writer grows a buffer up to max_buffer_size.
     let mut b = w.acquire().unwrap();
     b.extend_from_slice(b"after the sweep").unwrap();
+    b.set_len(4000).unwrap();
+    assert!(b.capacity() >= 4000);
+    b[3999] = 42;
     w.send(b).unwrap();
+    let m = reader.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(
-        &*reader.recv_timeout(Duration::from_secs(5)).unwrap(),
-        b"after the sweep"
+        (&m[..15], m.len(), m[3999]),
+        (&b"after the sweep"[..], 4000, 42)
     );
+    drop(m);
     child.send("exit");
     child.wait_ok();
     drop(w);
@@ -279,6 +284,9 @@ fn a_reader_killed_mid_stream_is_replaced_and_nothing_sent_is_lost() {
             .open(record_path(&args[0]))
             .unwrap();
         tell_parent("ready");
+        // Holds on to the last message until the next one is recorded, so that a kill
+        // always leaves at least one received-but-unreleased message to redeliver.
+        let mut _last = None;
         loop {
             let m = reader.recv().unwrap();
             let (id, seq) = parse(&m);
@@ -286,6 +294,7 @@ fn a_reader_killed_mid_stream_is_replaced_and_nothing_sent_is_lost() {
             rec[..4].copy_from_slice(&id.to_le_bytes());
             rec[4..].copy_from_slice(&seq.to_le_bytes());
             out.write_all(&rec).unwrap();
+            _last = Some(m);
         }
     }
     let _w = watchdog(TEST, Duration::from_secs(90));
@@ -339,6 +348,14 @@ fn a_reader_killed_mid_stream_is_replaced_and_nothing_sent_is_lost() {
         if m.redelivered() {
             redelivered += 1;
             assert!(!fresh_started[id], "redelivered messages come first");
+            assert!(
+                seq <= next[id],
+                "writer {id}: redelivered {seq}, beyond {}",
+                next[id]
+            );
+            if seq == next[id] {
+                next[id] += 1; // received by the first Reader, which died before recording it
+            }
             seen[id].insert(seq);
         } else {
             fresh_started[id] = true;
@@ -357,6 +374,10 @@ fn a_reader_killed_mid_stream_is_replaced_and_nothing_sent_is_lost() {
     assert!(matches!(reader.try_recv(), Ok(None)));
     let s = reader.stats().unwrap();
     eprintln!("redelivered {redelivered}; {s:?}");
+    assert!(
+        redelivered >= 1,
+        "the message the first Reader held was not redelivered"
+    );
     assert_eq!((s.adoptions, s.redelivered), (1, redelivered));
     reader.validate().unwrap();
     drop(reader);
