@@ -1635,7 +1635,7 @@ impl Writer {
                         slot,
                         len: 0,
                         me: self.me,
-                        name: self.name.clone(),
+
                         done: false,
                     }))
                 }
@@ -1777,7 +1777,6 @@ pub struct WriteBuf {
     slot: Slot,
     len: usize,
     me: ProcessId,
-    name: ServiceName,
     done: bool,
 }
 
@@ -1854,7 +1853,8 @@ impl WriteBuf {
         let (i, old_gen) = (self.slot.index, self.slot.generation);
         let new_gen = old_gen.wrapping_add(1).max(1);
         let new_tag = buffer_tag(i, new_gen);
-        let mut seg = Reader::new_buffer(&self.name, i, new_gen, capacity)?;
+        let name = &self.conn.name;
+        let mut seg = Reader::new_buffer(name, i, new_gen, capacity)?;
         // The Reader owns the pool's buffers: it removes this one when it disposes of it.
         seg.disown();
         // SAFETY: both mappings hold at least `self.len` bytes (len <= old capacity <=
@@ -1876,10 +1876,10 @@ impl WriteBuf {
             Ok(())
         })();
         if let Err(e) = updated {
-            let _ = Segment::remove_tagged(&self.name, &new_tag, true);
+            let _ = Segment::remove_tagged(name, &new_tag, true);
             return Err(e);
         }
-        let _ = Segment::remove_tagged(&self.name, &buffer_tag(i, old_gen), true);
+        let _ = Segment::remove_tagged(name, &buffer_tag(i, old_gen), true);
         let seg = Arc::new(seg);
         if let Some(cell) = self.conn.cache.lock().get_mut(i as usize) {
             *cell = Some(Mapped {
