@@ -727,3 +727,64 @@ fn a_second_reader_is_refused_and_a_bad_config_is_an_error() {
         name.leftovers()
     );
 }
+
+#[test]
+fn two_readers_racing_to_adopt_a_dead_readers_pool_end_with_one_reader() {
+    const TEST: &str = "two_readers_racing_to_adopt_a_dead_readers_pool_end_with_one_reader";
+    if let Some((role, args)) = child_role() {
+        if role == "first" {
+            let r = Reader::create(&args[0], small_config()).unwrap();
+            let w = Writer::connect(&args[0]).unwrap();
+            for seq in 0..5 {
+                let mut b = w.acquire().unwrap();
+                message(&mut b, 0, seq);
+                w.send(b).unwrap();
+            }
+            tell_parent("ready");
+            hear_parent();
+            drop(r);
+            child_exit(1);
+        }
+        tell_parent("ready");
+        assert_eq!(hear_parent().as_deref(), Some("go"));
+        let outcome = match Reader::create(&args[0], PoolConfig::default()) {
+            Ok(r) if r.adopted() => {
+                let got = r.try_iter().count();
+                tell_parent(&format!("adopted {got}"));
+                hear_parent();
+                drop(r);
+                child_exit(0);
+            }
+            Ok(_) => "fresh".to_owned(),
+            Err(PoolError::Shm(shmlink::Error::AlreadyRunning { .. })) => "busy".to_owned(),
+            Err(e) => format!("error {e}"),
+        };
+        tell_parent(&outcome);
+        hear_parent();
+        child_exit(0);
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    let name = TestName::new("pool-race");
+    let mut first = spawn(TEST, "first", &[&name]);
+    first.expect("ready");
+    first.kill();
+    let mut racers: Vec<_> = (0..2).map(|_| spawn(TEST, "racer", &[&name])).collect();
+    for r in &mut racers {
+        r.expect("ready");
+    }
+    for r in &mut racers {
+        r.send("go");
+    }
+    let mut outcomes: Vec<String> = racers.iter_mut().map(|r| r.expect_line()).collect();
+    outcomes.sort();
+    assert_eq!(outcomes, ["adopted 5", "busy"]);
+    for r in &mut racers {
+        r.send("exit");
+        r.wait_ok();
+    }
+    assert!(
+        name.leftovers().is_empty(),
+        "left behind: {:?}",
+        name.leftovers()
+    );
+}

@@ -29,6 +29,7 @@ mod stream;
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -55,6 +56,9 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BUFFER_SIZE_LIMIT: usize = 1 << 40;
 /// How long a Writer's copy-on-send waits for a buffer of the new Reader.
 const COPY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an adopting Reader waits for a dead Reader's alive lock (a Writer may hold it
+/// for an instant while checking; a live competing adopter holds it for good).
+const ALIVE_TAKEOVER_WAIT: Duration = Duration::from_millis(200);
 /// How often the service thread checks whether Writers holding buffers are still alive.
 const RECLAIM_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -598,6 +602,14 @@ fn inc(c: &AtomicU32) {
 
 // ---------------------------------------------------------------------------------- Reader
 
+/// Why [`Reader::adopt`] did not adopt.
+enum Adopt {
+    /// The index cannot be adopted; a fresh one replaces it.
+    Refused(String),
+    /// Adoption must not go on (another process adopted first).
+    Failed(PoolError),
+}
+
 /// State shared by the Reader, its service thread and the buffers it hands out.
 #[derive(Debug)]
 struct ReaderShared {
@@ -688,7 +700,8 @@ impl Reader {
                 }
                 match Self::adopt(seg, &sname) {
                     Ok(reader) => return Ok(reader),
-                    Err(why) => refused = Some(why),
+                    Err(Adopt::Refused(why)) => refused = Some(why),
+                    Err(Adopt::Failed(e)) => return Err(e),
                 }
             }
             Err(Error::NotFound { .. }) => {}
@@ -749,7 +762,8 @@ impl Reader {
             });
         }
         shared.set_identity();
-        let service = Self::start_service(&shared)?;
+        let (service, go) = Self::start_service(&shared, LOCK_TIMEOUT)?;
+        let _ = go.send(());
         seg.publish();
         Ok(Reader {
             shared,
@@ -772,54 +786,78 @@ impl Reader {
             .create()?)
     }
 
-    /// Adopts a dead Reader's index, or says why not (after retiring it).
-    fn adopt(mut seg: Segment, name: &ServiceName) -> Result<Reader, String> {
+    /// Adopts a dead Reader's index, or says why not (`Refused`, after retiring it).
+    ///
+    /// Two processes may try to adopt the same index at once: the alive lock decides. Only
+    /// the one whose service thread holds it repairs the index and serves it; the other
+    /// gets `AlreadyRunning` and leaves the index alone.
+    fn adopt(mut seg: Segment, name: &ServiceName) -> Result<Reader, Adopt> {
         if let Err(why) = check_header(&seg) {
             Self::retire_foreign(&seg, name);
-            return Err(why);
+            return Err(Adopt::Refused(why));
         }
+        let owner = seg.owner();
         seg.take_over();
         let seg = Arc::new(seg);
-        let conn = match Conn::attach(Arc::clone(&seg), name.clone()) {
-            Ok(c) => c,
-            Err(e) => return Err(e.to_string()),
-        };
+        let conn = Conn::attach(Arc::clone(&seg), name.clone())
+            .map_err(|e| Adopt::Refused(e.to_string()))?;
         let config = PoolConfig::from_header(conn.hdr());
-        let h = conn.hdr();
-        if h.state.load(Ordering::Acquire) != STATE_OPEN {
-            Self::retire_foreign(&conn.seg, name);
-            return Err("the index was retired".into());
-        }
-        // Only the dead Reader waited on these; a sleeper count it left would only cost
-        // syscalls. Writers sleep on `freed_ev`, which is left alone.
-        conn.queue_ev.reset();
-        conn.service_ev.reset();
-        let checked = {
-            let lock = match conn.mutex.lock_timeout(LOCK_TIMEOUT) {
-                Ok(l) => l,
-                Err(e) => return Err(format!("cannot lock the dead Reader's index: {e}")),
-            };
-            let ix = conn.index();
-            // Rebuild the lists (the Reader may have died mid-update), queueing what it had
-            // received but not released again, then check every invariant.
-            let _report = ix.repair(true);
-            let r = ix.validate();
-            drop(lock);
-            r
+        let shared = Arc::new(ReaderShared::new(conn, config));
+        let (service, go) = match Self::start_service(&shared, ALIVE_TAKEOVER_WAIT) {
+            Ok(s) => s,
+            Err(_) => {
+                // Another process adopted it first: it is that process's index now.
+                drop(shared);
+                if let Ok(mut seg) = Arc::try_unwrap(seg) {
+                    seg.disown();
+                }
+                return Err(Adopt::Failed(
+                    Error::AlreadyRunning {
+                        name: name.to_string(),
+                        pid: owner.pid(),
+                    }
+                    .into(),
+                ));
+            }
         };
-        if let Err(c) = checked {
+        let conn = &shared.conn;
+        let h = conn.hdr();
+        let checked = if h.state.load(Ordering::Acquire) != STATE_OPEN {
+            Err("the index was retired".to_owned())
+        } else {
+            // Only the dead Reader waited on these; a sleeper count it left would only cost
+            // syscalls. Writers sleep on `freed_ev`, which is left alone.
+            conn.queue_ev.reset();
+            conn.service_ev.reset();
+            match conn.mutex.lock_timeout(LOCK_TIMEOUT) {
+                Ok(lock) => {
+                    let ix = conn.index();
+                    // Rebuild the lists (the Reader may have died mid-update), queueing what
+                    // it had received but not released again, then check every invariant.
+                    ix.repair(true);
+                    let r = ix.validate().map_err(|c| c.0);
+                    drop(lock);
+                    r
+                }
+                Err(e) => Err(format!("cannot lock the dead Reader's index: {e}")),
+            }
+        };
+        if let Err(why) = checked {
             Self::retire_foreign(&conn.seg, name);
-            return Err(c.0);
+            // Stop the service thread (it has not started its loop); dropping `shared`
+            // then removes the index (we own it now), so that a fresh one can be created.
+            drop(go);
+            let _ = service.join();
+            return Err(Adopt::Refused(why));
         }
         h.adoptions.fetch_add(1, Ordering::Relaxed);
-        let shared = Arc::new(ReaderShared::new(conn, config));
         shared.set_identity();
-        let service = Self::start_service(&shared).map_err(|e| e.to_string())?;
-        if shared.conn.index().count(List::Queued) > 0 {
-            shared.conn.queue_ev.set();
+        let _ = go.send(());
+        if conn.index().count(List::Queued) > 0 {
+            conn.queue_ev.set();
         }
         // Writers waiting for a buffer re-check (the Reader is back).
-        shared.conn.freed_ev.set();
+        conn.freed_ev.set();
         Ok(Reader {
             shared,
             service: Some(service),
@@ -860,16 +898,25 @@ impl Reader {
         }
     }
 
-    fn start_service(shared: &Arc<ReaderShared>) -> Result<JoinHandle<()>, PoolError> {
-        let (tx, rx) = std::sync::mpsc::channel();
+    /// Starts the service thread and waits until it holds the alive lock (waiting at most
+    /// `wait` for it), so that Writers see a live Reader from then on. The thread starts
+    /// its work when the returned sender sends; dropping the sender ends it.
+    fn start_service(
+        shared: &Arc<ReaderShared>,
+        wait: Duration,
+    ) -> Result<(JoinHandle<()>, Sender<()>), PoolError> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel();
         let sh = Arc::clone(shared);
         let handle = std::thread::Builder::new()
             .name("shmlink-pool-service".into())
-            .spawn(move || sh.service(tx))?;
-        // Wait until it holds the alive lock, so that Writers see a live Reader from now on.
-        match rx.recv() {
-            Ok(Ok(())) => Ok(handle),
-            Ok(Err(e)) => Err(e),
+            .spawn(move || sh.service(wait, ready_tx, go_rx))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok((handle, go_tx)),
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                Err(e)
+            }
             Err(_) => Err(PoolError::Corrupt(
                 "the pool service thread ended at start".into(),
             )),
@@ -1088,9 +1135,14 @@ impl ReaderShared {
     }
 
     /// The service thread: holds the alive lock; grows, sweeps and reclaims.
-    fn service(self: Arc<Self>, ready: std::sync::mpsc::Sender<Result<(), PoolError>>) {
+    fn service(
+        self: Arc<Self>,
+        wait: Duration,
+        ready: Sender<Result<(), PoolError>>,
+        go: Receiver<()>,
+    ) {
         let conn = &self.conn;
-        let _alive = match conn.alive.lock_timeout(LOCK_TIMEOUT) {
+        let _alive = match conn.alive.lock_timeout(wait) {
             Ok(l) => l.into_guard(),
             Err(e) => {
                 let _ = ready.send(Err(e.into()));
@@ -1098,6 +1150,9 @@ impl ReaderShared {
             }
         };
         let _ = ready.send(Ok(()));
+        if go.recv().is_err() {
+            return;
+        }
         let tick = (self.config.sweep_timeout / 4)
             .clamp(Duration::from_millis(5), Duration::from_millis(100));
         let mut last_reclaim = Instant::now();
