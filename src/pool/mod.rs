@@ -2028,3 +2028,67 @@ impl fmt::Debug for WriteBuf {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<Reader>();
+        send_sync::<Writer>();
+        send::<ReadBuf>();
+        send::<WriteBuf>();
+        send::<SendError>();
+    }
+
+    #[test]
+    fn config_rules() {
+        assert!(PoolConfig::default().validate().is_ok());
+        let d = PoolConfig::default;
+        for bad in [
+            PoolConfig {
+                initial_buffer_size: 0,
+                ..d()
+            },
+            PoolConfig {
+                max_buffer_size: 1,
+                ..d()
+            },
+            PoolConfig {
+                max_buffers: 0,
+                start_buffers: 0,
+                min_buffers: 0,
+                resize_threshold: 0,
+                ..d()
+            },
+            PoolConfig {
+                start_buffers: 300,
+                ..d()
+            },
+            PoolConfig {
+                min_buffers: 17,
+                ..d()
+            },
+            PoolConfig {
+                resize_increment: 0,
+                ..d()
+            },
+            PoolConfig {
+                resize_threshold: 257,
+                ..d()
+            },
+            PoolConfig {
+                sweep_timeout: Duration::ZERO,
+                ..d()
+            },
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(PoolError::InvalidConfig(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}
