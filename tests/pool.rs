@@ -788,3 +788,62 @@ fn two_readers_racing_to_adopt_a_dead_readers_pool_end_with_one_reader() {
         name.leftovers()
     );
 }
+
+#[test]
+fn a_writer_waiting_for_a_buffer_learns_that_the_reader_was_killed() {
+    const TEST: &str = "a_writer_waiting_for_a_buffer_learns_that_the_reader_was_killed";
+    if let Some((_, args)) = child_role() {
+        let config = PoolConfig {
+            start_buffers: 2,
+            max_buffers: 2,
+            min_buffers: 2,
+            resize_threshold: 0,
+            ..small_config()
+        };
+        let _r = Reader::create(&args[0], config).unwrap();
+        tell_parent("ready");
+        hear_parent();
+        child_exit(1);
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    let name = TestName::new("pool-noreader");
+    let mut reader = spawn(TEST, "reader", &[&name]);
+    reader.expect("ready");
+    let w = Writer::connect(&name).unwrap();
+    assert!(w.reader_alive());
+    let held: Vec<_> = (0..2).map(|_| w.acquire().unwrap()).collect();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let start = Instant::now();
+            (w.acquire_timeout(Duration::from_secs(20)), start.elapsed())
+        });
+        reader.kill();
+        let (r, took) = waiter.join().unwrap();
+        // PoolFull would mean it waited out its timeout instead.
+        assert!(
+            matches!(r, Err(PoolError::NoReader)),
+            "{r:?} after {took:?}"
+        );
+    });
+    assert!(!w.reader_alive());
+    // Held buffers can still be sent: a Reader that adopts the pool will deliver them.
+    let reader = Reader::create(&name, PoolConfig::default()).unwrap();
+    assert!(reader.adopted());
+    for (i, mut b) in held.into_iter().enumerate() {
+        message(&mut b, 1, i as u64);
+        w.send(b).unwrap();
+    }
+    for i in 0..2 {
+        assert_eq!(
+            parse(&reader.recv_timeout(Duration::from_secs(5)).unwrap()),
+            (1, i)
+        );
+    }
+    drop(w);
+    drop(reader);
+    assert!(
+        name.leftovers().is_empty(),
+        "left behind: {:?}",
+        name.leftovers()
+    );
+}
