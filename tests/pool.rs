@@ -498,6 +498,9 @@ fn a_hostile_process_corrupting_the_directory_cannot_crash_or_hang_the_reader() 
             put64(4, 24, 1 << 60); // capacity > max_buffer_size
             put32(5, 8, 5); // next: a cycle
             put32(6, 0, 4); // status: RECEIVED though on the free list
+            for i in 7..16 {
+                put32(i, 12, 999); // generation: names no segment
+            }
         } else {
             // Random bytes over the whole directory.
             let mut x = 0x1234_5678_9abc_def0u64;
@@ -560,6 +563,16 @@ fn a_hostile_process_corrupting_the_directory_cannot_crash_or_hang_the_reader() 
         let m = reader.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(parse(&m), (9, 9));
         drop(m);
+        // Every buffer can be acquired: broken ones are given up, and the pool grows back
+        // into their entries.
+        let mut all = Vec::new();
+        while let Ok(b) = w.acquire_timeout(Duration::from_secs(1)) {
+            all.push(b);
+            assert!(all.len() <= 16);
+        }
+        assert_eq!(all.len(), 16, "{how}: {:?}", reader.stats());
+        drop(all);
+        reader.validate().unwrap();
         writer.send("exit");
         writer.wait_ok();
         drop(w);

@@ -742,6 +742,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(Entry, status), 0);
         assert_eq!(std::mem::offset_of!(Entry, prev), 4);
         assert_eq!(std::mem::offset_of!(Entry, next), 8);
+        assert_eq!(std::mem::offset_of!(Entry, generation), 12);
         assert_eq!(std::mem::offset_of!(Entry, len), 16);
         assert_eq!(std::mem::offset_of!(Entry, capacity), 24);
         assert_eq!(std::mem::offset_of!(IndexHeader, signature), 0);

@@ -1275,6 +1275,7 @@ impl ReaderShared {
     /// not hold (left by a crashed or hostile process).
     fn reclaim(&self) -> Result<(), PoolError> {
         let conn = &self.conn;
+        let mut strays = 0;
         let held: Vec<(u32, ProcessId, u32)> = {
             let _g = conn.locked()?;
             let ix = conn.index();
@@ -1290,6 +1291,7 @@ impl ReaderShared {
                     e.status.store(FREE, Ordering::Relaxed);
                     ix.push_front(List::Free, i as u32);
                     bump(&ix.hdr.repairs);
+                    strays += 1;
                 }
             }
             ix.dir
@@ -1299,6 +1301,9 @@ impl ReaderShared {
                 .map(|(i, e)| (i as u32, e.owner(), e.generation.load(Ordering::Relaxed)))
                 .collect()
         };
+        if strays > 0 {
+            conn.freed_ev.set();
+        }
         if held.is_empty() {
             return Ok(());
         }
@@ -1690,22 +1695,45 @@ impl Writer {
                         slot,
                         len: 0,
                         me: self.me,
-
                         done: false,
                     }))
                 }
                 Err(e) => {
-                    let _g = conn.locked()?;
+                    // A broken entry (its segment is missing or wrong) is given up and the
+                    // next free buffer tried; any other failure puts the buffer back.
+                    let broken = matches!(
+                        e,
+                        PoolError::Corrupt(_)
+                            | PoolError::Shm(
+                                Error::NotFound { .. }
+                                    | Error::Corrupt { .. }
+                                    | Error::Foreign { .. }
+                                    | Error::WrongKind { .. }
+                                    | Error::VersionMismatch { .. }
+                                    | Error::NotReady { .. }
+                            )
+                    );
+                    let g = conn.locked()?;
                     let ix = conn.index();
                     let en = &ix.dir[slot.index as usize];
                     if en.status.load(Ordering::Relaxed) == ALLOCATED
                         && en.owner() == self.me
                         && en.generation.load(Ordering::Relaxed) == slot.generation
                     {
-                        ix.dispose(slot.index, ALLOCATED);
+                        if broken {
+                            ix.dispose(slot.index, ALLOCATED);
+                            bump(&ix.hdr.repairs);
+                        } else {
+                            dec(&ix.hdr.allocated);
+                            en.set_owner(None);
+                            en.status.store(FREE, Ordering::Relaxed);
+                            ix.push_front(List::Free, slot.index);
+                        }
                     }
-                    bump(&ix.hdr.repairs);
-                    return Err(e);
+                    drop(g);
+                    if !broken {
+                        return Err(e);
+                    }
                 }
             }
         }
