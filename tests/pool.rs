@@ -693,7 +693,7 @@ fn a_1_gib_file_streams_through_four_1_mib_buffers_intact() {
 }
 
 #[test]
-fn a_second_reader_is_refused_and_a_bad_config_is_an_error() {
+fn a_second_reader_is_refused_a_closed_pool_says_no_reader_and_writers_follow_a_new_one() {
     let _w = watchdog("second reader", Duration::from_secs(30));
     let name = TestName::new("pool-second");
     let reader = Reader::create(&name, small_config()).unwrap();
@@ -732,8 +732,24 @@ fn a_second_reader_is_refused_and_a_bad_config_is_an_error() {
         w.acquire_timeout(Duration::from_secs(5)),
         Err(PoolError::NoReader)
     ));
-    drop(e);
+    // A new Reader of the name (a fresh pool): the same Writer carries on, and the buffer
+    // it held from the closed pool is copied into the new one when sent.
+    let reader = Reader::create(&name, small_config()).unwrap();
+    assert!(!reader.adopted());
+    w.send(e.into_inner()).unwrap();
+    let mut b = w.acquire().unwrap();
+    b.extend_from_slice(b"new").unwrap();
+    w.send(b).unwrap();
+    assert_eq!(
+        &*reader.recv_timeout(Duration::from_secs(5)).unwrap(),
+        b"late"
+    );
+    assert_eq!(
+        &*reader.recv_timeout(Duration::from_secs(5)).unwrap(),
+        b"new"
+    );
     drop(w);
+    drop(reader);
     assert!(
         name.leftovers().is_empty(),
         "left behind: {:?}",
