@@ -19,8 +19,6 @@
 //! [`ALLOCATED`] (held by a Writer) and [`RECEIVED`] (held by the Reader) entries are on no
 //! list: their links are [`NIL`].
 
-use std::fmt::Write as _;
-
 use crate::process::ProcessId;
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
@@ -661,22 +659,6 @@ impl<'a> Index<'a> {
         h.allocated.store(allocated, Relaxed);
         h.received.store(received, Relaxed);
         report
-    }
-
-    /// A short description of the lists, for error messages and debugging.
-    #[allow(dead_code)]
-    pub(crate) fn describe(&self) -> String {
-        let mut s = String::new();
-        for list in [List::Free, List::Queued, List::Disposed] {
-            let _ = write!(s, "{list:?}={} ", self.count(list));
-        }
-        let _ = write!(
-            s,
-            "allocated={} received={}",
-            self.hdr.allocated.load(Relaxed),
-            self.hdr.received.load(Relaxed)
-        );
-        s
     }
 }
 

@@ -90,7 +90,8 @@ pub struct PoolConfig {
     pub min_buffers: u32,
     /// Buffers added per growth step (default 8).
     pub resize_increment: u32,
-    /// A Writer asks the Reader to grow when fewer buffers than this are free (default 4).
+    /// A Writer asks the Reader to grow when fewer buffers than this are free (default 4);
+    /// with 0, only when none is free.
     pub resize_threshold: u32,
     /// Free buffers idle for longer are disposed of by the sweeper (default 30 s).
     pub sweep_timeout: Duration,
@@ -1649,7 +1650,8 @@ impl Writer {
                 };
                 let free = ix.count(List::Free);
                 let r = Ordering::Relaxed;
-                let grow = free < h.config.resize_threshold.load(r)
+                // Few free (or none at all: then even with a threshold of 0): ask for more.
+                let grow = (free < h.config.resize_threshold.load(r) || popped.is_none())
                     && ix.buffers() < conn.max_buffers
                     && h.grow_requested.load(r) == 0;
                 if grow {
