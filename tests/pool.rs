@@ -876,3 +876,53 @@ fn a_writer_waiting_for_a_buffer_learns_that_the_reader_was_killed() {
         name.leftovers()
     );
 }
+
+/// Mappings of this pool's buffer objects that were removed (swept) but are still mapped.
+fn deleted_mappings(name: &str) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .filter(|l| l.contains(&format!("shmlink.{name}.pool.b")) && l.ends_with("(deleted)"))
+        .count()
+}
+
+#[test]
+fn swept_buffers_are_unmapped_by_writers_too() {
+    let _w = watchdog("swept buffers unmapped", Duration::from_secs(60));
+    let name = TestName::new("pool-unmap");
+    let config = PoolConfig {
+        start_buffers: 8,
+        min_buffers: 1,
+        resize_threshold: 0,
+        sweep_timeout: Duration::from_millis(100),
+        ..small_config()
+    };
+    let reader = Reader::create(&name, config).unwrap();
+    let w = Writer::connect(&name).unwrap();
+    drop((0..8).map(|_| w.acquire().unwrap()).collect::<Vec<_>>());
+    assert!(
+        poll_until(Duration::from_secs(20), || reader.stats().unwrap().buffers
+            == 1),
+        "{:?}",
+        reader.stats()
+    );
+    assert_eq!(
+        deleted_mappings(&name),
+        7,
+        "the Writer still maps the 7 swept buffers"
+    );
+    for _ in 0..256 {
+        drop(w.acquire().unwrap());
+    }
+    assert_eq!(
+        deleted_mappings(&name),
+        0,
+        "the Writer dropped its mappings of swept buffers"
+    );
+    drop(w);
+    drop(reader);
+    assert!(
+        name.leftovers().is_empty(),
+        "left behind: {:?}",
+        name.leftovers()
+    );
+}

@@ -59,6 +59,8 @@ const COPY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an adopting Reader waits for a dead Reader's alive lock (a Writer may hold it
 /// for an instant while checking; a live competing adopter holds it for good).
 const ALIVE_TAKEOVER_WAIT: Duration = Duration::from_millis(200);
+/// A Writer drops its mappings of disposed buffers every this many acquires.
+const PRUNE_EVERY: u32 = 256;
 /// How often the service thread checks whether Writers holding buffers are still alive.
 const RECLAIM_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -357,6 +359,8 @@ struct Conn {
     max_buffers: u32,
     max_buffer_size: usize,
     cache: parking_lot::Mutex<Vec<Option<Mapped>>>,
+    /// Acquires through this connection, to prune the cache now and then.
+    acquires: AtomicU32,
 }
 
 impl fmt::Debug for Conn {
@@ -427,6 +431,7 @@ impl Conn {
             max_buffers,
             max_buffer_size,
             cache,
+            acquires: AtomicU32::new(0),
         })
     }
 
@@ -535,6 +540,23 @@ impl Conn {
             seg: Arc::clone(&seg),
         });
         Ok(seg)
+    }
+
+    /// Drops this process's mappings of buffers the Reader has disposed of or replaced, so
+    /// that a swept buffer's memory is given back to the system. Writers only: the Reader's
+    /// cached segments are owned, and it drops them itself when it disposes of them.
+    fn prune(&self) {
+        let ix = self.index();
+        let mut cache = self.cache.lock();
+        for (cell, e) in cache.iter_mut().zip(ix.dir) {
+            let stale = cell.as_ref().is_some_and(|m| {
+                e.status.load(Ordering::Relaxed) == DISPOSED
+                    || e.generation.load(Ordering::Relaxed) != m.generation
+            });
+            if stale {
+                *cell = None;
+            }
+        }
     }
 
     /// Removes buffer `index`'s segment of `generation` (dropping our mapping of it).
@@ -1684,6 +1706,11 @@ impl Writer {
             };
             if grow {
                 conn.service_ev.set();
+            }
+            let n = conn.acquires.load(Ordering::Relaxed).wrapping_add(1);
+            conn.acquires.store(n, Ordering::Relaxed);
+            if n % PRUNE_EVERY == 0 {
+                conn.prune();
             }
             if pass_on && more {
                 // We were woken for a freed buffer and more are free: wake the next Writer.
