@@ -51,4 +51,7 @@ pub use process::ProcessId;
 pub use segment::{Segment, SegmentBuilder, SegmentKind, DEFAULT_MODE, HEADER_SIZE};
 pub use sync::{Event, EventPair, Locked, Mutex, MutexGuard, WaitStrategy};
 // channel: pub use channel::{...};  (request channel, issue 3)
-// pool: pub use pool::{...};  (buffer pool, issue 4)
+pub use pool::{
+    checksum, Checksum, FileSummary, PoolConfig, PoolError, PoolStats, ReadBuf, Reader, SendError,
+    WriteBuf, Writer,
+};
