@@ -645,10 +645,7 @@ fn stream_file(test: &str, size: u64) {
         sweep_timeout: Duration::from_secs(60),
     };
     let reader = Reader::create(&name, config).unwrap();
-    // The 1 GiB variant is #[ignore]d: its child must be told to run ignored tests too.
-    let mut child = spawn_with(test, "sender", &[&name, src.to_str().unwrap()], |c| {
-        c.arg("--include-ignored");
-    });
+    let mut child = spawn(test, "sender", &[&name, src.to_str().unwrap()]);
     child.expect("ready");
     let got = reader.recv_file(&dst, Duration::from_secs(30)).unwrap();
     assert_eq!(child.expect_line(), format!("sent {size} {want}"));
@@ -680,7 +677,6 @@ fn a_64_mib_file_streams_through_four_1_mib_buffers_intact() {
 }
 
 #[test]
-#[ignore = "about 45 s in a debug build on 2 cores; `cargo test --release --test pool -- --ignored` takes 5 s"]
 fn a_1_gib_file_streams_through_four_1_mib_buffers_intact() {
     if let Some((_, args)) = child_role() {
         file_role(&args);
