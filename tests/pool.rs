@@ -10,8 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use common::{
-    child_exit, child_role, hear_parent, poll_until, spawn, tell_parent, watchdog,
-    TestName,
+    child_exit, child_role, hear_parent, poll_until, spawn, tell_parent, watchdog, TestName,
 };
 use shmlink::{checksum, Checksum, PoolConfig, PoolError, Reader, WriteBuf, Writer};
 
