@@ -132,11 +132,7 @@ fn four_writers_send_100k_messages_each_delivered_once_in_order() {
     );
     reader.validate().unwrap();
     drop(reader);
-    assert!(
-        name.leftovers().is_empty(),
-        "left behind: {:?}",
-        name.leftovers()
-    );
+    name.assert_no_leftovers();
 }
 
 #[test]
@@ -209,11 +205,7 @@ fn a_burst_grows_the_pool_to_max_buffers_and_idle_time_sweeps_it_to_min_buffers(
     child.wait_ok();
     drop(w);
     drop(reader);
-    assert!(
-        name.leftovers().is_empty(),
-        "left behind: {:?}",
-        name.leftovers()
-    );
+    name.assert_no_leftovers();
 }
 
 #[test]
@@ -257,11 +249,7 @@ fn buffers_held_by_a_killed_writer_return_to_the_free_list() {
     drop(all);
     drop(w);
     drop(reader);
-    assert!(
-        name.leftovers().is_empty(),
-        "left behind: {:?}",
-        name.leftovers()
-    );
+    name.assert_no_leftovers();
 }
 
 fn record_path(name: &str) -> std::path::PathBuf {
@@ -380,11 +368,7 @@ fn a_reader_killed_mid_stream_is_replaced_and_nothing_sent_is_lost() {
     assert_eq!((s.adoptions, s.redelivered), (1, redelivered));
     reader.validate().unwrap();
     drop(reader);
-    assert!(
-        name.leftovers().is_empty(),
-        "left behind: {:?}",
-        name.leftovers()
-    );
+    name.assert_no_leftovers();
 }
 
 #[test]
@@ -656,11 +640,7 @@ fn stream_file(test: &str, size: u64) {
     let _ = std::fs::remove_file(&src);
     let _ = std::fs::remove_file(&dst);
     drop(reader);
-    assert!(
-        name.leftovers().is_empty(),
-        "left behind: {:?}",
-        name.leftovers()
-    );
+    name.assert_no_leftovers();
 }
 
 #[test]
@@ -745,11 +725,7 @@ fn a_second_reader_is_refused_a_closed_pool_says_no_reader_and_writers_follow_a_
     );
     drop(w);
     drop(reader);
-    assert!(
-        name.leftovers().is_empty(),
-        "left behind: {:?}",
-        name.leftovers()
-    );
+    name.assert_no_leftovers();
 }
 
 #[test]
@@ -806,11 +782,7 @@ fn two_readers_racing_to_adopt_a_dead_readers_pool_end_with_one_reader() {
         r.send("exit");
         r.wait_ok();
     }
-    assert!(
-        name.leftovers().is_empty(),
-        "left behind: {:?}",
-        name.leftovers()
-    );
+    name.assert_no_leftovers();
 }
 
 #[test]
@@ -865,11 +837,7 @@ fn a_writer_waiting_for_a_buffer_learns_that_the_reader_was_killed() {
     }
     drop(w);
     drop(reader);
-    assert!(
-        name.leftovers().is_empty(),
-        "left behind: {:?}",
-        name.leftovers()
-    );
+    name.assert_no_leftovers();
 }
 
 /// Mappings of this pool's buffer objects that were removed (swept) but are still mapped.
@@ -915,9 +883,5 @@ fn swept_buffers_are_unmapped_by_writers_too() {
     );
     drop(w);
     drop(reader);
-    assert!(
-        name.leftovers().is_empty(),
-        "left behind: {:?}",
-        name.leftovers()
-    );
+    name.assert_no_leftovers();
 }

@@ -51,11 +51,7 @@ fn stale_segment_of_a_killed_creator_is_replaced() {
         "a new incarnation gets a new token"
     );
     drop((seg, old));
-    assert!(
-        name.leftovers().is_empty(),
-        "left behind: {:?}",
-        name.leftovers()
-    );
+    name.assert_no_leftovers();
 }
 
 #[test]
@@ -173,10 +169,7 @@ fn impossible_size_is_an_error_not_a_sigbus() {
         Err(Error::NoSpace { size, .. }) => assert!(size >= 1 << 45),
         other => panic!("expected NoSpace for 32 TiB, got {other:?}"),
     }
-    assert!(
-        name.leftovers().is_empty(),
-        "a failed create must not leave its object behind"
-    );
+    name.assert_no_leftovers();
 }
 
 #[test]
@@ -225,11 +218,7 @@ fn dropping_the_creator_leaves_nothing_in_dev_shm() {
         assert!(!name.leftovers().is_empty());
         assert!(seg.is_owner());
     }
-    assert!(
-        name.leftovers().is_empty(),
-        "left behind: {:?}",
-        name.leftovers()
-    );
+    name.assert_no_leftovers();
 }
 
 #[test]
@@ -255,5 +244,5 @@ fn remove_refuses_a_live_owner_and_removes_a_dead_one() {
     child.kill();
     assert!(Segment::remove(&name, false).unwrap());
     assert!(!Segment::remove(&name, false).unwrap());
-    assert!(name.leftovers().is_empty());
+    name.assert_no_leftovers();
 }
