@@ -233,6 +233,13 @@ impl TestName {
             .filter(|f| f.contains(&self.0))
             .collect()
     }
+
+    /// Fails the test if any object of this name is still in /dev/shm.
+    #[track_caller]
+    pub fn assert_no_leftovers(&self) {
+        let left = self.leftovers();
+        assert!(left.is_empty(), "left behind in /dev/shm: {left:?}");
+    }
 }
 
 impl std::ops::Deref for TestName {
