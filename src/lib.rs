@@ -50,5 +50,5 @@ pub use name::{ServiceName, MAX_NAME_LEN};
 pub use process::ProcessId;
 pub use segment::{Segment, SegmentBuilder, SegmentKind, DEFAULT_MODE, HEADER_SIZE};
 pub use sync::{Event, EventPair, Locked, Mutex, MutexGuard, WaitStrategy};
-// channel: pub use channel::{...};  (request channel, issue 3)
+pub use channel::{server_or_client, CallError, Client, Free, Role, Server, ServerBuilder, ServerHandle, ShutdownHandle, Single};
 // pool: pub use pool::{...};  (buffer pool, issue 4)
