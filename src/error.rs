@@ -120,9 +120,18 @@ pub enum Error {
 impl Error {
     pub(crate) fn os(op: &'static str, name: &str, source: io::Error) -> Self {
         match source.kind() {
-            io::ErrorKind::PermissionDenied => Error::PermissionDenied { name: name.to_owned(), source },
-            io::ErrorKind::NotFound => Error::NotFound { name: name.to_owned() },
-            _ => Error::Os { op, name: name.to_owned(), source },
+            io::ErrorKind::PermissionDenied => Error::PermissionDenied {
+                name: name.to_owned(),
+                source,
+            },
+            io::ErrorKind::NotFound => Error::NotFound {
+                name: name.to_owned(),
+            },
+            _ => Error::Os {
+                op,
+                name: name.to_owned(),
+                source,
+            },
         }
     }
 }

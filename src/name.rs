@@ -32,14 +32,22 @@ impl ServiceName {
     /// [`Error::InvalidName`] if it is empty, longer than [`MAX_NAME_LEN`] or has a character
     /// outside `[A-Za-z0-9._-]`.
     pub fn new(name: &str) -> Result<Self> {
-        let bad = |reason| Err(Error::InvalidName { name: name.to_owned(), reason });
+        let bad = |reason| {
+            Err(Error::InvalidName {
+                name: name.to_owned(),
+                reason,
+            })
+        };
         if name.is_empty() {
             return bad("it is empty");
         }
         if name.len() > MAX_NAME_LEN {
             return bad("it is longer than 200 characters");
         }
-        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
             return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
         }
         Ok(ServiceName(name.to_owned()))
@@ -70,7 +78,11 @@ pub(crate) fn os_name_with_limit(name: &str, tag: &str, limit: usize) -> String 
     // at the owner.
     let fixed = sys::OS_NAME_PREFIX.len() + "sl.".len() + 1 + 16;
     let head_len = limit.saturating_sub(fixed).min(name.len());
-    format!("{}sl.{}~{hash:016x}", sys::OS_NAME_PREFIX, &name[..head_len])
+    format!(
+        "{}sl.{}~{hash:016x}",
+        sys::OS_NAME_PREFIX,
+        &name[..head_len]
+    )
 }
 
 /// FNV-1a, 64 bit: tiny, and stable across Rust versions (unlike `DefaultHasher`).
@@ -125,6 +137,9 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert!(a.len() <= 31, "{a} is {} bytes", a.len());
-        assert_eq!(os_name_with_limit("ab", "seg", 31), format!("{}shmlink.ab.seg", sys::OS_NAME_PREFIX));
+        assert_eq!(
+            os_name_with_limit("ab", "seg", 31),
+            format!("{}shmlink.ab.seg", sys::OS_NAME_PREFIX)
+        );
     }
 }

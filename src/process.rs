@@ -24,7 +24,16 @@ impl ProcessId {
         let pid = sys::current_pid();
         // Our own entry always exists; 0 only if /proc is unreadable, which then also makes
         // everyone's liveness unknowable and is caught by `is_alive` comparing equal values.
-        ProcessId { pid, start_time: sys::start_time(pid).unwrap_or(0) }
+        ProcessId {
+            pid,
+            start_time: sys::start_time(pid).unwrap_or(0),
+        }
+    }
+
+    /// An identity from its parts, e.g. as stored in shared memory by [`ProcessId::pid`] and
+    /// [`ProcessId::start_time`]. Any values are safe: a bogus identity is simply not alive.
+    pub fn new(pid: u32, start_time: u64) -> Self {
+        ProcessId { pid, start_time }
     }
 
     pub(crate) fn from_raw(pid: u32, start_time: u64) -> Self {

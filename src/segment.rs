@@ -37,7 +37,7 @@ const STATE_READY: u32 = 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SegmentKind {
-    /// Raw bytes for the caller ([`Segment::create`]).
+    /// Raw bytes for the caller ([`Segment::builder`]).
     Raw,
     /// A standalone [`Mutex`](crate::Mutex).
     Mutex,
@@ -162,23 +162,40 @@ impl SegmentBuilder {
         for _ in 0..8 {
             match sys::Shm::create(&os_name, total, self.mode) {
                 Ok(shm) => {
-                    let seg = Segment { shm, name: name.clone(), os_name: os_name.clone(), owner: true, data_offset: HEADER_SIZE };
+                    let seg = Segment {
+                        shm,
+                        name: name.clone(),
+                        os_name: os_name.clone(),
+                        owner: true,
+                        data_offset: HEADER_SIZE,
+                    };
                     seg.write_header(self.kind, self.kind_version, total);
                     return Ok(seg);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     remove_if_stale(&name, &os_name)?;
                 }
-                Err(e) if is_no_space(&e) => return Err(Error::NoSpace { name: name.to_string(), size: total, source: e }),
+                Err(e) if is_no_space(&e) => {
+                    return Err(Error::NoSpace {
+                        name: name.to_string(),
+                        size: total,
+                        source: e,
+                    })
+                }
                 Err(e) => return Err(Error::os("shm_open(O_CREAT|O_EXCL)", name.as_str(), e)),
             }
         }
-        Err(Error::Corrupt { name: name.to_string(), reason: "the object keeps being re-created by another process".into() })
+        Err(Error::Corrupt {
+            name: name.to_string(),
+            reason: "the object keeps being re-created by another process".into(),
+        })
     }
 }
 
 fn is_no_space(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded || e.raw_os_error() == Some(28)
+    e.kind() == io::ErrorKind::StorageFull
+        || e.kind() == io::ErrorKind::QuotaExceeded
+        || e.raw_os_error() == Some(28)
 }
 
 /// What an existing object turned out to be.
@@ -196,9 +213,13 @@ fn remove_if_stale(name: &ServiceName, os_name: &str) -> Result<()> {
         Err(e) => return Err(Error::os("shm_open", name.as_str(), e)),
     };
     match classify(name, os_name, shm)? {
-        Found::Live(pid) => Err(Error::AlreadyRunning { name: name.to_string(), pid }),
+        Found::Live(pid) => Err(Error::AlreadyRunning {
+            name: name.to_string(),
+            pid,
+        }),
         Found::Stale(shm) => {
-            sys::Shm::unlink_stale(os_name, &shm).map_err(|e| Error::os("shm_unlink", name.as_str(), e))?;
+            sys::Shm::unlink_stale(os_name, &shm)
+                .map_err(|e| Error::os("shm_unlink", name.as_str(), e))?;
             Ok(())
         }
     }
@@ -217,7 +238,9 @@ fn classify(name: &ServiceName, os_name: &str, mut shm: sys::Shm) -> Result<Foun
                 }
             } else {
                 // We size objects in one ftruncate, so a short object is not ours.
-                return Err(Error::Foreign { name: name.to_string() });
+                return Err(Error::Foreign {
+                    name: name.to_string(),
+                });
             }
         } else {
             // SAFETY: the mapping is at least HEADER_SIZE bytes and page-aligned.
@@ -225,13 +248,18 @@ fn classify(name: &ServiceName, os_name: &str, mut shm: sys::Shm) -> Result<Foun
             // SAFETY: plain bytes; a racing writer can only make us see old or new bytes.
             let magic = unsafe { std::ptr::read_volatile(&h.magic) };
             if magic == MAGIC {
-                let owner = ProcessId::from_raw(h.owner_pid.load(Ordering::Acquire), h.owner_start.load(Ordering::Acquire));
+                let owner = ProcessId::from_raw(
+                    h.owner_pid.load(Ordering::Acquire),
+                    h.owner_start.load(Ordering::Acquire),
+                );
                 if owner.is_alive() {
                     return Ok(Found::Live(owner.pid()));
                 }
                 return Ok(Found::Stale(shm));
             } else if magic != [0; 8] {
-                return Err(Error::Foreign { name: name.to_string() });
+                return Err(Error::Foreign {
+                    name: name.to_string(),
+                });
             } else if settled {
                 // Sized and zero: a creator that died before writing anything.
                 let all_zero = {
@@ -239,7 +267,13 @@ fn classify(name: &ServiceName, os_name: &str, mut shm: sys::Shm) -> Result<Foun
                     let bytes = unsafe { std::slice::from_raw_parts(shm.as_ptr(), HEADER_SIZE) };
                     bytes.iter().all(|&b| b == 0)
                 };
-                return if all_zero { Ok(Found::Stale(shm)) } else { Err(Error::Foreign { name: name.to_string() }) };
+                return if all_zero {
+                    Ok(Found::Stale(shm))
+                } else {
+                    Err(Error::Foreign {
+                        name: name.to_string(),
+                    })
+                };
             }
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -280,7 +314,14 @@ unsafe impl Sync for Segment {}
 impl Segment {
     /// Starts building a raw segment named `name`.
     pub fn builder(name: &str) -> SegmentBuilder {
-        SegmentBuilder { name: ServiceName::new(name), tag: "seg".into(), kind: SegmentKind::Raw, kind_version: 1, size: 0, mode: DEFAULT_MODE }
+        SegmentBuilder {
+            name: ServiceName::new(name),
+            tag: "seg".into(),
+            kind: SegmentKind::Raw,
+            kind_version: 1,
+            size: 0,
+            mode: DEFAULT_MODE,
+        }
     }
 
     /// Opens the raw segment `name` created by another process.
@@ -312,25 +353,53 @@ impl Segment {
             Err(e) => return Err(Error::os("shm_open", name.as_str(), e)),
         };
         let shm = match classify(name, &os_name, shm)? {
-            Found::Live(pid) if !force => return Err(Error::AlreadyRunning { name: name.to_string(), pid }),
-            Found::Live(_) => sys::Shm::open(&os_name).map_err(|e| Error::os("shm_open", name.as_str(), e))?,
+            Found::Live(pid) if !force => {
+                return Err(Error::AlreadyRunning {
+                    name: name.to_string(),
+                    pid,
+                })
+            }
+            Found::Live(_) => {
+                sys::Shm::open(&os_name).map_err(|e| Error::os("shm_open", name.as_str(), e))?
+            }
             Found::Stale(shm) => shm,
         };
-        sys::Shm::unlink_stale(&os_name, &shm).map_err(|e| Error::os("shm_unlink", name.as_str(), e))
+        sys::Shm::unlink_stale(&os_name, &shm)
+            .map_err(|e| Error::os("shm_unlink", name.as_str(), e))
     }
 
-    pub(crate) fn open_kind(name: &ServiceName, tag: &str, kind: SegmentKind, kind_version: u32) -> Result<Segment> {
+    pub(crate) fn open_kind(
+        name: &ServiceName,
+        tag: &str,
+        kind: SegmentKind,
+        kind_version: u32,
+    ) -> Result<Segment> {
         Self::open_kind_timeout(name, tag, kind, kind_version, READY_WAIT)
     }
 
-    pub(crate) fn open_kind_timeout(name: &ServiceName, tag: &str, kind: SegmentKind, kind_version: u32, ready_wait: Duration) -> Result<Segment> {
+    pub(crate) fn open_kind_timeout(
+        name: &ServiceName,
+        tag: &str,
+        kind: SegmentKind,
+        kind_version: u32,
+        ready_wait: Duration,
+    ) -> Result<Segment> {
         let os_name = name.os_name(tag);
         let start = Instant::now();
         loop {
-            let shm = sys::Shm::open(&os_name).map_err(|e| Error::os("shm_open", name.as_str(), e))?;
-            let seg = Segment { shm, name: name.clone(), os_name: os_name.clone(), owner: false, data_offset: HEADER_SIZE };
+            let shm =
+                sys::Shm::open(&os_name).map_err(|e| Error::os("shm_open", name.as_str(), e))?;
+            let seg = Segment {
+                shm,
+                name: name.clone(),
+                os_name: os_name.clone(),
+                owner: false,
+                data_offset: HEADER_SIZE,
+            };
             match seg.check_header(kind, kind_version) {
-                Err(Error::NotReady { .. }) if start.elapsed() < ready_wait => std::thread::sleep(Duration::from_millis(1)),
+                Err(Error::NotReady { .. }) if start.elapsed() < ready_wait => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
                 Err(e) => return Err(e),
                 Ok(()) => return Ok(seg),
             }
@@ -377,7 +446,13 @@ impl Segment {
             if self.shm.len() == 0 {
                 return Err(Error::NotReady { name: name() });
             }
-            return Err(Error::Corrupt { name: name(), reason: format!("{} bytes, smaller than the {HEADER_SIZE}-byte header", self.shm.len()) });
+            return Err(Error::Corrupt {
+                name: name(),
+                reason: format!(
+                    "{} bytes, smaller than the {HEADER_SIZE}-byte header",
+                    self.shm.len()
+                ),
+            });
         }
         let h = self.header();
         let state = h.state.load(Ordering::Acquire);
@@ -390,19 +465,38 @@ impl Segment {
             return Err(Error::Foreign { name: name() });
         }
         if h.header_version != HEADER_VERSION {
-            return Err(Error::VersionMismatch { name: name(), found: h.header_version, expected: HEADER_VERSION });
+            return Err(Error::VersionMismatch {
+                name: name(),
+                found: h.header_version,
+                expected: HEADER_VERSION,
+            });
         }
         if state != STATE_READY {
             return Err(Error::NotReady { name: name() });
         }
         if h.kind != kind.code() {
-            return Err(Error::WrongKind { name: name(), found: SegmentKind::describe(h.kind), expected: SegmentKind::describe(kind.code()) });
+            return Err(Error::WrongKind {
+                name: name(),
+                found: SegmentKind::describe(h.kind),
+                expected: SegmentKind::describe(kind.code()),
+            });
         }
         if h.kind_version != kind_version {
-            return Err(Error::VersionMismatch { name: name(), found: h.kind_version, expected: kind_version });
+            return Err(Error::VersionMismatch {
+                name: name(),
+                found: h.kind_version,
+                expected: kind_version,
+            });
         }
         if h.size != self.shm.len() as u64 {
-            return Err(Error::Corrupt { name: name(), reason: format!("header says {} bytes, object has {}", h.size, self.shm.len()) });
+            return Err(Error::Corrupt {
+                name: name(),
+                reason: format!(
+                    "header says {} bytes, object has {}",
+                    h.size,
+                    self.shm.len()
+                ),
+            });
         }
         Ok(())
     }
@@ -444,7 +538,10 @@ impl Segment {
     /// The process that owns the segment (its creator, or a process that took it over).
     pub fn owner(&self) -> ProcessId {
         let h = self.header();
-        ProcessId::from_raw(h.owner_pid.load(Ordering::Acquire), h.owner_start.load(Ordering::Acquire))
+        ProcessId::from_raw(
+            h.owner_pid.load(Ordering::Acquire),
+            h.owner_start.load(Ordering::Acquire),
+        )
     }
 
     /// Whether this handle created the segment (and removes it on drop).
@@ -480,6 +577,11 @@ impl Drop for Segment {
 
 impl fmt::Debug for Segment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Segment").field("name", &self.name).field("os_name", &self.os_name).field("len", &self.len()).field("owner", &self.owner).finish()
+        f.debug_struct("Segment")
+            .field("name", &self.name)
+            .field("os_name", &self.os_name)
+            .field("len", &self.len())
+            .field("owner", &self.owner)
+            .finish()
     }
 }

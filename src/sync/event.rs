@@ -60,15 +60,17 @@ pub enum WaitStrategy {
     /// side has a CPU to itself; burns a CPU while waiting.
     Spin,
     /// The default. Spin while the last setter runs on another CPU, for a budget learnt from
-    /// recent waits (about twice the recent wait time, at most 50 us); yield a few times (that
+    /// recent waits (about twice the recent wait, at most 50 us); yield a few times (that
     /// lets a setter on our CPU run); then sleep.
     #[default]
     Adaptive,
 }
 
 /// Longest adaptive spin: about the cost of waking a sleeping vCPU.
-const MAX_SPIN_NS: u32 = 50_000;
-const MIN_SPIN_NS: u32 = 1_000;
+const MAX_SPIN: Duration = Duration::from_micros(50);
+/// Adaptive spin budget bounds, in iterations (a CPU pause each: ~10-40 ns).
+const MAX_SPIN_ITERS: u32 = 1 << 13;
+const MIN_SPIN_ITERS: u32 = 64;
 const YIELDS: u32 = 4;
 /// How often a waiter with a liveness check wakes up to run it.
 pub(crate) const CHECK_INTERVAL: Duration = Duration::from_millis(20);
@@ -107,8 +109,8 @@ pub struct Event {
     cell: *const EventCell,
     waiter: sys::Waiter,
     strategy: WaitStrategy,
-    /// Adaptive spin budget in ns, learnt from this handle's recent waits.
-    spin_ns: AtomicU32,
+    /// Adaptive spin budget in iterations, learnt from this handle's recent waits.
+    spin_iters: AtomicU32,
     _segment: Arc<Segment>,
 }
 
@@ -124,7 +126,13 @@ impl Event {
     /// # Errors
     /// As [`SegmentBuilder::create`](crate::SegmentBuilder::create).
     pub fn create(name: &str) -> Result<Event> {
-        let seg = Arc::new(Segment::builder(name).tag("event").kind(SegmentKind::Event, KIND_VERSION).size(EVENT_STORAGE).create_unpublished()?);
+        let seg = Arc::new(
+            Segment::builder(name)
+                .tag("event")
+                .kind(SegmentKind::Event, KIND_VERSION)
+                .size(EVENT_STORAGE)
+                .create_unpublished()?,
+        );
         // SAFETY: the data region holds EVENT_STORAGE bytes at offset 0, 64-aligned, unpublished.
         let ev = unsafe { Event::init_at(&seg, 0) }?;
         seg.publish();
@@ -136,9 +144,17 @@ impl Event {
     /// # Errors
     /// As [`Segment::open`].
     pub fn open(name: &str) -> Result<Event> {
-        let seg = Arc::new(Segment::open_kind(&ServiceName::new(name)?, "event", SegmentKind::Event, KIND_VERSION)?);
+        let seg = Arc::new(Segment::open_kind(
+            &ServiceName::new(name)?,
+            "event",
+            SegmentKind::Event,
+            KIND_VERSION,
+        )?);
         if seg.len() < EVENT_STORAGE {
-            return Err(Error::Corrupt { name: name.into(), reason: "event segment too small".into() });
+            return Err(Error::Corrupt {
+                name: name.into(),
+                reason: "event segment too small".into(),
+            });
         }
         // SAFETY: the creator initialised an event at offset 0 before publishing.
         unsafe { Event::open_at(&seg, 0) }
@@ -171,7 +187,13 @@ impl Event {
         let waiter = sys::Waiter::new(&key).map_err(|e| Error::os("event open", seg.name(), e))?;
         // SAFETY: forwarded from the caller's contract.
         let cell = unsafe { seg.as_ptr().add(offset) }.cast::<EventCell>();
-        Ok(Event { cell, waiter, strategy: WaitStrategy::default(), spin_ns: AtomicU32::new(MAX_SPIN_NS / 4), _segment: Arc::clone(seg) })
+        Ok(Event {
+            cell,
+            waiter,
+            strategy: WaitStrategy::default(),
+            spin_iters: AtomicU32::new(1024),
+            _segment: Arc::clone(seg),
+        })
     }
 
     /// Uses `strategy` for this handle's waits.
@@ -200,6 +222,13 @@ impl Event {
     #[allow(dead_code)] // used by the channel
     pub(crate) fn reset(&self) {
         self.cell().word.store(0, Ordering::Release);
+    }
+
+    /// Number of waiters registered as asleep in the kernel (a waiter that was killed while
+    /// asleep stays counted until the event is reset; it only costs `set` a wake syscall).
+    #[doc(hidden)]
+    pub fn sleepers(&self) -> u32 {
+        self.cell().word.load(Ordering::Relaxed) / SLEEPER
     }
 
     /// Signals the event: wakes one waiter, or leaves it set for the next one.
@@ -239,11 +268,14 @@ impl Event {
 
     /// Waits until set, `deadline`, or until `check` (called every [`CHECK_INTERVAL`] while
     /// asleep, and between spin rounds) returns false.
-    pub(crate) fn wait_until(&self, deadline: Option<Instant>, mut check: Option<&mut dyn FnMut() -> bool>) -> WaitOutcome {
+    pub(crate) fn wait_until(
+        &self,
+        deadline: Option<Instant>,
+        mut check: Option<&mut dyn FnMut() -> bool>,
+    ) -> WaitOutcome {
         if self.try_wait() {
             return WaitOutcome::Set;
         }
-        let start = Instant::now();
         let spun = match self.strategy {
             WaitStrategy::Block => false,
             WaitStrategy::SpinThenBlock { spins } => {
@@ -258,60 +290,75 @@ impl Event {
                 got
             }
             WaitStrategy::Spin => return self.spin_until(deadline, &mut check),
-            WaitStrategy::Adaptive => self.adaptive_spin(start),
+            WaitStrategy::Adaptive => self.adaptive_spin(),
         };
         if spun {
             return WaitOutcome::Set;
         }
+        let slept = Instant::now();
         let outcome = self.sleep(deadline, &mut check);
         if self.strategy == WaitStrategy::Adaptive && outcome == WaitOutcome::Set {
-            self.learn(start.elapsed());
+            self.learn(slept.elapsed() < MAX_SPIN);
         }
         outcome
     }
 
     /// Spins (unless the last setter shares our CPU), then yields a few times.
-    fn adaptive_spin(&self, start: Instant) -> bool {
+    ///
+    /// The budget is counted in spin iterations so that a wait answered while spinning reads
+    /// no clock at all; the clock is read every 64 iterations only to cap a spin at
+    /// [`MAX_SPIN`] whatever a pause costs on this CPU.
+    fn adaptive_spin(&self) -> bool {
         let cell = self.cell();
-        if cell.setter_cpu.load(Ordering::Relaxed) != sys::current_cpu() {
-            let budget = Duration::from_nanos(u64::from(self.spin_ns.load(Ordering::Relaxed)));
-            'spin: loop {
-                for _ in 0..64 {
-                    hint::spin_loop();
-                    if cell.word.load(Ordering::Relaxed) & SET != 0 && self.try_wait() {
-                        break 'spin;
-                    }
+        let budget = self.spin_iters.load(Ordering::Relaxed);
+        let spun = cell.setter_cpu.load(Ordering::Relaxed) != sys::current_cpu();
+        if spun {
+            let mut since: Option<Instant> = None;
+            for i in 1..=budget {
+                hint::spin_loop();
+                if cell.word.load(Ordering::Relaxed) & SET != 0 && self.try_wait() {
+                    // Answered while spinning: keep the budget at least twice this wait.
+                    self.spin_iters.store(
+                        budget.max(i.saturating_mul(2)).min(MAX_SPIN_ITERS),
+                        Ordering::Relaxed,
+                    );
+                    return true;
                 }
-                if start.elapsed() > budget {
+                if i % 64 == 0 && since.get_or_insert_with(Instant::now).elapsed() > MAX_SPIN {
                     break;
                 }
-            }
-            if cell.word.load(Ordering::Relaxed) & SET == 0 {
-                // fall through to yielding
-            } else if self.try_wait() {
-                self.learn(start.elapsed());
-                return true;
             }
         }
         for _ in 0..YIELDS {
             sys::yield_now();
             if self.try_wait() {
-                self.learn(start.elapsed());
+                if spun {
+                    // Just missed it: spin longer next time.
+                    self.learn(true);
+                }
                 return true;
             }
         }
         false
     }
 
-    /// Spin budget: about twice the recent wait time, capped; shrinks after long waits.
-    fn learn(&self, waited: Duration) {
-        let w = u32::try_from(waited.as_nanos()).unwrap_or(u32::MAX);
-        let b = self.spin_ns.load(Ordering::Relaxed);
-        let nb = if w <= MAX_SPIN_NS { b.max(w.saturating_mul(2)).min(MAX_SPIN_NS) } else { (b / 2).max(MIN_SPIN_NS) };
-        self.spin_ns.store(nb, Ordering::Relaxed);
+    /// After a wait that had to sleep: grow the budget if the wait was short enough that
+    /// spinning would have caught it, shrink it if it was long (spinning would be waste).
+    fn learn(&self, short: bool) {
+        let b = self.spin_iters.load(Ordering::Relaxed);
+        let nb = if short {
+            b.saturating_mul(2).min(MAX_SPIN_ITERS)
+        } else {
+            (b / 2).max(MIN_SPIN_ITERS)
+        };
+        self.spin_iters.store(nb, Ordering::Relaxed);
     }
 
-    fn spin_until(&self, deadline: Option<Instant>, check: &mut Option<&mut dyn FnMut() -> bool>) -> WaitOutcome {
+    fn spin_until(
+        &self,
+        deadline: Option<Instant>,
+        check: &mut Option<&mut dyn FnMut() -> bool>,
+    ) -> WaitOutcome {
         let mut last_check = Instant::now();
         loop {
             for _ in 0..1024 {
@@ -338,14 +385,26 @@ impl Event {
 
     /// Sleeps in the kernel until set, the deadline, or the check fails.
     #[cold]
-    fn sleep(&self, deadline: Option<Instant>, check: &mut Option<&mut dyn FnMut() -> bool>) -> WaitOutcome {
+    fn sleep(
+        &self,
+        deadline: Option<Instant>,
+        check: &mut Option<&mut dyn FnMut() -> bool>,
+    ) -> WaitOutcome {
         let word = &self.cell().word;
         word.fetch_add(SLEEPER, Ordering::AcqRel);
         let outcome = loop {
             let v = word.load(Ordering::Acquire);
             if v & SET != 0 {
                 // Consume the signal and unregister in one step.
-                if word.compare_exchange(v, (v & !SET).wrapping_sub(SLEEPER), Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                if word
+                    .compare_exchange(
+                        v,
+                        (v & !SET).wrapping_sub(SLEEPER),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
                     return WaitOutcome::Set;
                 }
                 continue;
@@ -378,7 +437,11 @@ impl Event {
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let w = self.cell().word.load(Ordering::Relaxed);
-        f.debug_struct("Event").field("set", &(w & SET != 0)).field("sleepers", &(w / SLEEPER)).field("strategy", &self.strategy).finish()
+        f.debug_struct("Event")
+            .field("set", &(w & SET != 0))
+            .field("sleepers", &(w / SLEEPER))
+            .field("strategy", &self.strategy)
+            .finish()
     }
 }
 
@@ -410,9 +473,20 @@ impl EventPair {
     /// # Errors
     /// As [`SegmentBuilder::create`](crate::SegmentBuilder::create).
     pub fn create(name: &str) -> Result<EventPair> {
-        let seg = Arc::new(Segment::builder(name).tag("pair").kind(SegmentKind::Event, KIND_VERSION).size(2 * EVENT_STORAGE).create_unpublished()?);
+        let seg = Arc::new(
+            Segment::builder(name)
+                .tag("pair")
+                .kind(SegmentKind::Event, KIND_VERSION)
+                .size(2 * EVENT_STORAGE)
+                .create_unpublished()?,
+        );
         // SAFETY: two disjoint, 64-aligned EVENT_STORAGE cells in the unpublished data region.
-        let (exec, done) = unsafe { (Event::init_at(&seg, 0)?, Event::init_at(&seg, EVENT_STORAGE)?) };
+        let (exec, done) = unsafe {
+            (
+                Event::init_at(&seg, 0)?,
+                Event::init_at(&seg, EVENT_STORAGE)?,
+            )
+        };
         seg.publish();
         Ok(EventPair { exec, done })
     }
@@ -422,18 +496,34 @@ impl EventPair {
     /// # Errors
     /// As [`Segment::open`].
     pub fn open(name: &str) -> Result<EventPair> {
-        let seg = Arc::new(Segment::open_kind(&ServiceName::new(name)?, "pair", SegmentKind::Event, KIND_VERSION)?);
+        let seg = Arc::new(Segment::open_kind(
+            &ServiceName::new(name)?,
+            "pair",
+            SegmentKind::Event,
+            KIND_VERSION,
+        )?);
         if seg.len() < 2 * EVENT_STORAGE {
-            return Err(Error::Corrupt { name: name.into(), reason: "event pair segment too small".into() });
+            return Err(Error::Corrupt {
+                name: name.into(),
+                reason: "event pair segment too small".into(),
+            });
         }
         // SAFETY: the creator initialised two events at offsets 0 and EVENT_STORAGE.
-        let (exec, done) = unsafe { (Event::open_at(&seg, 0)?, Event::open_at(&seg, EVENT_STORAGE)?) };
+        let (exec, done) = unsafe {
+            (
+                Event::open_at(&seg, 0)?,
+                Event::open_at(&seg, EVENT_STORAGE)?,
+            )
+        };
         Ok(EventPair { exec, done })
     }
 
     /// Uses `strategy` for both events' waits in this process.
     pub fn with_strategy(self, strategy: WaitStrategy) -> Self {
-        EventPair { exec: self.exec.with_strategy(strategy), done: self.done.with_strategy(strategy) }
+        EventPair {
+            exec: self.exec.with_strategy(strategy),
+            done: self.done.with_strategy(strategy),
+        }
     }
 
     /// "Request ready": set by the client, waited on by the server.

@@ -45,7 +45,13 @@ impl Mutex {
     /// # Errors
     /// As [`SegmentBuilder::create`](crate::SegmentBuilder::create).
     pub fn create(name: &str) -> Result<Mutex> {
-        let seg = Arc::new(Segment::builder(name).tag("mutex").kind(SegmentKind::Mutex, KIND_VERSION).size(MUTEX_STORAGE).create_unpublished()?);
+        let seg = Arc::new(
+            Segment::builder(name)
+                .tag("mutex")
+                .kind(SegmentKind::Mutex, KIND_VERSION)
+                .size(MUTEX_STORAGE)
+                .create_unpublished()?,
+        );
         // SAFETY: the data region is MUTEX_STORAGE bytes, 64-aligned, and unpublished.
         let m = unsafe { Mutex::init_at(&seg, 0) }?;
         seg.publish();
@@ -57,9 +63,17 @@ impl Mutex {
     /// # Errors
     /// As [`Segment::open`].
     pub fn open(name: &str) -> Result<Mutex> {
-        let seg = Arc::new(Segment::open_kind(&ServiceName::new(name)?, "mutex", SegmentKind::Mutex, KIND_VERSION)?);
+        let seg = Arc::new(Segment::open_kind(
+            &ServiceName::new(name)?,
+            "mutex",
+            SegmentKind::Mutex,
+            KIND_VERSION,
+        )?);
         if seg.len() < MUTEX_STORAGE {
-            return Err(Error::Corrupt { name: name.into(), reason: "mutex segment too small".into() });
+            return Err(Error::Corrupt {
+                name: name.into(),
+                reason: "mutex segment too small".into(),
+            });
         }
         // SAFETY: the creator initialised a mutex at offset 0 before publishing.
         unsafe { Mutex::open_at(&seg, 0) }
@@ -73,8 +87,12 @@ impl Mutex {
     pub(crate) unsafe fn init_at(seg: &Arc<Segment>, offset: usize) -> Result<Mutex> {
         let key = format!("{}.m{offset}", seg.os_name());
         // SAFETY: forwarded from the caller's contract.
-        let raw = unsafe { sys::RawMutex::init(seg.as_ptr().add(offset), &key) }.map_err(|e| Error::os("mutex init", seg.name(), e))?;
-        Ok(Mutex { raw, _segment: Arc::clone(seg) })
+        let raw = unsafe { sys::RawMutex::init(seg.as_ptr().add(offset), &key) }
+            .map_err(|e| Error::os("mutex init", seg.name(), e))?;
+        Ok(Mutex {
+            raw,
+            _segment: Arc::clone(seg),
+        })
     }
 
     /// Attaches to a mutex initialised by [`Mutex::init_at`] in another process.
@@ -84,8 +102,12 @@ impl Mutex {
     pub(crate) unsafe fn open_at(seg: &Arc<Segment>, offset: usize) -> Result<Mutex> {
         let key = format!("{}.m{offset}", seg.os_name());
         // SAFETY: forwarded from the caller's contract.
-        let raw = unsafe { sys::RawMutex::open(seg.as_ptr().add(offset), &key) }.map_err(|e| Error::os("mutex open", seg.name(), e))?;
-        Ok(Mutex { raw, _segment: Arc::clone(seg) })
+        let raw = unsafe { sys::RawMutex::open(seg.as_ptr().add(offset), &key) }
+            .map_err(|e| Error::os("mutex open", seg.name(), e))?;
+        Ok(Mutex {
+            raw,
+            _segment: Arc::clone(seg),
+        })
     }
 
     /// Locks, waiting as long as it takes.
@@ -101,7 +123,8 @@ impl Mutex {
     /// # Errors
     /// [`Error::Timeout`] when the time runs out; otherwise as [`Mutex::lock`].
     pub fn lock_timeout(&self, timeout: Duration) -> Result<Locked<'_>> {
-        self.finish(self.raw.lock(Some(timeout)))?.ok_or(Error::Timeout)
+        self.finish(self.raw.lock(Some(timeout)))?
+            .ok_or(Error::Timeout)
     }
 
     /// Locks if the mutex is free; `Ok(None)` if another thread or process holds it.
@@ -113,7 +136,10 @@ impl Mutex {
     }
 
     fn finish(&self, r: std::result::Result<LockStatus, LockFail>) -> Result<Option<Locked<'_>>> {
-        let guard = || MutexGuard { mutex: self, _not_send: PhantomData };
+        let guard = || MutexGuard {
+            mutex: self,
+            _not_send: PhantomData,
+        };
         match r {
             Ok(LockStatus::Acquired) => Ok(Some(Locked::Acquired(guard()))),
             Ok(LockStatus::OwnerDied) => Ok(Some(Locked::OwnerDied(guard()))),
@@ -127,7 +153,9 @@ impl Mutex {
 
 impl fmt::Debug for Mutex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Mutex").field("segment", &self._segment.name()).finish_non_exhaustive()
+        f.debug_struct("Mutex")
+            .field("segment", &self._segment.name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -170,6 +198,8 @@ impl Drop for MutexGuard<'_> {
 
 impl fmt::Debug for MutexGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MutexGuard").field("mutex", self.mutex).finish()
+        f.debug_struct("MutexGuard")
+            .field("mutex", self.mutex)
+            .finish()
     }
 }

@@ -68,9 +68,18 @@ impl RawMutex {
             check(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
             let a = attr.as_mut_ptr();
             let r = (|| {
-                check(libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED))?;
-                check(libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST))?;
-                check(libc::pthread_mutexattr_settype(a, libc::PTHREAD_MUTEX_ERRORCHECK))?;
+                check(libc::pthread_mutexattr_setpshared(
+                    a,
+                    libc::PTHREAD_PROCESS_SHARED,
+                ))?;
+                check(libc::pthread_mutexattr_setrobust(
+                    a,
+                    libc::PTHREAD_MUTEX_ROBUST,
+                ))?;
+                check(libc::pthread_mutexattr_settype(
+                    a,
+                    libc::PTHREAD_MUTEX_ERRORCHECK,
+                ))?;
                 check(libc::pthread_mutex_init(m, a))
             })();
             libc::pthread_mutexattr_destroy(a);
@@ -137,7 +146,12 @@ impl RawMutex {
     pub(crate) unsafe fn unlock(&self) {
         // SAFETY: the caller holds the lock on an initialised mutex.
         let r = unsafe { libc::pthread_mutex_unlock(self.m) };
-        debug_assert_eq!(r, 0, "pthread_mutex_unlock: {}", io::Error::from_raw_os_error(r));
+        debug_assert_eq!(
+            r,
+            0,
+            "pthread_mutex_unlock: {}",
+            io::Error::from_raw_os_error(r)
+        );
     }
 }
 
@@ -152,13 +166,18 @@ fn check(r: i32) -> io::Result<()> {
 /// `CLOCK_REALTIME` now + `t`, normalised (tv_nsec < 1e9) and saturated.
 fn realtime_deadline(t: Duration) -> libc::timespec {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
-    let mut sec = now.tv_sec.saturating_add(i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
+    let mut sec = now
+        .tv_sec
+        .saturating_add(i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
     let mut nsec = now.tv_nsec as i64 + i64::from(t.subsec_nanos());
     if nsec >= 1_000_000_000 {
         nsec -= 1_000_000_000;
         sec = sec.saturating_add(1);
     }
-    libc::timespec { tv_sec: sec as libc::time_t, tv_nsec: nsec as _ }
+    libc::timespec {
+        tv_sec: sec as libc::time_t,
+        tv_nsec: nsec as _,
+    }
 }
 
 // ---------------------------------------------------------------------------------- waits
@@ -204,7 +223,9 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     // address a process group.
     let p = i32::try_from(pid).ok().filter(|&p| p > 0)?;
     // SAFETY: kill with signal 0 only checks for existence and permission.
-    if unsafe { libc::kill(p, 0) } != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+    if unsafe { libc::kill(p, 0) } != 0
+        && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    {
         return None;
     }
     let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;

@@ -38,7 +38,9 @@ mod os;
 #[cfg(unix)]
 mod unix;
 
-pub(crate) use os::{current_cpu, current_pid, start_time, RawMutex, Shm, Waiter, MAX_OS_NAME, OS_NAME_PREFIX};
+pub(crate) use os::{
+    current_cpu, current_pid, start_time, RawMutex, Shm, Waiter, MAX_OS_NAME, OS_NAME_PREFIX,
+};
 
 /// Bytes reserved in shared memory for one mutex (the largest backend need, rounded to a
 /// cache line).

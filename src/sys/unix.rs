@@ -20,7 +20,11 @@ impl Shm {
     /// Creates `os_name` exclusively with permission bits `mode`, sized `size` and reserved.
     #[doc(alias = "shm_open")]
     pub(crate) fn create(os_name: &str, size: usize, mode: u32) -> io::Result<Shm> {
-        let fd = shm::open(os_name, shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR, Mode::from_raw_mode(mode as _))?;
+        let fd = shm::open(
+            os_name,
+            shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR,
+            Mode::from_raw_mode(mode as _),
+        )?;
         let file = File::from(fd);
         let init = (|| {
             // shm_open applies the umask; set exactly what the caller asked for.
@@ -30,7 +34,10 @@ impl Shm {
             MmapOptions::new().len(size).map_raw(&file)
         })();
         match init {
-            Ok(map) => Ok(Shm { map: Some(map), _file: file }),
+            Ok(map) => Ok(Shm {
+                map: Some(map),
+                _file: file,
+            }),
             Err(e) => {
                 let _ = shm::unlink(os_name);
                 Err(e)
@@ -43,16 +50,25 @@ impl Shm {
         let fd = shm::open(os_name, shm::OFlags::RDWR, Mode::empty())?;
         let file = File::from(fd);
         let size = rustix::fs::fstat(&file)?.st_size;
-        let size = usize::try_from(size).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "object size out of range"))?;
+        let size = usize::try_from(size)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "object size out of range"))?;
         if size == 0 {
-            return Ok(Shm { map: None, _file: file });
+            return Ok(Shm {
+                map: None,
+                _file: file,
+            });
         }
         let map = MmapOptions::new().len(size).map_raw(&file)?;
-        Ok(Shm { map: Some(map), _file: file })
+        Ok(Shm {
+            map: Some(map),
+            _file: file,
+        })
     }
 
     pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.map.as_ref().map_or(std::ptr::NonNull::dangling().as_ptr(), MmapRaw::as_mut_ptr)
+        self.map
+            .as_ref()
+            .map_or(std::ptr::NonNull::dangling().as_ptr(), MmapRaw::as_mut_ptr)
     }
 
     pub(crate) fn len(&self) -> usize {

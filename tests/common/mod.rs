@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 const ROLE_ENV: &str = "SHMLINK_TEST_ROLE";
 const ARGS_ENV: &str = "SHMLINK_TEST_ARGS";
 const SEP: char = '\u{1f}';
+/// Marks handshake lines: the child's stdout also carries the test harness's own output.
+const TAG: &str = "@shmlink-test:";
 
 /// Generous bound for any single handshake step; a hang becomes a failure with a message.
 pub const STEP: Duration = Duration::from_secs(30);
@@ -25,13 +27,19 @@ pub const STEP: Duration = Duration::from_secs(30);
 pub fn child_role() -> Option<(String, Vec<String>)> {
     let role = std::env::var(ROLE_ENV).ok()?;
     let args = std::env::var(ARGS_ENV).unwrap_or_default();
-    let args = if args.is_empty() { Vec::new() } else { args.split(SEP).map(str::to_owned).collect() };
+    let args = if args.is_empty() {
+        Vec::new()
+    } else {
+        args.split(SEP).map(str::to_owned).collect()
+    };
     let parent = std::os::unix::process::parent_id();
     std::thread::spawn(move || {
         let start = Instant::now();
         loop {
             std::thread::sleep(Duration::from_millis(100));
-            if std::os::unix::process::parent_id() != parent || start.elapsed() > Duration::from_secs(120) {
+            if std::os::unix::process::parent_id() != parent
+                || start.elapsed() > Duration::from_secs(120)
+            {
                 eprintln!("child watchdog: parent gone or child ran too long; exiting");
                 std::process::exit(3);
             }
@@ -49,7 +57,7 @@ pub fn child_exit(code: i32) -> ! {
 /// Writes one handshake line to the parent.
 pub fn tell_parent(line: &str) {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").unwrap();
+    writeln!(out, "{TAG}{line}").unwrap();
     out.flush().unwrap();
 }
 
@@ -76,15 +84,26 @@ pub fn spawn(test: &str, role: &str, args: &[&str]) -> Child {
 }
 
 /// As [`spawn`], letting the caller adjust the command (e.g. `pre_exec`).
-pub fn spawn_with(test: &str, role: &str, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Child {
+pub fn spawn_with(
+    test: &str,
+    role: &str,
+    args: &[&str],
+    adjust: impl FnOnce(&mut Command),
+) -> Child {
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);
-    cmd.args(["--exact", test, "--nocapture", "--test-threads=1", "--quiet"])
-        .env(ROLE_ENV, role)
-        .env(ARGS_ENV, args.join(&SEP.to_string()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "--exact",
+        test,
+        "--nocapture",
+        "--test-threads=1",
+        "--quiet",
+    ])
+    .env(ROLE_ENV, role)
+    .env(ARGS_ENV, args.join(&SEP.to_string()))
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     adjust(&mut cmd);
     let mut child = cmd.spawn().expect("spawn child test process");
     let stdout = child.stdout.take().unwrap();
@@ -92,12 +111,19 @@ pub fn spawn_with(test: &str, role: &str, args: &[&str], adjust: impl FnOnce(&mu
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
+            let Some(line) = line.strip_prefix(TAG) else {
+                continue;
+            };
+            if tx.send(line.to_owned()).is_err() {
                 break;
             }
         }
     });
-    Child { child, lines, role: role.to_owned() }
+    Child {
+        child,
+        lines,
+        role: role.to_owned(),
+    }
 }
 
 impl Child {
@@ -115,7 +141,9 @@ impl Child {
     pub fn expect_line_within(&mut self, limit: Duration) -> String {
         match self.lines.recv_timeout(limit) {
             Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Timeout) => panic!("child {:?} said nothing for {limit:?}", self.role),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("child {:?} said nothing for {limit:?}", self.role)
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = self.child.try_wait().ok().flatten();
                 panic!("child {:?} closed its output (exit status {status:?}) before the expected line", self.role)
@@ -126,7 +154,11 @@ impl Child {
     /// Waits for the next line and checks it equals `want`.
     pub fn expect(&mut self, want: &str) {
         let got = self.expect_line();
-        assert_eq!(got, want, "child {:?} said {got:?}, expected {want:?}", self.role);
+        assert_eq!(
+            got, want,
+            "child {:?} said {got:?}, expected {want:?}",
+            self.role
+        );
     }
 
     /// Sends a line to the child's stdin.
@@ -149,7 +181,11 @@ impl Child {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status.code().unwrap_or(-1);
             }
-            assert!(start.elapsed() < STEP, "child {:?} did not exit within {STEP:?}", self.role);
+            assert!(
+                start.elapsed() < STEP,
+                "child {:?} did not exit within {STEP:?}",
+                self.role
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -175,8 +211,15 @@ pub struct TestName(String);
 impl TestName {
     pub fn new(what: &str) -> TestName {
         static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        TestName(format!("t{}-{what}-{}-{nanos:x}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        TestName(format!(
+            "t{}-{what}-{}-{nanos:x}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ))
     }
 
     pub fn as_str(&self) -> &str {
@@ -185,7 +228,10 @@ impl TestName {
 
     /// OS objects of this name left in /dev/shm.
     pub fn leftovers(&self) -> Vec<String> {
-        list_shm().into_iter().filter(|f| f.contains(&self.0)).collect()
+        list_shm()
+            .into_iter()
+            .filter(|f| f.contains(&self.0))
+            .collect()
     }
 }
 
@@ -206,7 +252,11 @@ impl Drop for TestName {
 
 pub fn list_shm() -> Vec<String> {
     std::fs::read_dir("/dev/shm")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 

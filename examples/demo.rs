@@ -1,0 +1,150 @@
+//! One command that shows what shmlink does, with real processes:
+//!
+//! ```text
+//! cargo run --release --example demo
+//! ```
+//!
+//! The demo re-runs its own binary as the child processes it needs.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shmlink::{EventPair, Locked, Mutex, Segment};
+
+type DynResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+const ROUND_TRIPS: usize = 20_000;
+
+fn main() -> DynResult {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--child") {
+        return child(&args[2], &args[3]);
+    }
+    let name = format!("demo-{}", std::process::id());
+    println!(
+        "shmlink demo (pid {}), service names start with {name:?}\n",
+        std::process::id()
+    );
+    building_blocks(&name)?;
+    println!("\ndone: every object was removed, nothing is left in shared memory.");
+    Ok(())
+}
+
+/// Starts this binary again as `role`.
+fn spawn(role: &str, name: &str) -> DynResult<(Child, BufReader<ChildStdout>)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["--child", role, name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    Ok((child, out))
+}
+
+fn read_line(out: &mut BufReader<ChildStdout>) -> DynResult<String> {
+    let mut line = String::new();
+    if out.read_line(&mut line)? == 0 {
+        return Err("child process exited early".into());
+    }
+    Ok(line.trim_end().to_owned())
+}
+
+fn say(line: &str) -> DynResult {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    Ok(out.flush()?)
+}
+
+fn child(role: &str, name: &str) -> DynResult {
+    match role {
+        "pong" => {
+            let pair = EventPair::open(name)?;
+            let seg = Segment::open(name)?;
+            say("ready")?;
+            loop {
+                pair.exec().wait();
+                // SAFETY: the first byte of the data region is the stop flag; the exec/done
+                // handshake orders our accesses with the parent's.
+                if unsafe { seg.as_ptr().read_volatile() } != 0 {
+                    return Ok(());
+                }
+                pair.done().set();
+            }
+        }
+        "locker" => {
+            let mutex = Mutex::open(name)?;
+            let _guard = mutex.lock()?;
+            say("locked")?;
+            // Hold the lock until we are killed.
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            Ok(())
+        }
+        _ => Err(format!("unknown role {role}").into()),
+    }
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    let p = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+    format!(
+        "p50 {:.2} us, p90 {:.2} us, p99 {:.2} us, max {:.2} us",
+        p(0.5),
+        p(0.9),
+        p(0.99),
+        p(1.0)
+    )
+}
+
+/// Segment + mutex + exec/done pair, ping-pong with a child process, owner death.
+fn building_blocks(name: &str) -> DynResult {
+    println!("[1] building blocks: a segment, an exec/done event pair, an owner-death-safe mutex");
+    let seg = Segment::builder(name).size(64).create()?;
+    let pair = EventPair::create(name)?;
+    let mutex = Mutex::create(name)?;
+    println!(
+        "    created {} ({} data bytes), its event pair and mutex",
+        seg.os_name(),
+        seg.len()
+    );
+
+    let (mut child, mut out) = spawn("pong", name)?;
+    if read_line(&mut out)? != "ready" {
+        return Err("child did not start".into());
+    }
+    let mut samples = Vec::with_capacity(ROUND_TRIPS);
+    for _ in 0..ROUND_TRIPS {
+        let t = Instant::now();
+        pair.exec().set();
+        if !pair.done().wait_timeout(Duration::from_secs(5)) {
+            return Err("the child stopped answering".into());
+        }
+        samples.push(t.elapsed());
+    }
+    // SAFETY: the child reads the stop flag only after the exec signal below.
+    unsafe { seg.as_ptr().write_volatile(1) };
+    pair.exec().set();
+    child.wait()?;
+    println!(
+        "    {ROUND_TRIPS} exec/done round trips with a child process: {}",
+        percentiles(samples)
+    );
+
+    let (mut child, mut out) = spawn("locker", name)?;
+    if read_line(&mut out)? != "locked" {
+        return Err("child did not lock".into());
+    }
+    child.kill()?; // SIGKILL on Unix, TerminateProcess on Windows: no unlock happens
+    child.wait()?;
+    let t = Instant::now();
+    match mutex.lock_timeout(Duration::from_secs(5))? {
+        Locked::OwnerDied(_guard) => {
+            println!("    a child locked the mutex and was killed: the next lock got it in {:?} and was told the owner died", t.elapsed())
+        }
+        Locked::Acquired(_guard) => {
+            println!("    unexpected: the lock came back without an owner-death report")
+        }
+    }
+    Ok(())
+}
