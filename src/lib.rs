@@ -45,10 +45,13 @@ mod segment;
 mod sync;
 mod sys;
 
+pub use channel::{
+    server_or_client, CallError, Client, Free, Role, Server, ServerBuilder, ServerHandle,
+    ShutdownHandle, Single,
+};
 pub use error::{Error, Result};
 pub use name::{ServiceName, MAX_NAME_LEN};
 pub use process::ProcessId;
 pub use segment::{Segment, SegmentBuilder, SegmentKind, DEFAULT_MODE, HEADER_SIZE};
 pub use sync::{Event, EventPair, Locked, Mutex, MutexGuard, WaitStrategy};
-pub use channel::{server_or_client, CallError, Client, Free, Role, Server, ServerBuilder, ServerHandle, ShutdownHandle, Single};
 // pool: pub use pool::{...};  (buffer pool, issue 4)
