@@ -3,7 +3,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -343,7 +343,7 @@ impl<M> Server<M> {
     /// handler's helper thread).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
-            core: Arc::clone(&self.core),
+            core: Arc::downgrade(&self.core),
         }
     }
 
@@ -385,14 +385,17 @@ impl<M> Server<M> {
 /// Stops a server that runs [`Server::serve`]; cheap to clone and send to another thread.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
-    core: Arc<Core>,
+    /// Weak: a forgotten handle must not keep the channel (and its name) alive.
+    core: Weak<Core>,
 }
 
 impl ShutdownHandle {
     /// Starts a graceful shutdown: clients get [`CallError::ShuttingDown`] for new calls, the
     /// workers answer what is in flight, then `serve` returns. Does not wait.
     pub fn shutdown(&self) {
-        self.core.request_stop();
+        if let Some(core) = self.core.upgrade() {
+            core.request_stop();
+        }
     }
 }
 
@@ -413,7 +416,7 @@ impl ServerHandle {
     /// A handle to start the shutdown from elsewhere.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
-            core: Arc::clone(&self.core),
+            core: Arc::downgrade(&self.core),
         }
     }
 
