@@ -240,3 +240,30 @@ impl Mapped {
         unsafe { self.seg.as_ptr().add(self.layout.ring) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// tests/channel.rs (the hostile client) writes these offsets by hand.
+    #[test]
+    fn offsets_the_hostile_client_test_relies_on() {
+        let l = Layout::new(8, 512).unwrap();
+        assert_eq!((l.mutex, l.doorbell, l.ring), (128, 192, 256));
+        assert_eq!(l.slots_at % 64, 0);
+        assert_eq!(std::mem::offset_of!(SlotHeader, state), 0);
+        assert_eq!(std::mem::offset_of!(SlotHeader, req_len), 8);
+        assert_eq!(std::mem::offset_of!(SlotHeader, status), 20);
+        assert_eq!(std::mem::offset_of!(SlotHeader, owner_pid), 24);
+    }
+
+    #[test]
+    fn layouts_out_of_range_are_refused() {
+        assert!(Layout::new(0, 64).is_none());
+        assert!(Layout::new(1, 0).is_none());
+        assert!(Layout::new(MAX_SLOTS + 1, 64).is_none());
+        assert!(Layout::new(1, MAX_MESSAGE_LIMIT + 1).is_none());
+        let big = Layout::new(MAX_SLOTS, MAX_MESSAGE_LIMIT);
+        assert!(big.is_none() || big.unwrap().total > MAX_MESSAGE_LIMIT);
+    }
+}
