@@ -7,6 +7,14 @@
 //! buffer (both in shared memory), and sets the slot's `done` event. See `slot.rs` for the
 //! layout and the slot state table, `ring.rs` for the ring.
 //!
+//! The "exec" half of each slot's event pair is the shared ring plus one doorbell: that is
+//! what lets any free worker serve any client. A response carries the sequence number of the
+//! request it answers, so the late answer to a call that timed out is never returned by the
+//! next call. A client learns that its server is gone from the segment owner's liveness
+//! (checked every ~20 ms while it sleeps) and from the `closed` flag of a graceful shutdown;
+//! its mapping pins that incarnation of the channel, so after a restart it reconnects to the
+//! new segment (new instance token) on its next call.
+//!
 //! # Examples
 //! ```
 //! use shmlink::{Client, Server};

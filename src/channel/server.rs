@@ -218,6 +218,21 @@ impl<M> fmt::Debug for Server<M> {
 impl Server<Single> {
     /// Starts building a server for `name`: 32 slots, 64 KiB messages, one worker
     /// ([`Single`] model), [`WaitStrategy::Adaptive`].
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{Server, WaitStrategy};
+    /// # let name = format!("doc-builder-{}", std::process::id());
+    /// // 4 workers share an `Fn + Send + Sync` handler (the "free" model).
+    /// let server = Server::builder(&name)
+    ///     .slots(16)
+    ///     .max_message(4096)
+    ///     .wait_strategy(WaitStrategy::Adaptive)
+    ///     .workers(4)
+    ///     .create()?;
+    /// assert_eq!(server.slots(), 16);
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
     pub fn builder(name: &str) -> ServerBuilder<Single> {
         ServerBuilder {
             name: name.to_owned(),
