@@ -201,6 +201,13 @@ impl Ring {
         None
     }
 
+    /// Whether the next entry is published (a peek: takes nothing; reads only the consumer's
+    /// position and one cell, no producer-owned cache line).
+    pub(crate) fn has_more(&self) -> bool {
+        let pos = self.deq().load(Ordering::Relaxed);
+        self.cell(pos).seq.load(Ordering::Relaxed) == pos.wrapping_add(1)
+    }
+
     /// Whether the positions say entries are outstanding (pushed or being pushed, not popped).
     pub(crate) fn looks_nonempty(&self) -> bool {
         self.enq().load(Ordering::Relaxed) != self.deq().load(Ordering::Relaxed)

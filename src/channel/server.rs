@@ -514,7 +514,10 @@ impl Core {
             }
             let mut not_stopped = || !self.stop.load(Ordering::Relaxed);
             match bell.wait_until(Some(Instant::now() + TICK), Some(&mut not_stopped)) {
-                WaitOutcome::Set | WaitOutcome::Aborted => {}
+                // Rung, yet the ring may turn out empty (an entry lost to a dead or broken
+                // client): then look at the slots themselves.
+                WaitOutcome::Set => scan = true,
+                WaitOutcome::Aborted => {}
                 WaitOutcome::TimedOut => {
                     scan = true;
                     let deq = self.ring.dequeue_pos();
@@ -530,8 +533,8 @@ impl Core {
         }
     }
 
-    /// Serves everything the ring holds; if it held nothing, and a scan is asked for or looks
-    /// needed, scans the slots. Returns how many requests were answered.
+    /// Serves everything the ring holds; if it held nothing and a scan is asked for (by the
+    /// caller, or by a client whose push failed), scans the slots. Returns how many requests were answered.
     fn serve_available(
         &self,
         handler: &mut dyn FnMut(&[u8], &mut [u8]) -> usize,
@@ -539,7 +542,7 @@ impl Core {
     ) -> usize {
         let mut n = 0;
         while let Some(i) = self.ring.pop() {
-            if self.workers > 1 && self.ring.looks_nonempty() {
+            if self.workers > 1 && self.ring.has_more() {
                 self.bell.set(); // let another worker take the next one meanwhile
             }
             n += usize::from(self.serve_slot(i, handler, false));
@@ -548,7 +551,9 @@ impl Core {
             let flags = self.map.flags();
             let asked = flags.need_scan.load(Ordering::Relaxed) != 0
                 && flags.need_scan.swap(0, Ordering::AcqRel) != 0;
-            if force_scan || asked || self.ring.looks_nonempty() {
+            // (Not `ring.looks_nonempty()`: reading the clients' enqueue position here would
+            // pull its cache line away from them on every round trip.)
+            if force_scan || asked {
                 n += self.scan(handler, false);
             }
         }
