@@ -666,3 +666,63 @@ fn graceful_shutdown_answers_in_flight_calls_and_refuses_new_ones() {
     drop(late);
     assert!(name.leftovers().is_empty(), "left: {:?}", name.leftovers());
 }
+
+#[test]
+fn too_large_requests_and_panicking_handlers_fail_only_that_call() {
+    let _w = watchdog("too_large_and_panic", Duration::from_secs(60));
+    let name = TestName::new("chan-errors");
+    let handle = Server::builder(&name)
+        .slots(2)
+        .max_message(100)
+        .create()
+        .unwrap()
+        .spawn(|req: &[u8], resp: &mut [u8]| {
+            assert!(
+                req != b"panic",
+                "handler panics on request (expected by the test)"
+            );
+            if req == b"overlong" {
+                return resp.len() + 1; // a handler bug: more than the buffer
+            }
+            reverse(req, resp)
+        })
+        .unwrap();
+    let mut c = Client::connect(&name).unwrap();
+    assert_eq!(c.max_message(), Some(100));
+    assert!(matches!(
+        c.call(&[0u8; 101]),
+        Err(CallError::TooLarge { len: 101, max: 100 })
+    ));
+    assert!(matches!(
+        c.call_with(|buf| buf.len() + 1, |_| ()),
+        Err(CallError::TooLarge { .. })
+    ));
+    assert!(matches!(c.call(b"panic"), Err(CallError::HandlerPanicked)));
+    assert!(matches!(
+        c.call(b"overlong"),
+        Err(CallError::HandlerPanicked)
+    ));
+    // Zero-copy form; the connection survived the failures.
+    let req = [7u8; 100];
+    let sum: u32 = c
+        .call_with(
+            |buf| {
+                buf.copy_from_slice(&req);
+                100
+            },
+            |resp| resp.iter().map(|&b| u32::from(b)).sum(),
+        )
+        .unwrap();
+    assert_eq!(sum, 700);
+    assert!(matches!(
+        Server::builder(&name).create(),
+        Err(CallError::AlreadyRunning { .. })
+    ));
+    drop(c);
+    handle.shutdown();
+    assert!(name.leftovers().is_empty());
+    assert!(matches!(
+        Client::connect(&name),
+        Err(CallError::NoServer { .. })
+    ));
+}

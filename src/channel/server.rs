@@ -165,6 +165,7 @@ impl<M> ServerBuilder<M> {
             strategy: self.strategy,
             workers: self.workers,
             scan_from: AtomicU32::new(0),
+            stuck_at: AtomicU32::new(u32::MAX),
         };
         Ok(Server {
             core: Arc::new(core),
@@ -471,6 +472,8 @@ struct Core {
     stop: AtomicBool,
     strategy: WaitStrategy,
     workers: usize,
+    /// Ring consumer position at the last scan that found what the ring did not deliver.
+    stuck_at: AtomicU32,
     /// Where the next slot scan starts (round robin, so no slot is always last).
     scan_from: AtomicU32,
 }
@@ -555,6 +558,16 @@ impl Core {
             // pull its cache line away from them on every round trip.)
             if force_scan || asked {
                 n += self.scan(handler, false);
+                if n > 0 && self.ring.looks_nonempty() {
+                    // The slots held requests the ring did not give out although it has
+                    // entries: if its consumer position has not moved since the last such
+                    // miss, an entry is stuck (a producer died mid-push, or scribbling).
+                    // Start it afresh rather than scanning on every call until the next tick.
+                    let deq = self.ring.dequeue_pos();
+                    if self.stuck_at.swap(deq, Ordering::Relaxed) == deq {
+                        self.ring.reset();
+                    }
+                }
             }
         }
         n
