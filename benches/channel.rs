@@ -10,8 +10,8 @@
 //! CPU 0).
 //!
 //! - `rtt/<placement>/<transport>/<size>`: one round trip, measured by the client with
-//!   `iter_custom`; transports: the channel with the default (adaptive) wait, the channel with
-//!   both sides spinning (the floor, split only), and a length-prefixed Unix-socket echo.
+//!   `iter_custom`; transports: the channel with the default (adaptive) wait, two processes
+//!   spinning on two atomics (the floor, split only), and a length-prefixed Unix-socket echo.
 //! - `aggregate/<placement>/<n> clients`: calls/s of n client processes calling at once
 //!   (64 B), each pinned like the client of its placement.
 
@@ -31,7 +31,9 @@ mod linux {
     use std::time::{Duration, Instant};
 
     use criterion::{BenchmarkId, Criterion, Throughput};
-    use shmlink::{Client, Server, WaitStrategy};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use shmlink::{Client, Segment, Server, WaitStrategy};
 
     const ROLE_ENV: &str = "SHMLINK_BENCH_ROLE";
     const ARGS_ENV: &str = "SHMLINK_BENCH_ARGS";
@@ -83,20 +85,32 @@ mod linux {
         }
         drop(client);
         drop(server);
-        // Both sides spinning: the floor of this placement (meaningless on one CPU).
+        // The floor of this placement: two processes spinning on two atomics in a segment
+        // (meaningless on one CPU, where a spinner only keeps its peer from running).
         if placement == "split" {
             let name = format!("bench-spin-{placement}-{pid}");
-            let mut server = Proc::spawn("server", &[&name, &server_cpu.to_string(), "spin"]);
+            let seg = Segment::builder(&name).size(128).create().unwrap();
+            let mut server = Proc::spawn("spin-server", &[&name, &server_cpu.to_string()]);
             server.expect("ready");
-            let mut client = Client::connect_timeout(&name, Duration::from_secs(5))
-                .unwrap()
-                .with_wait_strategy(WaitStrategy::Spin);
-            g.throughput(Throughput::Bytes(64));
-            g.bench_function(BenchmarkId::new("channel-spin-floor", 64), |b| {
-                b.iter_custom(|iters| channel_calls(&mut client, 64, iters))
+            let (ping, pong) = words(&seg);
+            let mut k = 0u32;
+            g.throughput(Throughput::Bytes(4));
+            g.bench_function("raw-spin-floor", |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        k = k.wrapping_add(2) | 1; // odd: never the "stop" value 0
+                        ping.store(k, Ordering::Release);
+                        while pong.load(Ordering::Acquire) != k {
+                            std::hint::spin_loop();
+                        }
+                    }
+                    start.elapsed()
+                })
             });
-            drop(client);
+            ping.store(0, Ordering::Release); // stop
             drop(server);
+            drop(seg);
         }
         // The Unix-socket echo.
         let path = std::env::temp_dir().join(format!("shmlink-bench-{placement}-{pid}.sock"));
@@ -206,6 +220,22 @@ mod linux {
                 wait_for_eof();
                 handle.shutdown();
             }
+            // spin-server <name> <cpu>: copy ping to pong until ping is 0 again.
+            "spin-server" => {
+                pin(args[1].parse().unwrap());
+                let seg = Segment::open(&args[0]).unwrap();
+                let (ping, pong) = words(&seg);
+                say("ready");
+                loop {
+                    let v = ping.load(Ordering::Acquire);
+                    if v != 0 {
+                        pong.store(v, Ordering::Release);
+                    } else if pong.load(Ordering::Relaxed) != 0 {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+            }
             // socket-server <path> <cpu>: length-prefixed echo, one connection.
             "socket-server" => {
                 pin(args[1].parse().unwrap());
@@ -241,6 +271,19 @@ mod linux {
                 }
             }
             _ => panic!("unknown role {role}"),
+        }
+    }
+
+    /// Two atomics on separate cache lines at the start of `seg`.
+    fn words(seg: &Segment) -> (&AtomicU32, &AtomicU32) {
+        assert!(seg.len() >= 128);
+        // SAFETY: the data region is 64-aligned and at least 128 bytes long, lives as long as
+        // `seg`, and is only accessed through these atomics.
+        unsafe {
+            (
+                &*seg.as_ptr().cast::<AtomicU32>(),
+                &*seg.as_ptr().add(64).cast::<AtomicU32>(),
+            )
         }
     }
 
