@@ -515,8 +515,9 @@ impl Core {
             if n > 0 {
                 continue;
             }
-            let mut not_stopped = || !self.stop.load(Ordering::Relaxed);
-            match bell.wait_until(Some(Instant::now() + TICK), Some(&mut not_stopped)) {
+            // No liveness check: `request_stop` rings the bell, and each stopping worker rings
+            // it again for the next, so an idle worker wakes only once per TICK.
+            match bell.wait_until(Some(Instant::now() + TICK), None) {
                 // Rung, yet the ring may turn out empty (an entry lost to a dead or broken
                 // client): then look at the slots themselves.
                 WaitOutcome::Set => scan = true,
