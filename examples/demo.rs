@@ -10,11 +10,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shmlink::{EventPair, Locked, Mutex, Segment};
+use shmlink::{checksum, EventPair, Locked, Mutex, PoolConfig, Reader, Segment, Writer};
 
 type DynResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 const ROUND_TRIPS: usize = 20_000;
+const POOL_SMALL: usize = 200_000;
+const POOL_BULK: usize = 2048;
 
 fn main() -> DynResult {
     let args: Vec<String> = std::env::args().collect();
@@ -27,6 +29,7 @@ fn main() -> DynResult {
         std::process::id()
     );
     building_blocks(&name)?;
+    buffer_pool(&name)?;
     println!("\ndone: every object was removed, nothing is left in shared memory.");
     Ok(())
 }
@@ -79,6 +82,24 @@ fn child(role: &str, name: &str) -> DynResult {
             // Hold the lock until we are killed.
             let mut line = String::new();
             std::io::stdin().read_line(&mut line)?;
+            Ok(())
+        }
+        "writer" => {
+            let writer = Writer::connect_timeout(name, Duration::from_secs(10))?;
+            // Small messages: a sequence number in 64 bytes, written in place.
+            for i in 0..POOL_SMALL as u64 {
+                let mut buf = writer.acquire_timeout(Duration::from_secs(5))?;
+                buf.set_len(64)?;
+                buf[..8].copy_from_slice(&i.to_le_bytes());
+                writer.send(buf)?;
+            }
+            // Bulk: every byte of every 1 MiB buffer written in place.
+            for i in 0..POOL_BULK {
+                let mut buf = writer.acquire_timeout(Duration::from_secs(5))?;
+                buf.set_len(1 << 20)?;
+                buf.fill(i as u8);
+                writer.send(buf)?;
+            }
             Ok(())
         }
         _ => Err(format!("unknown role {role}").into()),
@@ -146,5 +167,57 @@ fn building_blocks(name: &str) -> DynResult {
             println!("    unexpected: the lock came back without an owner-death report")
         }
     }
+    Ok(())
+}
+
+/// A Reader here, a Writer in a child process: small messages, then 1 MiB buffers.
+fn buffer_pool(name: &str) -> DynResult {
+    println!("\n[3] buffer pool: a Reader here, a Writer in a child process, zero copy");
+    let config = PoolConfig {
+        initial_buffer_size: 1 << 20,
+        max_buffer_size: 1 << 20,
+        start_buffers: 8,
+        max_buffers: 16,
+        min_buffers: 4,
+        ..PoolConfig::default()
+    };
+    let reader = Reader::create(name, config)?;
+    let (mut child, _out) = spawn("writer", name)?;
+
+    let first = reader.recv_timeout(Duration::from_secs(10))?;
+    let start = Instant::now();
+    let mut expected = 1u64;
+    drop(first);
+    for _ in 1..POOL_SMALL {
+        let buf = reader.recv_timeout(Duration::from_secs(5))?;
+        let seq = u64::from_le_bytes(buf[..8].try_into()?);
+        if seq != expected {
+            return Err(format!("message {seq} arrived when {expected} was due").into());
+        }
+        expected += 1;
+    }
+    let small = start.elapsed();
+    println!(
+        "    {POOL_SMALL} x 64 B messages in order: {:.2} us each (acquire + write + send + recv + release)",
+        small.as_secs_f64() * 1e6 / POOL_SMALL as f64
+    );
+
+    let start = Instant::now();
+    let mut sum = 0u64;
+    for _ in 0..POOL_BULK {
+        let buf = reader.recv_timeout(Duration::from_secs(5))?;
+        sum = sum.wrapping_add(checksum(&buf));
+    }
+    let bulk = start.elapsed();
+    child.wait()?;
+    println!(
+        "    {POOL_BULK} x 1 MiB buffers, every byte written by the child and checksummed here: {:.1} GB/s (checksum {sum:x})",
+        (POOL_BULK << 20) as f64 / bulk.as_secs_f64() / 1e9
+    );
+    let stats = reader.stats()?;
+    println!(
+        "    pool now: {} buffers ({} free, {} queued)",
+        stats.buffers, stats.free, stats.queued
+    );
     Ok(())
 }

@@ -51,7 +51,10 @@ pub use channel::{
 };
 pub use error::{Error, Result};
 pub use name::{ServiceName, MAX_NAME_LEN};
+pub use pool::{
+    checksum, Checksum, FileSummary, PoolConfig, PoolError, PoolStats, ReadBuf, Reader, SendError,
+    WriteBuf, Writer,
+};
 pub use process::ProcessId;
 pub use segment::{Segment, SegmentBuilder, SegmentKind, DEFAULT_MODE, HEADER_SIZE};
 pub use sync::{Event, EventPair, Locked, Mutex, MutexGuard, WaitStrategy};
-// pool: pub use pool::{...};  (buffer pool, issue 4)

@@ -168,6 +168,7 @@ impl SegmentBuilder {
                         os_name: os_name.clone(),
                         owner: true,
                         data_offset: HEADER_SIZE,
+                        size: total,
                     };
                     seg.write_header(self.kind, self.kind_version, total);
                     return Ok(seg);
@@ -303,6 +304,10 @@ pub struct Segment {
     os_name: String,
     owner: bool,
     data_offset: usize,
+    /// Bytes of the object in use, header included: the size it was created with. The
+    /// mapping can be larger (by less than `sys::SIZE_ROUNDING`) where the OS reports sizes
+    /// in whole pages (macOS, Windows).
+    size: usize,
 }
 
 // SAFETY: the mapping is plain shared memory; access to its contents goes through raw
@@ -389,19 +394,24 @@ impl Segment {
         loop {
             let shm =
                 sys::Shm::open(&os_name).map_err(|e| Error::os("shm_open", name.as_str(), e))?;
-            let seg = Segment {
+            let size = shm.len();
+            let mut seg = Segment {
                 shm,
                 name: name.clone(),
                 os_name: os_name.clone(),
                 owner: false,
                 data_offset: HEADER_SIZE,
+                size,
             };
             match seg.check_header(kind, kind_version) {
                 Err(Error::NotReady { .. }) if start.elapsed() < ready_wait => {
                     std::thread::sleep(Duration::from_millis(1))
                 }
                 Err(e) => return Err(e),
-                Ok(()) => return Ok(seg),
+                Ok(size) => {
+                    seg.size = size;
+                    return Ok(seg);
+                }
             }
         }
     }
@@ -440,7 +450,9 @@ impl Segment {
         self.header().state.store(STATE_READY, Ordering::Release);
     }
 
-    fn check_header(&self, kind: SegmentKind, kind_version: u32) -> Result<()> {
+    /// Validates the header; returns the object's size it records (checked against the
+    /// mapping: equal, or at most `sys::SIZE_ROUNDING - 1` bytes less).
+    fn check_header(&self, kind: SegmentKind, kind_version: u32) -> Result<usize> {
         let name = || self.name.to_string();
         if self.shm.len() < HEADER_SIZE {
             if self.shm.len() == 0 {
@@ -488,17 +500,17 @@ impl Segment {
                 expected: kind_version,
             });
         }
-        if h.size != self.shm.len() as u64 {
+        // Read once: the header is shared memory that a peer could change under us.
+        let size = h.size;
+        let mapped = self.shm.len() as u64;
+        if size > mapped || mapped - size >= sys::SIZE_ROUNDING as u64 || size < HEADER_SIZE as u64
+        {
             return Err(Error::Corrupt {
                 name: name(),
-                reason: format!(
-                    "header says {} bytes, object has {}",
-                    h.size,
-                    self.shm.len()
-                ),
+                reason: format!("header says {size} bytes, object has {mapped}"),
             });
         }
-        Ok(())
+        Ok(size as usize)
     }
 
     /// The service name.
@@ -522,7 +534,7 @@ impl Segment {
 
     /// Length of the data region in bytes.
     pub fn len(&self) -> usize {
-        self.shm.len() - self.data_offset
+        self.size - self.data_offset
     }
 
     /// Whether the data region is empty.

@@ -311,7 +311,9 @@ impl Event {
     fn adaptive_spin(&self) -> bool {
         let cell = self.cell();
         let budget = self.spin_iters.load(Ordering::Relaxed);
-        let spun = cell.setter_cpu.load(Ordering::Relaxed) != sys::current_cpu();
+        // u32::MAX: unknown (no set yet, or a platform without a cheap getcpu): spin.
+        let setter = cell.setter_cpu.load(Ordering::Relaxed);
+        let spun = setter == u32::MAX || setter != sys::current_cpu();
         if spun {
             let mut since: Option<Instant> = None;
             for i in 1..=budget {

@@ -17,6 +17,8 @@ pub(crate) use super::unix::Shm;
 pub(crate) const OS_NAME_PREFIX: &str = "/";
 /// NAME_MAX of the tmpfs behind /dev/shm.
 pub(crate) const MAX_OS_NAME: usize = 255;
+/// `fstat` reports the exact size given to `ftruncate`.
+pub(crate) const SIZE_ROUNDING: usize = 1;
 
 /// Reserves the pages of a new object so that a full /dev/shm fails here, not with SIGBUS
 /// on first touch.

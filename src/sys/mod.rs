@@ -11,8 +11,12 @@
 //!   `io::ErrorKind::AlreadyExists`), sizes it and reserves its memory up front so that a full
 //!   /dev/shm is an error now, never a SIGBUS later; `Shm::open(os_name)` maps an existing
 //!   object at its current size (which may be 0 if its creator has not sized it yet);
-//!   `Shm::unlink(os_name)` removes the name (mappings stay valid). `as_ptr()`/`len()`: the
-//!   mapping, page-aligned, zero-filled at creation, valid while the `Shm` lives.
+//!   `Shm::unlink_stale(os_name, &shm)` removes the name if it still names that object
+//!   (mappings stay valid; Windows has nothing to remove). `as_ptr()`/`len()`: the mapping,
+//!   page-aligned, zero-filled at creation, valid while the `Shm` lives.
+//! * `SIZE_ROUNDING`: an opened object's `len()` may exceed the size its creator asked for by
+//!   less than this, because macOS and Windows only report sizes in whole pages (1 on Linux:
+//!   exact). The segment header records the exact size.
 //! * `RawMutex`: a process-shared mutex that survives its owner's death. It lives in
 //!   `MUTEX_STORAGE` bytes (8-aligned) of a segment and/or in a named kernel object derived
 //!   from the key; `init` once by the creator before the segment is published, `open` by
@@ -40,6 +44,7 @@ mod unix;
 
 pub(crate) use os::{
     current_cpu, current_pid, start_time, RawMutex, Shm, Waiter, MAX_OS_NAME, OS_NAME_PREFIX,
+    SIZE_ROUNDING,
 };
 
 /// Bytes reserved in shared memory for one mutex (the largest backend need, rounded to a
@@ -62,9 +67,12 @@ pub(crate) enum LockStatus {
 pub(crate) enum LockFail {
     /// The calling thread already holds the lock.
     WouldDeadlock,
-    /// The lock's state can no longer be recovered.
+    /// The lock's state can no longer be recovered (Linux: ENOTRECOVERABLE; the other
+    /// backends always recover).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Unrecoverable,
-    /// Any other OS error.
+    /// Any other OS error (the macOS lock word makes no OS call that can fail).
+    #[cfg_attr(target_os = "macos", allow(dead_code))]
     Os(std::io::Error),
 }
 

@@ -27,7 +27,9 @@ impl Shm {
         )?;
         let file = File::from(fd);
         let init = (|| {
-            // shm_open applies the umask; set exactly what the caller asked for.
+            // Linux's shm_open applies the umask; set exactly what the caller asked for.
+            // (macOS applies no umask to shm objects, and refuses fchmod on them.)
+            #[cfg(not(target_os = "macos"))]
             rustix::fs::fchmod(&file, Mode::from_raw_mode(mode as _))?;
             rustix::fs::ftruncate(&file, size as u64)?;
             super::os::reserve(&file, size)?;
@@ -45,7 +47,7 @@ impl Shm {
         }
     }
 
-    /// Opens and maps an existing object at its current size.
+    /// Opens and maps an existing object at its current size (macOS: rounded up to pages).
     pub(crate) fn open(os_name: &str) -> io::Result<Shm> {
         let fd = shm::open(os_name, shm::OFlags::RDWR, Mode::empty())?;
         let file = File::from(fd);

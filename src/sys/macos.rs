@@ -1,0 +1,443 @@
+//! macOS backend: POSIX shm (see `unix.rs`), `__ulock` waits, a lock word with owner
+//! liveness checks (macOS has no robust pthread mutexes), `proc_pidinfo` for start times.
+
+use std::ffi::c_void;
+use std::fs::File;
+use std::hint;
+use std::io;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{LockFail, LockStatus, MUTEX_STORAGE};
+
+pub(crate) use super::unix::Shm;
+
+/// POSIX shm names start with a slash.
+pub(crate) const OS_NAME_PREFIX: &str = "/";
+/// PSHMNAMLEN: longer names fail with ENAMETOOLONG (name.rs hashes their tail).
+pub(crate) const MAX_OS_NAME: usize = 31;
+/// macOS rounds a shm object's size up to whole pages (of the creating process: 4 or 16 KiB)
+/// and `fstat` reports the rounded size, so an opened object may look up to a page larger
+/// than its creator asked for. 64 KiB covers every page size.
+pub(crate) const SIZE_ROUNDING: usize = 64 * 1024;
+
+/// Nothing to reserve beyond `ftruncate`: macOS backs shm objects with anonymous VM memory,
+/// allocated (and refused with ENOMEM) when the object is sized.
+pub(super) fn reserve(_file: &File, _size: usize) -> io::Result<()> {
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------- ulock
+
+/// `__ulock_wait`/`__ulock_wake` operation: compare-and-wait on a 32-bit word that may be
+/// mapped by several processes (the kernel keys waiters on the memory object, not the address).
+const UL_COMPARE_AND_WAIT_SHARED: u32 = 3;
+/// Flag: return `-errno` instead of setting `errno`.
+const ULF_NO_ERRNO: u32 = 0x0100_0000;
+
+extern "C" {
+    /// Sleeps while `*addr == value`, at most `timeout_us` microseconds (0: no timeout).
+    /// Returns at once if the word differs; otherwise only a `__ulock_wake` on the same
+    /// word, the timeout, or a signal end the sleep. Private but stable libSystem API
+    /// (bsd/sys/ulock.h in XNU), used by libc++, Rust's std and Chromium.
+    ///
+    /// # Safety
+    /// `addr` points to a live, 4-aligned 32-bit word for the whole call.
+    fn __ulock_wait(operation: u32, addr: *mut c_void, value: u64, timeout_us: u32) -> i32;
+
+    /// Wakes one sleeper on `addr` (all with `ULF_WAKE_ALL`). Returns `-ENOENT` if none.
+    ///
+    /// # Safety
+    /// `addr` points to a live, 4-aligned 32-bit word.
+    fn __ulock_wake(operation: u32, addr: *mut c_void, wake_value: u64) -> i32;
+}
+
+/// Sleeps while `*word == expected`, at most `timeout` (`None`: forever). Every return
+/// (woken, timed out, interrupted, value changed) means "recheck".
+fn ulock_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    // 0 means "forever" to ulock: clamp a zero or sub-microsecond timeout to 1 us, and
+    // cap long ones (about 71 minutes; the caller loops).
+    let us = match timeout {
+        None => 0,
+        Some(t) => u32::try_from(t.as_micros()).unwrap_or(u32::MAX).max(1),
+    };
+    // SAFETY: `word` is a live AtomicU32 (4-aligned) for the duration of the call.
+    unsafe {
+        __ulock_wait(
+            UL_COMPARE_AND_WAIT_SHARED | ULF_NO_ERRNO,
+            word.as_ptr().cast(),
+            u64::from(expected),
+            us,
+        )
+    };
+}
+
+/// Wakes one sleeper on `word`.
+fn ulock_wake(word: &AtomicU32) {
+    // SAFETY: `word` is a live AtomicU32. -ENOENT (nobody asleep) is fine.
+    unsafe {
+        __ulock_wake(
+            UL_COMPARE_AND_WAIT_SHARED | ULF_NO_ERRNO,
+            word.as_ptr().cast(),
+            0,
+        )
+    };
+}
+
+// ---------------------------------------------------------------------------------- mutex
+
+/// `LockWord::state`: who holds the lock, and whether anyone may be asleep waiting.
+///
+/// | value | meaning |
+/// |---|---|
+/// | `UNLOCKED` (0) | free |
+/// | `pid << 1` | held by a thread of process `pid`, nobody asleep |
+/// | `pid << 1 \| WAITERS` | held by process `pid`; waiters may be asleep: unlock must wake one |
+///
+/// The holder's pid is in the state word itself, so acquiring the lock and naming its owner
+/// are one atomic step: a process dying right after acquiring still leaves its pid behind
+/// for the liveness check. (pids are positive `i32`s, so `pid << 1` fits in 32 bits.)
+const UNLOCKED: u32 = 0;
+const WAITERS: u32 = 1;
+const PID_SHIFT: u32 = 1;
+
+/// How long a waiter sleeps before checking again whether the holder is alive.
+const LIVENESS_INTERVAL: Duration = Duration::from_millis(20);
+/// Spins before the first sleep (a short critical section often ends within them).
+const SPINS: u32 = 100;
+
+/// The mutex as laid out in its `MUTEX_STORAGE` bytes of shared memory.
+#[repr(C)]
+struct LockWord {
+    /// See [`UNLOCKED`] and the table there.
+    state: AtomicU32,
+    _pad: u32,
+    /// Start time of the holder process (`start_time(pid)`), written right after acquiring
+    /// and cleared before releasing; 0 while not (yet) known. Together with the pid in
+    /// `state` it tells a dead holder from a new process that reused its pid.
+    owner_start: AtomicU64,
+    /// System-wide thread id (`pthread_threadid_np`, never reused) of the holder, same
+    /// lifetime as `owner_start`; 0 while not known. Used to refuse a relock (`WouldDeadlock`).
+    owner_tid: AtomicU64,
+}
+
+const _: () = assert!(std::mem::size_of::<LockWord>() <= MUTEX_STORAGE);
+const _: () = assert!(std::mem::align_of::<LockWord>() <= 8);
+
+/// A process-shared mutex that survives its owner's death, built on a lock word.
+///
+/// macOS has no robust pthread mutexes, so: the lock word records the holder (pid in the
+/// state word, start time and thread id beside it); waiters spin briefly, then sleep with
+/// `__ulock_wait` for at most [`LIVENESS_INTERVAL`] at a time and check in between whether
+/// the holder process is still alive. If it died, a waiter takes the lock over with a CAS
+/// and reports [`LockStatus::OwnerDied`].
+#[derive(Debug)]
+pub(crate) struct RawMutex {
+    word: *const LockWord,
+    /// This process's pid (`state` value when we hold it, without `WAITERS`) and start time.
+    me: u32,
+    my_start: u64,
+}
+
+// SAFETY: the lock word lives in a shared mapping the owner of `RawMutex` keeps alive and is
+// only accessed through atomics; the lock itself is designed for use from any thread.
+unsafe impl Send for RawMutex {}
+// SAFETY: as above.
+unsafe impl Sync for RawMutex {}
+
+impl RawMutex {
+    /// Initialises the lock word in `storage` (free).
+    ///
+    /// # Safety
+    /// `storage` points to `MUTEX_STORAGE` writable bytes, 8-aligned, in a shared mapping
+    /// that outlives the returned value, and no other process uses them yet.
+    pub(crate) unsafe fn init(storage: *mut u8, key: &str) -> io::Result<Self> {
+        let word = storage.cast::<LockWord>();
+        // SAFETY: the caller guarantees the bytes are ours to write, aligned and large enough.
+        unsafe {
+            word.write(LockWord {
+                state: AtomicU32::new(UNLOCKED),
+                _pad: 0,
+                owner_start: AtomicU64::new(0),
+                owner_tid: AtomicU64::new(0),
+            });
+        }
+        // SAFETY: just initialised; the caller's contract covers the rest.
+        unsafe { Self::open(storage, key) }
+    }
+
+    /// Attaches to a lock word another process initialised.
+    ///
+    /// # Safety
+    /// `storage` points to a mutex made by [`RawMutex::init`] in a shared mapping that
+    /// outlives the returned value.
+    pub(crate) unsafe fn open(storage: *mut u8, _key: &str) -> io::Result<Self> {
+        let pid = current_pid();
+        if pid == 0 || pid > i32::MAX as u32 {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "pid out of range for the lock word",
+            ));
+        }
+        let my_start = start_time(pid)
+            .ok_or_else(|| io::Error::other("cannot read this process's start time"))?;
+        Ok(RawMutex {
+            word: storage.cast::<LockWord>(),
+            me: pid << PID_SHIFT,
+            my_start,
+        })
+    }
+
+    #[inline]
+    fn word(&self) -> &LockWord {
+        // SAFETY: `word` points into a live shared mapping (constructor contract); every field
+        // is atomic, so concurrent access from other processes is fine.
+        unsafe { &*self.word }
+    }
+
+    /// Locks, waiting at most `timeout` (`None`: forever).
+    #[inline]
+    pub(crate) fn lock(&self, timeout: Option<Duration>) -> Result<LockStatus, LockFail> {
+        if self
+            .word()
+            .state
+            .compare_exchange(UNLOCKED, self.me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.record_owner();
+            return Ok(LockStatus::Acquired);
+        }
+        // A timeout too large for an Instant never runs out: `None` below.
+        self.lock_slow(super::deadline_after(timeout))
+    }
+
+    /// Locks if free, or if its holder is dead; `TimedOut` if a live process holds it.
+    pub(crate) fn try_lock(&self) -> Result<LockStatus, LockFail> {
+        let w = self.word();
+        match w
+            .state
+            .compare_exchange(UNLOCKED, self.me, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => {
+                self.record_owner();
+                Ok(LockStatus::Acquired)
+            }
+            Err(s) => {
+                self.check_relock(s)?;
+                if let Some(status) = self.take_over_if_dead(s) {
+                    return Ok(status);
+                }
+                Ok(LockStatus::TimedOut)
+            }
+        }
+    }
+
+    #[cold]
+    fn lock_slow(&self, deadline: Option<Instant>) -> Result<LockStatus, LockFail> {
+        let w = self.word();
+        let mut s = w.state.load(Ordering::Relaxed);
+        if s != UNLOCKED {
+            self.check_relock(s)?;
+        }
+        // Spin a little: a short critical section in another process often ends meanwhile.
+        for _ in 0..SPINS {
+            if s == UNLOCKED {
+                break;
+            }
+            hint::spin_loop();
+            s = w.state.load(Ordering::Relaxed);
+        }
+        let mut last_check = Instant::now();
+        loop {
+            if s == UNLOCKED {
+                // We have been waiting, so others may be too: keep WAITERS set so that our
+                // unlock wakes the next one.
+                match w.state.compare_exchange(
+                    UNLOCKED,
+                    self.me | WAITERS,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        self.record_owner();
+                        return Ok(LockStatus::Acquired);
+                    }
+                    Err(now) => {
+                        s = now;
+                        continue;
+                    }
+                }
+            }
+            if s & WAITERS == 0 {
+                if let Err(now) =
+                    w.state
+                        .compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    s = now;
+                    continue;
+                }
+                s |= WAITERS;
+            }
+            let now = Instant::now();
+            if now.duration_since(last_check) >= LIVENESS_INTERVAL {
+                last_check = now;
+                if let Some(status) = self.take_over_if_dead(s) {
+                    return Ok(status);
+                }
+            }
+            let mut sleep = LIVENESS_INTERVAL
+                .saturating_sub(now.duration_since(last_check))
+                .max(Duration::from_millis(1));
+            match deadline {
+                Some(d) if now >= d => return Ok(LockStatus::TimedOut),
+                Some(d) => sleep = sleep.min(d - now),
+                None => {}
+            }
+            ulock_wait(&w.state, s, Some(sleep));
+            s = w.state.load(Ordering::Relaxed);
+        }
+    }
+
+    /// `WouldDeadlock` if this thread holds the lock (state `s`).
+    fn check_relock(&self, s: u32) -> Result<(), LockFail> {
+        if s & !WAITERS == self.me && self.word().owner_tid.load(Ordering::Relaxed) == thread_id() {
+            return Err(LockFail::WouldDeadlock);
+        }
+        Ok(())
+    }
+
+    /// If the holder recorded in state `s` is dead, takes the lock over (one CAS, so only one
+    /// waiter wins) and returns `OwnerDied`.
+    fn take_over_if_dead(&self, s: u32) -> Option<LockStatus> {
+        if s == UNLOCKED || self.holder_alive(s) {
+            return None;
+        }
+        let w = self.word();
+        // Keep WAITERS: other waiters may be asleep and our unlock must wake them.
+        if w.state
+            .compare_exchange(
+                s,
+                self.me | (s & WAITERS),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            self.record_owner();
+            return Some(LockStatus::OwnerDied);
+        }
+        None
+    }
+
+    /// Whether the process holding the lock in state `s` is alive.
+    fn holder_alive(&self, s: u32) -> bool {
+        let pid = s >> PID_SHIFT;
+        let Some(now) = start_time(pid) else {
+            return false;
+        };
+        // Read after the state: 0 means the holder has not recorded its start time yet (or
+        // has already cleared it while unlocking); then the pid alone has to do. Otherwise
+        // the start time tells the holder from a new process that reused its pid.
+        // (If the lock changed hands meanwhile, the caller's CAS on `s` fails.)
+        let recorded = self.word().owner_start.load(Ordering::Acquire);
+        recorded == 0 || recorded == now
+    }
+
+    /// Writes this thread's identity beside the state word just acquired.
+    #[inline]
+    fn record_owner(&self) {
+        let w = self.word();
+        w.owner_start.store(self.my_start, Ordering::Release);
+        w.owner_tid.store(thread_id(), Ordering::Relaxed);
+    }
+
+    /// Unlocks, waking one waiter if any may be asleep.
+    ///
+    /// # Safety
+    /// The calling thread holds the lock.
+    #[inline]
+    pub(crate) unsafe fn unlock(&self) {
+        let w = self.word();
+        // Clear the identity first: a holder dying between these stores and the release still
+        // leaves its pid in `state` for the liveness check.
+        w.owner_tid.store(0, Ordering::Relaxed);
+        w.owner_start.store(0, Ordering::Relaxed);
+        let old = w.state.swap(UNLOCKED, Ordering::Release);
+        debug_assert_eq!(
+            old & !WAITERS,
+            self.me,
+            "unlock of a mutex this process does not hold"
+        );
+        if old & WAITERS != 0 {
+            ulock_wake(&w.state);
+        }
+    }
+}
+
+/// This thread's system-wide id (unique for the life of the system, unlike pthread_t).
+fn thread_id() -> u64 {
+    let mut id = 0u64;
+    // SAFETY: pthread_self() is always valid for the calling thread and `id` is writable.
+    unsafe { libc::pthread_threadid_np(libc::pthread_self(), &mut id) };
+    id
+}
+
+// ---------------------------------------------------------------------------------- waits
+
+/// `__ulock` waits need no per-process state.
+#[derive(Debug)]
+pub(crate) struct Waiter;
+
+impl Waiter {
+    pub(crate) fn new(_key: &str) -> io::Result<Self> {
+        Ok(Waiter)
+    }
+
+    /// Sleeps while `*word == expected`, at most `timeout`. Spurious returns are allowed.
+    #[doc(alias = "__ulock_wait")]
+    pub(crate) fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+        ulock_wait(word, expected, timeout);
+    }
+
+    /// Wakes one sleeper on `word`.
+    #[doc(alias = "__ulock_wake")]
+    pub(crate) fn wake(&self, word: &AtomicU32) {
+        ulock_wake(word);
+    }
+}
+
+// ------------------------------------------------------------------------------ processes
+
+pub(crate) fn current_pid() -> u32 {
+    std::process::id()
+}
+
+/// Start time of `pid` in microseconds since the epoch, or `None` if no such process is
+/// alive (zombies count as dead) or it cannot be inspected (`proc_pidinfo` with
+/// `PROC_PIDTBSDINFO` needs the same user, or root).
+#[doc(alias = "proc_pidinfo")]
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    // A pid read from shared memory is untrusted: 0 is the kernel, and pid_t is an i32.
+    let p = i32::try_from(pid).ok().filter(|&p| p > 0)?;
+    // SAFETY: proc_bsdinfo is plain data, valid when zeroed.
+    let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::proc_bsdinfo>() as i32;
+    // SAFETY: `info` is writable for `size` bytes, the size passed.
+    let n =
+        unsafe { libc::proc_pidinfo(p, libc::PROC_PIDTBSDINFO, 0, (&raw mut info).cast(), size) };
+    if n != size || info.pbi_status == libc::SZOMB {
+        return None;
+    }
+    Some(
+        info.pbi_start_tvsec
+            .saturating_mul(1_000_000)
+            .saturating_add(info.pbi_start_tvusec),
+    )
+}
+
+/// macOS has no cheap way to learn the current CPU (no `sched_getcpu`): always "unknown"
+/// (`u32::MAX`). The adaptive wait then never sees the setter on its own CPU and always
+/// spins first (bounded by its learnt budget) before yielding and sleeping.
+pub(crate) fn current_cpu() -> u32 {
+    u32::MAX
+}

@@ -1,0 +1,923 @@
+//! The buffer pool across real processes: many Writers, growth and sweeping, Writers and
+//! Readers SIGKILLed, copy-on-send, a hostile process, and files streamed through the pool.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use common::{
+    child_exit, child_role, hear_parent, poll_until, spawn, tell_parent, watchdog, TestName,
+};
+use shmlink::{checksum, Checksum, PoolConfig, PoolError, Reader, WriteBuf, Writer};
+
+/// A message of writer `id` with sequence number `seq`: 32 bytes with their own checksum.
+fn message(buf: &mut WriteBuf, id: u32, seq: u64) {
+    buf.set_len(32).unwrap();
+    buf[0..4].copy_from_slice(&id.to_le_bytes());
+    buf[4..8].copy_from_slice(&[0xA5; 4]);
+    buf[8..16].copy_from_slice(&seq.to_le_bytes());
+    buf[16..24].copy_from_slice(&(seq.wrapping_mul(0x9E37_79B9) ^ u64::from(id)).to_le_bytes());
+    let sum = checksum(&buf[..24]);
+    buf[24..32].copy_from_slice(&sum.to_le_bytes());
+}
+
+/// Checks a message's checksum; returns (writer id, seq).
+fn parse(m: &[u8]) -> (u32, u64) {
+    assert_eq!(m.len(), 32, "message length");
+    let sum = u64::from_le_bytes(m[24..32].try_into().unwrap());
+    assert_eq!(checksum(&m[..24]), sum, "message checksum");
+    (
+        u32::from_le_bytes(m[0..4].try_into().unwrap()),
+        u64::from_le_bytes(m[8..16].try_into().unwrap()),
+    )
+}
+
+/// Acquires, riding out a Reader restart (NoReader / PoolFull) until `give_up`.
+fn acquire_retrying(w: &Writer, give_up: Instant) -> WriteBuf {
+    loop {
+        match w.acquire_timeout(Duration::from_secs(1)) {
+            Ok(b) => return b,
+            Err(PoolError::NoReader | PoolError::PoolFull) if Instant::now() < give_up => {
+                // Back off while no Reader is there (not a synchronisation: the loop retries).
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("acquire: {e}"),
+        }
+    }
+}
+
+/// Sends writer `id`'s messages `0..n`, retrying what fails, then says "done".
+fn writer_role(name: &str, id: u32, n: u64) -> ! {
+    let w = Writer::connect(name).unwrap();
+    tell_parent("ready");
+    assert_eq!(hear_parent().as_deref(), Some("go"));
+    let give_up = Instant::now() + Duration::from_secs(90);
+    for seq in 0..n {
+        let mut buf = acquire_retrying(&w, give_up);
+        message(&mut buf, id, seq);
+        loop {
+            match w.send(buf) {
+                Ok(()) => break,
+                Err(e) if Instant::now() < give_up => {
+                    buf = e.into_inner();
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+    }
+    tell_parent("done");
+    child_exit(0)
+}
+
+fn small_config() -> PoolConfig {
+    PoolConfig {
+        initial_buffer_size: 256,
+        max_buffer_size: 4096,
+        start_buffers: 32,
+        max_buffers: 64,
+        min_buffers: 8,
+        resize_increment: 8,
+        resize_threshold: 4,
+        sweep_timeout: Duration::from_secs(30),
+    }
+}
+
+#[test]
+fn four_writers_send_100k_messages_each_delivered_once_in_order() {
+    const TEST: &str = "four_writers_send_100k_messages_each_delivered_once_in_order";
+    if let Some((_, args)) = child_role() {
+        writer_role(&args[0], args[1].parse().unwrap(), args[2].parse().unwrap());
+    }
+    let _w = watchdog(TEST, Duration::from_secs(120));
+    let name = TestName::new("pool-4x");
+    let n: u64 = 100_000;
+    let reader = Reader::create(&name, small_config()).unwrap();
+    let mut writers: Vec<_> = (0..4)
+        .map(|id| spawn(TEST, "writer", &[&name, &id.to_string(), &n.to_string()]))
+        .collect();
+    for w in &mut writers {
+        w.expect("ready");
+    }
+    for w in &mut writers {
+        w.send("go");
+    }
+    let mut next = [0u64; 4];
+    for _ in 0..4 * n {
+        let m = reader
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a message within 30 s");
+        assert!(!m.redelivered());
+        let (id, seq) = parse(&m);
+        assert!(id < 4, "writer id {id}");
+        assert_eq!(
+            seq, next[id as usize],
+            "writer {id}: out of order or duplicated"
+        );
+        next[id as usize] += 1;
+    }
+    for w in &mut writers {
+        w.expect("done");
+        w.wait_ok();
+    }
+    assert!(matches!(reader.try_recv(), Ok(None)), "nothing more");
+    let s = reader.stats().unwrap();
+    assert_eq!(
+        (s.sent, s.delivered, s.queued, s.allocated, s.received),
+        (4 * n, 4 * n, 0, 0, 0)
+    );
+    reader.validate().unwrap();
+    drop(reader);
+    assert!(
+        name.leftovers().is_empty(),
+        "left behind: {:?}",
+        name.leftovers()
+    );
+}
+
+#[test]
+fn a_burst_grows_the_pool_to_max_buffers_and_idle_time_sweeps_it_to_min_buffers() {
+    const TEST: &str =
+        "a_burst_grows_the_pool_to_max_buffers_and_idle_time_sweeps_it_to_min_buffers";
+    if let Some((_, args)) = child_role() {
+        let w = Writer::connect(&args[0]).unwrap();
+        let held: Vec<_> = (0..16)
+            .map(|_| w.acquire_timeout(Duration::from_secs(20)).unwrap())
+            .collect();
+        tell_parent("held");
+        assert_eq!(hear_parent().as_deref(), Some("release"));
+        drop(held);
+        tell_parent("released");
+        hear_parent();
+        child_exit(0);
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    let name = TestName::new("pool-grow");
+    let config = PoolConfig {
+        initial_buffer_size: 1024,
+        max_buffer_size: 4096,
+        start_buffers: 2,
+        max_buffers: 16,
+        min_buffers: 2,
+        resize_increment: 4,
+        resize_threshold: 2,
+        sweep_timeout: Duration::from_millis(300),
+    };
+    let reader = Reader::create(&name, config).unwrap();
+    assert_eq!(reader.stats().unwrap().buffers, 2);
+    let mut child = spawn(TEST, "burst", &[&name]);
+    child.expect("held");
+    let s = reader.stats().unwrap();
+    assert_eq!((s.buffers, s.allocated, s.free), (16, 16, 0), "{s:?}");
+    assert!(s.grown >= 14);
+    // Never above max_buffers.
+    let w = Writer::connect(&name).unwrap();
+    assert!(matches!(
+        w.acquire_timeout(Duration::from_millis(300)),
+        Err(PoolError::PoolFull)
+    ));
+    assert_eq!(reader.stats().unwrap().buffers, 16);
+    child.send("release");
+    child.expect("released");
+    assert!(
+        poll_until(Duration::from_secs(20), || reader.stats().unwrap().buffers
+            == 2),
+        "not swept to min_buffers: {:?}",
+        reader.stats()
+    );
+    let s = reader.stats().unwrap();
+    assert_eq!((s.free, s.disposed, s.swept), (2, 14, 14), "{s:?}");
+    reader.validate().unwrap();
+    // The pool still works, and a Writer grows a buffer up to max_buffer_size.
+    let mut b = w.acquire().unwrap();
+    b.extend_from_slice(b"after the sweep").unwrap();
+    b.set_len(4000).unwrap();
+    assert!(b.capacity() >= 4000);
+    b[3999] = 42;
+    w.send(b).unwrap();
+    let m = reader.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (&m[..15], m.len(), m[3999]),
+        (&b"after the sweep"[..], 4000, 42)
+    );
+    drop(m);
+    child.send("exit");
+    child.wait_ok();
+    drop(w);
+    drop(reader);
+    assert!(
+        name.leftovers().is_empty(),
+        "left behind: {:?}",
+        name.leftovers()
+    );
+}
+
+#[test]
+fn buffers_held_by_a_killed_writer_return_to_the_free_list() {
+    const TEST: &str = "buffers_held_by_a_killed_writer_return_to_the_free_list";
+    if let Some((_, args)) = child_role() {
+        let w = Writer::connect(&args[0]).unwrap();
+        let mut held: Vec<_> = (0..3).map(|_| w.acquire().unwrap()).collect();
+        // One of them grown into a bigger segment, to check that one comes back too.
+        held[0].set_len(3000).unwrap();
+        tell_parent("held");
+        hear_parent();
+        child_exit(1);
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    let name = TestName::new("pool-reclaim");
+    let config = PoolConfig {
+        start_buffers: 8,
+        max_buffers: 8,
+        ..small_config()
+    };
+    let reader = Reader::create(&name, config).unwrap();
+    let mut child = spawn(TEST, "holder", &[&name]);
+    child.expect("held");
+    assert_eq!(reader.stats().unwrap().allocated, 3);
+    child.kill();
+    assert!(
+        poll_until(Duration::from_secs(10), || {
+            let s = reader.stats().unwrap();
+            s.allocated == 0 && s.free == s.buffers
+        }),
+        "not reclaimed: {:?}",
+        reader.stats()
+    );
+    assert_eq!(reader.stats().unwrap().reclaimed, 3);
+    reader.validate().unwrap();
+    // All 8 are usable again, the grown one included.
+    let w = Writer::connect(&name).unwrap();
+    let all: Vec<_> = (0..8).map(|_| w.acquire().unwrap()).collect();
+    assert!(all.iter().any(|b| b.capacity() >= 3000));
+    drop(all);
+    drop(w);
+    drop(reader);
+    assert!(
+        name.leftovers().is_empty(),
+        "left behind: {:?}",
+        name.leftovers()
+    );
+}
+
+fn record_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{name}.records"))
+}
+
+#[test]
+fn a_reader_killed_mid_stream_is_replaced_and_nothing_sent_is_lost() {
+    const TEST: &str = "a_reader_killed_mid_stream_is_replaced_and_nothing_sent_is_lost";
+    if let Some((role, args)) = child_role() {
+        if role == "writer" {
+            writer_role(&args[0], args[1].parse().unwrap(), args[2].parse().unwrap());
+        }
+        // The first Reader: records each message (writer, seq) before releasing it.
+        let reader = Reader::create(&args[0], small_config()).unwrap();
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(record_path(&args[0]))
+            .unwrap();
+        tell_parent("ready");
+        // Holds on to the last message until the next one is recorded, so that a kill
+        // always leaves at least one received-but-unreleased message to redeliver.
+        let mut _last = None;
+        loop {
+            let m = reader.recv().unwrap();
+            let (id, seq) = parse(&m);
+            let mut rec = [0u8; 12];
+            rec[..4].copy_from_slice(&id.to_le_bytes());
+            rec[4..].copy_from_slice(&seq.to_le_bytes());
+            out.write_all(&rec).unwrap();
+            _last = Some(m);
+        }
+    }
+    let _w = watchdog(TEST, Duration::from_secs(90));
+    let name = TestName::new("pool-restart");
+    let records = record_path(&name);
+    let _ = std::fs::remove_file(&records);
+    let n: u64 = 20_000;
+    let mut first = spawn(TEST, "reader", &[&name]);
+    first.expect("ready");
+    let mut writers: Vec<_> = (0..2)
+        .map(|id| spawn(TEST, "writer", &[&name, &id.to_string(), &n.to_string()]))
+        .collect();
+    for w in &mut writers {
+        w.expect("ready");
+        w.send("go");
+    }
+    let len = || std::fs::metadata(&records).map_or(0, |m| m.len());
+    assert!(
+        poll_until(Duration::from_secs(30), || len() >= 12 * 3000),
+        "the first Reader is too slow"
+    );
+    first.kill();
+    let mut seen: [HashSet<u64>; 2] = [HashSet::new(), HashSet::new()];
+    let bytes = std::fs::read(&records).unwrap();
+    let _ = std::fs::remove_file(&records);
+    let mut next = [0u64; 2];
+    for rec in bytes.chunks_exact(12) {
+        let id = u32::from_le_bytes(rec[..4].try_into().unwrap()) as usize;
+        let seq = u64::from_le_bytes(rec[4..].try_into().unwrap());
+        assert_eq!(seq, next[id], "first Reader: writer {id} out of order");
+        next[id] += 1;
+        seen[id].insert(seq);
+    }
+    assert!(next[0] < n || next[1] < n, "the stream was not interrupted");
+    eprintln!("the first Reader processed {next:?} before it was killed");
+    // The replacement adopts the pool: the Writers carry on by themselves.
+    let reader = Reader::create(&name, PoolConfig::default()).unwrap();
+    assert!(reader.adopted(), "refused: {:?}", reader.adoption_refused());
+    assert_eq!(
+        reader.config(),
+        &small_config(),
+        "an adopted pool keeps its configuration"
+    );
+    let (mut redelivered, mut fresh_started) = (0, [false; 2]);
+    while seen.iter().any(|s| s.len() < n as usize) {
+        let m = reader
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}; have {} + {}", seen[0].len(), seen[1].len()));
+        let (id, seq) = parse(&m);
+        let id = id as usize;
+        if m.redelivered() {
+            redelivered += 1;
+            assert!(!fresh_started[id], "redelivered messages come first");
+            assert!(
+                seq <= next[id],
+                "writer {id}: redelivered {seq}, beyond {}",
+                next[id]
+            );
+            if seq == next[id] {
+                next[id] += 1; // received by the first Reader, which died before recording it
+            }
+            seen[id].insert(seq);
+        } else {
+            fresh_started[id] = true;
+            assert_eq!(
+                seq, next[id],
+                "writer {id}: out of order, lost or duplicated"
+            );
+            assert!(seen[id].insert(seq), "writer {id}: {seq} delivered twice");
+            next[id] += 1;
+        }
+    }
+    for w in &mut writers {
+        w.expect("done");
+        w.wait_ok();
+    }
+    assert!(matches!(reader.try_recv(), Ok(None)));
+    let s = reader.stats().unwrap();
+    eprintln!("redelivered {redelivered}; {s:?}");
+    assert!(
+        redelivered >= 1,
+        "the message the first Reader held was not redelivered"
+    );
+    assert_eq!((s.adoptions, s.redelivered), (1, redelivered));
+    reader.validate().unwrap();
+    drop(reader);
+    assert!(
+        name.leftovers().is_empty(),
+        "left behind: {:?}",
+        name.leftovers()
+    );
+}
+
+#[test]
+fn a_buffer_from_a_reader_whose_index_cannot_be_adopted_is_copied_on_send() {
+    const TEST: &str = "a_buffer_from_a_reader_whose_index_cannot_be_adopted_is_copied_on_send";
+    if let Some((role, args)) = child_role() {
+        if role == "reader" {
+            let _reader = Reader::create(&args[0], small_config()).unwrap();
+            tell_parent("ready");
+            hear_parent();
+            child_exit(1);
+        }
+        let w = Writer::connect(&args[0]).unwrap();
+        let mut buf = w.acquire().unwrap();
+        // Bigger than the old buffer: grown in place before the Reader dies.
+        let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        buf.extend_from_slice(&data).unwrap();
+        tell_parent("held");
+        assert_eq!(hear_parent().as_deref(), Some("send"));
+        match w.send(buf) {
+            Ok(()) => tell_parent("sent"),
+            Err(e) => tell_parent(&format!("error {}", e.error())),
+        }
+        hear_parent();
+        child_exit(0);
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    for how in ["corrupt", "removed"] {
+        let name = TestName::new("pool-cos");
+        let mut old = spawn(TEST, "reader", &[&name]);
+        old.expect("ready");
+        let mut writer = spawn(TEST, "writer", &[&name]);
+        writer.expect("held");
+        old.kill();
+        let index = format!("/dev/shm/shmlink.{}.pool", name.as_str());
+        if how == "corrupt" {
+            // Overwrite the pool signature: the index can no longer be trusted.
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&index)
+                .unwrap();
+            f.write_all_at(b"garbage!", shmlink::HEADER_SIZE as u64)
+                .unwrap();
+        } else {
+            std::fs::remove_file(&index).unwrap();
+        }
+        let reader = Reader::create(&name, PoolConfig::default()).unwrap();
+        assert!(!reader.adopted());
+        if how == "corrupt" {
+            assert!(reader.adoption_refused().is_some());
+        }
+        writer.send("send");
+        writer.expect("sent");
+        let m = reader.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(m.len(), 1000, "{how}");
+        assert!(
+            m.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8),
+            "{how}: bytes differ"
+        );
+        drop(m);
+        writer.send("exit");
+        writer.wait_ok();
+        reader.validate().unwrap();
+        drop(reader);
+        // Buffers of the dead index whose names nobody reused are removed by TestName.
+    }
+}
+
+/// Byte offset of field `at` of directory entry `i` in the index object (layout pinned by
+/// the `layout_is_pinned` unit test in src/pool/index.rs).
+fn entry_offset(i: u64, at: u64) -> u64 {
+    const DIR_OFFSET: u64 = 832;
+    shmlink::HEADER_SIZE as u64 + DIR_OFFSET + 64 * i + at
+}
+
+#[test]
+fn a_hostile_process_corrupting_the_directory_cannot_crash_or_hang_the_reader() {
+    const TEST: &str = "a_hostile_process_corrupting_the_directory_cannot_crash_or_hang_the_reader";
+    if let Some((role, args)) = child_role() {
+        if role == "writer" {
+            let w = Writer::connect(&args[0]).unwrap();
+            for seq in 0..4 {
+                let mut b = w.acquire().unwrap();
+                message(&mut b, 0, seq);
+                w.send(b).unwrap();
+            }
+            let _held = w.acquire().unwrap();
+            tell_parent("sent");
+            hear_parent();
+            child_exit(0);
+        }
+        // The hostile process: writes through the object's file, no locking.
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm/shmlink.{}.pool", args[0]))
+            .unwrap();
+        let put32 = |i, at, v: u32| {
+            f.write_all_at(&v.to_le_bytes(), entry_offset(i, at))
+                .unwrap()
+        };
+        let put64 = |i, at, v: u64| {
+            f.write_all_at(&v.to_le_bytes(), entry_offset(i, at))
+                .unwrap()
+        };
+        if args[1] == "fields" {
+            put32(0, 8, 12345); // next: out of range
+            put32(1, 4, 7); // prev: wrong back link
+            put32(2, 0, 77); // status: invalid
+            put64(3, 16, u64::MAX); // len > capacity
+            put64(4, 24, 1 << 60); // capacity > max_buffer_size
+            put32(5, 8, 5); // next: a cycle
+            put32(6, 0, 4); // status: RECEIVED though on the free list
+            for i in 7..16 {
+                put32(i, 12, 999); // generation: names no segment
+            }
+        } else {
+            // Random bytes over the whole directory.
+            let mut x = 0x1234_5678_9abc_def0u64;
+            let junk: Vec<u8> = (0..16 * 64)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            f.write_all_at(&junk, entry_offset(0, 0)).unwrap();
+        }
+        tell_parent("done");
+        child_exit(0);
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    for how in ["fields", "random"] {
+        let name = TestName::new("pool-hostile");
+        let config = PoolConfig {
+            start_buffers: 16,
+            max_buffers: 16,
+            min_buffers: 16,
+            ..small_config()
+        };
+        let reader = Reader::create(&name, config).unwrap();
+        let mut writer = spawn(TEST, "writer", &[&name]);
+        writer.expect("sent");
+        reader.validate().unwrap();
+        let mut hostile = spawn(TEST, "hostile", &[&name, how]);
+        hostile.expect("done");
+        hostile.wait_ok();
+        assert!(reader.validate().is_err(), "{how}: corruption not reported");
+        // Whatever it finds, the Reader answers: messages, nothing, or an error. Each
+        // message it hands out is in bounds (a bad one would fault or fail the checksum).
+        let mut got = 0;
+        for _ in 0..40 {
+            match reader.try_recv() {
+                Ok(Some(m)) => {
+                    assert!(m.len() <= m.capacity());
+                    let _sum = checksum(&m);
+                    got += 1;
+                }
+                Ok(None) => break,
+                Err(e) => eprintln!("{how}: try_recv: {e}"),
+            }
+        }
+        assert!(got <= 4, "{how}: {got} messages out of 4 sent");
+        let s = reader.stats().unwrap();
+        eprintln!("{how}: {got} of 4 messages survived; {s:?}");
+        assert!(s.repairs >= 1, "{how}: {s:?}");
+        reader
+            .validate()
+            .unwrap_or_else(|e| panic!("{how}: not repaired: {e}"));
+        // The pool goes on working (growing back into disposed entries if it must).
+        let w = Writer::connect(&name).unwrap();
+        let mut b = w.acquire_timeout(Duration::from_secs(10)).unwrap();
+        message(&mut b, 9, 9);
+        w.send(b).unwrap();
+        let m = reader.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(parse(&m), (9, 9));
+        drop(m);
+        // Every buffer can be acquired: broken ones are given up, and the pool grows back
+        // into their entries.
+        let mut all = Vec::new();
+        while let Ok(b) = w.acquire_timeout(Duration::from_secs(1)) {
+            all.push(b);
+            assert!(all.len() <= 16);
+        }
+        assert_eq!(all.len(), 16, "{how}: {:?}", reader.stats());
+        drop(all);
+        reader.validate().unwrap();
+        writer.send("exit");
+        writer.wait_ok();
+        drop(w);
+        drop(reader);
+    }
+}
+
+fn file_role(args: &[String]) -> ! {
+    let w = Writer::connect(&args[0]).unwrap();
+    tell_parent("ready");
+    let summary = w.send_file(&args[1]).unwrap();
+    tell_parent(&format!("sent {} {}", summary.bytes, summary.checksum));
+    hear_parent();
+    child_exit(0)
+}
+
+/// Writes `size` pseudo-random bytes to `path`; returns their checksum.
+fn make_file(path: &std::path::Path, size: u64) -> u64 {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut sum = Checksum::new();
+    let mut x = size | 1;
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for w in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            w.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(block.len() as u64) as usize;
+        sum.update(&block[..n]);
+        f.write_all(&block[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.flush().unwrap();
+    sum.finish()
+}
+
+fn file_checksum(path: &std::path::Path) -> u64 {
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut sum = Checksum::new();
+    let mut block = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut block).unwrap();
+        if n == 0 {
+            return sum.finish();
+        }
+        sum.update(&block[..n]);
+    }
+}
+
+fn stream_file(test: &str, size: u64) {
+    let name = TestName::new("pool-file");
+    let dir = std::env::temp_dir();
+    let (src, dst) = (
+        dir.join(format!("{}.src", name.as_str())),
+        dir.join(format!("{}.dst", name.as_str())),
+    );
+    let want = make_file(&src, size);
+    // Ragged sizes too: the file is not a multiple of the chunk size.
+    let config = PoolConfig {
+        initial_buffer_size: 1 << 20,
+        max_buffer_size: 1 << 20,
+        start_buffers: 4,
+        max_buffers: 4,
+        min_buffers: 4,
+        resize_increment: 1,
+        resize_threshold: 0,
+        sweep_timeout: Duration::from_secs(60),
+    };
+    let reader = Reader::create(&name, config).unwrap();
+    let mut child = spawn(test, "sender", &[&name, src.to_str().unwrap()]);
+    child.expect("ready");
+    let got = reader.recv_file(&dst, Duration::from_secs(30)).unwrap();
+    assert_eq!(child.expect_line(), format!("sent {size} {want}"));
+    assert_eq!((got.bytes, got.checksum), (size, want));
+    assert_eq!(std::fs::metadata(&dst).unwrap().len(), size);
+    assert_eq!(file_checksum(&dst), want, "the written file differs");
+    child.send("exit");
+    child.wait_ok();
+    let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_file(&dst);
+    drop(reader);
+    assert!(
+        name.leftovers().is_empty(),
+        "left behind: {:?}",
+        name.leftovers()
+    );
+}
+
+#[test]
+fn a_64_mib_file_streams_through_four_1_mib_buffers_intact() {
+    if let Some((_, args)) = child_role() {
+        file_role(&args);
+    }
+    let _w = watchdog("file 64 MiB", Duration::from_secs(60));
+    stream_file(
+        "a_64_mib_file_streams_through_four_1_mib_buffers_intact",
+        (64 << 20) + 12345,
+    );
+}
+
+#[test]
+fn a_1_gib_file_streams_through_four_1_mib_buffers_intact() {
+    if let Some((_, args)) = child_role() {
+        file_role(&args);
+    }
+    let _w = watchdog("file 1 GiB", Duration::from_secs(600));
+    stream_file(
+        "a_1_gib_file_streams_through_four_1_mib_buffers_intact",
+        (1 << 30) + 777,
+    );
+}
+
+#[test]
+fn a_second_reader_is_refused_a_closed_pool_says_no_reader_and_writers_follow_a_new_one() {
+    let _w = watchdog("second reader", Duration::from_secs(30));
+    let name = TestName::new("pool-second");
+    let reader = Reader::create(&name, small_config()).unwrap();
+    assert!(matches!(
+        Reader::create(&name, small_config()),
+        Err(PoolError::Shm(shmlink::Error::AlreadyRunning { .. }))
+    ));
+    let bad = PoolConfig {
+        initial_buffer_size: 10,
+        max_buffer_size: 5,
+        ..small_config()
+    };
+    assert!(matches!(
+        Reader::create("pool-bad-config", bad),
+        Err(PoolError::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        Writer::connect(&format!("{}-none", name.as_str())),
+        Err(PoolError::NoReader)
+    ));
+    // A closed pool: held buffers report NoReader on send, acquire says NoReader.
+    let w = Writer::connect(&name).unwrap();
+    let mut b = w.acquire().unwrap();
+    assert!(matches!(
+        b.set_len(5000),
+        Err(PoolError::TooLarge {
+            requested: 5000,
+            max: 4096
+        })
+    ));
+    b.extend_from_slice(b"late").unwrap();
+    drop(reader);
+    let e = w.send(b).unwrap_err();
+    assert!(matches!(e.error(), PoolError::NoReader), "{e}");
+    assert!(matches!(
+        w.acquire_timeout(Duration::from_secs(5)),
+        Err(PoolError::NoReader)
+    ));
+    // A new Reader of the name (a fresh pool): the same Writer carries on, and the buffer
+    // it held from the closed pool is copied into the new one when sent.
+    let reader = Reader::create(&name, small_config()).unwrap();
+    assert!(!reader.adopted());
+    w.send(e.into_inner()).unwrap();
+    let mut b = w.acquire().unwrap();
+    b.extend_from_slice(b"new").unwrap();
+    w.send(b).unwrap();
+    assert_eq!(
+        &*reader.recv_timeout(Duration::from_secs(5)).unwrap(),
+        b"late"
+    );
+    assert_eq!(
+        &*reader.recv_timeout(Duration::from_secs(5)).unwrap(),
+        b"new"
+    );
+    drop(w);
+    drop(reader);
+    assert!(
+        name.leftovers().is_empty(),
+        "left behind: {:?}",
+        name.leftovers()
+    );
+}
+
+#[test]
+fn two_readers_racing_to_adopt_a_dead_readers_pool_end_with_one_reader() {
+    const TEST: &str = "two_readers_racing_to_adopt_a_dead_readers_pool_end_with_one_reader";
+    if let Some((role, args)) = child_role() {
+        if role == "first" {
+            let r = Reader::create(&args[0], small_config()).unwrap();
+            let w = Writer::connect(&args[0]).unwrap();
+            for seq in 0..5 {
+                let mut b = w.acquire().unwrap();
+                message(&mut b, 0, seq);
+                w.send(b).unwrap();
+            }
+            tell_parent("ready");
+            hear_parent();
+            drop(r);
+            child_exit(1);
+        }
+        tell_parent("ready");
+        assert_eq!(hear_parent().as_deref(), Some("go"));
+        let outcome = match Reader::create(&args[0], PoolConfig::default()) {
+            Ok(r) if r.adopted() => {
+                let got = r.try_iter().count();
+                tell_parent(&format!("adopted {got}"));
+                hear_parent();
+                drop(r);
+                child_exit(0);
+            }
+            Ok(_) => "fresh".to_owned(),
+            Err(PoolError::Shm(shmlink::Error::AlreadyRunning { .. })) => "busy".to_owned(),
+            Err(e) => format!("error {e}"),
+        };
+        tell_parent(&outcome);
+        hear_parent();
+        child_exit(0);
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    let name = TestName::new("pool-race");
+    let mut first = spawn(TEST, "first", &[&name]);
+    first.expect("ready");
+    first.kill();
+    let mut racers: Vec<_> = (0..2).map(|_| spawn(TEST, "racer", &[&name])).collect();
+    for r in &mut racers {
+        r.expect("ready");
+    }
+    for r in &mut racers {
+        r.send("go");
+    }
+    let mut outcomes: Vec<String> = racers.iter_mut().map(|r| r.expect_line()).collect();
+    outcomes.sort();
+    assert_eq!(outcomes, ["adopted 5", "busy"]);
+    for r in &mut racers {
+        r.send("exit");
+        r.wait_ok();
+    }
+    assert!(
+        name.leftovers().is_empty(),
+        "left behind: {:?}",
+        name.leftovers()
+    );
+}
+
+#[test]
+fn a_writer_waiting_for_a_buffer_learns_that_the_reader_was_killed() {
+    const TEST: &str = "a_writer_waiting_for_a_buffer_learns_that_the_reader_was_killed";
+    if let Some((_, args)) = child_role() {
+        let config = PoolConfig {
+            start_buffers: 2,
+            max_buffers: 2,
+            min_buffers: 2,
+            resize_threshold: 0,
+            ..small_config()
+        };
+        let _r = Reader::create(&args[0], config).unwrap();
+        tell_parent("ready");
+        hear_parent();
+        child_exit(1);
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    let name = TestName::new("pool-noreader");
+    let mut reader = spawn(TEST, "reader", &[&name]);
+    reader.expect("ready");
+    let w = Writer::connect(&name).unwrap();
+    assert!(w.reader_alive());
+    let held: Vec<_> = (0..2).map(|_| w.acquire().unwrap()).collect();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let start = Instant::now();
+            (w.acquire_timeout(Duration::from_secs(20)), start.elapsed())
+        });
+        reader.kill();
+        let (r, took) = waiter.join().unwrap();
+        // PoolFull would mean it waited out its timeout instead.
+        assert!(
+            matches!(r, Err(PoolError::NoReader)),
+            "{r:?} after {took:?}"
+        );
+    });
+    assert!(!w.reader_alive());
+    // Held buffers can still be sent: a Reader that adopts the pool will deliver them.
+    let reader = Reader::create(&name, PoolConfig::default()).unwrap();
+    assert!(reader.adopted());
+    for (i, mut b) in held.into_iter().enumerate() {
+        message(&mut b, 1, i as u64);
+        w.send(b).unwrap();
+    }
+    for i in 0..2 {
+        assert_eq!(
+            parse(&reader.recv_timeout(Duration::from_secs(5)).unwrap()),
+            (1, i)
+        );
+    }
+    drop(w);
+    drop(reader);
+    assert!(
+        name.leftovers().is_empty(),
+        "left behind: {:?}",
+        name.leftovers()
+    );
+}
+
+/// Mappings of this pool's buffer objects that were removed (swept) but are still mapped.
+fn deleted_mappings(name: &str) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .filter(|l| l.contains(&format!("shmlink.{name}.pool.b")) && l.ends_with("(deleted)"))
+        .count()
+}
+
+#[test]
+fn swept_buffers_are_unmapped_by_writers_too() {
+    let _w = watchdog("swept buffers unmapped", Duration::from_secs(60));
+    let name = TestName::new("pool-unmap");
+    let config = PoolConfig {
+        start_buffers: 8,
+        min_buffers: 1,
+        resize_threshold: 0,
+        sweep_timeout: Duration::from_millis(100),
+        ..small_config()
+    };
+    let reader = Reader::create(&name, config).unwrap();
+    let w = Writer::connect(&name).unwrap();
+    drop((0..8).map(|_| w.acquire().unwrap()).collect::<Vec<_>>());
+    assert!(
+        poll_until(Duration::from_secs(20), || reader.stats().unwrap().buffers
+            == 1),
+        "{:?}",
+        reader.stats()
+    );
+    assert_eq!(
+        deleted_mappings(&name),
+        7,
+        "the Writer still maps the 7 swept buffers"
+    );
+    for _ in 0..256 {
+        drop(w.acquire().unwrap());
+    }
+    assert_eq!(
+        deleted_mappings(&name),
+        0,
+        "the Writer dropped its mappings of swept buffers"
+    );
+    drop(w);
+    drop(reader);
+    assert!(
+        name.leftovers().is_empty(),
+        "left behind: {:?}",
+        name.leftovers()
+    );
+}
