@@ -6,11 +6,14 @@
 //! cell carries a sequence number that tells producers and consumers whose turn the cell is,
 //! so a push or pop is one CAS on a position counter plus one Release store.
 //!
-//! Two changes make it fit for memory shared with untrusted processes:
-//! - every loop is bounded: a cell whose sequence number was scribbled over (or whose
-//!   producer died between claiming and publishing it) makes `push` / `pop` give up instead of
-//!   spinning forever;
-//! - positions are masked into the ring, so a garbage position can never index out of it.
+//! Changes that make it fit for memory shared with untrusted or dying processes:
+//! - every loop is bounded, so garbage can make `push` / `pop` give up, never spin forever;
+//! - positions are masked into the ring, so a garbage position can never index out of it;
+//! - a cell whose sequence number no consistent ring can hold at the position looking at it
+//!   is repaired in place (made free for that lap), so scribbling heals instead of wedging
+//!   the ring for good; never a whole-ring reset, which would race with live producers;
+//! - an entry claimed but never published (its producer died in between) can be skipped
+//!   ([`Ring::skip_stuck`]) so it does not hold up every entry behind it.
 //!
 //! The ring is only an accelerator: the slot state words are the truth. A value popped from
 //! the ring is a hint that the server validates; a request whose entry was lost is found by a
@@ -106,8 +109,8 @@ impl Ring {
         }
     }
 
-    /// Empties the ring. Safe to call at any time: a producer or consumer racing with it may
-    /// lose or duplicate an entry, which the slot state words make harmless.
+    /// Empties the ring. Only for a ring nobody else uses yet: a producer that claimed a cell
+    /// before the reset would publish a stale sequence number into it afterwards.
     pub(crate) fn reset(&self) {
         for i in 0..=self.mask {
             self.cell(i).seq.store(i, Ordering::Relaxed);
@@ -157,10 +160,25 @@ impl Ring {
                     }
                     Err(now) => pos = now,
                 }
-            } else if diff < 0 {
+                continue;
+            }
+            let now = self.enq().load(Ordering::Relaxed);
+            if now != pos {
+                pos = now; // another producer moved on
+            } else if diff < 0
+                && (seq == pos.wrapping_sub(self.mask)
+                    || pos.wrapping_sub(self.deq().load(Ordering::Relaxed)) > self.mask)
+            {
+                // Last lap's entry still there (published and not yet consumed, or its
+                // producer stalls before publishing with the ring a lap ahead): full. Only
+                // on this path do producers read the consumers' position.
                 return Err(PushError::Full);
             } else {
-                pos = self.enq().load(Ordering::Relaxed);
+                // A value no consistent ring holds at the producers' position: scribbled.
+                // Free the cell for this lap (an entry lost this way is found by the scan).
+                let _ = cell
+                    .seq
+                    .compare_exchange(seq, pos, Ordering::Relaxed, Ordering::Relaxed);
             }
         }
         Err(PushError::Contended)
@@ -192,13 +210,76 @@ impl Ring {
                     }
                     Err(now) => pos = now,
                 }
-            } else if diff < 0 {
+                continue;
+            }
+            if seq == pos || seq == pos.wrapping_sub(self.mask) {
+                // Empty, or its producer has not published yet; or last lap's entry whose
+                // consumer stalls mid-pop (or a late publish into a skipped cell, which
+                // `skip_stuck` repairs).
                 return None;
+            }
+            let now = self.deq().load(Ordering::Relaxed);
+            if now != pos {
+                pos = now; // another consumer moved on
             } else {
-                pos = self.deq().load(Ordering::Relaxed);
+                // Neither "free for this lap" nor "published": scribbled or stale. Make it
+                // free for the producer at this position.
+                let _ = cell
+                    .seq
+                    .compare_exchange(seq, pos, Ordering::Relaxed, Ordering::Relaxed);
             }
         }
         None
+    }
+
+    /// Skips the entry at the dequeue position if it was claimed by a producer but never
+    /// published (its producer died between the two steps, or stalls): without this, every
+    /// later entry would wait behind it. Call it only after the position has been stuck for a
+    /// long time (the server: a whole tick). Returns whether an entry was skipped.
+    ///
+    /// Positions more than a lap apart (scribbled) are realigned here too: the consumer jumps
+    /// to the producers' position, dropping what lies between (the slot scan finds it).
+    pub(crate) fn skip_stuck(&self) -> bool {
+        let pos = self.deq().load(Ordering::Relaxed);
+        let enq = self.enq().load(Ordering::Relaxed);
+        if enq.wrapping_sub(pos) > self.mask + 1 {
+            return self
+                .deq()
+                .compare_exchange(pos, enq, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        }
+        let seq = self.cell(pos).seq.load(Ordering::Acquire);
+        if seq == pos.wrapping_sub(self.mask) {
+            // Last lap's value for a whole tick: a late publish into a skipped cell (or a
+            // consumer stalled that long). Free the cell for this lap.
+            return self
+                .cell(pos)
+                .seq
+                .compare_exchange(seq, pos, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        }
+        if enq == pos || seq != pos {
+            return false;
+        }
+        if self
+            .deq()
+            .compare_exchange(
+                pos,
+                pos.wrapping_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        // As if consumed. Should the producer publish after all, its late `seq` is repaired
+        // by the next producer or consumer at this cell (see `push` / `pop`).
+        self.cell(pos).seq.store(
+            pos.wrapping_add(self.mask).wrapping_add(1),
+            Ordering::Release,
+        );
+        true
     }
 
     /// Whether the next entry is published (a peek: takes nothing; reads only the consumer's
@@ -206,11 +287,6 @@ impl Ring {
     pub(crate) fn has_more(&self) -> bool {
         let pos = self.deq().load(Ordering::Relaxed);
         self.cell(pos).seq.load(Ordering::Relaxed) == pos.wrapping_add(1)
-    }
-
-    /// Whether the positions say entries are outstanding (pushed or being pushed, not popped).
-    pub(crate) fn looks_nonempty(&self) -> bool {
-        self.enq().load(Ordering::Relaxed) != self.deq().load(Ordering::Relaxed)
     }
 
     /// The dequeue position (to notice a ring that stopped moving).
@@ -316,9 +392,74 @@ mod tests {
             let _ = r.push(x);
             let _ = r.pop();
         }
-        r.reset();
-        r.push(7).unwrap();
-        assert_eq!(r.pop(), Some(7));
+        // The ring heals without a reset, at most a cell per tick (the server calls
+        // `skip_stuck` when nothing came out for a tick); then every push comes out in order.
+        for _ in 0..64 {
+            let _ = r.push(0);
+            while r.pop().is_some() {}
+            r.skip_stuck();
+        }
+        for lap in 0..4 {
+            for i in 0..8 {
+                r.push(lap * 8 + i).unwrap();
+            }
+            for i in 0..8 {
+                assert_eq!(r.pop(), Some(lap * 8 + i));
+            }
+        }
+    }
+
+    #[test]
+    fn producer_dying_mid_push_is_skipped_and_its_late_publish_heals() {
+        let mut mem = Mem::new(4);
+        let r = ring(&mut mem, 4);
+        // A producer claims position 0 and stalls before publishing.
+        r.enq().store(1, Ordering::Relaxed);
+        r.push(10).unwrap();
+        r.push(11).unwrap();
+        assert_eq!(r.pop(), None, "stuck behind the unpublished entry");
+        assert!(r.skip_stuck());
+        assert_eq!(r.pop(), Some(10));
+        assert_eq!(r.pop(), Some(11));
+        // The stalled producer publishes after all, into a cell already skipped: the ring
+        // goes on until that cell comes round again, then looks full there until the next
+        // tick's `skip_stuck` repairs it.
+        r.cell(0).value.store(99, Ordering::Relaxed);
+        r.cell(0).seq.store(1, Ordering::Release);
+        r.push(0).unwrap();
+        assert_eq!(r.pop(), Some(0));
+        assert_eq!(r.push(1), Err(PushError::Full));
+        assert_eq!(r.pop(), None);
+        assert!(r.skip_stuck());
+        for i in 0..(N / 10).max(20) {
+            r.push(i).unwrap();
+            assert_eq!(r.pop(), Some(i));
+        }
+    }
+
+    #[test]
+    fn scribbled_cells_are_repaired_in_place() {
+        let mut mem = Mem::new(8);
+        let r = ring(&mut mem, 8);
+        for i in 0..(N / 10).max(40) {
+            r.cell(i.wrapping_mul(7))
+                .seq
+                .store(i.wrapping_mul(0x9E37_79B9), Ordering::Relaxed);
+            // A push may lose its entry to the scribble (the slot scan covers that), but the
+            // ring never wedges: within a few operations pushes come out again.
+            let _ = r.push(i);
+            let _ = r.pop();
+            let _ = r.pop();
+        }
+        for _ in 0..64 {
+            let _ = r.push(0);
+            while r.pop().is_some() {}
+            r.skip_stuck();
+        }
+        for i in 0..16 {
+            r.push(i).unwrap();
+            assert_eq!(r.pop(), Some(i));
+        }
     }
 
     #[test]

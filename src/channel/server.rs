@@ -165,7 +165,6 @@ impl<M> ServerBuilder<M> {
             strategy: self.strategy,
             workers: self.workers,
             scan_from: AtomicU32::new(0),
-            stuck_at: AtomicU32::new(u32::MAX),
         };
         Ok(Server {
             core: Arc::new(core),
@@ -472,8 +471,6 @@ struct Core {
     stop: AtomicBool,
     strategy: WaitStrategy,
     workers: usize,
-    /// Ring consumer position at the last scan that found what the ring did not deliver.
-    stuck_at: AtomicU32,
     /// Where the next slot scan starts (round robin, so no slot is always last).
     scan_from: AtomicU32,
 }
@@ -524,12 +521,11 @@ impl Core {
                 WaitOutcome::Aborted => {}
                 WaitOutcome::TimedOut => {
                     scan = true;
-                    let deq = self.ring.dequeue_pos();
-                    if deq == last_deq && self.ring.looks_nonempty() {
-                        // Entries outstanding but none came out for a whole tick: a producer
-                        // died mid-push or the ring was scribbled on. Start it afresh; the
-                        // scan finds what it held.
-                        self.ring.reset();
+                    if self.ring.dequeue_pos() == last_deq {
+                        // No entry came out for a whole tick: if one was claimed and never
+                        // published (its producer died mid-push), skip it; the scan finds
+                        // what waited behind it.
+                        self.ring.skip_stuck();
                     }
                     last_deq = self.ring.dequeue_pos();
                 }
@@ -559,16 +555,6 @@ impl Core {
             // pull its cache line away from them on every round trip.)
             if force_scan || asked {
                 n += self.scan(handler, false);
-                if n > 0 && self.ring.looks_nonempty() {
-                    // The slots held requests the ring did not give out although it has
-                    // entries: if its consumer position has not moved since the last such
-                    // miss, an entry is stuck (a producer died mid-push, or scribbling).
-                    // Start it afresh rather than scanning on every call until the next tick.
-                    let deq = self.ring.dequeue_pos();
-                    if self.stuck_at.swap(deq, Ordering::Relaxed) == deq {
-                        self.ring.reset();
-                    }
-                }
             }
         }
         n
