@@ -39,6 +39,8 @@ mod linux {
     const ARGS_ENV: &str = "SHMLINK_BENCH_ARGS";
     const MAX_MESSAGE: usize = 64 * 1024;
     const SIZES: [usize; 3] = [64, 4096, 64 * 1024];
+    /// Tells the spin-floor child to exit (even: the ping values are odd).
+    const SPIN_STOP: u32 = 2;
 
     pub(crate) fn main() {
         if let Ok(role) = std::env::var(ROLE_ENV) {
@@ -99,7 +101,7 @@ mod linux {
                 b.iter_custom(|iters| {
                     let start = Instant::now();
                     for _ in 0..iters {
-                        k = k.wrapping_add(2) | 1; // odd: never the "stop" value 0
+                        k = k.wrapping_add(2) | 1; // odd: never 0 (idle) or SPIN_STOP
                         ping.store(k, Ordering::Release);
                         while pong.load(Ordering::Acquire) != k {
                             std::hint::spin_loop();
@@ -108,7 +110,7 @@ mod linux {
                     start.elapsed()
                 })
             });
-            ping.store(0, Ordering::Release); // stop
+            ping.store(SPIN_STOP, Ordering::Release);
             drop(server);
             drop(seg);
         }
@@ -220,7 +222,7 @@ mod linux {
                 wait_for_eof();
                 handle.shutdown();
             }
-            // spin-server <name> <cpu>: copy ping to pong until ping is 0 again.
+            // spin-server <name> <cpu>: copy ping to pong until ping is SPIN_STOP.
             "spin-server" => {
                 pin(args[1].parse().unwrap());
                 let seg = Segment::open(&args[0]).unwrap();
@@ -228,10 +230,11 @@ mod linux {
                 say("ready");
                 loop {
                     let v = ping.load(Ordering::Acquire);
+                    if v == SPIN_STOP {
+                        break;
+                    }
                     if v != 0 {
                         pong.store(v, Ordering::Release);
-                    } else if pong.load(Ordering::Relaxed) != 0 {
-                        break;
                     }
                     std::hint::spin_loop();
                 }
