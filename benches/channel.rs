@@ -1,2 +1,357 @@
-//! Benchmarks: channel (placeholder).
+//! Benchmarks of the request channel across real processes, with a Unix-socket echo beside it.
+//!
+//! ```text
+//! cargo bench --bench channel
+//! ```
+//!
+//! The bench re-runs its own binary as the server (and load clients) it needs, chosen by the
+//! `SHMLINK_BENCH_ROLE` environment variable. Two placements, pinned with
+//! `sched_setaffinity`: "split" (client on CPU 0, server on CPU 1) and "one-cpu" (both on
+//! CPU 0).
+//!
+//! - `rtt/<placement>/<transport>/<size>`: one round trip, measured by the client with
+//!   `iter_custom`; transports: the channel with the default (adaptive) wait, two processes
+//!   spinning on two atomics (the floor, split only), and a length-prefixed Unix-socket echo.
+//! - `aggregate/<placement>/<n> clients`: calls/s of n client processes calling at once
+//!   (64 B), each pinned like the client of its placement.
+
+#[cfg(not(target_os = "linux"))]
 fn main() {}
+
+#[cfg(target_os = "linux")]
+fn main() {
+    linux::main();
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::process::{Child, ChildStdout, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use criterion::{BenchmarkId, Criterion, Throughput};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use shmlink::{Client, Segment, Server, WaitStrategy};
+
+    const ROLE_ENV: &str = "SHMLINK_BENCH_ROLE";
+    const ARGS_ENV: &str = "SHMLINK_BENCH_ARGS";
+    const MAX_MESSAGE: usize = 64 * 1024;
+    const SIZES: [usize; 3] = [64, 4096, 64 * 1024];
+    /// Tells the spin-floor child to exit (even: the ping values are odd).
+    const SPIN_STOP: u32 = 2;
+
+    pub(crate) fn main() {
+        if let Ok(role) = std::env::var(ROLE_ENV) {
+            let args: Vec<String> = std::env::var(ARGS_ENV)
+                .unwrap_or_default()
+                .split(' ')
+                .map(str::to_owned)
+                .collect();
+            child(&role, &args);
+            return;
+        }
+        let mut c = Criterion::default()
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3))
+            .sample_size(20)
+            .configure_from_args();
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let placements: &[(&str, usize, usize)] = if cpus >= 2 {
+            &[("split", 0, 1), ("one-cpu", 0, 0)]
+        } else {
+            &[("one-cpu", 0, 0)]
+        };
+        for &(placement, client_cpu, server_cpu) in placements {
+            pin(client_cpu);
+            round_trips(&mut c, placement, server_cpu);
+            aggregate(&mut c, placement, client_cpu, server_cpu);
+        }
+        c.final_summary();
+    }
+
+    fn round_trips(c: &mut Criterion, placement: &str, server_cpu: usize) {
+        let mut g = c.benchmark_group(format!("rtt/{placement}"));
+        let pid = std::process::id();
+        // The channel, default (adaptive) wait on both sides.
+        let name = format!("bench-rtt-{placement}-{pid}");
+        let mut server = Proc::spawn("server", &[&name, &server_cpu.to_string(), "adaptive"]);
+        server.expect("ready");
+        let mut client = Client::connect_timeout(&name, Duration::from_secs(5)).unwrap();
+        for size in SIZES {
+            g.throughput(Throughput::Bytes(size as u64));
+            g.bench_function(BenchmarkId::new("channel", size), |b| {
+                b.iter_custom(|iters| channel_calls(&mut client, size, iters))
+            });
+        }
+        drop(client);
+        drop(server);
+        // The floor of this placement: two processes spinning on two atomics in a segment
+        // (meaningless on one CPU, where a spinner only keeps its peer from running).
+        if placement == "split" {
+            let name = format!("bench-spin-{placement}-{pid}");
+            let seg = Segment::builder(&name).size(128).create().unwrap();
+            let mut server = Proc::spawn("spin-server", &[&name, &server_cpu.to_string()]);
+            server.expect("ready");
+            let (ping, pong) = words(&seg);
+            let mut k = 0u32;
+            g.throughput(Throughput::Bytes(4));
+            g.bench_function("raw-spin-floor", |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        k = k.wrapping_add(2) | 1; // odd: never 0 (idle) or SPIN_STOP
+                        ping.store(k, Ordering::Release);
+                        while pong.load(Ordering::Acquire) != k {
+                            std::hint::spin_loop();
+                        }
+                    }
+                    start.elapsed()
+                })
+            });
+            ping.store(SPIN_STOP, Ordering::Release);
+            drop(server);
+            drop(seg);
+        }
+        // The Unix-socket echo.
+        let path = std::env::temp_dir().join(format!("shmlink-bench-{placement}-{pid}.sock"));
+        let path_s = path.to_str().unwrap().to_owned();
+        let mut server = Proc::spawn("socket-server", &[&path_s, &server_cpu.to_string()]);
+        server.expect("ready");
+        let mut sock = UnixStream::connect(&path).unwrap();
+        for size in [64, 4096] {
+            g.throughput(Throughput::Bytes(size as u64));
+            g.bench_function(BenchmarkId::new("unix-socket", size), |b| {
+                b.iter_custom(|iters| socket_calls(&mut sock, size, iters))
+            });
+        }
+        drop(sock);
+        drop(server);
+        let _ = std::fs::remove_file(&path);
+        g.finish();
+    }
+
+    fn aggregate(c: &mut Criterion, placement: &str, client_cpu: usize, server_cpu: usize) {
+        let mut g = c.benchmark_group(format!("aggregate/{placement}"));
+        g.throughput(Throughput::Elements(1));
+        let name = format!("bench-agg-{placement}-{}", std::process::id());
+        let mut server = Proc::spawn("server", &[&name, &server_cpu.to_string(), "adaptive"]);
+        server.expect("ready");
+        for n in [1usize, 4, 16] {
+            let mut clients: Vec<Proc> = (0..n)
+                .map(|_| Proc::spawn("load", &[&name, &client_cpu.to_string()]))
+                .collect();
+            for cl in &mut clients {
+                cl.expect("ready");
+            }
+            g.bench_function(BenchmarkId::new("clients", n), |b| {
+                b.iter_custom(|iters| {
+                    let per = iters.div_ceil(n as u64);
+                    let start = Instant::now();
+                    for cl in &mut clients {
+                        cl.send(&format!("run {per}"));
+                    }
+                    for cl in &mut clients {
+                        cl.expect("done");
+                    }
+                    // Time per call of all clients together: calls/s = 1 / this.
+                    start
+                        .elapsed()
+                        .mul_f64(iters as f64 / (per * n as u64) as f64)
+                })
+            });
+        }
+        drop(server);
+        g.finish();
+    }
+
+    fn channel_calls(client: &mut Client, size: usize, iters: u64) -> Duration {
+        let start = Instant::now();
+        for _ in 0..iters {
+            let n = client
+                .call_with(
+                    |buf| {
+                        buf[0] = 1;
+                        buf[size - 1] = 2;
+                        size
+                    },
+                    |resp| resp.len(),
+                )
+                .unwrap();
+            assert_eq!(n, size);
+        }
+        start.elapsed()
+    }
+
+    fn socket_calls(sock: &mut UnixStream, size: usize, iters: u64) -> Duration {
+        let mut buf = vec![7u8; size + 4];
+        buf[..4].copy_from_slice(&(size as u32).to_le_bytes());
+        let mut back = vec![0u8; size + 4];
+        let start = Instant::now();
+        for _ in 0..iters {
+            sock.write_all(&buf).unwrap();
+            sock.read_exact(&mut back).unwrap();
+        }
+        start.elapsed()
+    }
+
+    /// Child roles.
+    fn child(role: &str, args: &[String]) {
+        match role {
+            // server <name> <cpu> <adaptive|spin>: echo until stdin closes.
+            "server" => {
+                pin(args[1].parse().unwrap());
+                let strategy = if args[2] == "spin" {
+                    WaitStrategy::Spin
+                } else {
+                    WaitStrategy::Adaptive
+                };
+                let handle = Server::builder(&args[0])
+                    .slots(32)
+                    .max_message(MAX_MESSAGE)
+                    .wait_strategy(strategy)
+                    .create()
+                    .unwrap()
+                    .spawn(|req: &[u8], resp: &mut [u8]| {
+                        resp[..req.len()].copy_from_slice(req);
+                        req.len()
+                    })
+                    .unwrap();
+                say("ready");
+                wait_for_eof();
+                handle.shutdown();
+            }
+            // spin-server <name> <cpu>: copy ping to pong until ping is SPIN_STOP.
+            "spin-server" => {
+                pin(args[1].parse().unwrap());
+                let seg = Segment::open(&args[0]).unwrap();
+                let (ping, pong) = words(&seg);
+                say("ready");
+                loop {
+                    let v = ping.load(Ordering::Acquire);
+                    if v == SPIN_STOP {
+                        break;
+                    }
+                    if v != 0 {
+                        pong.store(v, Ordering::Release);
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+            // socket-server <path> <cpu>: length-prefixed echo, one connection.
+            "socket-server" => {
+                pin(args[1].parse().unwrap());
+                let _ = std::fs::remove_file(&args[0]);
+                let listener = UnixListener::bind(&args[0]).unwrap();
+                say("ready");
+                let (mut s, _) = listener.accept().unwrap();
+                let mut buf = vec![0u8; MAX_MESSAGE + 4];
+                loop {
+                    let mut len = [0u8; 4];
+                    if s.read_exact(&mut len).is_err() {
+                        break;
+                    }
+                    let n = u32::from_le_bytes(len) as usize;
+                    buf[..4].copy_from_slice(&len);
+                    s.read_exact(&mut buf[4..4 + n]).unwrap();
+                    s.write_all(&buf[..4 + n]).unwrap();
+                }
+            }
+            // load <name> <cpu>: on "run K", make K 64-byte calls, then say "done".
+            "load" => {
+                pin(args[1].parse().unwrap());
+                let mut client = Client::connect_timeout(&args[0], Duration::from_secs(5)).unwrap();
+                say("ready");
+                let stdin = std::io::stdin();
+                for line in stdin.lock().lines() {
+                    let line = line.unwrap();
+                    let Some(k) = line.strip_prefix("run ") else {
+                        break;
+                    };
+                    channel_calls(&mut client, 64, k.parse().unwrap());
+                    say("done");
+                }
+            }
+            _ => panic!("unknown role {role}"),
+        }
+    }
+
+    /// Two atomics on separate cache lines at the start of `seg`.
+    fn words(seg: &Segment) -> (&AtomicU32, &AtomicU32) {
+        assert!(seg.len() >= 128);
+        // SAFETY: the data region is 64-aligned and at least 128 bytes long, lives as long as
+        // `seg`, and is only accessed through these atomics.
+        unsafe {
+            (
+                &*seg.as_ptr().cast::<AtomicU32>(),
+                &*seg.as_ptr().add(64).cast::<AtomicU32>(),
+            )
+        }
+    }
+
+    fn say(line: &str) {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}").unwrap();
+        out.flush().unwrap();
+    }
+
+    fn wait_for_eof() {
+        let mut sink = [0u8; 64];
+        while std::io::stdin()
+            .read(&mut sink)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {}
+    }
+
+    /// Pins the calling thread (and threads it starts later) to `cpu`.
+    fn pin(cpu: usize) {
+        // SAFETY: cpu_set_t is plain data; sched_setaffinity only reads it.
+        let ok = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+        };
+        assert!(ok, "sched_setaffinity to CPU {cpu} failed");
+    }
+
+    /// A child process of this bench; closing its stdin (on drop) ends it gracefully.
+    struct Proc {
+        child: Child,
+        out: BufReader<ChildStdout>,
+    }
+
+    impl Proc {
+        fn spawn(role: &str, args: &[&str]) -> Proc {
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .env(ROLE_ENV, role)
+                .env(ARGS_ENV, args.join(" "))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let out = BufReader::new(child.stdout.take().unwrap());
+            Proc { child, out }
+        }
+
+        fn expect(&mut self, want: &str) {
+            let mut line = String::new();
+            self.out.read_line(&mut line).unwrap();
+            assert_eq!(line.trim_end(), want, "bench child said something else");
+        }
+
+        fn send(&mut self, line: &str) {
+            let stdin = self.child.stdin.as_mut().unwrap();
+            writeln!(stdin, "{line}").unwrap();
+            stdin.flush().unwrap();
+        }
+    }
+
+    impl Drop for Proc {
+        fn drop(&mut self) {
+            drop(self.child.stdin.take());
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -45,13 +45,16 @@ mod segment;
 mod sync;
 mod sys;
 
+pub use channel::{
+    server_or_client, CallError, Client, Free, Role, Server, ServerBuilder, ServerHandle,
+    ShutdownHandle, Single,
+};
 pub use error::{Error, Result};
 pub use name::{ServiceName, MAX_NAME_LEN};
-pub use process::ProcessId;
-pub use segment::{Segment, SegmentBuilder, SegmentKind, DEFAULT_MODE, HEADER_SIZE};
-pub use sync::{Event, EventPair, Locked, Mutex, MutexGuard, WaitStrategy};
-// channel: pub use channel::{...};  (request channel, issue 3)
 pub use pool::{
     checksum, Checksum, FileSummary, PoolConfig, PoolError, PoolStats, ReadBuf, Reader, SendError,
     WriteBuf, Writer,
 };
+pub use process::ProcessId;
+pub use segment::{Segment, SegmentBuilder, SegmentKind, DEFAULT_MODE, HEADER_SIZE};
+pub use sync::{Event, EventPair, Locked, Mutex, MutexGuard, WaitStrategy};

@@ -1,1 +1,170 @@
 //! The request channel: one server, many clients (issue 3).
+//!
+//! A [`Server`] creates one segment per channel name. Each [`Client`] claims one slot in it
+//! (under the segment's named mutex), writes a request into the slot, pushes the slot number
+//! into a shared submission ring and rings a doorbell event; a free worker pops the number,
+//! validates everything it reads, runs the handler with the request bytes and a response
+//! buffer (both in shared memory), and sets the slot's `done` event. See `slot.rs` for the
+//! layout and the slot state table, `ring.rs` for the ring.
+//!
+//! The "exec" half of each slot's event pair is the shared ring plus one doorbell: that is
+//! what lets any free worker serve any client. A response carries the sequence number of the
+//! request it answers, so the late answer to a call that timed out is never returned by the
+//! next call. A client learns that its server is gone from the segment owner's liveness
+//! (checked every ~20 ms while it sleeps) and from the `closed` flag of a graceful shutdown;
+//! its mapping pins that incarnation of the channel, so after a restart it reconnects to the
+//! new segment (new instance token) on its next call.
+//!
+//! # Examples
+//! ```
+//! use shmlink::{Client, Server};
+//! # let name = format!("doc-channel-{}", std::process::id());
+//! let server = Server::builder(&name).slots(4).max_message(1024).create()?;
+//! let handle = server.spawn(|req: &[u8], resp: &mut [u8]| {
+//!     resp[..req.len()].copy_from_slice(req); // echo
+//!     req.len()
+//! })?;
+//! let mut client = Client::connect(&name)?;   // usually in another process
+//! assert_eq!(client.call(b"ping")?, b"ping");
+//! handle.shutdown();
+//! # Ok::<(), shmlink::CallError>(())
+//! ```
+
+mod client;
+mod ring;
+mod server;
+mod slot;
+
+use std::time::Duration;
+
+pub use client::Client;
+pub use server::{Free, Server, ServerBuilder, ServerHandle, ShutdownHandle, Single};
+
+/// What went wrong in a channel operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No live server serves this name.
+    #[error("no server is running for {name:?}")]
+    NoServer {
+        /// The service name.
+        name: String,
+    },
+    /// Every slot of the server is owned by a connected client.
+    #[error("server {name:?} is busy: all {slots} slots are taken")]
+    ServerBusy {
+        /// The service name.
+        name: String,
+        /// The server's slot count.
+        slots: u32,
+    },
+    /// The request is larger than the server's `max_message`.
+    #[error("request of {len} bytes exceeds the server's max_message of {max} bytes")]
+    TooLarge {
+        /// The request length.
+        len: usize,
+        /// The server's limit.
+        max: usize,
+    },
+    /// No answer arrived in time. The server may still be working on the request; its late
+    /// answer is discarded and never returned by a later call.
+    #[error("no answer within the timeout")]
+    Timeout,
+    /// The server died or stopped while the call was in flight (or before a request could be
+    /// submitted to a new one). The next call tries to reconnect.
+    #[error("the server went away during the call")]
+    ServerGone,
+    /// The server is shutting down and accepts no new calls.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// A live server already serves this name.
+    #[error("a server for {name:?} is already running (pid {pid})")]
+    AlreadyRunning {
+        /// The service name.
+        name: String,
+        /// The running server's process id.
+        pid: u32,
+    },
+    /// The server's handler panicked while serving this call (the server keeps running).
+    #[error("the server's handler panicked")]
+    HandlerPanicked,
+    /// The server refused the request as malformed, or this client's slot holds values no
+    /// correct peer writes (another process scribbled on it).
+    #[error("protocol violation: {reason}")]
+    Protocol {
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// Setting up the channel failed (names, segments, mutexes, events).
+    #[error(transparent)]
+    Setup(crate::Error),
+}
+
+impl From<crate::Error> for CallError {
+    fn from(e: crate::Error) -> Self {
+        match e {
+            crate::Error::AlreadyRunning { name, pid } => CallError::AlreadyRunning { name, pid },
+            crate::Error::NotFound { name } => CallError::NoServer { name },
+            e => CallError::Setup(e),
+        }
+    }
+}
+
+/// What [`server_or_client`] made of this process.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Role {
+    /// This process won the election and serves the name.
+    Server(Server),
+    /// Another process serves the name; this is a client connected to it.
+    Client(Client),
+}
+
+/// Becomes the server for `name` if none runs, otherwise a client of the one that does.
+///
+/// Exactly one of any number of processes racing here becomes the server: creating the
+/// channel segment is exclusive, and the losers connect to the winner (waiting up to 5 s for
+/// it to publish its segment). The server uses [`Server::builder`]'s defaults.
+///
+/// # Examples
+/// ```
+/// use shmlink::{server_or_client, Role};
+/// # let name = format!("doc-elect-{}", std::process::id());
+/// match server_or_client(&name)? {
+///     Role::Server(server) => { /* serve: server.serve(handler) */ }
+///     Role::Client(mut client) => { /* client.call(b"...")?; */ }
+/// }
+/// # Ok::<(), shmlink::CallError>(())
+/// ```
+///
+/// # Errors
+/// [`CallError::ServerBusy`] if the server has no free slot; [`CallError::Setup`] for a bad
+/// name or an OS failure; [`CallError::NoServer`] if the elected server vanished before this
+/// process could connect.
+pub fn server_or_client(name: &str) -> Result<Role, CallError> {
+    for _ in 0..8 {
+        match Server::builder(name).create() {
+            Ok(server) => return Ok(Role::Server(server)),
+            Err(CallError::AlreadyRunning { .. }) => {
+                match Client::connect_timeout(name, Duration::from_secs(5)) {
+                    Ok(client) => return Ok(Role::Client(client)),
+                    // The winner died or stopped meanwhile: run the election again.
+                    Err(CallError::NoServer { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(CallError::NoServer {
+        name: name.to_owned(),
+    })
+}
+
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Client>();
+    assert_send::<Server<Single>>();
+    assert_send::<Server<Free>>();
+    assert_send::<ServerHandle>();
+};

@@ -1,0 +1,623 @@
+//! The calling side: connect (claim a slot), call, reconnect after a server restart.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::ring::Ring;
+use super::slot::{
+    Config, Layout, Mapped, IDLE, IN_SERVICE, KIND_VERSION, REQUEST_READY, RESPONSE_READY,
+    STATUS_BAD_LENGTH, STATUS_OK, STATUS_PANICKED, STATUS_REFUSED,
+};
+use super::CallError;
+use crate::error::Error;
+use crate::name::ServiceName;
+use crate::process::ProcessId;
+use crate::segment::{Segment, SegmentKind};
+use crate::sync::atomic::Ordering;
+use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
+
+/// How long claiming or releasing a slot waits for the slot mutex.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+/// How often `connect_timeout` retries while no server (or no free slot) is there.
+const RETRY: Duration = Duration::from_millis(5);
+
+/// The calling end of a request channel. Owns one of the server's slots until dropped.
+///
+/// Calls take `&mut self`: one call at a time per client (use one client per thread).
+/// Every call checks, while it waits, that the server is alive; a server that dies is
+/// noticed within about 20 ms ([`CallError::ServerGone`]). After a server restart the next
+/// call reconnects by itself.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use shmlink::{CallError, Client, Server};
+/// # let name = format!("doc-client-{}", std::process::id());
+/// # let handle = Server::builder(&name).create()?.spawn(|req: &[u8], resp: &mut [u8]| { resp[..req.len()].copy_from_slice(req); req.len() })?;
+/// let mut client = Client::connect_timeout(&name, Duration::from_secs(1))?;
+/// assert_eq!(client.call(b"one")?, b"one");
+/// match client.call_timeout(b"two", Duration::from_millis(100)) {
+///     Ok(answer) => assert_eq!(answer, b"two"),
+///     Err(CallError::Timeout) => { /* the late answer is discarded */ }
+///     Err(e) => return Err(e),
+/// }
+/// # Ok::<(), shmlink::CallError>(())
+/// ```
+pub struct Client {
+    name: String,
+    me: ProcessId,
+    strategy: WaitStrategy,
+    conn: Option<Conn>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("name", &self.name)
+            .field("slot", &self.conn.as_ref().map(|c| c.slot))
+            .field("strategy", &self.strategy)
+            .finish()
+    }
+}
+
+/// How waiting for an answer ended, before the client turns it into a result.
+enum Waited {
+    Answer(usize),
+    Timeout,
+    Gone { retracted: bool, graceful: bool },
+    Failed(CallError),
+}
+
+impl Client {
+    /// Connects to the server of `name` and claims a slot.
+    ///
+    /// # Errors
+    /// [`CallError::NoServer`] if no live server serves the name; [`CallError::ServerBusy`]
+    /// if all its slots are taken; [`CallError::ShuttingDown`]; [`CallError::Setup`] for a
+    /// bad name, a foreign or incompatible segment, or an OS failure.
+    pub fn connect(name: &str) -> Result<Client, CallError> {
+        let me = ProcessId::current();
+        let conn = Conn::open(name, me, WaitStrategy::default())?;
+        Ok(Client {
+            name: name.to_owned(),
+            me,
+            strategy: WaitStrategy::default(),
+            conn: Some(conn),
+        })
+    }
+
+    /// As [`connect`](Client::connect), but waits up to `timeout` for a server to appear and
+    /// for a slot to become free.
+    ///
+    /// # Errors
+    /// As [`connect`](Client::connect): the last error once the time is up.
+    pub fn connect_timeout(name: &str, timeout: Duration) -> Result<Client, CallError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match Client::connect(name) {
+                Err(
+                    CallError::NoServer { .. }
+                    | CallError::ServerBusy { .. }
+                    | CallError::ShuttingDown,
+                ) if Instant::now() < deadline => std::thread::sleep(RETRY),
+                r => return r,
+            }
+        }
+    }
+
+    /// Uses `strategy` to wait for answers (default [`WaitStrategy::Adaptive`]).
+    pub fn with_wait_strategy(mut self, strategy: WaitStrategy) -> Self {
+        self.strategy = strategy;
+        if let Some(c) = self.conn.as_mut() {
+            c.done.set_strategy(strategy);
+        }
+        self
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The connected server's largest request / response, or `None` while disconnected.
+    pub fn max_message(&self) -> Option<usize> {
+        self.conn.as_ref().map(|c| c.map.layout.max_message)
+    }
+
+    /// Sends `request` and waits for the answer, as long as it takes (but see
+    /// [`CallError::ServerGone`]).
+    ///
+    /// # Errors
+    /// [`CallError::TooLarge`], [`CallError::ServerGone`], [`CallError::ShuttingDown`],
+    /// [`CallError::HandlerPanicked`], [`CallError::Protocol`]; when (re)connecting, as
+    /// [`connect`](Client::connect).
+    pub fn call(&mut self, request: &[u8]) -> Result<Vec<u8>, CallError> {
+        self.call_until(request, None)
+    }
+
+    /// As [`call`](Client::call), waiting at most `timeout` for the answer.
+    ///
+    /// # Errors
+    /// [`CallError::Timeout`], or as [`call`](Client::call).
+    pub fn call_timeout(
+        &mut self,
+        request: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        self.call_until(request, Some(Instant::now() + timeout))
+    }
+
+    fn call_until(
+        &mut self,
+        request: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>, CallError> {
+        self.exchange(
+            |buf| {
+                let max = buf.len();
+                let dst = buf.get_mut(..request.len()).ok_or(CallError::TooLarge {
+                    len: request.len(),
+                    max,
+                })?;
+                dst.copy_from_slice(request);
+                Ok(request.len())
+            },
+            <[u8]>::to_vec,
+            deadline,
+        )
+    }
+
+    /// The zero-copy call: `write` fills the request in shared memory (it gets a buffer of
+    /// `max_message` bytes and returns how many it wrote), `read` looks at the response in
+    /// shared memory and returns what the caller keeps. No allocation, no copy.
+    ///
+    /// # Examples
+    /// ```
+    /// # use shmlink::{Client, Server};
+    /// # let name = format!("doc-zc-{}", std::process::id());
+    /// # let handle = Server::builder(&name).create()?.spawn(|req: &[u8], resp: &mut [u8]| { resp[..req.len()].copy_from_slice(req); req.len() })?;
+    /// let mut client = Client::connect(&name)?;
+    /// let sum: u32 = client.call_with(
+    ///     |req| { req[..4].copy_from_slice(&[1, 2, 3, 4]); 4 },
+    ///     |resp| resp.iter().map(|&b| u32::from(b)).sum(),
+    /// )?;
+    /// assert_eq!(sum, 10);
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`CallError::TooLarge`] if `write` returns more than the buffer's length; otherwise as
+    /// [`call`](Client::call).
+    pub fn call_with<R>(
+        &mut self,
+        write: impl FnOnce(&mut [u8]) -> usize,
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, CallError> {
+        self.exchange(|buf| checked_len(write(buf), buf.len()), read, None)
+    }
+
+    /// As [`call_with`](Client::call_with), waiting at most `timeout` for the answer.
+    ///
+    /// # Errors
+    /// [`CallError::Timeout`], or as [`call_with`](Client::call_with).
+    pub fn call_with_timeout<R>(
+        &mut self,
+        write: impl FnOnce(&mut [u8]) -> usize,
+        read: impl FnOnce(&[u8]) -> R,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
+        self.exchange(
+            |buf| checked_len(write(buf), buf.len()),
+            read,
+            Some(Instant::now() + timeout),
+        )
+    }
+
+    /// The connection, (re)opened if there is none or the server closed it.
+    fn conn(&mut self) -> Result<&mut Conn, CallError> {
+        if self.conn.as_ref().is_some_and(Conn::closed) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            self.conn = Some(Conn::open(&self.name, self.me, self.strategy)?);
+        }
+        Ok(self.conn.as_mut().expect("just set"))
+    }
+
+    fn exchange<R>(
+        &mut self,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, CallError>,
+        read: impl FnOnce(&[u8]) -> R,
+        deadline: Option<Instant>,
+    ) -> Result<R, CallError> {
+        let conn = self.conn()?;
+        if conn.shutting_down() {
+            return Err(CallError::ShuttingDown);
+        }
+        if let Err(w) = conn.settle(deadline) {
+            return Err(self.fail(w));
+        }
+        let len = write(conn.request_buf())?;
+        conn.submit(len);
+        let mut resent = false;
+        loop {
+            let conn = self.conn.as_mut().expect("connected");
+            match conn.wait(deadline) {
+                Waited::Answer(n) => {
+                    let r = read(conn.response(n));
+                    conn.slot().state.store(IDLE, Ordering::Release);
+                    return Ok(r);
+                }
+                Waited::Gone {
+                    retracted: true,
+                    graceful: false,
+                } if !resent => {
+                    // The dead server never took the request: hand it to a new server if one
+                    // is up (this is not a retry: the request was never served).
+                    let old = self.conn.take().expect("connected");
+                    let mut new = Conn::open(&self.name, self.me, self.strategy)
+                        .map_err(|_| CallError::ServerGone)?;
+                    let max = new.map.layout.max_message;
+                    if len > max {
+                        self.conn = Some(new);
+                        return Err(CallError::TooLarge { len, max });
+                    }
+                    // SAFETY: len <= both max_messages; the areas belong to different mappings
+                    // and each is ours (slot IDLE / retracted).
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            old.map.request(old.slot),
+                            new.map.request(new.slot),
+                            len,
+                        )
+                    };
+                    drop(old);
+                    new.submit(len);
+                    self.conn = Some(new);
+                    resent = true;
+                }
+                w => return Err(self.fail(w)),
+            }
+        }
+    }
+
+    /// Turns a failed wait into the error, dropping the connection where it is unusable.
+    fn fail(&mut self, w: Waited) -> CallError {
+        match w {
+            Waited::Timeout => CallError::Timeout,
+            Waited::Gone {
+                retracted,
+                graceful,
+            } => {
+                self.conn = None;
+                if graceful && retracted {
+                    CallError::ShuttingDown
+                } else {
+                    CallError::ServerGone
+                }
+            }
+            Waited::Failed(e) => {
+                if matches!(e, CallError::Protocol { .. }) {
+                    self.conn = None;
+                }
+                e
+            }
+            Waited::Answer(_) => unreachable!("not a failure"),
+        }
+    }
+}
+
+fn checked_len(n: usize, max: usize) -> Result<usize, CallError> {
+    if n > max {
+        Err(CallError::TooLarge { len: n, max })
+    } else {
+        Ok(n)
+    }
+}
+
+/// One connection: the mapped segment and the claimed slot.
+struct Conn {
+    map: Mapped,
+    ring: Ring,
+    mutex: Mutex,
+    bell: Event,
+    done: Event,
+    slot: u32,
+    /// Sequence number of the last request sent from this slot.
+    seq: u32,
+    server: ProcessId,
+    me: ProcessId,
+}
+
+impl Conn {
+    fn open(name: &str, me: ProcessId, strategy: WaitStrategy) -> Result<Conn, CallError> {
+        let sname = ServiceName::new(name)?;
+        let seg = Arc::new(Segment::open_kind(
+            &sname,
+            "chan",
+            SegmentKind::Channel,
+            KIND_VERSION,
+        )?);
+        let server = seg.owner();
+        if !server.is_alive() {
+            // A crashed server's segment: nobody will answer.
+            return Err(CallError::NoServer {
+                name: name.to_owned(),
+            });
+        }
+        let corrupt = |reason: &str| {
+            CallError::Setup(Error::Corrupt {
+                name: name.to_owned(),
+                reason: reason.to_owned(),
+            })
+        };
+        if seg.len() < std::mem::size_of::<Config>() {
+            return Err(corrupt("channel segment smaller than its configuration"));
+        }
+        let config = seg.as_ptr().cast::<Config>();
+        // SAFETY: the config lies at the start of the data region (length checked above); the
+        // server wrote it before publishing, volatile since it is another process's memory.
+        let (slots, max) = unsafe {
+            (
+                std::ptr::read_volatile(&(*config).slots),
+                std::ptr::read_volatile(&(*config).max_message),
+            )
+        };
+        let layout = Layout::new(slots, max as usize)
+            .filter(|l| l.total <= seg.len())
+            .ok_or_else(|| corrupt("configuration does not fit the segment"))?;
+        // SAFETY: checked just above that the layout fits the data region.
+        let map = unsafe { Mapped::new(Arc::clone(&seg), layout) };
+        if map.flags().closed.load(Ordering::Acquire) != 0 {
+            return Err(CallError::NoServer {
+                name: name.to_owned(),
+            });
+        }
+        if map.flags().shutting_down.load(Ordering::Acquire) != 0 {
+            return Err(CallError::ShuttingDown);
+        }
+        // SAFETY: the server initialised the mutex, the doorbell and the ring at these layout
+        // offsets (inside the data region) before publishing.
+        let (mutex, bell, ring) = unsafe {
+            (
+                Mutex::open_at(&seg, layout.mutex)?,
+                Event::open_at(&seg, layout.doorbell)?,
+                Ring::attach(map.ring_ptr(), layout.ring_cap),
+            )
+        };
+        let (slot, done) = claim(&map, &mutex, me, name)?;
+        let seq = map.slot(slot).seq.load(Ordering::Relaxed);
+        Ok(Conn {
+            map,
+            ring,
+            mutex,
+            bell,
+            done: done.with_strategy(strategy),
+            slot,
+            seq,
+            server,
+            me,
+        })
+    }
+
+    fn slot(&self) -> &super::slot::SlotHeader {
+        self.map.slot(self.slot)
+    }
+
+    fn closed(&self) -> bool {
+        self.map.flags().closed.load(Ordering::Relaxed) != 0
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.map.flags().shutting_down.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether the server can still answer (run every ~20 ms while waiting).
+    fn server_alive(&self) -> bool {
+        !self.closed() && self.server.is_alive()
+    }
+
+    fn request_buf(&mut self) -> &mut [u8] {
+        // SAFETY: the slot is ours and IDLE (settled), so nobody else touches its request
+        // bytes; max_message of them lie inside the mapping; &mut self keeps this unique.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.map.request(self.slot), self.map.layout.max_message)
+        }
+    }
+
+    fn response(&self, n: usize) -> &[u8] {
+        debug_assert!(n <= self.map.layout.max_message);
+        // SAFETY: n <= max_message was checked by `answer`; in RESPONSE_READY the response
+        // bytes are no longer written by the server.
+        unsafe { std::slice::from_raw_parts(self.map.response(self.slot), n) }
+    }
+
+    /// Makes the slot IDLE before a call: discards the late answer of a call that timed out
+    /// (waiting for it if the server is still working on it).
+    fn settle(&self, deadline: Option<Instant>) -> Result<(), Waited> {
+        let slot = self.slot();
+        loop {
+            match slot.state.load(Ordering::Acquire) {
+                IDLE => break,
+                RESPONSE_READY => {
+                    slot.state.store(IDLE, Ordering::Release);
+                    break;
+                }
+                REQUEST_READY => {
+                    if slot
+                        .state
+                        .compare_exchange(REQUEST_READY, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        break;
+                    }
+                }
+                IN_SERVICE => match self
+                    .done
+                    .wait_until(deadline, Some(&mut || self.server_alive()))
+                {
+                    WaitOutcome::Set => {}
+                    WaitOutcome::TimedOut => return Err(Waited::Timeout),
+                    WaitOutcome::Aborted => {
+                        return Err(Waited::Gone {
+                            retracted: false,
+                            graceful: false,
+                        })
+                    }
+                },
+                _ => {
+                    return Err(Waited::Failed(CallError::Protocol {
+                        reason: "this client's slot state was overwritten",
+                    }))
+                }
+            }
+        }
+        // A done signal of the discarded answer may still be pending; drop it (one that comes
+        // later is told apart by its sequence number).
+        self.done.try_wait();
+        Ok(())
+    }
+
+    fn submit(&mut self, len: usize) {
+        self.seq = self.seq.wrapping_add(1);
+        let slot = self.slot();
+        slot.seq.store(self.seq, Ordering::Relaxed);
+        slot.req_len.store(len as u32, Ordering::Relaxed);
+        // SeqCst: pairs with the server's `closed` store (either it sees REQUEST_READY in its
+        // final scan, or we see `closed` in our liveness check).
+        slot.state.store(REQUEST_READY, Ordering::SeqCst);
+        if self.ring.push(self.slot).is_err() {
+            self.map.flags().need_scan.store(1, Ordering::Release);
+        }
+        self.bell.set();
+    }
+
+    /// The answer to the current request if it is there.
+    fn answer(&self) -> Option<Waited> {
+        let slot = self.slot();
+        if slot.state.load(Ordering::Acquire) != RESPONSE_READY
+            || slot.resp_seq.load(Ordering::Relaxed) != self.seq
+        {
+            return None;
+        }
+        let len = slot.resp_len.load(Ordering::Relaxed) as usize;
+        let status = slot.status.load(Ordering::Relaxed);
+        let failed = |e| {
+            slot.state.store(IDLE, Ordering::Release);
+            Some(Waited::Failed(e))
+        };
+        match status {
+            STATUS_OK if len <= self.map.layout.max_message => Some(Waited::Answer(len)),
+            STATUS_OK => failed(CallError::Protocol {
+                reason: "response length exceeds max_message",
+            }),
+            STATUS_REFUSED => failed(CallError::ShuttingDown),
+            STATUS_BAD_LENGTH => failed(CallError::Protocol {
+                reason: "the server refused the request length",
+            }),
+            STATUS_PANICKED => failed(CallError::HandlerPanicked),
+            _ => failed(CallError::Protocol {
+                reason: "unknown response status",
+            }),
+        }
+    }
+
+    fn wait(&self, deadline: Option<Instant>) -> Waited {
+        loop {
+            let outcome = self
+                .done
+                .wait_until(deadline, Some(&mut || self.server_alive()));
+            if let Some(w) = self.answer() {
+                return w;
+            }
+            match outcome {
+                WaitOutcome::Set => continue, // a stale signal (see `settle`)
+                WaitOutcome::TimedOut | WaitOutcome::Aborted => {
+                    let slot = self.slot();
+                    let retracted = slot
+                        .state
+                        .compare_exchange(REQUEST_READY, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok();
+                    if !retracted {
+                        if let Some(w) = self.answer() {
+                            return w;
+                        }
+                    }
+                    return if outcome == WaitOutcome::TimedOut {
+                        Waited::Timeout
+                    } else {
+                        Waited::Gone {
+                            retracted,
+                            graceful: self.closed(),
+                        }
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Claims a free slot (or one whose owner died) under the slot mutex and resets its `done`
+/// event.
+fn claim(
+    map: &Mapped,
+    mutex: &Mutex,
+    me: ProcessId,
+    name: &str,
+) -> Result<(u32, Event), CallError> {
+    // Either outcome is fine: the slot words are atomics, every claim step below is
+    // re-checked, so a holder that died mid-claim left nothing to repair.
+    let _guard = mutex.lock_timeout(LOCK_WAIT)?;
+    for i in 0..map.layout.slots {
+        let slot = map.slot(i);
+        let state = slot.state.load(Ordering::Acquire);
+        let usable = match state {
+            super::slot::FREE => true,
+            IN_SERVICE => false, // a worker still owns the bytes; reap it later
+            REQUEST_READY => {
+                !slot.owner().is_alive()
+                    && slot
+                        .state
+                        .compare_exchange(REQUEST_READY, IDLE, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+            }
+            _ => !slot.owner().is_alive(),
+        };
+        if usable {
+            // SAFETY: the layout places slot i's done event here; the server initialised it.
+            let done = unsafe { Event::open_at(&map.seg, map.layout.done_event(i)) }?;
+            done.reset();
+            slot.set_owner(Some(me));
+            slot.state.store(IDLE, Ordering::Release);
+            return Ok((i, done));
+        }
+    }
+    Err(CallError::ServerBusy {
+        name: name.to_owned(),
+        slots: map.layout.slots,
+    })
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let _guard = self.mutex.lock_timeout(LOCK_WAIT);
+        let slot = self.slot();
+        if slot.owner() != self.me {
+            return; // reaped or scribbled over: not ours to release
+        }
+        let state = slot.state.load(Ordering::Acquire);
+        let retracted = state == REQUEST_READY
+            && slot
+                .state
+                .compare_exchange(REQUEST_READY, IDLE, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok();
+        if state == IN_SERVICE || (state == REQUEST_READY && !retracted) {
+            // The server still works on it: leave it ownerless, to be reaped once answered.
+            slot.set_owner(None);
+        } else {
+            slot.set_owner(None);
+            slot.state.store(super::slot::FREE, Ordering::Release);
+        }
+    }
+}

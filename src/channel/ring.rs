@@ -1,0 +1,505 @@
+//! The submission ring: a bounded multi-producer multi-consumer queue of slot numbers in
+//! shared memory.
+//!
+//! The algorithm is Dmitry Vyukov's bounded MPMC queue
+//! (<https://www.1024cores.net/home/lock-free-algorithms/queues/bounded-mpmc-queue>): every
+//! cell carries a sequence number that tells producers and consumers whose turn the cell is,
+//! so a push or pop is one CAS on a position counter plus one Release store.
+//!
+//! Changes that make it fit for memory shared with untrusted or dying processes:
+//! - every loop is bounded, so garbage can make `push` / `pop` give up, never spin forever;
+//! - positions are masked into the ring, so a garbage position can never index out of it;
+//! - a cell whose sequence number no consistent ring can hold at the position looking at it
+//!   is repaired in place (made free for that lap), so scribbling heals instead of wedging
+//!   the ring for good; never a whole-ring reset, which would race with live producers;
+//! - an entry claimed but never published (its producer died in between) can be skipped
+//!   ([`Ring::skip_stuck`]) so it does not hold up every entry behind it.
+//!
+//! The ring is only an accelerator: the slot state words are the truth. A value popped from
+//! the ring is a hint that the server validates; a request whose entry was lost is found by a
+//! scan of the slots (see the server).
+
+use std::fmt;
+
+use crate::sync::atomic::{AtomicU32, Ordering};
+
+/// A position counter on a cache line of its own (producers and consumers never share one).
+#[repr(C, align(64))]
+pub(crate) struct RingPos {
+    pos: AtomicU32,
+}
+
+/// One cell: `seq` says whose turn it is, `value` is the slot number.
+///
+/// | `seq - pos` (wrapping, as i32) | for a producer at `pos` | for a consumer at `pos` |
+/// |---|---|---|
+/// | `0` | free: claim it | (`seq == pos`) not yet published: empty |
+/// | `1` | - | (`seq == pos + 1`) published: take it |
+/// | `< 0` | still full from the last lap: ring full | - |
+#[repr(C)]
+pub(crate) struct RingCell {
+    seq: AtomicU32,
+    value: AtomicU32,
+}
+
+/// Bytes before the cells: the enqueue and dequeue positions, one cache line each.
+pub(crate) const RING_HEADER: usize = 2 * std::mem::size_of::<RingPos>();
+/// How many times `push` / `pop` retry after losing a race before giving up.
+const MAX_RETRIES: u32 = 1024;
+
+const _: () = assert!(std::mem::size_of::<RingPos>() == 64 && std::mem::size_of::<RingCell>() == 8);
+
+/// Bytes a ring of `cap` cells takes (header included), rounded up to 64.
+pub(crate) fn ring_bytes(cap: u32) -> usize {
+    (RING_HEADER + cap as usize * std::mem::size_of::<RingCell>()).next_multiple_of(64)
+}
+
+/// Why a push failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// Every cell is taken.
+    Full,
+    /// Gave up after [`MAX_RETRIES`] (heavy contention or a corrupted ring).
+    Contended,
+}
+
+/// A view of a ring placed in memory shared with other processes.
+pub(crate) struct Ring {
+    enq: *const RingPos,
+    deq: *const RingPos,
+    cells: *const RingCell,
+    mask: u32,
+}
+
+// SAFETY: the pointers lead to atomics only; whoever makes a Ring keeps the memory alive for
+// as long as the Ring (see `attach`).
+unsafe impl Send for Ring {}
+// SAFETY: as above; all access is through atomics.
+unsafe impl Sync for Ring {}
+
+impl Ring {
+    /// Initialises an empty ring of `cap` cells at `base` and attaches to it.
+    ///
+    /// # Safety
+    /// As [`Ring::attach`], and nobody else uses the ring while it is initialised.
+    pub(crate) unsafe fn init(base: *mut u8, cap: u32) -> Ring {
+        // SAFETY: forwarded.
+        let ring = unsafe { Ring::attach(base, cap) };
+        ring.reset();
+        ring
+    }
+
+    /// Attaches to the ring of `cap` cells at `base`.
+    ///
+    /// # Safety
+    /// `cap` is a power of two >= 2; `base` is 64-aligned and `base..base + ring_bytes(cap)`
+    /// stays mapped, and is used only as a ring, for as long as the returned `Ring` lives.
+    pub(crate) unsafe fn attach(base: *mut u8, cap: u32) -> Ring {
+        debug_assert!(cap.is_power_of_two() && cap >= 2 && base as usize % 64 == 0);
+        let enq = base.cast::<RingPos>();
+        // SAFETY: the caller guarantees ring_bytes(cap) bytes at base.
+        let deq = unsafe { enq.add(1) };
+        // SAFETY: as above; the cells follow the header.
+        let cells = unsafe { base.add(RING_HEADER) }.cast::<RingCell>();
+        Ring {
+            enq,
+            deq,
+            cells,
+            mask: cap - 1,
+        }
+    }
+
+    /// Empties the ring. Only for a ring nobody else uses yet: a producer that claimed a cell
+    /// before the reset would publish a stale sequence number into it afterwards.
+    pub(crate) fn reset(&self) {
+        for i in 0..=self.mask {
+            self.cell(i).seq.store(i, Ordering::Relaxed);
+            self.cell(i).value.store(u32::MAX, Ordering::Relaxed);
+        }
+        self.deq().store(0, Ordering::Release);
+        self.enq().store(0, Ordering::Release);
+    }
+
+    #[inline]
+    fn enq(&self) -> &AtomicU32 {
+        // SAFETY: see `attach`.
+        unsafe { &(*self.enq).pos }
+    }
+
+    #[inline]
+    fn deq(&self) -> &AtomicU32 {
+        // SAFETY: see `attach`.
+        unsafe { &(*self.deq).pos }
+    }
+
+    #[inline]
+    fn cell(&self, pos: u32) -> &RingCell {
+        // SAFETY: `pos & mask < cap`, and `attach` guarantees cap cells.
+        unsafe { &*self.cells.add((pos & self.mask) as usize) }
+    }
+
+    /// Appends `value`.
+    #[inline]
+    pub(crate) fn push(&self, value: u32) -> Result<(), PushError> {
+        let mut pos = self.enq().load(Ordering::Relaxed);
+        for _ in 0..MAX_RETRIES {
+            let cell = self.cell(pos);
+            let seq = cell.seq.load(Ordering::Acquire);
+            let diff = seq.wrapping_sub(pos) as i32;
+            if diff == 0 {
+                match self.enq().compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        cell.value.store(value, Ordering::Relaxed);
+                        cell.seq.store(pos.wrapping_add(1), Ordering::Release);
+                        return Ok(());
+                    }
+                    Err(now) => pos = now,
+                }
+                continue;
+            }
+            let now = self.enq().load(Ordering::Relaxed);
+            if now != pos {
+                pos = now; // another producer moved on
+            } else if diff < 0
+                && (seq == pos.wrapping_sub(self.mask)
+                    || pos.wrapping_sub(self.deq().load(Ordering::Relaxed)) > self.mask)
+            {
+                // Last lap's entry still there (published and not yet consumed, or its
+                // producer stalls before publishing with the ring a lap ahead): full. Only
+                // on this path do producers read the consumers' position.
+                return Err(PushError::Full);
+            } else {
+                // A value no consistent ring holds at the producers' position: scribbled.
+                // Free the cell for this lap (an entry lost this way is found by the scan).
+                let _ = cell
+                    .seq
+                    .compare_exchange(seq, pos, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+        Err(PushError::Contended)
+    }
+
+    /// Takes the oldest value, or `None` if the ring is empty (or gave up, see the module
+    /// docs). The value is untrusted: callers validate it.
+    #[inline]
+    pub(crate) fn pop(&self) -> Option<u32> {
+        let mut pos = self.deq().load(Ordering::Relaxed);
+        for _ in 0..MAX_RETRIES {
+            let cell = self.cell(pos);
+            let seq = cell.seq.load(Ordering::Acquire);
+            let diff = seq.wrapping_sub(pos.wrapping_add(1)) as i32;
+            if diff == 0 {
+                match self.deq().compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        let value = cell.value.load(Ordering::Relaxed);
+                        cell.seq.store(
+                            pos.wrapping_add(self.mask).wrapping_add(1),
+                            Ordering::Release,
+                        );
+                        return Some(value);
+                    }
+                    Err(now) => pos = now,
+                }
+                continue;
+            }
+            if seq == pos || seq == pos.wrapping_sub(self.mask) {
+                // Empty, or its producer has not published yet; or last lap's entry whose
+                // consumer stalls mid-pop (or a late publish into a skipped cell, which
+                // `skip_stuck` repairs).
+                return None;
+            }
+            let now = self.deq().load(Ordering::Relaxed);
+            if now != pos {
+                pos = now; // another consumer moved on
+            } else {
+                // Neither "free for this lap" nor "published": scribbled or stale. Make it
+                // free for the producer at this position.
+                let _ = cell
+                    .seq
+                    .compare_exchange(seq, pos, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+        None
+    }
+
+    /// Skips the entry at the dequeue position if it was claimed by a producer but never
+    /// published (its producer died between the two steps, or stalls): without this, every
+    /// later entry would wait behind it. Call it only after the position has been stuck for a
+    /// long time (the server: a whole tick). Returns whether an entry was skipped.
+    ///
+    /// Positions more than a lap apart (scribbled) are realigned here too: the consumer jumps
+    /// to the producers' position, dropping what lies between (the slot scan finds it).
+    pub(crate) fn skip_stuck(&self) -> bool {
+        let pos = self.deq().load(Ordering::Relaxed);
+        let enq = self.enq().load(Ordering::Relaxed);
+        if enq.wrapping_sub(pos) > self.mask + 1 {
+            return self
+                .deq()
+                .compare_exchange(pos, enq, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        }
+        let seq = self.cell(pos).seq.load(Ordering::Acquire);
+        if seq == pos.wrapping_sub(self.mask) {
+            // Last lap's value for a whole tick: a late publish into a skipped cell (or a
+            // consumer stalled that long). Free the cell for this lap.
+            return self
+                .cell(pos)
+                .seq
+                .compare_exchange(seq, pos, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        }
+        if enq == pos || seq != pos {
+            return false;
+        }
+        if self
+            .deq()
+            .compare_exchange(
+                pos,
+                pos.wrapping_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        // As if consumed. Should the producer publish after all, its late `seq` is repaired
+        // by the next producer or consumer at this cell (see `push` / `pop`).
+        self.cell(pos).seq.store(
+            pos.wrapping_add(self.mask).wrapping_add(1),
+            Ordering::Release,
+        );
+        true
+    }
+
+    /// Whether the next entry is published (a peek: takes nothing; reads only the consumer's
+    /// position and one cell, no producer-owned cache line).
+    pub(crate) fn has_more(&self) -> bool {
+        let pos = self.deq().load(Ordering::Relaxed);
+        self.cell(pos).seq.load(Ordering::Relaxed) == pos.wrapping_add(1)
+    }
+
+    /// The dequeue position (to notice a ring that stopped moving).
+    pub(crate) fn dequeue_pos(&self) -> u32 {
+        self.deq().load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for Ring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("cap", &(self.mask + 1))
+            .field("enqueue", &self.enq().load(Ordering::Relaxed))
+            .field("dequeue", &self.deq().load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Heap memory standing in for a segment, 64-aligned.
+    struct Mem {
+        buf: Vec<RingPos>,
+    }
+
+    impl Mem {
+        fn new(cap: u32) -> Mem {
+            let lines = ring_bytes(cap) / 64;
+            Mem {
+                buf: (0..lines)
+                    .map(|_| RingPos {
+                        pos: AtomicU32::new(0),
+                    })
+                    .collect(),
+            }
+        }
+        fn ptr(&mut self) -> *mut u8 {
+            self.buf.as_mut_ptr().cast()
+        }
+    }
+
+    fn ring(mem: &mut Mem, cap: u32) -> Ring {
+        // SAFETY: mem holds ring_bytes(cap) 64-aligned bytes and outlives the ring in every test.
+        unsafe { Ring::init(mem.ptr(), cap) }
+    }
+
+    const N: u32 = if cfg!(miri) { 100 } else { 100_000 };
+
+    #[test]
+    fn fifo_and_full_and_empty() {
+        let mut mem = Mem::new(8);
+        let r = ring(&mut mem, 8);
+        assert_eq!(r.pop(), None);
+        for lap in 0..(N / 8).max(3) {
+            for i in 0..8 {
+                r.push(lap * 8 + i).unwrap();
+            }
+            assert_eq!(r.push(99), Err(PushError::Full));
+            for i in 0..8 {
+                assert_eq!(r.pop(), Some(lap * 8 + i));
+            }
+            assert_eq!(r.pop(), None);
+        }
+    }
+
+    #[test]
+    fn positions_wrap_around_u32() {
+        let mut mem = Mem::new(4);
+        let r = ring(&mut mem, 4);
+        let start = u32::MAX - 5;
+        r.enq().store(start, Ordering::Relaxed);
+        r.deq().store(start, Ordering::Relaxed);
+        for i in 0..4 {
+            r.cell(start + i)
+                .seq
+                .store(start.wrapping_add(i), Ordering::Relaxed);
+        }
+        for i in 0..20 {
+            r.push(i).unwrap();
+            assert_eq!(r.pop(), Some(i));
+        }
+    }
+
+    #[test]
+    fn garbage_never_hangs_or_escapes() {
+        let mut mem = Mem::new(8);
+        let r = ring(&mut mem, 8);
+        let mut x: u32 = 0x9e37_79b9;
+        for _ in 0..N / 10 {
+            // xorshift: scribble over positions, sequence numbers and values
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            match x % 4 {
+                0 => r.enq().store(x, Ordering::Relaxed),
+                1 => r.deq().store(x.rotate_left(7), Ordering::Relaxed),
+                2 => r.cell(x).seq.store(x.rotate_left(3), Ordering::Relaxed),
+                _ => r.cell(x).value.store(x, Ordering::Relaxed),
+            }
+            let _ = r.push(x);
+            let _ = r.pop();
+        }
+        // The ring heals without a reset, at most a cell per tick (the server calls
+        // `skip_stuck` when nothing came out for a tick); then every push comes out in order.
+        for _ in 0..64 {
+            let _ = r.push(0);
+            while r.pop().is_some() {}
+            r.skip_stuck();
+        }
+        for lap in 0..4 {
+            for i in 0..8 {
+                r.push(lap * 8 + i).unwrap();
+            }
+            for i in 0..8 {
+                assert_eq!(r.pop(), Some(lap * 8 + i));
+            }
+        }
+    }
+
+    #[test]
+    fn producer_dying_mid_push_is_skipped_and_its_late_publish_heals() {
+        let mut mem = Mem::new(4);
+        let r = ring(&mut mem, 4);
+        // A producer claims position 0 and stalls before publishing.
+        r.enq().store(1, Ordering::Relaxed);
+        r.push(10).unwrap();
+        r.push(11).unwrap();
+        assert_eq!(r.pop(), None, "stuck behind the unpublished entry");
+        assert!(r.skip_stuck());
+        assert_eq!(r.pop(), Some(10));
+        assert_eq!(r.pop(), Some(11));
+        // The stalled producer publishes after all, into a cell already skipped: the ring
+        // goes on until that cell comes round again, then looks full there until the next
+        // tick's `skip_stuck` repairs it.
+        r.cell(0).value.store(99, Ordering::Relaxed);
+        r.cell(0).seq.store(1, Ordering::Release);
+        r.push(0).unwrap();
+        assert_eq!(r.pop(), Some(0));
+        assert_eq!(r.push(1), Err(PushError::Full));
+        assert_eq!(r.pop(), None);
+        assert!(r.skip_stuck());
+        for i in 0..(N / 10).max(20) {
+            r.push(i).unwrap();
+            assert_eq!(r.pop(), Some(i));
+        }
+    }
+
+    #[test]
+    fn scribbled_cells_are_repaired_in_place() {
+        let mut mem = Mem::new(8);
+        let r = ring(&mut mem, 8);
+        for i in 0..(N / 10).max(40) {
+            r.cell(i.wrapping_mul(7))
+                .seq
+                .store(i.wrapping_mul(0x9E37_79B9), Ordering::Relaxed);
+            // A push may lose its entry to the scribble (the slot scan covers that), but the
+            // ring never wedges: within a few operations pushes come out again.
+            let _ = r.push(i);
+            let _ = r.pop();
+            let _ = r.pop();
+        }
+        for _ in 0..64 {
+            let _ = r.push(0);
+            while r.pop().is_some() {}
+            r.skip_stuck();
+        }
+        for i in 0..16 {
+            r.push(i).unwrap();
+            assert_eq!(r.pop(), Some(i));
+        }
+    }
+
+    #[test]
+    fn threads_every_value_once() {
+        const PRODUCERS: u32 = 4;
+        const CONSUMERS: usize = 4;
+        let per = N / PRODUCERS;
+        let mut mem = Mem::new(64);
+        let r = Arc::new(ring(&mut mem, 64));
+        let seen: Arc<Vec<AtomicU32>> =
+            Arc::new((0..PRODUCERS * per).map(|_| AtomicU32::new(0)).collect());
+        let taken = Arc::new(AtomicU32::new(0));
+        std::thread::scope(|s| {
+            for p in 0..PRODUCERS {
+                let r = Arc::clone(&r);
+                s.spawn(move || {
+                    for i in 0..per {
+                        while r.push(p * per + i).is_err() {
+                            std::thread::yield_now();
+                        }
+                    }
+                });
+            }
+            for _ in 0..CONSUMERS {
+                let (r, seen, taken) = (Arc::clone(&r), Arc::clone(&seen), Arc::clone(&taken));
+                s.spawn(move || {
+                    while taken.load(Ordering::Relaxed) < PRODUCERS * per {
+                        match r.pop() {
+                            Some(v) => {
+                                seen[v as usize].fetch_add(1, Ordering::Relaxed);
+                                taken.fetch_add(1, Ordering::Relaxed);
+                            }
+                            None => std::thread::yield_now(),
+                        }
+                    }
+                });
+            }
+        });
+        assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+        drop(r);
+        drop(mem);
+    }
+}

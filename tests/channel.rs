@@ -1,0 +1,728 @@
+//! The request channel across real processes: many clients, SIGKILLed clients and servers,
+//! timeouts, elections, hostile clients, more clients than slots, graceful shutdown.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::sync::mpsc;
+use std::sync::Mutex as StdMutex;
+use std::time::{Duration, Instant};
+
+use common::{
+    child_exit, child_role, hear_parent, poll_until, spawn, tell_parent, watchdog, TestName,
+};
+use shmlink::{server_or_client, CallError, Client, Role, Server};
+
+/// The answer every test server gives: the request reversed.
+fn reverse(req: &[u8], resp: &mut [u8]) -> usize {
+    for (o, i) in resp.iter_mut().zip(req.iter().rev()) {
+        *o = *i;
+    }
+    req.len()
+}
+
+fn reversed(req: &[u8]) -> Vec<u8> {
+    req.iter().rev().copied().collect()
+}
+
+/// A request unique to (client, call), 8..=263 bytes long.
+fn request(client: u32, i: u32) -> Vec<u8> {
+    let mut x = (client.wrapping_mul(0x9E37_79B9) ^ i.wrapping_mul(0x85EB_CA6B)) | 1;
+    let len = 8 + (x % 256) as usize;
+    let mut v = Vec::with_capacity(len);
+    v.extend_from_slice(&client.to_le_bytes());
+    v.extend_from_slice(&i.to_le_bytes());
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        v.push(x as u8);
+    }
+    v
+}
+
+/// Client role: connect, say "ready", wait for "go", make `calls` checked calls, say "ok".
+fn checked_caller(name: &str, id: u32, calls: u32) -> ! {
+    let mut c = Client::connect_timeout(name, Duration::from_secs(10)).unwrap();
+    tell_parent("ready");
+    hear_parent();
+    for i in 0..calls {
+        let req = request(id, i);
+        let resp = c
+            .call(&req)
+            .unwrap_or_else(|e| panic!("client {id} call {i}: {e}"));
+        assert_eq!(
+            resp,
+            reversed(&req),
+            "client {id} call {i} got another call's answer"
+        );
+    }
+    tell_parent("ok");
+    child_exit(0)
+}
+
+#[test]
+fn sixteen_client_processes_each_get_their_own_answers() {
+    if let Some((role, args)) = child_role() {
+        assert_eq!(role, "client");
+        checked_caller(&args[0], args[1].parse().unwrap(), args[2].parse().unwrap());
+    }
+    let _w = watchdog("sixteen_clients", Duration::from_secs(240));
+    let name = TestName::new("chan-16");
+    let handle = Server::builder(&name)
+        .slots(16)
+        .max_message(512)
+        .workers(2)
+        .create()
+        .unwrap()
+        .spawn(reverse)
+        .unwrap();
+    const CLIENTS: u32 = 16;
+    const CALLS: u32 = 10_000;
+    let mut kids: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            spawn(
+                "sixteen_client_processes_each_get_their_own_answers",
+                "client",
+                &[&name, &id.to_string(), &CALLS.to_string()],
+            )
+        })
+        .collect();
+    for k in &mut kids {
+        k.expect("ready");
+    }
+    let start = Instant::now();
+    for k in &mut kids {
+        k.send("go");
+    }
+    for k in &mut kids {
+        k.expect_line_within(Duration::from_secs(200));
+        k.wait_ok();
+    }
+    let took = start.elapsed();
+    let total = f64::from(CLIENTS * CALLS);
+    println!(
+        "{CLIENTS} clients x {CALLS} calls: {took:?}, {:.0} calls/s",
+        total / took.as_secs_f64()
+    );
+    handle.shutdown();
+    assert!(
+        name.leftovers().is_empty(),
+        "left in /dev/shm: {:?}",
+        name.leftovers()
+    );
+}
+
+/// A handler that blocks on requests starting with `hold` until the test releases it, and
+/// tells the test when it got there.
+struct Gate {
+    entered: StdMutex<mpsc::Sender<Vec<u8>>>,
+    release: StdMutex<mpsc::Receiver<()>>,
+}
+
+impl Gate {
+    fn new() -> (Gate, mpsc::Receiver<Vec<u8>>, mpsc::Sender<()>) {
+        let (etx, erx) = mpsc::channel();
+        let (rtx, rrx) = mpsc::channel();
+        (
+            Gate {
+                entered: StdMutex::new(etx),
+                release: StdMutex::new(rrx),
+            },
+            erx,
+            rtx,
+        )
+    }
+
+    fn handle(&self, req: &[u8], resp: &mut [u8]) -> usize {
+        if req.starts_with(b"hold") {
+            self.entered.lock().unwrap().send(req.to_vec()).unwrap();
+            self.release
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(60))
+                .expect("test released the handler");
+        }
+        reverse(req, resp)
+    }
+}
+
+fn child_calls(name: &str) -> ! {
+    // Role "caller": connect, then per parent line: "call" -> 200 checked calls, "hold" ->
+    // one call the server holds, "quit" -> exit.
+    let mut c = Client::connect_timeout(name, Duration::from_secs(10)).unwrap();
+    tell_parent("ready");
+    let id = std::process::id();
+    let mut n = 0;
+    while let Some(line) = hear_parent() {
+        match line.as_str() {
+            "call" => {
+                for _ in 0..200 {
+                    let req = request(id, n);
+                    n += 1;
+                    assert_eq!(c.call(&req).unwrap(), reversed(&req));
+                }
+                tell_parent("ok");
+            }
+            "hold" => {
+                tell_parent("holding");
+                let r = c.call(b"hold");
+                tell_parent(&format!("{r:?}"));
+            }
+            _ => break,
+        }
+    }
+    drop(c);
+    child_exit(0)
+}
+
+#[test]
+fn client_killed_mid_call_its_slot_is_reclaimed_and_others_never_notice() {
+    if let Some((_, args)) = child_role() {
+        child_calls(&args[0]);
+    }
+    let _w = watchdog("client_killed_mid_call", Duration::from_secs(60));
+    let name = TestName::new("chan-kill-client");
+    let (gate, entered, release) = Gate::new();
+    let handle = Server::builder(&name)
+        .slots(2)
+        .max_message(512)
+        .workers(2)
+        .create()
+        .unwrap()
+        .spawn(move |q: &[u8], r: &mut [u8]| gate.handle(q, r))
+        .unwrap();
+    let test = "client_killed_mid_call_its_slot_is_reclaimed_and_others_never_notice";
+    let mut steady = spawn(test, "caller", &[&name]);
+    steady.expect("ready");
+    let mut victim = spawn(test, "caller", &[&name]);
+    victim.expect("ready");
+    // Both slots taken.
+    assert!(matches!(
+        Client::connect(&name),
+        Err(CallError::ServerBusy { .. })
+    ));
+    victim.send("hold");
+    victim.expect("holding");
+    entered
+        .recv_timeout(Duration::from_secs(30))
+        .expect("victim's call reached the handler");
+    steady.send("call");
+    steady.expect("ok");
+    victim.kill(); // SIGKILL, in the middle of its call
+    release.send(()).unwrap(); // the handler answers a dead client
+    steady.send("call");
+    steady.expect("ok");
+    // The dead client's slot is reaped by the next client to connect.
+    let mut newcomer = spawn(test, "caller", &[&name]);
+    newcomer.expect("ready");
+    newcomer.send("call");
+    newcomer.expect("ok");
+    steady.send("call");
+    steady.expect("ok");
+    for k in [&mut steady, &mut newcomer] {
+        k.send("quit");
+        k.wait_ok();
+    }
+    handle.shutdown();
+    assert!(name.leftovers().is_empty());
+}
+
+#[test]
+fn server_killed_in_handler_clients_get_server_gone_then_reconnect() {
+    if let Some((role, args)) = child_role() {
+        let name = &args[0];
+        match role.as_str() {
+            "server" => {
+                let handle = Server::builder(name)
+                    .slots(4)
+                    .max_message(512)
+                    .create()
+                    .unwrap()
+                    .spawn(|req: &[u8], resp: &mut [u8]| {
+                        if req == b"hang" {
+                            tell_parent("in handler");
+                            loop {
+                                std::thread::park();
+                            }
+                        }
+                        reverse(req, resp)
+                    })
+                    .unwrap();
+                tell_parent("serving");
+                hear_parent();
+                handle.shutdown();
+                child_exit(0)
+            }
+            _ => {
+                // Client: per line, make one call ("hang" or "ping") and report the outcome
+                // and how long the wait after the parent's "killed" notice took.
+                let mut c = Client::connect_timeout(name, Duration::from_secs(10)).unwrap();
+                tell_parent("ready");
+                while let Some(line) = hear_parent() {
+                    if line == "quit" {
+                        break;
+                    }
+                    tell_parent("calling");
+                    let r = c.call(line.as_bytes());
+                    tell_parent(&match r {
+                        Ok(v) => format!("ok {}", String::from_utf8_lossy(&v)),
+                        Err(CallError::ServerGone) => "gone".to_owned(),
+                        Err(e) => format!("error {e}"),
+                    });
+                }
+                child_exit(0)
+            }
+        }
+    }
+    let _w = watchdog("server_killed_in_handler", Duration::from_secs(60));
+    let name = TestName::new("chan-kill-server");
+    let test = "server_killed_in_handler_clients_get_server_gone_then_reconnect";
+    let mut server = spawn(test, "server", &[&name]);
+    server.expect("serving");
+    let mut a = spawn(test, "client", &[&name]);
+    let mut b = spawn(test, "client", &[&name]);
+    a.expect("ready");
+    b.expect("ready");
+    a.send("hang");
+    a.expect("calling");
+    server.expect("in handler");
+    b.send("ping"); // queued behind the hung call (one worker)
+    b.expect("calling");
+    let killed = Instant::now();
+    server.kill();
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.expect_line(), "gone");
+    }
+    let took = killed.elapsed();
+    println!(
+        "ServerGone reached both clients {took:?} after SIGKILL (target: 100 ms plus scheduling)"
+    );
+    assert!(took < Duration::from_secs(1), "ServerGone took {took:?}");
+    // A new server (it removes the stale segment); the clients' next calls reconnect.
+    let mut server2 = spawn(test, "server", &[&name]);
+    server2.expect("serving");
+    for c in [&mut a, &mut b] {
+        c.send("again");
+        c.expect("calling");
+        assert_eq!(c.expect_line(), "ok niaga");
+        c.send("quit");
+        c.wait_ok();
+    }
+    server2.send("quit");
+    server2.wait_ok();
+    assert!(name.leftovers().is_empty(), "left: {:?}", name.leftovers());
+}
+
+#[test]
+fn timed_out_call_then_next_call_gets_its_own_answer() {
+    if let Some((_, args)) = child_role() {
+        let mut c = Client::connect_timeout(&args[0], Duration::from_secs(10)).unwrap();
+        for round in 0..2 {
+            let r = c.call_timeout(
+                format!("hold-{round}").as_bytes(),
+                Duration::from_millis(50),
+            );
+            assert!(matches!(r, Err(CallError::Timeout)), "round {round}: {r:?}");
+            tell_parent("timed out");
+            // Round 0: call at once (the late answer comes while this call waits).
+            // Round 1: call after the late answer was written.
+            if round == 1 {
+                hear_parent();
+            }
+            let req = format!("next-{round}");
+            let resp = c.call(req.as_bytes()).unwrap();
+            assert_eq!(
+                resp,
+                reversed(req.as_bytes()),
+                "round {round}: got a late answer"
+            );
+            tell_parent("own answer");
+        }
+        child_exit(0)
+    }
+    let _w = watchdog("timed_out_call", Duration::from_secs(60));
+    let name = TestName::new("chan-timeout");
+    let (gate, entered, release) = Gate::new();
+    let (done_tx, done_rx) = mpsc::channel();
+    let handle = Server::builder(&name)
+        .slots(2)
+        .max_message(512)
+        .create()
+        .unwrap()
+        .spawn(move |q: &[u8], r: &mut [u8]| {
+            let n = gate.handle(q, r);
+            if q.starts_with(b"hold") {
+                done_tx.send(()).unwrap();
+            }
+            n
+        })
+        .unwrap();
+    let mut c = spawn(
+        "timed_out_call_then_next_call_gets_its_own_answer",
+        "client",
+        &[&name],
+    );
+    // Round 0.
+    entered.recv_timeout(Duration::from_secs(30)).unwrap();
+    c.expect("timed out");
+    release.send(()).unwrap();
+    c.expect("own answer");
+    done_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    // Round 1.
+    entered.recv_timeout(Duration::from_secs(30)).unwrap();
+    c.expect("timed out");
+    release.send(()).unwrap();
+    done_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    c.send("go");
+    c.expect("own answer");
+    c.wait_ok();
+    handle.shutdown();
+}
+
+#[test]
+fn eight_processes_racing_server_or_client_elect_exactly_one_server() {
+    if let Some((_, args)) = child_role() {
+        let name = &args[0];
+        hear_parent(); // "go": all at once
+        match server_or_client(name).unwrap() {
+            Role::Server(server) => {
+                let handle = server.spawn(reverse).unwrap();
+                tell_parent("server");
+                hear_parent();
+                handle.shutdown();
+            }
+            Role::Client(mut c) => {
+                assert_eq!(c.call(b"abc").unwrap(), b"cba");
+                tell_parent("client");
+                hear_parent();
+            }
+        }
+        child_exit(0)
+    }
+    let _w = watchdog("election", Duration::from_secs(60));
+    let name = TestName::new("chan-elect");
+    let mut kids: Vec<_> = (0..8)
+        .map(|_| {
+            spawn(
+                "eight_processes_racing_server_or_client_elect_exactly_one_server",
+                "elect",
+                &[&name],
+            )
+        })
+        .collect();
+    for k in &mut kids {
+        k.send("go");
+    }
+    let roles: Vec<String> = kids.iter_mut().map(|k| k.expect_line()).collect();
+    assert_eq!(
+        roles.iter().filter(|r| *r == "server").count(),
+        1,
+        "roles: {roles:?}"
+    );
+    assert_eq!(
+        roles.iter().filter(|r| *r == "client").count(),
+        7,
+        "roles: {roles:?}"
+    );
+    // Clients first, then the server.
+    let mut order: Vec<usize> = (0..8).collect();
+    order.sort_by_key(|&i| roles[i] == "server");
+    for i in order {
+        kids[i].send("quit");
+        kids[i].wait_ok();
+    }
+    assert!(name.leftovers().is_empty());
+}
+
+/// Offsets inside the channel segment file, mirroring `src/channel/slot.rs` and `ring.rs`
+/// (a unit test there pins them): the segment header, then the data region.
+mod raw {
+    pub(crate) const DATA: usize = shmlink::HEADER_SIZE;
+    pub(crate) const RING: usize = DATA + 256;
+    pub(crate) const RING_CELLS: usize = RING + 128;
+    /// Slot header fields.
+    pub(crate) const STATE: usize = 0;
+    pub(crate) const REQ_LEN: usize = 8;
+    pub(crate) const STATUS: usize = 20;
+    pub(crate) const OWNER_PID: usize = 24;
+}
+
+/// The mapped channel segment of `name`, read and written with raw volatile accesses (as a
+/// hostile process would).
+struct RawChannel {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl RawChannel {
+    fn open(name: &str) -> RawChannel {
+        use std::os::fd::AsRawFd;
+        let path = format!("/dev/shm/shmlink.{name}.chan");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let len = f.metadata().unwrap().len() as usize;
+        // SAFETY: mapping a file we opened read-write, shared; checked for MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        RawChannel {
+            ptr: ptr.cast(),
+            len,
+        }
+    }
+
+    fn read(&self, at: usize) -> u32 {
+        assert!(at + 4 <= self.len);
+        // SAFETY: in bounds (checked), 4-aligned offsets only.
+        unsafe { std::ptr::read_volatile(self.ptr.add(at).cast::<u32>()) }
+    }
+
+    fn write(&self, at: usize, v: u32) {
+        assert!(at + 4 <= self.len);
+        // SAFETY: as for `read`.
+        unsafe { std::ptr::write_volatile(self.ptr.add(at).cast::<u32>(), v) }
+    }
+
+    /// Offset of the slot header whose owner is this process (IDLE).
+    fn my_slot(&self) -> usize {
+        let me = std::process::id();
+        (raw::RING_CELLS..self.len - 64)
+            .step_by(64)
+            .find(|&at| self.read(at + raw::OWNER_PID) == me && self.read(at + raw::STATE) == 1)
+            .expect("own slot")
+    }
+}
+
+#[test]
+fn hostile_client_scribbling_on_its_slot_and_the_ring_cannot_break_the_server() {
+    if let Some((role, args)) = child_role() {
+        let name = &args[0];
+        if role == "caller" {
+            checked_caller(name, args[1].parse().unwrap(), 3000);
+        }
+        // The hostile client.
+        let mut c = Client::connect_timeout(name, Duration::from_secs(10)).unwrap();
+        assert_eq!(c.call(b"honest").unwrap(), b"tsenoh");
+        let raw = RawChannel::open(name);
+        let slot = raw.my_slot();
+        // 1. Garbage in the ring: positions, sequence numbers, out-of-range and foreign slot
+        //    numbers.
+        let mut x: u32 = 0x1234_5678;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let cell = raw::RING_CELLS + 8 * (x as usize % 8);
+            match x % 5 {
+                0 => raw.write(raw::RING, x),
+                1 => raw.write(raw::RING + 64, x >> 3),
+                2 => raw.write(cell, x.rotate_left(9)),
+                3 => raw.write(cell + 4, x),
+                _ => raw.write(cell + 4, x % 8),
+            }
+        }
+        tell_parent("ring scribbled");
+        // 2. A request whose length is far beyond max_message, submitted by hand.
+        raw.write(slot + raw::REQ_LEN, u32::MAX);
+        raw.write(slot + raw::STATE, 2); // REQUEST_READY
+        assert!(
+            poll_until(Duration::from_secs(10), || raw.read(slot + raw::STATE) == 4),
+            "server never answered the forged request"
+        );
+        assert_eq!(raw.read(slot + raw::STATUS), 2, "refused as a bad length");
+        tell_parent("bad length refused");
+        // 3. The next honest call works (the forged answer is discarded).
+        assert_eq!(c.call(b"again").unwrap(), b"niaga");
+        // 4. A garbage state word: that call fails, the next one reconnects with a new slot.
+        raw.write(slot + raw::STATE, 0xDEAD_BEEF);
+        let r = c.call(b"x");
+        assert!(matches!(r, Err(CallError::Protocol { .. })), "{r:?}");
+        tell_parent("garbage state: call failed");
+        assert_eq!(c.call(b"after").unwrap(), b"retfa");
+        tell_parent("ok");
+        child_exit(0)
+    }
+    let _w = watchdog("hostile_client", Duration::from_secs(120));
+    let name = TestName::new("chan-hostile");
+    let handle = Server::builder(&name)
+        .slots(8)
+        .max_message(512)
+        .workers(2)
+        .create()
+        .unwrap()
+        .spawn(reverse)
+        .unwrap();
+    let test = "hostile_client_scribbling_on_its_slot_and_the_ring_cannot_break_the_server";
+    let mut honest: Vec<_> = (0..2)
+        .map(|i| spawn(test, "caller", &[&name, &i.to_string()]))
+        .collect();
+    for h in &mut honest {
+        h.expect("ready");
+        h.send("go");
+    }
+    let mut hostile = spawn(test, "hostile", &[&name]);
+    hostile.expect("ring scribbled");
+    hostile.expect("bad length refused");
+    hostile.expect("garbage state: call failed");
+    hostile.expect("ok");
+    hostile.wait_ok();
+    for h in &mut honest {
+        h.expect_line_within(Duration::from_secs(100));
+        h.wait_ok();
+    }
+    // The server is still up and serving.
+    let mut c = Client::connect(&name).unwrap();
+    assert_eq!(c.call(b"still up").unwrap(), b"pu llits");
+    drop(c);
+    handle.shutdown();
+}
+
+#[test]
+fn more_clients_than_slots_busy_or_wait_for_a_free_slot() {
+    if let Some((role, args)) = child_role() {
+        let name = &args[0];
+        if role == "caller" {
+            child_calls(name);
+        }
+        // The extra client.
+        match Client::connect(name) {
+            Err(CallError::ServerBusy { slots: 2, .. }) => tell_parent("busy"),
+            r => panic!("expected ServerBusy, got {r:?}"),
+        }
+        let mut c = Client::connect_timeout(name, Duration::from_secs(30)).unwrap();
+        assert_eq!(c.call(b"in").unwrap(), b"ni");
+        tell_parent("connected");
+        drop(c);
+        child_exit(0)
+    }
+    let _w = watchdog("more_clients_than_slots", Duration::from_secs(60));
+    let name = TestName::new("chan-busy");
+    let handle = Server::builder(&name)
+        .slots(2)
+        .max_message(512)
+        .create()
+        .unwrap()
+        .spawn(reverse)
+        .unwrap();
+    let test = "more_clients_than_slots_busy_or_wait_for_a_free_slot";
+    let mut holders: Vec<_> = (0..2).map(|_| spawn(test, "caller", &[&name])).collect();
+    for h in &mut holders {
+        h.expect("ready");
+    }
+    let mut extra = spawn(test, "extra", &[&name]);
+    extra.expect("busy");
+    holders[0].send("quit"); // frees a slot: the waiting connect gets it
+    holders[0].wait_ok();
+    extra.expect("connected");
+    extra.wait_ok();
+    holders[1].send("quit");
+    holders[1].wait_ok();
+    handle.shutdown();
+}
+
+#[test]
+fn graceful_shutdown_answers_in_flight_calls_and_refuses_new_ones() {
+    if let Some((_, args)) = child_role() {
+        child_calls(&args[0]);
+    }
+    let _w = watchdog("graceful_shutdown", Duration::from_secs(60));
+    let name = TestName::new("chan-shutdown");
+    let (gate, entered, release) = Gate::new();
+    let handle = Server::builder(&name)
+        .slots(4)
+        .max_message(512)
+        .create()
+        .unwrap()
+        .spawn(move |q: &[u8], r: &mut [u8]| gate.handle(q, r))
+        .unwrap();
+    let test = "graceful_shutdown_answers_in_flight_calls_and_refuses_new_ones";
+    let mut busy = spawn(test, "caller", &[&name]);
+    busy.expect("ready");
+    let mut late = Client::connect(&name).unwrap();
+    busy.send("hold");
+    busy.expect("holding");
+    entered.recv_timeout(Duration::from_secs(30)).unwrap();
+    let stopper = handle.shutdown_handle();
+    let joiner = std::thread::spawn(move || handle.shutdown());
+    stopper.shutdown(); // make sure the flag is up before the next call
+    assert!(matches!(late.call(b"new"), Err(CallError::ShuttingDown)));
+    release.send(()).unwrap();
+    assert_eq!(busy.expect_line(), "Ok([100, 108, 111, 104])"); // "hold" reversed, answered
+    joiner.join().unwrap();
+    busy.send("quit");
+    busy.wait_ok();
+    drop(late);
+    assert!(name.leftovers().is_empty(), "left: {:?}", name.leftovers());
+}
+
+#[test]
+fn too_large_requests_and_panicking_handlers_fail_only_that_call() {
+    let _w = watchdog("too_large_and_panic", Duration::from_secs(60));
+    let name = TestName::new("chan-errors");
+    let handle = Server::builder(&name)
+        .slots(2)
+        .max_message(100)
+        .create()
+        .unwrap()
+        .spawn(|req: &[u8], resp: &mut [u8]| {
+            assert!(
+                req != b"panic",
+                "handler panics on request (expected by the test)"
+            );
+            if req == b"overlong" {
+                return resp.len() + 1; // a handler bug: more than the buffer
+            }
+            reverse(req, resp)
+        })
+        .unwrap();
+    let mut c = Client::connect(&name).unwrap();
+    assert_eq!(c.max_message(), Some(100));
+    assert!(matches!(
+        c.call(&[0u8; 101]),
+        Err(CallError::TooLarge { len: 101, max: 100 })
+    ));
+    assert!(matches!(
+        c.call_with(|buf| buf.len() + 1, |_| ()),
+        Err(CallError::TooLarge { .. })
+    ));
+    assert!(matches!(c.call(b"panic"), Err(CallError::HandlerPanicked)));
+    assert!(matches!(
+        c.call(b"overlong"),
+        Err(CallError::HandlerPanicked)
+    ));
+    // Zero-copy form; the connection survived the failures.
+    let req = [7u8; 100];
+    let sum: u32 = c
+        .call_with(
+            |buf| {
+                buf.copy_from_slice(&req);
+                100
+            },
+            |resp| resp.iter().map(|&b| u32::from(b)).sum(),
+        )
+        .unwrap();
+    assert_eq!(sum, 700);
+    assert!(matches!(
+        Server::builder(&name).create(),
+        Err(CallError::AlreadyRunning { .. })
+    ));
+    drop(c);
+    handle.shutdown();
+    assert!(name.leftovers().is_empty());
+    assert!(matches!(
+        Client::connect(&name),
+        Err(CallError::NoServer { .. })
+    ));
+}
