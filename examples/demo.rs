@@ -10,11 +10,15 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shmlink::{checksum, EventPair, Locked, Mutex, PoolConfig, Reader, Segment, Writer};
+use shmlink::{
+    checksum, Client, EventPair, Locked, Mutex, PoolConfig, Reader, Segment, Server, Writer,
+};
 
 type DynResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 const ROUND_TRIPS: usize = 20_000;
+const CLIENTS: usize = 4;
+const CALLS: usize = 50_000;
 const POOL_SMALL: usize = 200_000;
 const POOL_BULK: usize = 2048;
 
@@ -29,6 +33,7 @@ fn main() -> DynResult {
         std::process::id()
     );
     building_blocks(&name)?;
+    request_channel(&name)?;
     buffer_pool(&name)?;
     println!("\ndone: every object was removed, nothing is left in shared memory.");
     Ok(())
@@ -83,6 +88,29 @@ fn child(role: &str, name: &str) -> DynResult {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line)?;
             Ok(())
+        }
+        "client" => {
+            let mut client = Client::connect_timeout(name, Duration::from_secs(10))?;
+            let me = std::process::id().to_le_bytes();
+            let mut times = Vec::with_capacity(CALLS);
+            for i in 0..CALLS as u32 {
+                let t = Instant::now();
+                // Zero copy: the request is written and the answer checked in shared memory.
+                let ok = client.call_with(
+                    |req| {
+                        req[..4].copy_from_slice(&me);
+                        req[4..8].copy_from_slice(&i.to_le_bytes());
+                        64
+                    },
+                    |resp| resp.len() == 64 && resp[..4] == me && resp[4..8] == i.to_le_bytes(),
+                )?;
+                times.push(t.elapsed());
+                if !ok {
+                    return Err("an answer did not match its request".into());
+                }
+            }
+            let ns: Vec<String> = times.iter().map(|t| t.as_nanos().to_string()).collect();
+            say(&ns.join(" "))
         }
         "writer" => {
             let writer = Writer::connect_timeout(name, Duration::from_secs(10))?;
@@ -170,6 +198,41 @@ fn building_blocks(name: &str) -> DynResult {
     Ok(())
 }
 
+/// A server here (two workers), several client processes calling it at once.
+fn request_channel(name: &str) -> DynResult {
+    println!("\n[2] request channel: a server here, {CLIENTS} client processes calling it at once");
+    let server = Server::builder(name)
+        .slots(16)
+        .max_message(4096)
+        .workers(2)
+        .create()?;
+    let handle = server.spawn(|req: &[u8], resp: &mut [u8]| {
+        resp[..req.len()].copy_from_slice(req); // echo
+        req.len()
+    })?;
+    let start = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(spawn("client", name)?);
+    }
+    let mut samples = Vec::with_capacity(CLIENTS * CALLS);
+    for (child, out) in &mut clients {
+        for ns in read_line(out)?.split(' ') {
+            samples.push(Duration::from_nanos(ns.parse()?));
+        }
+        child.wait()?;
+    }
+    let took = start.elapsed();
+    handle.shutdown();
+    println!(
+        "    {} calls of 64 B, every answer checked: {:.0} calls/s in all (process start included)",
+        samples.len(),
+        samples.len() as f64 / took.as_secs_f64()
+    );
+    println!("    round trips: {}", percentiles(samples));
+    Ok(())
+}
+
 /// A Reader here, a Writer in a child process: small messages, then 1 MiB buffers.
 fn buffer_pool(name: &str) -> DynResult {
     println!("\n[3] buffer pool: a Reader here, a Writer in a child process, zero copy");
@@ -186,15 +249,13 @@ fn buffer_pool(name: &str) -> DynResult {
 
     let first = reader.recv_timeout(Duration::from_secs(10))?;
     let start = Instant::now();
-    let mut expected = 1u64;
     drop(first);
-    for _ in 1..POOL_SMALL {
+    for expected in 1..POOL_SMALL as u64 {
         let buf = reader.recv_timeout(Duration::from_secs(5))?;
         let seq = u64::from_le_bytes(buf[..8].try_into()?);
         if seq != expected {
             return Err(format!("message {seq} arrived when {expected} was due").into());
         }
-        expected += 1;
     }
     let small = start.elapsed();
     println!(
