@@ -500,6 +500,8 @@ impl Core {
         };
         let mut scan = true;
         let mut last_deq = self.ring.dequeue_pos();
+        // The tick's deadline is refreshed only when it passes: no clock read per request.
+        let mut tick_at = Instant::now() + TICK;
         loop {
             let n = self.serve_available(handler, scan);
             if self.stop.load(Ordering::Acquire) {
@@ -514,13 +516,14 @@ impl Core {
             }
             // No liveness check: `request_stop` rings the bell, and each stopping worker rings
             // it again for the next, so an idle worker wakes only once per TICK.
-            match bell.wait_until(Some(Instant::now() + TICK), None) {
+            match bell.wait_until(Some(tick_at), None) {
                 // Rung, yet the ring may turn out empty (an entry lost to a dead or broken
                 // client): then look at the slots themselves.
                 WaitOutcome::Set => scan = true,
                 WaitOutcome::Aborted => {}
                 WaitOutcome::TimedOut => {
                     scan = true;
+                    tick_at = Instant::now() + TICK;
                     if self.ring.dequeue_pos() == last_deq {
                         // No entry came out for a whole tick: if one was claimed and never
                         // published (its producer died mid-push), skip it; the scan finds
