@@ -2,6 +2,10 @@
 //!
 //! Fast, crash-safe inter-process communication through shared memory on one machine.
 //!
+//! Start with [`Server`] / [`Client`] for request-response calls between processes, and
+//! [`Reader`] / [`Writer`] for a zero-copy stream of buffers; both are built on the
+//! building blocks below ([`Segment`], [`Mutex`], [`Event`], [`EventPair`]).
+//!
 //! ```text
 //!  channel (Server / Client)      pool (Reader / Writer)       <- what most users want
 //!  ------------------------------------------------------
@@ -35,6 +39,11 @@
 //! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// README.md's examples, compiled and run as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 mod channel;
 mod error;
