@@ -24,7 +24,11 @@ fn main() {
 }
 
 #[cfg(target_os = "linux")]
+mod common;
+
+#[cfg(target_os = "linux")]
 mod linux {
+    use crate::common::pin;
     use std::io::{BufRead, BufReader, Read, Write};
     use std::os::unix::net::{UnixListener, UnixStream};
     use std::process::{Child, ChildStdout, Command, Stdio};
@@ -303,17 +307,6 @@ mod linux {
             .map(|n| n > 0)
             .unwrap_or(false)
         {}
-    }
-
-    /// Pins the calling thread (and threads it starts later) to `cpu`.
-    fn pin(cpu: usize) {
-        // SAFETY: cpu_set_t is plain data; sched_setaffinity only reads it.
-        let ok = unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-        };
-        assert!(ok, "sched_setaffinity to CPU {cpu} failed");
     }
 
     /// A child process of this bench; closing its stdin (on drop) ends it gracefully.

@@ -21,12 +21,15 @@ fn main() {
 fn main() {}
 
 #[cfg(target_os = "linux")]
+mod common;
+
+#[cfg(target_os = "linux")]
 mod linux {
-    use std::collections::{BTreeMap, HashMap};
+    use crate::common::{median, pin, record};
+    use std::collections::HashMap;
     use std::io::{BufRead, Read, Write};
     use std::os::unix::net::{UnixListener, UnixStream};
     use std::process::{Child, ChildStdin, Command, Stdio};
-    use std::sync::Mutex as StdMutex;
     use std::time::{Duration, Instant};
 
     use criterion::{Criterion, Throughput};
@@ -35,35 +38,6 @@ mod linux {
     const ROLE: &str = "SHMLINK_BENCH_POOL_ROLE";
     const SAMPLES: usize = 10;
     const SIZES: [(&str, usize); 3] = [("64B", 64), ("1MiB", 1 << 20), ("16MiB", 16 << 20)];
-
-    static RESULTS: StdMutex<BTreeMap<String, Vec<f64>>> = StdMutex::new(BTreeMap::new());
-
-    /// Records ns per message.
-    fn record(id: &str, iters: u64, took: Duration) {
-        RESULTS
-            .lock()
-            .unwrap()
-            .entry(id.to_owned())
-            .or_default()
-            .push(took.as_nanos() as f64 / iters as f64);
-    }
-
-    /// Median of the measurement samples (the last `SAMPLES` calls; earlier ones are
-    /// criterion's warm-up, which includes first-touch page faults).
-    fn median(v: &[f64]) -> f64 {
-        let mut v = v[v.len().saturating_sub(SAMPLES)..].to_vec();
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    }
-
-    fn pin(cpu: usize) {
-        // SAFETY: cpu_set_t is plain data; sched_setaffinity only reads it.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
-    }
 
     /// The writer process: runs commands from stdin, one per line:
     /// `pool NAME N SIZE` or `sock PATH N SIZE`: send N messages of SIZE bytes, every byte
@@ -274,8 +248,7 @@ mod linux {
     }
 
     fn report() {
-        let r = RESULTS.lock().unwrap();
-        let get = |id: &str| r.get(id).map(|v| median(v));
+        let get = |id: &str| median(id, SAMPLES);
         let mut out = String::from(
             "| size | pool | memcpy+checksum (in-process) | Unix socket | pool vs memcpy+checksum | pool vs socket |\n|---|---:|---:|---:|---:|---:|\n",
         );

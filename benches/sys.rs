@@ -17,13 +17,15 @@ fn main() {
 }
 
 #[cfg(target_os = "linux")]
+mod common;
+
+#[cfg(target_os = "linux")]
 mod linux {
-    use std::collections::BTreeMap;
+    use crate::common::{median, pin, record, unpin};
     use std::io::{Read, Write};
     use std::os::unix::net::{UnixListener, UnixStream};
     use std::process::{Child, Command, Stdio};
     use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-    use std::sync::Mutex as StdMutex;
     use std::time::{Duration, Instant};
 
     use criterion::Criterion;
@@ -44,43 +46,6 @@ mod linux {
         stop: Line<AtomicU32>,
         req: Line<[u8; MSG]>,
         resp: Line<[u8; MSG]>,
-    }
-
-    static RESULTS: StdMutex<BTreeMap<String, Vec<f64>>> = StdMutex::new(BTreeMap::new());
-
-    fn record(id: &str, iters: u64, took: Duration) {
-        RESULTS
-            .lock()
-            .unwrap()
-            .entry(id.to_owned())
-            .or_default()
-            .push(took.as_nanos() as f64 / iters as f64);
-    }
-
-    fn median(v: &[f64]) -> f64 {
-        let mut v = v.to_vec();
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    }
-
-    pub(crate) fn pin(cpu: usize) {
-        // SAFETY: cpu_set_t is plain data; sched_setaffinity only reads it.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
-    }
-
-    fn unpin() {
-        // SAFETY: as above.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            for c in 0..libc::CPU_SETSIZE as usize {
-                libc::CPU_SET(c, &mut set);
-            }
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
     }
 
     fn futex_wait(w: &AtomicU32, v: u32) {
@@ -373,8 +338,7 @@ mod linux {
     }
 
     fn report() {
-        let r = RESULTS.lock().unwrap();
-        let get = |id: &str| r.get(id).map(|v| median(v));
+        let get = |id: &str| median(id, 20);
         let mut out = String::from("| placement | transport | median round trip | vs spin floor | vs raw futex | vs Unix socket |\n|---|---|---:|---:|---:|---:|\n");
         for placement in ["split_cpus", "one_cpu"] {
             let base = |t: &str| get(&format!("roundtrip_64B/{placement}/{t}"));

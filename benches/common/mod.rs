@@ -1,0 +1,53 @@
+//! Support shared by the benches: CPU pinning for the two placements, and a record of
+//! per-iteration times from criterion's `iter_custom` runs so each bench can print a ratio
+//! table of medians measured in the same run.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Pins the calling thread (and threads it starts later) to `cpu`.
+pub fn pin(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity only reads it.
+    let ok = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
+    assert!(ok, "sched_setaffinity to CPU {cpu} failed");
+}
+
+/// Lets the calling thread run on every CPU again.
+pub fn unpin() {
+    // SAFETY: as in `pin`.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in 0..libc::CPU_SETSIZE as usize {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+static RESULTS: Mutex<BTreeMap<String, Vec<f64>>> = Mutex::new(BTreeMap::new());
+
+/// Records one `iter_custom` call of bench `id`: `iters` iterations took `took`.
+pub fn record(id: &str, iters: u64, took: Duration) {
+    RESULTS
+        .lock()
+        .unwrap()
+        .entry(id.to_owned())
+        .or_default()
+        .push(took.as_nanos() as f64 / iters as f64);
+}
+
+/// Median ns per iteration over the last `samples` calls recorded for `id` (earlier calls
+/// are criterion's warm-up, which includes first-touch page faults).
+pub fn median(id: &str, samples: usize) -> Option<f64> {
+    let r = RESULTS.lock().unwrap();
+    let v = r.get(id)?;
+    let mut v = v[v.len().saturating_sub(samples)..].to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Some(v[v.len() / 2])
+}
