@@ -22,7 +22,15 @@ const CALLS: usize = 50_000;
 const POOL_SMALL: usize = 200_000;
 const POOL_BULK: usize = 2048;
 
-fn main() -> DynResult {
+fn main() {
+    // Report errors with their message (Display), not their Debug form.
+    if let Err(e) = run() {
+        eprintln!("demo: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> DynResult {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--child") {
         return child(&args[2], &args[3]);

@@ -8,7 +8,15 @@ use std::time::{Duration, Instant};
 
 use shmlink::Client;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
+    // Report errors with their message (Display), not their Debug form.
+    if let Err(e) = run() {
+        eprintln!("echo_client: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let name = args.next().unwrap_or_else(|| "echo".to_owned());
     let calls: usize = args

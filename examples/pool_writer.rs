@@ -10,7 +10,15 @@ use std::time::Duration;
 
 use shmlink::{PoolError, Writer};
 
-fn main() -> Result<(), PoolError> {
+fn main() {
+    // Report errors with their message (Display), not their Debug form.
+    if let Err(e) = run() {
+        eprintln!("pool_writer: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), PoolError> {
     let mut args = std::env::args().skip(1);
     let name = args.next().unwrap_or_else(|| "pool-example".into());
     let count: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(10);

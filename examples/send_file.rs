@@ -16,7 +16,15 @@ use std::time::{Duration, Instant};
 
 use shmlink::{Checksum, PoolConfig, PoolError, Reader, Writer};
 
-fn main() -> Result<(), PoolError> {
+fn main() {
+    // Report errors with their message (Display), not their Debug form.
+    if let Err(e) = run() {
+        eprintln!("send_file: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), PoolError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--send") {
         // The Writer process: send the file, report what was sent.
