@@ -563,7 +563,6 @@ impl Segment {
 
     /// Makes this process the owner (the pool adopts a dead Reader's index this way): it will
     /// remove the name on drop and liveness checks now follow this process.
-    #[allow(dead_code)] // used by the pool
     pub(crate) fn take_over(&mut self) {
         let me = ProcessId::current();
         let h = self.header();
@@ -573,7 +572,6 @@ impl Segment {
     }
 
     /// Stops this handle from removing the name on drop.
-    #[allow(dead_code)] // used by the pool
     pub(crate) fn disown(&mut self) {
         self.owner = false;
     }

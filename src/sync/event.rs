@@ -219,7 +219,6 @@ impl Event {
     }
 
     /// Resets the event to "not set, no sleepers" (for reusing a slot whose waiter died).
-    #[allow(dead_code)] // used by the channel
     pub(crate) fn reset(&self) {
         self.cell().word.store(0, Ordering::Release);
     }

@@ -5,11 +5,7 @@ pub(crate) mod atomic;
 mod event;
 mod mutex;
 
-#[allow(unused_imports)] // used by channel and pool
 pub(crate) use crate::sys::MUTEX_STORAGE;
-#[allow(unused_imports)]
-pub(crate) use event::CHECK_INTERVAL;
 pub use event::{Event, EventPair, WaitStrategy};
-#[allow(unused_imports)] // used by channel and pool
-pub(crate) use event::{EventCell, WaitOutcome, EVENT_STORAGE};
+pub(crate) use event::{WaitOutcome, EVENT_STORAGE};
 pub use mutex::{Locked, Mutex, MutexGuard};
