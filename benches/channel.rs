@@ -11,7 +11,8 @@
 //!
 //! - `rtt/<placement>/<transport>/<size>`: one round trip, measured by the client with
 //!   `iter_custom`; transports: the channel with the default (adaptive) wait, two processes
-//!   spinning on two atomics (the floor, split only), and a length-prefixed Unix-socket echo.
+//!   spinning on two atomics that hand a 64-byte request and response line across (the floor,
+//!   split only), and a length-prefixed Unix-socket echo.
 //! - `aggregate/<placement>/<n> clients`: calls/s of n client processes calling at once
 //!   (64 B), each pinned like the client of its placement.
 
@@ -83,41 +84,39 @@ mod linux {
         let mut server = Proc::spawn("server", &[&name, &server_cpu.to_string(), "adaptive"]);
         server.expect("ready");
         let mut client = Client::connect_timeout(&name, Duration::from_secs(5)).unwrap();
+        // The floor of this placement: two processes spinning on two atomics in a segment
+        // (meaningless on one CPU, where a spinner only keeps its peer from running). Both
+        // servers stay up; the one not being measured is stopped (SIGSTOP), so the two
+        // can be measured in turns over the same minutes (see `paired`).
+        let floor_seg = (placement == "split").then(|| {
+            let name = format!("bench-spin-{placement}-{pid}");
+            let seg = Segment::builder(&name).size(FLOOR_BYTES).create().unwrap();
+            let mut spin = Proc::spawn("spin-server", &[&name, &server_cpu.to_string()]);
+            spin.expect("ready");
+            spin.pause(true);
+            (seg, spin)
+        });
         for size in SIZES {
             g.throughput(Throughput::Bytes(size as u64));
             g.bench_function(BenchmarkId::new("channel", size), |b| {
                 b.iter_custom(|iters| channel_calls(&mut client, size, iters))
             });
         }
+        if let Some((seg, spin)) = &floor_seg {
+            let f = floor(seg);
+            let mut k = 0u32;
+            server.pause(true);
+            spin.pause(false);
+            g.throughput(Throughput::Bytes(64));
+            g.bench_function("raw-spin-floor", |b| {
+                b.iter_custom(|iters| floor_calls(&f, &mut k, iters))
+            });
+            paired(&f, &mut k, &mut client, &server, spin);
+            f.ping.store(SPIN_STOP, Ordering::Release);
+        }
+        drop(floor_seg);
         drop(client);
         drop(server);
-        // The floor of this placement: two processes spinning on two atomics in a segment
-        // (meaningless on one CPU, where a spinner only keeps its peer from running).
-        if placement == "split" {
-            let name = format!("bench-spin-{placement}-{pid}");
-            let seg = Segment::builder(&name).size(128).create().unwrap();
-            let mut server = Proc::spawn("spin-server", &[&name, &server_cpu.to_string()]);
-            server.expect("ready");
-            let (ping, pong) = words(&seg);
-            let mut k = 0u32;
-            g.throughput(Throughput::Bytes(4));
-            g.bench_function("raw-spin-floor", |b| {
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        k = k.wrapping_add(2) | 1; // odd: never 0 (idle) or SPIN_STOP
-                        ping.store(k, Ordering::Release);
-                        while pong.load(Ordering::Acquire) != k {
-                            std::hint::spin_loop();
-                        }
-                    }
-                    start.elapsed()
-                })
-            });
-            ping.store(SPIN_STOP, Ordering::Release);
-            drop(server);
-            drop(seg);
-        }
         // The Unix-socket echo.
         let path = std::env::temp_dir().join(format!("shmlink-bench-{placement}-{pid}.sock"));
         let path_s = path.to_str().unwrap().to_owned();
@@ -168,6 +167,65 @@ mod linux {
         }
         drop(server);
         g.finish();
+    }
+
+    /// The channel's 64-byte round trip and the spin floor measured in turns, 100 ms each,
+    /// the other's server stopped: on a VM whose vCPUs the host moves between cores (the floor
+    /// here is 0.1 us on some minutes, 0.45 us on others) only a ratio taken over the same
+    /// minutes means something. Prints the median of the per-turn ratios.
+    fn paired(f: &Floor<'_>, k: &mut u32, client: &mut Client, server: &Proc, spin: &Proc) {
+        const TURNS: usize = 21;
+        const ITERS: u64 = 200_000;
+        let (mut ratios, mut chan, mut flo) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..TURNS {
+            spin.pause(true);
+            server.pause(false);
+            channel_calls(client, 64, ITERS / 20); // wake the worker up
+            let c = channel_calls(client, 64, ITERS).as_nanos() as f64 / ITERS as f64;
+            server.pause(true);
+            spin.pause(false);
+            floor_calls(f, k, ITERS / 20);
+            let s = floor_calls(f, k, ITERS).as_nanos() as f64 / ITERS as f64;
+            ratios.push(c / s);
+            eprintln!("turn: channel {c:.1} floor {s:.1}");
+            chan.push(c);
+            flo.push(s);
+        }
+        server.pause(false);
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[v.len() / 2]
+        };
+        println!(
+            "rtt/split/paired: channel/64 {:.1} ns, raw-spin-floor {:.1} ns (medians of {TURNS} turns); \
+             median ratio channel/floor {:.2}x (min {:.2}x, max {:.2}x)",
+            med(&mut chan),
+            med(&mut flo),
+            med(&mut ratios),
+            ratios[0],
+            ratios[TURNS - 1],
+        );
+    }
+
+    /// `iters` round trips of the spin floor: a 64-byte request line and response line
+    /// handed across by two spinning atomics.
+    fn floor_calls(f: &Floor<'_>, k: &mut u32, iters: u64) -> Duration {
+        let mut buf = [7u8; 64];
+        let start = Instant::now();
+        for _ in 0..iters {
+            *k = k.wrapping_add(2) | 1; // odd: never 0 (idle) or SPIN_STOP
+            buf[0] = *k as u8;
+            // SAFETY: between handshakes the request line is ours to write.
+            unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), f.req, 64) };
+            f.ping.store(*k, Ordering::Release);
+            while f.pong.load(Ordering::Acquire) != *k {
+                std::hint::spin_loop();
+            }
+            // SAFETY: after the pong the response line is ours to read.
+            unsafe { std::ptr::copy_nonoverlapping(f.resp, buf.as_mut_ptr(), 64) };
+            assert_eq!(buf[0], *k as u8);
+        }
+        start.elapsed()
     }
 
     fn channel_calls(client: &mut Client, size: usize, iters: u64) -> Duration {
@@ -226,21 +284,27 @@ mod linux {
                 wait_for_eof();
                 handle.shutdown();
             }
-            // spin-server <name> <cpu>: copy ping to pong until ping is SPIN_STOP.
+            // spin-server <name> <cpu>: for each new ping, copy the 64-byte request to the
+            // response and answer with pong; stop when ping is SPIN_STOP.
             "spin-server" => {
                 pin(args[1].parse().unwrap());
                 let seg = Segment::open(&args[0]).unwrap();
-                let (ping, pong) = words(&seg);
+                let f = floor(&seg);
                 say("ready");
+                let mut seen = 0;
                 loop {
-                    let v = ping.load(Ordering::Acquire);
+                    let v = f.ping.load(Ordering::Acquire);
                     if v == SPIN_STOP {
                         break;
                     }
-                    if v != 0 {
-                        pong.store(v, Ordering::Release);
+                    if v == seen {
+                        std::hint::spin_loop();
+                        continue;
                     }
-                    std::hint::spin_loop();
+                    seen = v;
+                    // SAFETY: between ping and pong both lines are ours.
+                    unsafe { std::ptr::copy_nonoverlapping(f.req.cast_const(), f.resp, 64) };
+                    f.pong.store(v, Ordering::Release);
                 }
             }
             // socket-server <path> <cpu>: length-prefixed echo, one connection.
@@ -281,16 +345,30 @@ mod linux {
         }
     }
 
-    /// Two atomics on separate cache lines at the start of `seg`.
-    fn words(seg: &Segment) -> (&AtomicU32, &AtomicU32) {
-        assert!(seg.len() >= 128);
-        // SAFETY: the data region is 64-aligned and at least 128 bytes long, lives as long as
-        // `seg`, and is only accessed through these atomics.
+    /// Bytes of the spin floor's segment: ping, pong, request, response, a line each.
+    const FLOOR_BYTES: usize = 4 * 64;
+
+    /// The spin floor's shared lines: the same work as a 64-byte round trip of the channel
+    /// (a request line and a response line cross), signalled by two spinning atomics.
+    struct Floor<'a> {
+        ping: &'a AtomicU32,
+        pong: &'a AtomicU32,
+        req: *mut u8,
+        resp: *mut u8,
+    }
+
+    fn floor(seg: &Segment) -> Floor<'_> {
+        assert!(seg.len() >= FLOOR_BYTES);
+        let base = seg.as_ptr();
+        // SAFETY: the data region is 64-aligned and FLOOR_BYTES long, lives as long as `seg`;
+        // the first two lines are only accessed through these atomics.
         unsafe {
-            (
-                &*seg.as_ptr().cast::<AtomicU32>(),
-                &*seg.as_ptr().add(64).cast::<AtomicU32>(),
-            )
+            Floor {
+                ping: &*base.cast::<AtomicU32>(),
+                pong: &*base.add(64).cast::<AtomicU32>(),
+                req: base.add(128),
+                resp: base.add(192),
+            }
         }
     }
 
@@ -334,6 +412,15 @@ mod linux {
             assert_eq!(line.trim_end(), want, "bench child said something else");
         }
 
+        /// Stops (SIGSTOP) or continues (SIGCONT) the child.
+        fn pause(&self, stop: bool) {
+            let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: kill has no memory-safety preconditions; the pid is our own child,
+            // not yet waited for.
+            let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+            assert_eq!(rc, 0, "kill({sig}) failed");
+        }
+
         fn send(&mut self, line: &str) {
             let stdin = self.child.stdin.as_mut().unwrap();
             writeln!(stdin, "{line}").unwrap();
@@ -343,6 +430,7 @@ mod linux {
 
     impl Drop for Proc {
         fn drop(&mut self) {
+            self.pause(false);
             drop(self.child.stdin.take());
             let _ = self.child.wait();
         }

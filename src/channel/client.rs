@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::name::ServiceName;
 use crate::process::ProcessId;
 use crate::segment::{Segment, SegmentKind};
-use crate::sync::atomic::Ordering;
+use crate::sync::atomic::{prefetch_write, Ordering};
 use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
 
 /// How long claiming or releasing a slot waits for the slot mutex.
@@ -235,6 +235,7 @@ impl Client {
         if conn.shutting_down() {
             return Err(CallError::ShuttingDown);
         }
+        conn.prefetch();
         if let Err(w) = conn.settle(deadline) {
             return Err(self.fail(w));
         }
@@ -453,10 +454,11 @@ impl Conn {
                         break;
                     }
                 }
-                IN_SERVICE => match self
-                    .done
-                    .wait_until(deadline, Some(&mut || self.server_alive()))
-                {
+                IN_SERVICE => match self.done.wait_for(
+                    || slot.state.load(Ordering::Acquire) != IN_SERVICE,
+                    deadline,
+                    Some(&mut || self.server_alive()),
+                ) {
                     WaitOutcome::Set => {}
                     WaitOutcome::TimedOut => return Err(Waited::Timeout),
                     WaitOutcome::Aborted => {
@@ -473,10 +475,15 @@ impl Conn {
                 }
             }
         }
-        // A done signal of the discarded answer may still be pending; drop it (one that comes
-        // later is told apart by its sequence number).
-        self.done.try_wait();
         Ok(())
+    }
+
+    /// Starts fetching the lines a call writes, which a worker touched last: the request's
+    /// first line and the slot header (`push` does the same for the ring cell). Their transfers then overlap instead of
+    /// adding up (in `submit` the fence in `notify` waits for all of them).
+    fn prefetch(&self) {
+        prefetch_write(self.map.request(self.slot));
+        prefetch_write(self.slot());
     }
 
     fn submit(&mut self, len: usize) {
@@ -484,13 +491,15 @@ impl Conn {
         let slot = self.slot();
         slot.seq.store(self.seq, Ordering::Relaxed);
         slot.req_len.store(len as u32, Ordering::Relaxed);
-        // SeqCst: pairs with the server's `closed` store (either it sees REQUEST_READY in its
-        // final scan, or we see `closed` in our liveness check).
-        slot.state.store(REQUEST_READY, Ordering::SeqCst);
+        // The fence in `bell.notify()` below also pairs this store with the server's `closed`
+        // store and fence: either its final scan sees REQUEST_READY, or our liveness check
+        // sees `closed`.
+        slot.state.store(REQUEST_READY, Ordering::Release);
         if self.ring.push(self.slot).is_err() {
             self.map.flags().need_scan.store(1, Ordering::Release);
         }
-        self.bell.set();
+        // Wakes a worker only if all of them sleep; a spinning one sees the ring entry.
+        self.bell.notify();
     }
 
     /// The answer to the current request if it is there.
@@ -524,15 +533,37 @@ impl Conn {
     }
 
     fn wait(&self, deadline: Option<Instant>) -> Waited {
+        let state = &self.slot().state;
         loop {
-            let outcome = self
-                .done
-                .wait_until(deadline, Some(&mut || self.server_alive()));
+            // Spins on (or sleeps until) the slot's state word leaving the two "in flight"
+            // states: the worker changes it, then notifies `done`.
+            let outcome = self.done.wait_for(
+                || !matches!(state.load(Ordering::Acquire), REQUEST_READY | IN_SERVICE),
+                deadline,
+                Some(&mut || self.server_alive()),
+            );
             if let Some(w) = self.answer() {
                 return w;
             }
             match outcome {
-                WaitOutcome::Set => continue, // a stale signal (see `settle`)
+                WaitOutcome::Set => {
+                    let now = state.load(Ordering::Acquire);
+                    if matches!(now, REQUEST_READY | IN_SERVICE) {
+                        continue; // a stale signal
+                    }
+                    // The state left the in-flight pair: the answer is there (it may have
+                    // come since `answer` looked), or a broken peer wrote the slot.
+                    if let Some(w) = self.answer() {
+                        return w;
+                    }
+                    return Waited::Failed(CallError::Protocol {
+                        reason: if now == RESPONSE_READY {
+                            "the response answers another request"
+                        } else {
+                            "this client's slot state was overwritten"
+                        },
+                    });
+                }
                 WaitOutcome::TimedOut | WaitOutcome::Aborted => {
                     let slot = self.slot();
                     let retracted = slot

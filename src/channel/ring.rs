@@ -21,7 +21,7 @@
 
 use std::fmt;
 
-use crate::sync::atomic::{AtomicU32, Ordering};
+use crate::sync::atomic::{prefetch_write, AtomicU32, Ordering};
 
 /// A position counter on a cache line of its own (producers and consumers never share one).
 #[repr(C, align(64))]
@@ -144,6 +144,9 @@ impl Ring {
         let mut pos = self.enq().load(Ordering::Relaxed);
         for _ in 0..MAX_RETRIES {
             let cell = self.cell(pos);
+            // A consumer wrote the cell last (and may be spinning on it): ask for it with
+            // intent to write, so the load and the stores below cost one transfer, not two.
+            prefetch_write(cell);
             let seq = cell.seq.load(Ordering::Acquire);
             let diff = seq.wrapping_sub(pos) as i32;
             if diff == 0 {

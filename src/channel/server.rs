@@ -14,7 +14,7 @@ use super::slot::{
 };
 use super::CallError;
 use crate::segment::{Segment, SegmentKind, DEFAULT_MODE};
-use crate::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use crate::sync::atomic::{fence, prefetch_read, prefetch_write, AtomicBool, AtomicU32, Ordering};
 use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
 
 /// How often an idle worker wakes up to look for requests whose ring entry was lost and to
@@ -388,12 +388,18 @@ impl<M> Server<M> {
         if n > 0 {
             return n;
         }
-        let outcome = self
-            .core
-            .bell
-            .wait_until(Some(Instant::now() + timeout), None);
-        self.core
-            .serve_available(handler, outcome != WaitOutcome::Set)
+        let mut work = false;
+        self.core.bell.wait_for(
+            || {
+                work = self.core.work_waiting();
+                work
+            },
+            Some(Instant::now() + timeout),
+            None,
+        );
+        // Scan the slots unless the ring showed work: after a signal with an empty ring (an
+        // entry lost), and after a quiet timeout.
+        self.core.serve_available(handler, !work)
     }
 }
 
@@ -514,11 +520,22 @@ impl Core {
             if n > 0 {
                 continue;
             }
-            // No liveness check: `request_stop` rings the bell, and each stopping worker rings
+            // Spin on the ring's next cell (or sleep until a client notifies the bell). No
+            // liveness check: `request_stop` rings the bell, and each stopping worker rings
             // it again for the next, so an idle worker wakes only once per TICK.
-            match bell.wait_until(Some(tick_at), None) {
-                // Rung, yet the ring may turn out empty (an entry lost to a dead or broken
-                // client): then look at the slots themselves.
+            let mut work = false;
+            let outcome = bell.wait_for(
+                || {
+                    work = self.work_waiting();
+                    work
+                },
+                Some(tick_at),
+                None,
+            );
+            match outcome {
+                WaitOutcome::Set if work => {}
+                // Rung, yet the ring looked empty (an entry lost to a dead or broken client,
+                // or stuck behind one): look at the slots themselves.
                 WaitOutcome::Set => scan = true,
                 WaitOutcome::Aborted => {}
                 WaitOutcome::TimedOut => {
@@ -536,6 +553,14 @@ impl Core {
         }
     }
 
+    /// What a waiting worker spins on: the ring's next entry is published, or a stop or a
+    /// slot scan is asked for. Reads no line a client writes unless there is work.
+    fn work_waiting(&self) -> bool {
+        self.ring.has_more()
+            || self.stop.load(Ordering::Relaxed)
+            || self.map.flags().need_scan.load(Ordering::Relaxed) != 0
+    }
+
     /// Serves everything the ring holds; if it held nothing and a scan is asked for (by the
     /// caller, or by a client whose push failed), scans the slots. Returns how many requests were answered.
     fn serve_available(
@@ -546,7 +571,7 @@ impl Core {
         let mut n = 0;
         while let Some(i) = self.ring.pop() {
             if self.workers > 1 && self.ring.has_more() {
-                self.bell.set(); // let another worker take the next one meanwhile
+                self.bell.notify(); // let another worker take the next one meanwhile
             }
             n += usize::from(self.serve_slot(i, handler, false));
         }
@@ -590,6 +615,10 @@ impl Core {
             return false; // bogus ring entry
         }
         let slot = self.map.slot(i);
+        // The client wrote all three last: fetch them at once rather than one after another.
+        prefetch_write(slot);
+        prefetch_read(self.map.request(i));
+        prefetch_write(self.map.response(i));
         if slot
             .state
             .compare_exchange(
@@ -642,7 +671,8 @@ impl Core {
             Ordering::Release,
             Ordering::Relaxed,
         );
-        self.done[i as usize].set();
+        // Wakes the client only if it sleeps; a spinning one sees the state word change.
+        self.done[i as usize].notify();
         true
     }
 
@@ -650,6 +680,8 @@ impl Core {
     /// their liveness check) and refuse what slipped in after the drain.
     fn finish(&self) {
         self.map.flags().closed.store(1, Ordering::SeqCst);
+        // Pairs with the fence in the clients' `notify` after their REQUEST_READY store.
+        fence(Ordering::SeqCst);
         self.scan(&mut |_: &[u8], _: &mut [u8]| 0, true);
     }
 }

@@ -5,7 +5,7 @@ use std::hint;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::atomic::{AtomicU32, Ordering};
+use super::atomic::{fence, AtomicU32, Ordering};
 use crate::error::{Error, Result};
 use crate::name::ServiceName;
 use crate::segment::{Segment, SegmentKind};
@@ -270,44 +270,90 @@ impl Event {
     pub(crate) fn wait_until(
         &self,
         deadline: Option<Instant>,
+        check: Option<&mut dyn FnMut() -> bool>,
+    ) -> WaitOutcome {
+        let word = &self.cell().word;
+        let mut signalled = || word.load(Ordering::Relaxed) & SET != 0 && self.try_wait();
+        self.wait_inner(&mut signalled, false, deadline, check)
+    }
+
+    /// The waiting half of an eventcount: waits until `cond()` holds, or a signal comes, or
+    /// `deadline`, or `check` (as in [`wait_until`](Event::wait_until)) returns false.
+    ///
+    /// The other side makes `cond` true and then calls [`notify`](Event::notify), which
+    /// writes the event's word only when a waiter sleeps in the kernel. So while both sides
+    /// spin, a hand-off moves only the cache lines `cond` reads, not the event's as well
+    /// (the channel's round trip is made of two such hand-offs).
+    ///
+    /// Returns `Set` when `cond()` held or a signal was consumed: callers re-check what they
+    /// wait for, a signal may be stale.
+    pub(crate) fn wait_for(
+        &self,
+        mut cond: impl FnMut() -> bool,
+        deadline: Option<Instant>,
+        check: Option<&mut dyn FnMut() -> bool>,
+    ) -> WaitOutcome {
+        self.wait_inner(&mut cond, true, deadline, check)
+    }
+
+    /// Makes a [`wait_for`](Event::wait_for) waiter re-check its condition: call it after
+    /// the stores that make the condition true. Costs a fence and a read of a cache line
+    /// nobody writes, unless a waiter sleeps (then it is [`set`](Event::set)).
+    #[inline]
+    pub(crate) fn notify(&self) {
+        let cell = self.cell();
+        let cpu = sys::current_cpu();
+        // Read before writing: the line stays shared while the notifier stays on one CPU.
+        if cell.setter_cpu.load(Ordering::Relaxed) != cpu {
+            cell.setter_cpu.store(cpu, Ordering::Relaxed);
+        }
+        // Dekker with the sleeper's registration in `sleep`: either it sees our stores (its
+        // `cond` holds), or we see it registered and wake it.
+        fence(Ordering::SeqCst);
+        if cell.word.load(Ordering::Relaxed) >= SLEEPER {
+            self.set();
+        }
+    }
+
+    /// Spins for `ready()` as the strategy says, then sleeps; `cond_ready` says that `ready`
+    /// is an eventcount condition (see `wait_for`) rather than the event's own signal.
+    fn wait_inner(
+        &self,
+        ready: &mut dyn FnMut() -> bool,
+        cond_ready: bool,
+        deadline: Option<Instant>,
         mut check: Option<&mut dyn FnMut() -> bool>,
     ) -> WaitOutcome {
-        if self.try_wait() {
+        if ready() {
             return WaitOutcome::Set;
         }
         let spun = match self.strategy {
             WaitStrategy::Block => false,
-            WaitStrategy::SpinThenBlock { spins } => {
-                let mut got = false;
-                for _ in 0..spins {
-                    hint::spin_loop();
-                    if self.try_wait() {
-                        got = true;
-                        break;
-                    }
-                }
-                got
-            }
-            WaitStrategy::Spin => return self.spin_until(deadline, &mut check),
-            WaitStrategy::Adaptive => self.adaptive_spin(),
+            WaitStrategy::SpinThenBlock { spins } => (0..spins).any(|_| {
+                hint::spin_loop();
+                ready()
+            }),
+            WaitStrategy::Spin => return self.spin_until(ready, deadline, &mut check),
+            WaitStrategy::Adaptive => self.adaptive_spin(ready),
         };
         if spun {
             return WaitOutcome::Set;
         }
         let slept = Instant::now();
-        let outcome = self.sleep(deadline, &mut check);
+        let cond = if cond_ready { Some(ready) } else { None };
+        let outcome = self.sleep(cond, deadline, &mut check);
         if self.strategy == WaitStrategy::Adaptive && outcome == WaitOutcome::Set {
             self.learn(slept.elapsed() < MAX_SPIN);
         }
         outcome
     }
 
-    /// Spins (unless the last setter shares our CPU), then yields a few times.
+    /// Spins for `ready()` (unless the last setter shares our CPU), then yields a few times.
     ///
     /// The budget is counted in spin iterations so that a wait answered while spinning reads
     /// no clock at all; the clock is read every 64 iterations only to cap a spin at
     /// [`MAX_SPIN`] whatever a pause costs on this CPU.
-    fn adaptive_spin(&self) -> bool {
+    fn adaptive_spin(&self, ready: &mut dyn FnMut() -> bool) -> bool {
         let cell = self.cell();
         let budget = self.spin_iters.load(Ordering::Relaxed);
         // u32::MAX: unknown (no set yet, or a platform without a cheap getcpu): spin.
@@ -317,7 +363,7 @@ impl Event {
             let mut since: Option<Instant> = None;
             for i in 1..=budget {
                 hint::spin_loop();
-                if cell.word.load(Ordering::Relaxed) & SET != 0 && self.try_wait() {
+                if ready() {
                     // Answered while spinning: keep the budget at least twice this wait.
                     self.spin_iters.store(
                         budget.max(i.saturating_mul(2)).min(MAX_SPIN_ITERS),
@@ -332,7 +378,7 @@ impl Event {
         }
         for _ in 0..YIELDS {
             sys::yield_now();
-            if self.try_wait() {
+            if ready() {
                 if spun {
                     // Just missed it: spin longer next time.
                     self.learn(true);
@@ -357,6 +403,7 @@ impl Event {
 
     fn spin_until(
         &self,
+        ready: &mut dyn FnMut() -> bool,
         deadline: Option<Instant>,
         check: &mut Option<&mut dyn FnMut() -> bool>,
     ) -> WaitOutcome {
@@ -364,7 +411,7 @@ impl Event {
         loop {
             for _ in 0..1024 {
                 hint::spin_loop();
-                if self.try_wait() {
+                if ready() {
                     return WaitOutcome::Set;
                 }
             }
@@ -385,15 +432,23 @@ impl Event {
     }
 
     /// Sleeps in the kernel until set, the deadline, or the check fails.
+    /// With `cond` (an eventcount wait), also until `cond()` holds.
     #[cold]
     fn sleep(
         &self,
+        mut cond: Option<&mut dyn FnMut() -> bool>,
         deadline: Option<Instant>,
         check: &mut Option<&mut dyn FnMut() -> bool>,
     ) -> WaitOutcome {
         let word = &self.cell().word;
         word.fetch_add(SLEEPER, Ordering::AcqRel);
+        // Pairs with the fence in `notify`: from here on, a notifier sees us registered, or
+        // we see its stores in `cond`.
+        fence(Ordering::SeqCst);
         let outcome = loop {
+            if cond.as_mut().is_some_and(|c| c()) {
+                break WaitOutcome::Set;
+            }
             let v = word.load(Ordering::Acquire);
             if v & SET != 0 {
                 // Consume the signal and unregister in one step.
