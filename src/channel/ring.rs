@@ -189,20 +189,30 @@ impl Ring {
 
     /// Takes the oldest value, or `None` if the ring is empty (or gave up, see the module
     /// docs). The value is untrusted: callers validate it.
+    ///
+    /// `sole_consumer`: the caller is the only thread of any process that pops, so the
+    /// dequeue position is advanced with a plain store instead of a CAS (a locked instruction
+    /// less on the server's path).
     #[inline]
-    pub(crate) fn pop(&self) -> Option<u32> {
+    pub(crate) fn pop(&self, sole_consumer: bool) -> Option<u32> {
         let mut pos = self.deq().load(Ordering::Relaxed);
         for _ in 0..MAX_RETRIES {
             let cell = self.cell(pos);
             let seq = cell.seq.load(Ordering::Acquire);
             let diff = seq.wrapping_sub(pos.wrapping_add(1)) as i32;
             if diff == 0 {
-                match self.deq().compare_exchange_weak(
-                    pos,
-                    pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
+                let claimed = if sole_consumer {
+                    self.deq().store(pos.wrapping_add(1), Ordering::Relaxed);
+                    Ok(pos)
+                } else {
+                    self.deq().compare_exchange_weak(
+                        pos,
+                        pos.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                };
+                match claimed {
                     Ok(_) => {
                         let value = cell.value.load(Ordering::Relaxed);
                         cell.seq.store(
@@ -288,8 +298,16 @@ impl Ring {
     /// Whether the next entry is published (a peek: takes nothing; reads only the consumer's
     /// position and one cell, no producer-owned cache line).
     pub(crate) fn has_more(&self) -> bool {
+        self.peek().is_some()
+    }
+
+    /// The next entry's value if it is published, without taking it (untrusted, as `pop`'s).
+    #[inline]
+    pub(crate) fn peek(&self) -> Option<u32> {
         let pos = self.deq().load(Ordering::Relaxed);
-        self.cell(pos).seq.load(Ordering::Relaxed) == pos.wrapping_add(1)
+        let cell = self.cell(pos);
+        (cell.seq.load(Ordering::Acquire) == pos.wrapping_add(1))
+            .then(|| cell.value.load(Ordering::Relaxed))
     }
 
     /// The dequeue position (to notice a ring that stopped moving).
@@ -345,16 +363,16 @@ mod tests {
     fn fifo_and_full_and_empty() {
         let mut mem = Mem::new(8);
         let r = ring(&mut mem, 8);
-        assert_eq!(r.pop(), None);
+        assert_eq!(r.pop(false), None);
         for lap in 0..(N / 8).max(3) {
             for i in 0..8 {
                 r.push(lap * 8 + i).unwrap();
             }
             assert_eq!(r.push(99), Err(PushError::Full));
             for i in 0..8 {
-                assert_eq!(r.pop(), Some(lap * 8 + i));
+                assert_eq!(r.pop(false), Some(lap * 8 + i));
             }
-            assert_eq!(r.pop(), None);
+            assert_eq!(r.pop(false), None);
         }
     }
 
@@ -372,7 +390,7 @@ mod tests {
         }
         for i in 0..20 {
             r.push(i).unwrap();
-            assert_eq!(r.pop(), Some(i));
+            assert_eq!(r.pop(false), Some(i));
         }
     }
 
@@ -393,13 +411,13 @@ mod tests {
                 _ => r.cell(x).value.store(x, Ordering::Relaxed),
             }
             let _ = r.push(x);
-            let _ = r.pop();
+            let _ = r.pop(false);
         }
         // The ring heals without a reset, at most a cell per tick (the server calls
         // `skip_stuck` when nothing came out for a tick); then every push comes out in order.
         for _ in 0..64 {
             let _ = r.push(0);
-            while r.pop().is_some() {}
+            while r.pop(false).is_some() {}
             r.skip_stuck();
         }
         for lap in 0..4 {
@@ -407,7 +425,7 @@ mod tests {
                 r.push(lap * 8 + i).unwrap();
             }
             for i in 0..8 {
-                assert_eq!(r.pop(), Some(lap * 8 + i));
+                assert_eq!(r.pop(false), Some(lap * 8 + i));
             }
         }
     }
@@ -420,23 +438,23 @@ mod tests {
         r.enq().store(1, Ordering::Relaxed);
         r.push(10).unwrap();
         r.push(11).unwrap();
-        assert_eq!(r.pop(), None, "stuck behind the unpublished entry");
+        assert_eq!(r.pop(false), None, "stuck behind the unpublished entry");
         assert!(r.skip_stuck());
-        assert_eq!(r.pop(), Some(10));
-        assert_eq!(r.pop(), Some(11));
+        assert_eq!(r.pop(false), Some(10));
+        assert_eq!(r.pop(false), Some(11));
         // The stalled producer publishes after all, into a cell already skipped: the ring
         // goes on until that cell comes round again, then looks full there until the next
         // tick's `skip_stuck` repairs it.
         r.cell(0).value.store(99, Ordering::Relaxed);
         r.cell(0).seq.store(1, Ordering::Release);
         r.push(0).unwrap();
-        assert_eq!(r.pop(), Some(0));
+        assert_eq!(r.pop(false), Some(0));
         assert_eq!(r.push(1), Err(PushError::Full));
-        assert_eq!(r.pop(), None);
+        assert_eq!(r.pop(false), None);
         assert!(r.skip_stuck());
         for i in 0..(N / 10).max(20) {
             r.push(i).unwrap();
-            assert_eq!(r.pop(), Some(i));
+            assert_eq!(r.pop(false), Some(i));
         }
     }
 
@@ -451,17 +469,17 @@ mod tests {
             // A push may lose its entry to the scribble (the slot scan covers that), but the
             // ring never wedges: within a few operations pushes come out again.
             let _ = r.push(i);
-            let _ = r.pop();
-            let _ = r.pop();
+            let _ = r.pop(false);
+            let _ = r.pop(false);
         }
         for _ in 0..64 {
             let _ = r.push(0);
-            while r.pop().is_some() {}
+            while r.pop(false).is_some() {}
             r.skip_stuck();
         }
         for i in 0..16 {
             r.push(i).unwrap();
-            assert_eq!(r.pop(), Some(i));
+            assert_eq!(r.pop(false), Some(i));
         }
     }
 
@@ -490,7 +508,7 @@ mod tests {
                 let (r, seen, taken) = (Arc::clone(&r), Arc::clone(&seen), Arc::clone(&taken));
                 s.spawn(move || {
                     while taken.load(Ordering::Relaxed) < PRODUCERS * per {
-                        match r.pop() {
+                        match r.pop(false) {
                             Some(v) => {
                                 seen[v as usize].fetch_add(1, Ordering::Relaxed);
                                 taken.fetch_add(1, Ordering::Relaxed);

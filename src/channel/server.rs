@@ -384,7 +384,7 @@ impl<M> Server<M> {
         handler: &mut H,
         timeout: Duration,
     ) -> usize {
-        let n = self.core.serve_available(handler, false);
+        let n = self.core.serve_available(handler, false, false);
         if n > 0 {
             return n;
         }
@@ -399,7 +399,7 @@ impl<M> Server<M> {
         );
         // Scan the slots unless the ring showed work: after a signal with an empty ring (an
         // entry lost), and after a quiet timeout.
-        self.core.serve_available(handler, !work)
+        self.core.serve_available(handler, !work, false)
     }
 }
 
@@ -505,14 +505,15 @@ impl Core {
             Err(_) => return,
         };
         let mut scan = true;
+        let sole = self.workers == 1;
         let mut last_deq = self.ring.dequeue_pos();
         // The tick's deadline is refreshed only when it passes: no clock read per request.
         let mut tick_at = Instant::now() + TICK;
         loop {
-            let n = self.serve_available(handler, scan);
+            let n = self.serve_available(handler, scan, sole);
             if self.stop.load(Ordering::Acquire) {
                 // Drain: whatever was submitted before the flag is answered.
-                while self.serve_available(handler, true) > 0 {}
+                while self.serve_available(handler, true, sole) > 0 {}
                 self.bell.set(); // pass the wake-up on to the next worker
                 return;
             }
@@ -556,20 +557,38 @@ impl Core {
     /// What a waiting worker spins on: the ring's next entry is published, or a stop or a
     /// slot scan is asked for. Reads no line a client writes unless there is work.
     fn work_waiting(&self) -> bool {
-        self.ring.has_more()
-            || self.stop.load(Ordering::Relaxed)
-            || self.map.flags().need_scan.load(Ordering::Relaxed) != 0
+        if let Some(i) = self.ring.peek() {
+            // Its lines then travel while the worker returns from its wait and pops.
+            self.prefetch_slot(i);
+            return true;
+        }
+        self.stop.load(Ordering::Relaxed) || self.map.flags().need_scan.load(Ordering::Relaxed) != 0
+    }
+
+    /// Starts fetching the lines serving slot `i` touches (its client wrote them last), all at
+    /// once rather than one after another. `i` is untrusted: out of range, nothing happens.
+    #[inline]
+    fn prefetch_slot(&self, i: u32) {
+        if i < self.map.layout.slots {
+            prefetch_write(self.map.slot(i));
+            prefetch_read(self.map.request(i));
+            prefetch_write(self.map.response(i));
+        }
     }
 
     /// Serves everything the ring holds; if it held nothing and a scan is asked for (by the
     /// caller, or by a client whose push failed), scans the slots. Returns how many requests were answered.
+    ///
+    /// `sole_consumer`: see [`Ring::pop`] (true only for the one worker of a one-worker
+    /// server; `poll` may be called from several threads).
     fn serve_available(
         &self,
         handler: &mut dyn FnMut(&[u8], &mut [u8]) -> usize,
         force_scan: bool,
+        sole_consumer: bool,
     ) -> usize {
         let mut n = 0;
-        while let Some(i) = self.ring.pop() {
+        while let Some(i) = self.ring.pop(sole_consumer) {
             if self.workers > 1 && self.ring.has_more() {
                 self.bell.notify(); // let another worker take the next one meanwhile
             }
@@ -615,10 +634,7 @@ impl Core {
             return false; // bogus ring entry
         }
         let slot = self.map.slot(i);
-        // The client wrote all three last: fetch them at once rather than one after another.
-        prefetch_write(slot);
-        prefetch_read(self.map.request(i));
-        prefetch_write(self.map.response(i));
+        self.prefetch_slot(i);
         if slot
             .state
             .compare_exchange(
@@ -664,13 +680,10 @@ impl Core {
         slot.resp_len.store(out as u32, Ordering::Relaxed);
         slot.status.store(status, Ordering::Relaxed);
         slot.resp_seq.store(seq, Ordering::Relaxed);
-        // A CAS, not a store: if a broken client overwrote the state meanwhile, leave it.
-        let _ = slot.state.compare_exchange(
-            IN_SERVICE,
-            RESPONSE_READY,
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
+        // A store, not a CAS (one locked instruction less): nobody else moves a slot out of
+        // IN_SERVICE, and should a broken client have scribbled on the word meanwhile, this
+        // only repairs it. The fence in `notify` publishes it.
+        slot.state.store(RESPONSE_READY, Ordering::Release);
         // Wakes the client only if it sleeps; a spinning one sees the state word change.
         self.done[i as usize].notify();
         true
