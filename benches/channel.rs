@@ -187,7 +187,6 @@ mod linux {
             floor_calls(f, k, ITERS / 20);
             let s = floor_calls(f, k, ITERS).as_nanos() as f64 / ITERS as f64;
             ratios.push(c / s);
-            eprintln!("turn: channel {c:.1} floor {s:.1}");
             chan.push(c);
             flo.push(s);
         }

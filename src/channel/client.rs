@@ -248,6 +248,9 @@ impl Client {
                 Waited::Answer(n) => {
                     let r = read(conn.response(n));
                     conn.slot().state.store(IDLE, Ordering::Release);
+                    // The worker is done with the request line: take it back now, off the
+                    // next call's path.
+                    prefetch_write(conn.map.request(conn.slot));
                     return Ok(r);
                 }
                 Waited::Gone {
@@ -479,11 +482,13 @@ impl Conn {
     }
 
     /// Starts fetching the lines a call writes, which a worker touched last: the request's
-    /// first line and the slot header (`push` does the same for the ring cell). Their transfers then overlap instead of
-    /// adding up (in `submit` the fence in `notify` waits for all of them).
+    /// first line, the slot header and the ring cell (`push` asks for the cell again: a
+    /// spinning worker may have read it back meanwhile). Their transfers then overlap
+    /// instead of adding up.
     fn prefetch(&self) {
         prefetch_write(self.map.request(self.slot));
         prefetch_write(self.slot());
+        self.ring.prefetch_push();
     }
 
     fn submit(&mut self, len: usize) {

@@ -138,6 +138,12 @@ impl Ring {
         unsafe { &*self.cells.add((pos & self.mask) as usize) }
     }
 
+    /// Starts fetching the cell the next `push` writes (a consumer wrote it last).
+    #[inline]
+    pub(crate) fn prefetch_push(&self) {
+        prefetch_write(self.cell(self.enq().load(Ordering::Relaxed)));
+    }
+
     /// Appends `value`.
     #[inline]
     pub(crate) fn push(&self, value: u32) -> Result<(), PushError> {
