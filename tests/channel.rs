@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{
     child_exit, child_role, hear_parent, poll_until, spawn, tell_parent, watchdog, TestName,
 };
-use shmlink::{server_or_client, CallError, Client, Role, Server};
+use shmlink::{server_or_client, CallError, Client, Role, Server, WaitStrategy};
 
 /// The answer every test server gives: the request reversed.
 fn reverse(req: &[u8], resp: &mut [u8]) -> usize {
@@ -725,4 +725,63 @@ fn too_large_requests_and_panicking_handlers_fail_only_that_call() {
         Client::connect(&name),
         Err(CallError::NoServer { .. })
     ));
+}
+
+/// Every wait on both sides sleeps in the kernel (`WaitStrategy::Block`), so every hand-off
+/// goes through the eventcount's slow path: the notifier must see the sleeper it has to wake.
+/// A lost wake-up would not hang (a waiting client re-checks every 20 ms, an idle worker
+/// every 50 ms), but would cost that much per call: 3 x 3,000 calls would take over a
+/// minute instead of well under a second, hence the 30 s limit.
+#[test]
+fn sleeping_clients_and_workers_are_always_woken() {
+    const TEST: &str = "sleeping_clients_and_workers_are_always_woken";
+    const CALLS: u32 = 3_000;
+    if let Some((role, args)) = child_role() {
+        assert_eq!(role, "client");
+        let id: u32 = args[1].parse().unwrap();
+        let mut c = Client::connect_timeout(&args[0], Duration::from_secs(10))
+            .unwrap()
+            .with_wait_strategy(WaitStrategy::Block);
+        tell_parent("ready");
+        hear_parent();
+        for i in 0..CALLS {
+            let req = request(id, i);
+            let resp = c
+                .call_timeout(&req, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("client {id} call {i}: {e}"));
+            assert_eq!(resp, reversed(&req), "client {id} call {i}");
+        }
+        tell_parent("ok");
+        child_exit(0)
+    }
+    let _w = watchdog(TEST, Duration::from_secs(120));
+    let name = TestName::new("chan-block");
+    let handle = Server::builder(&name)
+        .slots(4)
+        .max_message(512)
+        .wait_strategy(WaitStrategy::Block)
+        .workers(2)
+        .create()
+        .unwrap()
+        .spawn(reverse)
+        .unwrap();
+    let mut kids: Vec<_> = (0..3u32)
+        .map(|id| spawn(TEST, "client", &[&name, &id.to_string()]))
+        .collect();
+    for k in &mut kids {
+        k.expect("ready");
+    }
+    for k in &mut kids {
+        k.send("go");
+    }
+    for k in &mut kids {
+        k.expect_line_within(Duration::from_secs(30));
+        k.wait_ok();
+    }
+    handle.shutdown();
+    assert!(
+        name.leftovers().is_empty(),
+        "left in /dev/shm: {:?}",
+        name.leftovers()
+    );
 }
