@@ -785,3 +785,44 @@ fn sleeping_clients_and_workers_are_always_woken() {
         name.leftovers()
     );
 }
+
+/// A client that claimed a ring cell and never published it (preempted or killed between the
+/// two steps of a push) must not hold up the requests pushed behind it: the worker notices the
+/// unpublished head within microseconds and serves the slots directly. (Waiting for the 50 ms
+/// tick that skips such a head would make these 40 calls take over 2 s.)
+#[test]
+fn a_push_stalled_halfway_holds_up_no_other_call() {
+    let _w = watchdog("stalled_push", Duration::from_secs(60));
+    let name = TestName::new("chan-stalled");
+    // 32 slots: a 64-cell ring, so the stalled cells do not fill it (a full ring makes the
+    // client ask for a scan, which would hide the problem) within the 40 calls.
+    let handle = Server::builder(&name)
+        .slots(32)
+        .max_message(512)
+        .create()
+        .unwrap()
+        .spawn(reverse)
+        .unwrap();
+    let mut c = Client::connect(&name).unwrap();
+    assert_eq!(c.call(b"warm").unwrap(), b"mraw");
+    let raw = RawChannel::open(&name);
+    let start = Instant::now();
+    for i in 0..40u32 {
+        // Claim the next cell as a stalled producer would: move the enqueue position only.
+        let enq = raw.read(raw::RING);
+        raw.write(raw::RING, enq.wrapping_add(1));
+        let req = request(7, i);
+        let resp = c
+            .call_timeout(&req, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("call {i}: {e}"));
+        assert_eq!(resp, reversed(&req));
+    }
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "40 calls behind stalled pushes took {took:?}"
+    );
+    drop(raw);
+    drop(c);
+    handle.shutdown();
+}

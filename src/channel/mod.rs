@@ -2,13 +2,18 @@
 //!
 //! A [`Server`] creates one segment per channel name. Each [`Client`] claims one slot in it
 //! (under the segment's named mutex), writes a request into the slot, pushes the slot number
-//! into a shared submission ring and rings a doorbell event; a free worker pops the number,
-//! validates everything it reads, runs the handler with the request bytes and a response
-//! buffer (both in shared memory), and sets the slot's `done` event. See `slot.rs` for the
-//! layout and the slot state table, `ring.rs` for the ring.
+//! into a shared submission ring and notifies a doorbell event; a free worker pops the
+//! number, validates everything it reads, runs the handler with the request bytes and a
+//! response buffer (both in shared memory), and notifies the slot's `done` event. See
+//! `slot.rs` for the layout and the slot state table, `ring.rs` for the ring.
 //!
 //! The "exec" half of each slot's event pair is the shared ring plus one doorbell: that is
-//! what lets any free worker serve any client. A response carries the sequence number of the
+//! what lets any free worker serve any client. Both events are used as eventcounts
+//! (`Event::wait_for` / `Event::notify`): a waiting worker spins on the ring's next cell and
+//! a waiting client on its slot's state word, and the event itself is written only when the
+//! other side has gone to sleep. So while both sides spin, a round trip moves only the lines
+//! that carry the call (request, slot header, ring cell, response), and those are prefetched
+//! together so their transfers overlap. A response carries the sequence number of the
 //! request it answers, so the late answer to a call that timed out is never returned by the
 //! next call. A client learns that its server is gone from the segment owner's liveness
 //! (checked every ~20 ms while it sleeps) and from the `closed` flag of a graceful shutdown;

@@ -316,6 +316,14 @@ impl Ring {
             .then(|| cell.value.load(Ordering::Relaxed))
     }
 
+    /// Whether a producer has claimed the next cell but not published it yet (entries pushed
+    /// after it wait behind it). Reads the producers' position: call it now and then only.
+    pub(crate) fn head_unpublished(&self) -> bool {
+        let pos = self.deq().load(Ordering::Relaxed);
+        self.enq().load(Ordering::Relaxed) != pos
+            && self.cell(pos).seq.load(Ordering::Relaxed) == pos
+    }
+
     /// The dequeue position (to notice a ring that stopped moving).
     pub(crate) fn dequeue_pos(&self) -> u32 {
         self.deq().load(Ordering::Relaxed)
@@ -440,12 +448,16 @@ mod tests {
     fn producer_dying_mid_push_is_skipped_and_its_late_publish_heals() {
         let mut mem = Mem::new(4);
         let r = ring(&mut mem, 4);
+        assert!(!r.head_unpublished(), "empty is not stuck");
         // A producer claims position 0 and stalls before publishing.
         r.enq().store(1, Ordering::Relaxed);
+        assert!(r.head_unpublished());
         r.push(10).unwrap();
         r.push(11).unwrap();
         assert_eq!(r.pop(false), None, "stuck behind the unpublished entry");
+        assert!(r.head_unpublished());
         assert!(r.skip_stuck());
+        assert!(!r.head_unpublished(), "published head");
         assert_eq!(r.pop(false), Some(10));
         assert_eq!(r.pop(false), Some(11));
         // The stalled producer publishes after all, into a cell already skipped: the ring

@@ -21,6 +21,11 @@ use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
 /// repair a ring that stopped moving.
 const TICK: Duration = Duration::from_millis(50);
 
+/// How many polls of a spinning worker between looks at whether the ring's head entry is
+/// claimed but unpublished (that look reads the clients' enqueue position, whose cache line
+/// would otherwise stay with them).
+const STUCK_CHECK: u32 = 64;
+
 /// Threading model marker: one worker, handler `FnMut` (calls are serialised).
 #[derive(Debug, Clone, Copy)]
 pub struct Single;
@@ -524,16 +529,23 @@ impl Core {
             // Spin on the ring's next cell (or sleep until a client notifies the bell). No
             // liveness check: `request_stop` rings the bell, and each stopping worker rings
             // it again for the next, so an idle worker wakes only once per TICK.
-            let mut work = false;
+            let (mut work, mut stuck, mut polls) = (false, false, 0u32);
             let outcome = bell.wait_for(
                 || {
                     work = self.work_waiting();
-                    work
+                    polls = polls.wrapping_add(1);
+                    if !work && polls % STUCK_CHECK == 0 && self.ring.head_unpublished() {
+                        // A client was preempted (or died) between claiming its ring cell
+                        // and publishing it: whoever pushed after it waits behind it.
+                        stuck = true;
+                    }
+                    work || stuck
                 },
                 Some(tick_at),
                 None,
             );
             match outcome {
+                WaitOutcome::Set if stuck => scan = true,
                 WaitOutcome::Set if work => {}
                 // Rung, yet the ring looked empty (an entry lost to a dead or broken client,
                 // or stuck behind one): look at the slots themselves.

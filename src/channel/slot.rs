@@ -39,7 +39,7 @@ pub(crate) const MAX_SLOTS: u32 = 1 << 16;
 /// | `IDLE` (1) | owned by a client, no call in flight | `REQUEST_READY` (owner), `FREE` (owner releasing, or a reaper under the mutex when the owner is dead) |
 /// | `REQUEST_READY` (2) | request written, slot number pushed to the ring | `IN_SERVICE` (a worker, CAS), `IDLE` (owner retracting after a timeout, CAS) |
 /// | `IN_SERVICE` (3) | a worker runs the handler; the slot's bytes are the worker's | `RESPONSE_READY` (that worker) |
-/// | `RESPONSE_READY` (4) | response (or refusal) written, `done` set | `IDLE` (owner, after reading it) |
+/// | `RESPONSE_READY` (4) | response (or refusal) written, `done` notified | `IDLE` (owner, after reading it) |
 ///
 /// The CAS out of `REQUEST_READY` is what makes every request served at most once, however
 /// many (stale, duplicated or forged) ring entries name the slot. Any other value is garbage
