@@ -822,7 +822,6 @@ fn a_push_stalled_halfway_holds_up_no_other_call() {
         took < Duration::from_secs(1),
         "40 calls behind stalled pushes took {took:?}"
     );
-    drop(raw);
     drop(c);
     handle.shutdown();
 }
