@@ -7,6 +7,18 @@
 //! and atomics make that a wrong value rather than undefined behaviour. Fields are accessed
 //! with `Relaxed` ordering while the pool's named mutex is held (the mutex orders them).
 //!
+//! **Crash order.** A process may die (SIGKILL) between any two stores while it holds the
+//! mutex; the next locker, or an adopting Reader, then rebuilds the lists from the entries
+//! alone ([`Index::repair`]), trusting each entry's fields as its *status* describes them:
+//! `len`, `seq` and `flags` of a QUEUED or RECEIVED entry (the message, redelivered on
+//! adoption), `owner` of an ALLOCATED one (taken back if it died), `released_at` of a FREE
+//! one. So every status change writes the fields the new status is trusted for first, then
+//! stores the status (with `Release`, so that the compiler keeps that order), and does not
+//! clear the fields the old status is trusted for before that store (clearing `owner` early
+//! is harmless: an ALLOCATED entry naming no process is taken back like a dead Writer's).
+//! Fields a status is not trusted for may hold stale values; they are set again before any
+//! status that trusts them.
+//!
 //! Lists are doubly linked through entry indices (`prev`/`next`, [`NIL`] = none), in the
 //! style of an intrusive free list (the classic "directory + links" of the Win32 buffer pool):
 //!
@@ -20,7 +32,10 @@
 //! list: their links are [`NIL`].
 
 use crate::process::ProcessId;
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use crate::sync::atomic::{
+    AtomicU32, AtomicU64,
+    Ordering::{Relaxed, Release},
+};
 
 /// `b"shmlpool"`: the first bytes of a pool index.
 pub(crate) const SIGNATURE: u64 = u64::from_le_bytes(*b"shmlpool");
@@ -159,7 +174,7 @@ pub(crate) struct Entry {
     pub(crate) next: AtomicU32,
     /// Buffer segment generation: the segment's tag is `pool.b<index>.g<generation>`.
     pub(crate) generation: AtomicU32,
-    /// Bytes of message in the buffer (QUEUED / RECEIVED).
+    /// Bytes of message in the buffer (QUEUED / RECEIVED; stale in the other states).
     pub(crate) len: AtomicU64,
     /// Bytes of the buffer segment's data region in use (0 when DISPOSED).
     pub(crate) capacity: AtomicU64,
@@ -632,8 +647,10 @@ impl<'a> Index<'a> {
                 ALLOCATED => allocated += 1,
                 QUEUED => queue.push((false, e.seq.load(Relaxed), i)),
                 RECEIVED if redeliver => {
-                    e.status.store(QUEUED, Relaxed);
+                    // The flag before the status: an adopter dying in between must not leave
+                    // the message QUEUED without its mark.
                     e.flags.fetch_or(FLAG_REDELIVERED, Relaxed);
+                    e.status.store(QUEUED, Release);
                     report.redelivered += 1;
                     queue.push((true, e.seq.load(Relaxed), i));
                 }

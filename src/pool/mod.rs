@@ -1245,7 +1245,7 @@ impl ReaderShared {
                 e.len.store(0, Ordering::Relaxed);
                 e.flags.store(0, Ordering::Relaxed);
                 e.released_at.store(now, Ordering::Relaxed);
-                e.status.store(FREE, Ordering::Relaxed);
+                e.status.store(FREE, Ordering::Release);
                 ix.push_front(List::Free, i);
                 cache[i as usize] = Some(Mapped {
                     generation,
@@ -1309,9 +1309,9 @@ impl ReaderShared {
                     && ix.slot(i as u32).is_ok()
                 {
                     dec(&ix.hdr.received);
-                    e.len.store(0, Ordering::Relaxed);
                     e.released_at.store(now, Ordering::Relaxed);
-                    e.status.store(FREE, Ordering::Relaxed);
+                    // Status last, message left whole: as in `ReadBuf::drop`.
+                    e.status.store(FREE, Ordering::Release);
                     ix.push_front(List::Free, i as u32);
                     bump(&ix.hdr.repairs);
                     strays += 1;
@@ -1370,7 +1370,7 @@ impl ReaderShared {
                 e.set_owner(None);
                 e.len.store(0, Ordering::Relaxed);
                 e.released_at.store(now, Ordering::Relaxed);
-                e.status.store(FREE, Ordering::Relaxed);
+                e.status.store(FREE, Ordering::Release);
                 ix.push_front(List::Free, i);
                 bump(&ix.hdr.reclaimed);
                 taken.push((i, g));
@@ -1465,10 +1465,11 @@ impl Drop for ReadBuf {
             return;
         }
         dec(&ix.hdr.received);
-        e.len.store(0, Ordering::Relaxed);
-        e.flags.store(0, Ordering::Relaxed);
         e.released_at.store(index::now_ns(), Ordering::Relaxed);
-        e.status.store(FREE, Ordering::Relaxed);
+        // The status is the commit point (see "Crash order" in the index module): until it
+        // says FREE, the message must stay whole for an adopter to redeliver, so its `len`
+        // and `flags` are not touched here (the next acquire resets them).
+        e.status.store(FREE, Ordering::Release);
         ix.push_front(List::Free, i);
         drop(g);
         conn.freed_ev.set();
@@ -1687,13 +1688,16 @@ impl Writer {
                     return Ok(None);
                 };
                 let e = &ix.dir[i as usize];
+                // The owner before the status (the commit point): a Writer that dies before
+                // it leaves the entry FREE (repair relinks it), after it ALLOCATED to itself
+                // (`reclaim` takes it back), never ALLOCATED to the entry's previous Writer.
                 e.len.store(0, r);
-                e.status.store(ALLOCATED, r);
+                e.flags.store(0, r);
+                e.set_owner(Some(self.me));
+                e.status.store(ALLOCATED, Ordering::Release);
                 inc(&h.allocated);
                 match ix.slot(i) {
                     Ok(slot) => {
-                        e.set_owner(Some(self.me));
-                        e.flags.store(0, r);
                         drop(g);
                         (slot, grow, free > 0)
                     }
@@ -1755,7 +1759,7 @@ impl Writer {
                         } else {
                             dec(&ix.hdr.allocated);
                             en.set_owner(None);
-                            en.status.store(FREE, Ordering::Relaxed);
+                            en.status.store(FREE, Ordering::Release);
                             ix.push_front(List::Free, slot.index);
                         }
                     }
@@ -1821,7 +1825,8 @@ impl Writer {
             let seq = h.next_seq.load(r);
             h.next_seq.store(seq.wrapping_add(1), r);
             e.seq.store(seq, r);
-            e.status.store(QUEUED, r);
+            // Length and seq first, the status last (see "Crash order" in the index module).
+            e.status.store(QUEUED, Ordering::Release);
             dec(&h.allocated);
             ix.push_back(List::Queued, i);
             bump(&h.sent);
@@ -2069,7 +2074,7 @@ impl Drop for WriteBuf {
         e.set_owner(None);
         e.len.store(0, r);
         e.released_at.store(index::now_ns(), r);
-        e.status.store(FREE, r);
+        e.status.store(FREE, Ordering::Release);
         ix.push_front(List::Free, i);
         drop(g);
         conn.freed_ev.set();
