@@ -68,6 +68,11 @@ fn buffer_tag(index: u32, generation: u32) -> String {
     format!("pool.b{index}.g{generation}")
 }
 
+/// The generation a directory entry's next buffer segment gets (0 is never used).
+fn next_generation(generation: u32) -> u32 {
+    generation.wrapping_add(1).max(1)
+}
+
 /// The sizes and limits of a pool. Every field has a default ([`PoolConfig::default`]).
 ///
 /// # Examples
@@ -1217,7 +1222,7 @@ impl ReaderShared {
         };
         let mut made = Vec::new();
         for (i, g) in picked {
-            let generation = g.wrapping_add(1).max(1);
+            let generation = next_generation(g);
             made.push((
                 i,
                 g,
@@ -1396,10 +1401,18 @@ impl Drop for ReaderShared {
         let cache = std::mem::take(&mut *conn.cache.lock());
         let ix = conn.index();
         for (i, e) in ix.dir.iter().enumerate() {
+            let g = e.generation.load(Ordering::Relaxed);
+            // A process killed between creating a buffer segment and recording it in the
+            // directory (a Reader's `grow`, a Writer's `WriteBuf::grow`) left it under the
+            // entry's next generation, named by no entry: remove it too (a failed open when
+            // there is none).
+            let _ =
+                Segment::remove_tagged(&conn.name, &buffer_tag(i as u32, next_generation(g)), true);
             if e.status.load(Ordering::Relaxed) == DISPOSED {
+                // A sweep killed between marking the entry and unlinking its segment.
+                let _ = Segment::remove_tagged(&conn.name, &buffer_tag(i as u32, g), true);
                 continue;
             }
-            let g = e.generation.load(Ordering::Relaxed);
             let mapped_owned = cache
                 .get(i)
                 .and_then(Option::as_ref)
@@ -1968,7 +1981,7 @@ impl WriteBuf {
     #[cold]
     fn grow(&mut self, capacity: usize) -> Result<(), PoolError> {
         let (i, old_gen) = (self.slot.index, self.slot.generation);
-        let new_gen = old_gen.wrapping_add(1).max(1);
+        let new_gen = next_generation(old_gen);
         let new_tag = buffer_tag(i, new_gen);
         let name = &self.conn.name;
         let mut seg = Reader::new_buffer(name, i, new_gen, capacity)?;
