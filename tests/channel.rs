@@ -41,15 +41,18 @@ fn request(client: u32, i: u32) -> Vec<u8> {
     v
 }
 
-/// Client role: connect, say "ready", wait for "go", make `calls` checked calls, say "ok".
-fn checked_caller(name: &str, id: u32, calls: u32) -> ! {
-    let mut c = Client::connect_timeout(name, Duration::from_secs(10)).unwrap();
+/// Client role: connect (waiting with `strategy`), say "ready", wait for "go", make `calls`
+/// checked calls (each waiting at most 5 s: a lost wake-up fails, never hangs), say "ok".
+fn checked_caller(name: &str, id: u32, calls: u32, strategy: WaitStrategy) -> ! {
+    let mut c = Client::connect_timeout(name, Duration::from_secs(10))
+        .unwrap()
+        .with_wait_strategy(strategy);
     tell_parent("ready");
     hear_parent();
     for i in 0..calls {
         let req = request(id, i);
         let resp = c
-            .call(&req)
+            .call_timeout(&req, Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("client {id} call {i}: {e}"));
         assert_eq!(
             resp,
@@ -65,7 +68,12 @@ fn checked_caller(name: &str, id: u32, calls: u32) -> ! {
 fn sixteen_client_processes_each_get_their_own_answers() {
     if let Some((role, args)) = child_role() {
         assert_eq!(role, "client");
-        checked_caller(&args[0], args[1].parse().unwrap(), args[2].parse().unwrap());
+        checked_caller(
+            &args[0],
+            args[1].parse().unwrap(),
+            args[2].parse().unwrap(),
+            WaitStrategy::Adaptive,
+        );
     }
     let _w = watchdog("sixteen_clients", Duration::from_secs(240));
     let name = TestName::new("chan-16");
@@ -510,7 +518,7 @@ fn hostile_client_scribbling_on_its_slot_and_the_ring_cannot_break_the_server() 
     if let Some((role, args)) = child_role() {
         let name = &args[0];
         if role == "caller" {
-            checked_caller(name, args[1].parse().unwrap(), 3000);
+            checked_caller(name, args[1].parse().unwrap(), 3000, WaitStrategy::Adaptive);
         }
         // The hostile client.
         let mut c = Client::connect_timeout(name, Duration::from_secs(10)).unwrap();
@@ -738,21 +746,12 @@ fn sleeping_clients_and_workers_are_always_woken() {
     const CALLS: u32 = 3_000;
     if let Some((role, args)) = child_role() {
         assert_eq!(role, "client");
-        let id: u32 = args[1].parse().unwrap();
-        let mut c = Client::connect_timeout(&args[0], Duration::from_secs(10))
-            .unwrap()
-            .with_wait_strategy(WaitStrategy::Block);
-        tell_parent("ready");
-        hear_parent();
-        for i in 0..CALLS {
-            let req = request(id, i);
-            let resp = c
-                .call_timeout(&req, Duration::from_secs(5))
-                .unwrap_or_else(|e| panic!("client {id} call {i}: {e}"));
-            assert_eq!(resp, reversed(&req), "client {id} call {i}");
-        }
-        tell_parent("ok");
-        child_exit(0)
+        checked_caller(
+            &args[0],
+            args[1].parse().unwrap(),
+            CALLS,
+            WaitStrategy::Block,
+        );
     }
     let _w = watchdog(TEST, Duration::from_secs(120));
     let name = TestName::new("chan-block");
