@@ -458,7 +458,7 @@ impl Conn {
                     }
                 }
                 IN_SERVICE => match self.done.wait_for(
-                    || slot.state.load(Ordering::Acquire) != IN_SERVICE,
+                    |_| slot.state.load(Ordering::Acquire) != IN_SERVICE,
                     deadline,
                     Some(&mut || self.server_alive()),
                 ) {
@@ -543,7 +543,7 @@ impl Conn {
             // Spins on (or sleeps until) the slot's state word leaving the two "in flight"
             // states: the worker changes it, then notifies `done`.
             let outcome = self.done.wait_for(
-                || !matches!(state.load(Ordering::Acquire), REQUEST_READY | IN_SERVICE),
+                |_| !matches!(state.load(Ordering::Acquire), REQUEST_READY | IN_SERVICE),
                 deadline,
                 Some(&mut || self.server_alive()),
             );

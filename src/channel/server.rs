@@ -395,7 +395,7 @@ impl<M> Server<M> {
         }
         let mut work = false;
         self.core.bell.wait_for(
-            || {
+            |_| {
                 work = self.core.work_waiting();
                 work
             },
@@ -531,10 +531,15 @@ impl Core {
             // it again for the next, so an idle worker wakes only once per TICK.
             let (mut work, mut stuck, mut polls) = (false, false, 0u32);
             let outcome = bell.wait_for(
-                || {
+                |thorough| {
                     work = self.work_waiting();
                     polls = polls.wrapping_add(1);
-                    if !work && polls % STUCK_CHECK == 0 && self.ring.head_unpublished() {
+                    // Always on the rare looks before a sleep: a client that pushed behind the
+                    // stuck head while we were not yet registered as asleep did not wake us.
+                    if !work
+                        && (thorough || polls % STUCK_CHECK == 0)
+                        && self.ring.head_unpublished()
+                    {
                         // A client was preempted (or died) between claiming its ring cell
                         // and publishing it: whoever pushed after it waits behind it.
                         stuck = true;

@@ -273,7 +273,7 @@ impl Event {
         check: Option<&mut dyn FnMut() -> bool>,
     ) -> WaitOutcome {
         let word = &self.cell().word;
-        let mut signalled = || word.load(Ordering::Relaxed) & SET != 0 && self.try_wait();
+        let mut signalled = |_| word.load(Ordering::Relaxed) & SET != 0 && self.try_wait();
         self.wait_inner(&mut signalled, false, deadline, check)
     }
 
@@ -285,11 +285,14 @@ impl Event {
     /// spin, a hand-off moves only the cache lines `cond` reads, not the event's as well
     /// (the channel's round trip is made of two such hand-offs).
     ///
-    /// Returns `Set` when `cond()` held or a signal was consumed: callers re-check what they
+    /// `cond` gets `true` on its rare looks (between yields, and before each sleep), where it
+    /// may afford to look further than while spinning.
+    ///
+    /// Returns `Set` when `cond` held or a signal was consumed: callers re-check what they
     /// wait for, a signal may be stale.
     pub(crate) fn wait_for(
         &self,
-        mut cond: impl FnMut() -> bool,
+        mut cond: impl FnMut(bool) -> bool,
         deadline: Option<Instant>,
         check: Option<&mut dyn FnMut() -> bool>,
     ) -> WaitOutcome {
@@ -319,19 +322,19 @@ impl Event {
     /// is an eventcount condition (see `wait_for`) rather than the event's own signal.
     fn wait_inner(
         &self,
-        ready: &mut dyn FnMut() -> bool,
+        ready: &mut dyn FnMut(bool) -> bool,
         cond_ready: bool,
         deadline: Option<Instant>,
         mut check: Option<&mut dyn FnMut() -> bool>,
     ) -> WaitOutcome {
-        if ready() {
+        if ready(false) {
             return WaitOutcome::Set;
         }
         let spun = match self.strategy {
             WaitStrategy::Block => false,
             WaitStrategy::SpinThenBlock { spins } => (0..spins).any(|_| {
                 hint::spin_loop();
-                ready()
+                ready(false)
             }),
             WaitStrategy::Spin => return self.spin_until(ready, deadline, &mut check),
             WaitStrategy::Adaptive => self.adaptive_spin(ready),
@@ -353,7 +356,7 @@ impl Event {
     /// The budget is counted in spin iterations so that a wait answered while spinning reads
     /// no clock at all; the clock is read every 64 iterations only to cap a spin at
     /// [`MAX_SPIN`] whatever a pause costs on this CPU.
-    fn adaptive_spin(&self, ready: &mut dyn FnMut() -> bool) -> bool {
+    fn adaptive_spin(&self, ready: &mut dyn FnMut(bool) -> bool) -> bool {
         let cell = self.cell();
         let budget = self.spin_iters.load(Ordering::Relaxed);
         // u32::MAX: unknown (no set yet, or a platform without a cheap getcpu): spin.
@@ -363,7 +366,7 @@ impl Event {
             let mut since: Option<Instant> = None;
             for i in 1..=budget {
                 hint::spin_loop();
-                if ready() {
+                if ready(false) {
                     // Answered while spinning: keep the budget at least twice this wait.
                     self.spin_iters.store(
                         budget.max(i.saturating_mul(2)).min(MAX_SPIN_ITERS),
@@ -378,7 +381,7 @@ impl Event {
         }
         for _ in 0..YIELDS {
             sys::yield_now();
-            if ready() {
+            if ready(true) {
                 if spun {
                     // Just missed it: spin longer next time.
                     self.learn(true);
@@ -403,7 +406,7 @@ impl Event {
 
     fn spin_until(
         &self,
-        ready: &mut dyn FnMut() -> bool,
+        ready: &mut dyn FnMut(bool) -> bool,
         deadline: Option<Instant>,
         check: &mut Option<&mut dyn FnMut() -> bool>,
     ) -> WaitOutcome {
@@ -411,7 +414,7 @@ impl Event {
         loop {
             for _ in 0..1024 {
                 hint::spin_loop();
-                if ready() {
+                if ready(false) {
                     return WaitOutcome::Set;
                 }
             }
@@ -436,7 +439,7 @@ impl Event {
     #[cold]
     fn sleep(
         &self,
-        mut cond: Option<&mut dyn FnMut() -> bool>,
+        mut cond: Option<&mut dyn FnMut(bool) -> bool>,
         deadline: Option<Instant>,
         check: &mut Option<&mut dyn FnMut() -> bool>,
     ) -> WaitOutcome {
@@ -446,7 +449,7 @@ impl Event {
         // we see its stores in `cond`.
         fence(Ordering::SeqCst);
         let outcome = loop {
-            if cond.as_mut().is_some_and(|c| c()) {
+            if cond.as_mut().is_some_and(|c| c(true)) {
                 break WaitOutcome::Set;
             }
             let v = word.load(Ordering::Acquire);
