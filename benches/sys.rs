@@ -73,6 +73,17 @@ mod linux {
         unsafe { &*seg.as_ptr().cast::<Shared>() }
     }
 
+    /// Every transport the round-trip benches measure, in the report's order.
+    const TRANSPORTS: [&str; 7] = [
+        "spin",
+        "futex",
+        "unix_socket",
+        "event_adaptive",
+        "event_block",
+        "event_spin2000",
+        "event_spin",
+    ];
+
     fn strategy(name: &str) -> WaitStrategy {
         match name {
             "event_adaptive" => WaitStrategy::Adaptive,
@@ -311,22 +322,13 @@ mod linux {
             .configure_from_args();
         bench_mutex(&mut c);
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let transports = [
-            "spin",
-            "futex",
-            "unix_socket",
-            "event_adaptive",
-            "event_block",
-            "event_spin2000",
-            "event_spin",
-        ];
         if cpus >= 2 {
-            for t in transports {
+            for t in TRANSPORTS {
                 bench_transport(&mut c, "split_cpus", t, 0, 1);
             }
         }
         // Spinning on a shared CPU only measures the scheduler's time slice: skip those.
-        for t in transports
+        for t in TRANSPORTS
             .iter()
             .filter(|t| !matches!(**t, "spin" | "event_spin"))
         {
@@ -343,15 +345,7 @@ mod linux {
         for placement in ["split_cpus", "one_cpu"] {
             let base = |t: &str| get(&format!("roundtrip_64B/{placement}/{t}"));
             let (spin, futex, sock) = (base("spin"), base("futex"), base("unix_socket"));
-            for t in [
-                "spin",
-                "futex",
-                "unix_socket",
-                "event_adaptive",
-                "event_block",
-                "event_spin2000",
-                "event_spin",
-            ] {
+            for t in TRANSPORTS {
                 let Some(v) = base(t) else { continue };
                 let ratio = |b: Option<f64>| b.map_or("-".into(), |b| format!("{:.2}x", v / b));
                 out += &format!(
