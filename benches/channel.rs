@@ -14,7 +14,8 @@
 //!   spinning on two atomics that hand a 64-byte request and response line across (the floor,
 //!   split only), and a length-prefixed Unix-socket echo.
 //! - `aggregate/<placement>/<n> clients`: calls/s of n client processes calling at once
-//!   (64 B), each pinned like the client of its placement.
+//!   (64 B), each pinned like the client of its placement; `aggregate/<placement>/paired`
+//!   (printed): 16 clients against one in alternating turns, the median throughput ratio.
 
 #[cfg(not(target_os = "linux"))]
 fn main() {}
@@ -141,32 +142,64 @@ mod linux {
         let name = format!("bench-agg-{placement}-{}", std::process::id());
         let mut server = Proc::spawn("server", &[&name, &server_cpu.to_string(), "adaptive"]);
         server.expect("ready");
+        // All 16 connect once; a run with n clients drives the first n (the others wait on
+        // their stdin, holding a slot nobody serves: like idle clients of a real server).
+        let mut clients: Vec<Proc> = (0..16)
+            .map(|_| Proc::spawn("load", &[&name, &client_cpu.to_string()]))
+            .collect();
+        for cl in &mut clients {
+            cl.expect("ready");
+        }
         for n in [1usize, 4, 16] {
-            let mut clients: Vec<Proc> = (0..n)
-                .map(|_| Proc::spawn("load", &[&name, &client_cpu.to_string()]))
-                .collect();
-            for cl in &mut clients {
-                cl.expect("ready");
-            }
             g.bench_function(BenchmarkId::new("clients", n), |b| {
-                b.iter_custom(|iters| {
-                    let per = iters.div_ceil(n as u64);
-                    let start = Instant::now();
-                    for cl in &mut clients {
-                        cl.send(&format!("run {per}"));
-                    }
-                    for cl in &mut clients {
-                        cl.expect("done");
-                    }
-                    // Time per call of all clients together: calls/s = 1 / this.
-                    start
-                        .elapsed()
-                        .mul_f64(iters as f64 / (per * n as u64) as f64)
-                })
+                b.iter_custom(|iters| load_calls(&mut clients[..n], iters))
             });
         }
+        aggregate_paired(placement, &mut clients);
+        drop(clients);
         drop(server);
         g.finish();
+    }
+
+    /// Time per call of `clients` calling at once, `iters` calls in all: calls/s = 1 / this.
+    fn load_calls(clients: &mut [Proc], iters: u64) -> Duration {
+        let n = clients.len() as u64;
+        let per = iters.div_ceil(n);
+        let start = Instant::now();
+        for cl in clients.iter_mut() {
+            cl.send(&format!("run {per}"));
+        }
+        for cl in clients.iter_mut() {
+            cl.expect("done");
+        }
+        start.elapsed().mul_f64(iters as f64 / (per * n) as f64)
+    }
+
+    /// 16 clients against one, in alternating turns of 100 ms or so: as with the round trip,
+    /// only a ratio taken over the same minutes means something on this VM (the host moves
+    /// its vCPUs, and a call costs 3x more in some minutes than in others, for one client and
+    /// sixteen alike). Prints the median of the per-turn throughput ratios.
+    fn aggregate_paired(placement: &str, clients: &mut [Proc]) {
+        const TURNS: usize = 11;
+        let iters: u64 = if placement == "split" {
+            400_000
+        } else {
+            40_000
+        };
+        let mut ratios = Vec::new();
+        for _ in 0..TURNS {
+            let one = load_calls(&mut clients[..1], iters);
+            let all = load_calls(clients, iters);
+            ratios.push(one.as_secs_f64() / all.as_secs_f64());
+        }
+        ratios.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "aggregate/{placement}/paired: calls/s of 16 clients / 1 client, median of {TURNS} \
+             turns {:.2}x (min {:.2}x, max {:.2}x)",
+            ratios[TURNS / 2],
+            ratios[0],
+            ratios[TURNS - 1],
+        );
     }
 
     /// The channel's 64-byte round trip and the spin floor measured in turns, 100 ms each,

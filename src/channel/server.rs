@@ -376,7 +376,10 @@ impl<M> Server<M> {
     /// use std::time::Duration;
     /// # let name = format!("doc-poll-{}", std::process::id());
     /// let server = shmlink::Server::builder(&name).create()?;
-    /// let mut echo = |req: &[u8], resp: &mut [u8]| { resp[..req.len()].copy_from_slice(req); req.len() };
+    /// let mut echo = |req: &[u8], resp: &mut [u8]| {
+    ///     resp[..req.len()].copy_from_slice(req);
+    ///     req.len()
+    /// };
     /// loop {
     ///     let _served = server.poll(&mut echo, Duration::from_millis(10));
     ///     // ... other work of this loop ...
@@ -594,7 +597,8 @@ impl Core {
     }
 
     /// Serves everything the ring holds; if it held nothing and a scan is asked for (by the
-    /// caller, or by a client whose push failed), scans the slots. Returns how many requests were answered.
+    /// caller, or by a client whose push failed), scans the slots. Returns how many requests
+    /// were answered.
     ///
     /// `sole_consumer`: see [`Ring::pop`] (true only for the one worker of a one-worker
     /// server; `poll` may be called from several threads).
