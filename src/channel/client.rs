@@ -21,6 +21,12 @@ use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// How often `connect_timeout` retries while no server (or no free slot) is there.
 const RETRY: Duration = Duration::from_millis(5);
+/// How many times a call polls for its answer inline before the general wait (a CPU pause
+/// each: a few microseconds; a split-CPU round trip takes well under one).
+const FAST_POLLS: u32 = 64;
+/// Calls made without the inline poll after one that ran out (the server then shares our CPU
+/// or is slow: polling would only delay the general wait).
+const POLL_BACKOFF: u32 = 64;
 
 /// The calling end of a request channel. Owns one of the server's slots until dropped.
 ///
@@ -215,14 +221,19 @@ impl Client {
     }
 
     /// The connection, (re)opened if there is none or the server closed it.
+    #[inline]
     fn conn(&mut self) -> Result<&mut Conn, CallError> {
-        if self.conn.as_ref().is_some_and(Conn::closed) {
-            self.conn = None;
+        if self.conn.as_ref().is_none_or(Conn::closed) {
+            self.reconnect()?;
         }
-        if self.conn.is_none() {
-            self.conn = Some(Conn::open(&self.name, self.me, self.strategy)?);
-        }
-        Ok(self.conn.as_mut().expect("just set"))
+        Ok(self.conn.as_mut().expect("connected"))
+    }
+
+    #[cold]
+    fn reconnect(&mut self) -> Result<(), CallError> {
+        self.conn = None;
+        self.conn = Some(Conn::open(&self.name, self.me, self.strategy)?);
+        Ok(())
     }
 
     fn exchange<R>(
@@ -241,16 +252,18 @@ impl Client {
         }
         let len = write(conn.request_buf())?;
         conn.submit(len);
+        if let Some(n) = conn.poll_answer() {
+            let r = read(conn.response(n));
+            conn.end_call();
+            return Ok(r);
+        }
         let mut resent = false;
         loop {
             let conn = self.conn.as_mut().expect("connected");
             match conn.wait(deadline) {
                 Waited::Answer(n) => {
                     let r = read(conn.response(n));
-                    conn.slot().state.store(IDLE, Ordering::Release);
-                    // The worker is done with the request line: take it back now, off the
-                    // next call's path.
-                    prefetch_write(conn.map.request(conn.slot));
+                    conn.end_call();
                     return Ok(r);
                 }
                 Waited::Gone {
@@ -330,6 +343,8 @@ struct Conn {
     slot: u32,
     /// Sequence number of the last request sent from this slot.
     seq: u32,
+    /// Calls left before the inline poll is tried again (see [`Conn::poll_answer`]).
+    poll_backoff: u32,
     server: ProcessId,
     me: ProcessId,
 }
@@ -400,19 +415,23 @@ impl Conn {
             done: done.with_strategy(strategy),
             slot,
             seq,
+            poll_backoff: 0,
             server,
             me,
         })
     }
 
+    #[inline]
     fn slot(&self) -> &super::slot::SlotHeader {
         self.map.slot(self.slot)
     }
 
+    #[inline]
     fn closed(&self) -> bool {
         self.map.flags().closed.load(Ordering::Relaxed) != 0
     }
 
+    #[inline]
     fn shutting_down(&self) -> bool {
         self.map.flags().shutting_down.load(Ordering::Relaxed) != 0
     }
@@ -422,6 +441,7 @@ impl Conn {
         !self.closed() && self.server.is_alive()
     }
 
+    #[inline]
     fn request_buf(&mut self) -> &mut [u8] {
         // SAFETY: the slot is ours and IDLE (settled), so nobody else touches its request
         // bytes; max_message of them lie inside the mapping; &mut self keeps this unique.
@@ -430,6 +450,7 @@ impl Conn {
         }
     }
 
+    #[inline]
     fn response(&self, n: usize) -> &[u8] {
         debug_assert!(n <= self.map.layout.max_message);
         // SAFETY: n <= max_message was checked by `answer`; in RESPONSE_READY the response
@@ -439,7 +460,16 @@ impl Conn {
 
     /// Makes the slot IDLE before a call: discards the late answer of a call that timed out
     /// (waiting for it if the server is still working on it).
+    #[inline]
     fn settle(&self, deadline: Option<Instant>) -> Result<(), Waited> {
+        if self.slot().state.load(Ordering::Acquire) == IDLE {
+            return Ok(()); // the last call was answered (or this is the first)
+        }
+        self.settle_slow(deadline)
+    }
+
+    #[cold]
+    fn settle_slow(&self, deadline: Option<Instant>) -> Result<(), Waited> {
         let slot = self.slot();
         loop {
             match slot.state.load(Ordering::Acquire) {
@@ -485,12 +515,14 @@ impl Conn {
     /// first line, the slot header and the ring cell (`push` asks for the cell again: a
     /// spinning worker may have read it back meanwhile). Their transfers then overlap
     /// instead of adding up.
+    #[inline]
     fn prefetch(&self) {
         prefetch_write(self.map.request(self.slot));
         prefetch_write(self.slot());
         self.ring.prefetch_push();
     }
 
+    #[inline]
     fn submit(&mut self, len: usize) {
         self.seq = self.seq.wrapping_add(1);
         let slot = self.slot();
@@ -505,6 +537,56 @@ impl Conn {
         }
         // Wakes a worker only if all of them sleep; a spinning one sees the ring entry.
         self.bell.notify();
+    }
+
+    /// The length of a successful answer to the current request if it comes within
+    /// [`FAST_POLLS`] inline polls of the state word; `None` leaves everything (a slow
+    /// answer, a failure status, garbage) to [`wait`](Conn::wait), which reads the same words.
+    ///
+    /// Most answers come within a microsecond while the client spins, and everything run
+    /// between the answer's arrival and the next request is on the round trip's critical
+    /// path: with this plain loop in front of the general wait a split-CPU call measured
+    /// 10-30 ns faster (median ratio to the spin floor 1.63x instead of 1.78x). It is skipped
+    /// for the `Block` strategy, and for [`POLL_BACKOFF`] calls after it ran out (a server on
+    /// our own CPU cannot answer while we poll; on one CPU the cost is ~1% of a call). It
+    /// looks at no deadline: at most [`FAST_POLLS`] pauses, a few microseconds.
+    #[inline]
+    fn poll_answer(&mut self) -> Option<usize> {
+        if self.poll_backoff > 0 {
+            self.poll_backoff -= 1;
+            return None;
+        }
+        if matches!(
+            self.done.strategy(),
+            WaitStrategy::Block | WaitStrategy::SpinThenBlock { spins: 0 }
+        ) {
+            return None;
+        }
+        let slot = self.map.slot(self.slot);
+        let mut polls = FAST_POLLS;
+        let mut state = slot.state.load(Ordering::Acquire);
+        while matches!(state, REQUEST_READY | IN_SERVICE) {
+            polls -= 1;
+            if polls == 0 {
+                self.poll_backoff = POLL_BACKOFF;
+                return None;
+            }
+            std::hint::spin_loop();
+            state = slot.state.load(Ordering::Acquire);
+        }
+        let ok = state == RESPONSE_READY
+            && slot.resp_seq.load(Ordering::Relaxed) == self.seq
+            && slot.status.load(Ordering::Relaxed) == STATUS_OK;
+        let len = slot.resp_len.load(Ordering::Relaxed) as usize;
+        (ok && len <= self.map.layout.max_message).then_some(len)
+    }
+
+    /// After the answer was read: the slot is IDLE again. (No prefetch of the request line
+    /// here: `prefetch` at the next call's start asks for it, and a second ask here measured
+    /// slower.)
+    #[inline]
+    fn end_call(&self) {
+        self.slot().state.store(IDLE, Ordering::Release);
     }
 
     /// The answer to the current request if it is there.

@@ -196,6 +196,7 @@ impl Mapped {
         unsafe { self.seg.as_ptr().add(Layout::CONFIG) }.cast()
     }
 
+    #[inline]
     pub(crate) fn flags(&self) -> &Flags {
         // SAFETY: Flags lies at offset FLAGS, 64-aligned, inside the data region (total <=
         // len, see `new`); it holds atomics only.
@@ -203,6 +204,7 @@ impl Mapped {
     }
 
     /// The header of slot `i` (panics if `i >= slots`: callers validate untrusted numbers).
+    #[inline]
     pub(crate) fn slot(&self, i: u32) -> &SlotHeader {
         // SAFETY: slot_at checks i < slots, so the header lies inside the data region; it is
         // 64-aligned and holds atomics only.
@@ -216,6 +218,7 @@ impl Mapped {
     }
 
     /// Start of slot `i`'s request bytes (`max_message` of them).
+    #[inline]
     pub(crate) fn request(&self, i: u32) -> *mut u8 {
         // SAFETY: inside the data region, as for `slot`.
         unsafe {
@@ -226,6 +229,7 @@ impl Mapped {
     }
 
     /// Start of slot `i`'s response bytes (`max_message` of them).
+    #[inline]
     pub(crate) fn response(&self, i: u32) -> *mut u8 {
         // SAFETY: inside the data region, as for `slot`.
         unsafe {
