@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::ring::Ring;
 use super::slot::{
-    Config, Layout, Mapped, IDLE, IN_SERVICE, KIND_VERSION, REQUEST_READY, RESPONSE_READY,
+    Config, Layout, Mapped, SlotRef, IDLE, IN_SERVICE, KIND_VERSION, REQUEST_READY, RESPONSE_READY,
     STATUS_BAD_LENGTH, STATUS_OK, STATUS_PANICKED, STATUS_REFUSED,
 };
 use super::CallError;
@@ -335,6 +335,8 @@ fn checked_len(n: usize, max: usize) -> Result<usize, CallError> {
 
 /// One connection: the mapped segment and the claimed slot.
 struct Conn {
+    /// The claimed slot's addresses (declared before `map`, which they point into).
+    me_slot: SlotRef,
     map: Mapped,
     ring: Ring,
     mutex: Mutex,
@@ -407,7 +409,10 @@ impl Conn {
         };
         let (slot, done) = claim(&map, &mutex, me, name)?;
         let seq = map.slot(slot).seq.load(Ordering::Relaxed);
+        // SAFETY: stored beside `map` in the Conn and dropped before it.
+        let me_slot = unsafe { map.slot_ref(slot) };
         Ok(Conn {
+            me_slot,
             map,
             ring,
             mutex,
@@ -423,7 +428,7 @@ impl Conn {
 
     #[inline]
     fn slot(&self) -> &super::slot::SlotHeader {
-        self.map.slot(self.slot)
+        self.me_slot.header()
     }
 
     #[inline]
@@ -445,17 +450,15 @@ impl Conn {
     fn request_buf(&mut self) -> &mut [u8] {
         // SAFETY: the slot is ours and IDLE (settled), so nobody else touches its request
         // bytes; max_message of them lie inside the mapping; &mut self keeps this unique.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.map.request(self.slot), self.map.layout.max_message)
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.me_slot.request(), self.me_slot.max_message) }
     }
 
     #[inline]
     fn response(&self, n: usize) -> &[u8] {
-        debug_assert!(n <= self.map.layout.max_message);
+        debug_assert!(n <= self.me_slot.max_message);
         // SAFETY: n <= max_message was checked by `answer`; in RESPONSE_READY the response
         // bytes are no longer written by the server.
-        unsafe { std::slice::from_raw_parts(self.map.response(self.slot), n) }
+        unsafe { std::slice::from_raw_parts(self.me_slot.response(), n) }
     }
 
     /// Makes the slot IDLE before a call: discards the late answer of a call that timed out
@@ -517,7 +520,7 @@ impl Conn {
     /// instead of adding up.
     #[inline]
     fn prefetch(&self) {
-        prefetch_write(self.map.request(self.slot));
+        prefetch_write(self.me_slot.request());
         prefetch_write(self.slot());
         self.ring.prefetch_push();
     }
@@ -562,7 +565,7 @@ impl Conn {
         ) {
             return None;
         }
-        let slot = self.map.slot(self.slot);
+        let slot = self.slot();
         let mut polls = FAST_POLLS;
         let mut state = slot.state.load(Ordering::Acquire);
         while matches!(state, REQUEST_READY | IN_SERVICE) {
@@ -578,7 +581,7 @@ impl Conn {
             && slot.resp_seq.load(Ordering::Relaxed) == self.seq
             && slot.status.load(Ordering::Relaxed) == STATUS_OK;
         let len = slot.resp_len.load(Ordering::Relaxed) as usize;
-        (ok && len <= self.map.layout.max_message).then_some(len)
+        (ok && len <= self.me_slot.max_message).then_some(len)
     }
 
     /// After the answer was read: the slot is IDLE again. (No prefetch of the request line
@@ -604,7 +607,7 @@ impl Conn {
             Some(Waited::Failed(e))
         };
         match status {
-            STATUS_OK if len <= self.map.layout.max_message => Some(Waited::Answer(len)),
+            STATUS_OK if len <= self.me_slot.max_message => Some(Waited::Answer(len)),
             STATUS_OK => failed(CallError::Protocol {
                 reason: "response length exceeds max_message",
             }),

@@ -180,27 +180,38 @@ impl Layout {
 #[derive(Debug, Clone)]
 pub(crate) struct Mapped {
     pub(crate) seg: Arc<Segment>,
+    /// `seg.as_ptr()`, kept here: the mapping never moves while `seg` lives, and every slot
+    /// access on a call's path starts from it (through the `Arc` it is three dependent loads
+    /// and a branch, repeated after every acquire load).
+    base: *mut u8,
     pub(crate) layout: Layout,
 }
+
+// SAFETY: `base` points into the mapping `seg` owns (and `Segment` is Send + Sync); all
+// shared-memory access through it goes through atomics or is guarded by the slot protocol.
+unsafe impl Send for Mapped {}
+// SAFETY: as for Send.
+unsafe impl Sync for Mapped {}
 
 impl Mapped {
     /// # Safety
     /// `seg`'s data region is at least `layout.total` bytes.
     pub(crate) unsafe fn new(seg: Arc<Segment>, layout: Layout) -> Mapped {
         debug_assert!(seg.len() >= layout.total);
-        Mapped { seg, layout }
+        let base = seg.as_ptr();
+        Mapped { seg, base, layout }
     }
 
     pub(crate) fn config_ptr(&self) -> *mut Config {
         // SAFETY: Config lies at offset CONFIG < total <= len.
-        unsafe { self.seg.as_ptr().add(Layout::CONFIG) }.cast()
+        unsafe { self.base.add(Layout::CONFIG) }.cast()
     }
 
     #[inline]
     pub(crate) fn flags(&self) -> &Flags {
         // SAFETY: Flags lies at offset FLAGS, 64-aligned, inside the data region (total <=
         // len, see `new`); it holds atomics only.
-        unsafe { &*self.seg.as_ptr().add(Layout::FLAGS).cast::<Flags>() }
+        unsafe { &*self.base.add(Layout::FLAGS).cast::<Flags>() }
     }
 
     /// The header of slot `i` (panics if `i >= slots`: callers validate untrusted numbers).
@@ -208,24 +219,14 @@ impl Mapped {
     pub(crate) fn slot(&self, i: u32) -> &SlotHeader {
         // SAFETY: slot_at checks i < slots, so the header lies inside the data region; it is
         // 64-aligned and holds atomics only.
-        unsafe {
-            &*self
-                .seg
-                .as_ptr()
-                .add(self.layout.slot_at(i))
-                .cast::<SlotHeader>()
-        }
+        unsafe { &*self.base.add(self.layout.slot_at(i)).cast::<SlotHeader>() }
     }
 
     /// Start of slot `i`'s request bytes (`max_message` of them).
     #[inline]
     pub(crate) fn request(&self, i: u32) -> *mut u8 {
         // SAFETY: inside the data region, as for `slot`.
-        unsafe {
-            self.seg
-                .as_ptr()
-                .add(self.layout.slot_at(i) + 64 + EVENT_STORAGE)
-        }
+        unsafe { self.base.add(self.layout.slot_at(i) + 64 + EVENT_STORAGE) }
     }
 
     /// Start of slot `i`'s response bytes (`max_message` of them).
@@ -233,15 +234,61 @@ impl Mapped {
     pub(crate) fn response(&self, i: u32) -> *mut u8 {
         // SAFETY: inside the data region, as for `slot`.
         unsafe {
-            self.seg
-                .as_ptr()
+            self.base
                 .add(self.layout.slot_at(i) + 64 + EVENT_STORAGE + self.layout.area)
+        }
+    }
+
+    /// Slot `i`'s addresses, computed once (a client uses its slot on every call).
+    ///
+    /// # Safety
+    /// The returned value must not be used after `self` is dropped.
+    pub(crate) unsafe fn slot_ref(&self, i: u32) -> SlotRef {
+        SlotRef {
+            header: self.slot(i),
+            request: self.request(i),
+            response: self.response(i),
+            max_message: self.layout.max_message,
         }
     }
 
     pub(crate) fn ring_ptr(&self) -> *mut u8 {
         // SAFETY: the ring lies inside the data region (total <= len).
-        unsafe { self.seg.as_ptr().add(self.layout.ring) }
+        unsafe { self.base.add(self.layout.ring) }
+    }
+}
+
+/// One slot's addresses inside a [`Mapped`] (see [`Mapped::slot_ref`]), so that a call's
+/// path does no address arithmetic.
+pub(crate) struct SlotRef {
+    header: *const SlotHeader,
+    request: *mut u8,
+    response: *mut u8,
+    pub(crate) max_message: usize,
+}
+
+// SAFETY: the pointers point into a mapping (Send + Sync) that outlives this value (the
+// contract of `slot_ref`); the header holds atomics only, and the byte areas are accessed
+// under the slot protocol.
+unsafe impl Send for SlotRef {}
+
+impl SlotRef {
+    #[inline]
+    pub(crate) fn header(&self) -> &SlotHeader {
+        // SAFETY: a live slot header (see `slot_ref`): 64-aligned atomics.
+        unsafe { &*self.header }
+    }
+
+    /// Start of the request bytes (`max_message` of them).
+    #[inline]
+    pub(crate) fn request(&self) -> *mut u8 {
+        self.request
+    }
+
+    /// Start of the response bytes (`max_message` of them).
+    #[inline]
+    pub(crate) fn response(&self) -> *mut u8 {
+        self.response
     }
 }
 
