@@ -571,7 +571,11 @@ impl Conn {
         while matches!(state, REQUEST_READY | IN_SERVICE) {
             polls -= 1;
             if polls == 0 {
-                self.poll_backoff = POLL_BACKOFF;
+                self.poll_backoff = if self.done.setter_shares_cpu() {
+                    POLL_BACKOFF
+                } else {
+                    0 // only a slow answer this time (a long handler, a preempted worker)
+                };
                 return None;
             }
             std::hint::spin_loop();

@@ -230,6 +230,13 @@ impl Event {
         self.cell().word.load(Ordering::Relaxed) / SLEEPER
     }
 
+    /// Whether the last process to signal this event ran on the caller's CPU (as far as the
+    /// platform can tell: where it cannot, the answer is yes). A waiter that spins while its
+    /// signaller shares its CPU only delays the signal.
+    pub(crate) fn setter_shares_cpu(&self) -> bool {
+        self.cell().setter_cpu.load(Ordering::Relaxed) == sys::current_cpu()
+    }
+
     /// Signals the event: wakes one waiter, or leaves it set for the next one.
     #[inline]
     pub fn set(&self) {
