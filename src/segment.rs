@@ -163,6 +163,7 @@ impl SegmentBuilder {
             match sys::Shm::create(&os_name, total, self.mode) {
                 Ok(shm) => {
                     let seg = Segment {
+                        data: shm.as_ptr().wrapping_add(HEADER_SIZE),
                         shm,
                         name: name.clone(),
                         os_name: os_name.clone(),
@@ -304,6 +305,9 @@ pub struct Segment {
     os_name: String,
     owner: bool,
     data_offset: usize,
+    /// Start of the data region: the mapping's base plus `data_offset`, kept so that
+    /// [`as_ptr`](Segment::as_ptr), which hot paths call, is one load.
+    data: *mut u8,
     /// Bytes of the object in use, header included: the size it was created with. The
     /// mapping can be larger (by less than `sys::SIZE_ROUNDING`) where the OS reports sizes
     /// in whole pages (macOS, Windows).
@@ -396,6 +400,7 @@ impl Segment {
                 sys::Shm::open(&os_name).map_err(|e| Error::os("shm_open", name.as_str(), e))?;
             let size = shm.len();
             let mut seg = Segment {
+                data: shm.as_ptr().wrapping_add(HEADER_SIZE),
                 shm,
                 name: name.clone(),
                 os_name: os_name.clone(),
@@ -527,9 +532,9 @@ impl Segment {
     ///
     /// The region is shared with other processes: reading or writing it needs the same care
     /// as any memory shared between threads (atomics, or a [`Mutex`](crate::Mutex)).
+    #[inline]
     pub fn as_ptr(&self) -> *mut u8 {
-        // SAFETY: data_offset <= len() is an invariant of every Segment.
-        unsafe { self.shm.as_ptr().add(self.data_offset) }
+        self.data
     }
 
     /// Length of the data region in bytes.
