@@ -24,8 +24,8 @@ const RETRY: Duration = Duration::from_millis(5);
 /// How many times a call polls for its answer inline before the general wait (a CPU pause
 /// each: a few microseconds; a split-CPU round trip takes well under one).
 const FAST_POLLS: u32 = 64;
-/// Calls made without the inline poll after one that ran out (the server then shares our CPU
-/// or is slow: polling would only delay the general wait).
+/// Calls made without the inline poll after one that ran out while the server's worker runs
+/// on our CPU (it cannot answer while we poll, so polling would only delay the general wait).
 const POLL_BACKOFF: u32 = 64;
 
 /// The calling end of a request channel. Owns one of the server's slots until dropped.
@@ -550,9 +550,11 @@ impl Conn {
     /// between the answer's arrival and the next request is on the round trip's critical
     /// path: with this plain loop in front of the general wait a split-CPU call measured
     /// 10-30 ns faster (median ratio to the spin floor 1.63x instead of 1.78x). It is skipped
-    /// for the `Block` strategy, and for [`POLL_BACKOFF`] calls after it ran out (a server on
-    /// our own CPU cannot answer while we poll; on one CPU the cost is ~1% of a call). It
-    /// looks at no deadline: at most [`FAST_POLLS`] pauses, a few microseconds.
+    /// for the `Block` strategy, and for [`POLL_BACKOFF`] calls after it ran out with the
+    /// worker on our CPU (it cannot answer while we poll; on one CPU the cost is ~1% of a
+    /// call). A poll that ran out with the worker elsewhere (a long handler, a preempted
+    /// vCPU) does not back off: the next answer is likely fast again. It looks at no
+    /// deadline: at most [`FAST_POLLS`] pauses, a few microseconds.
     #[inline]
     fn poll_answer(&mut self) -> Option<usize> {
         if self.poll_backoff > 0 {
