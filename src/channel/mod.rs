@@ -7,27 +7,27 @@
 //! response buffer (both in shared memory), and notifies the slot's `done` event. See
 //! `slot.rs` for the layout and the slot state table, `ring.rs` for the ring.
 //!
-//! The "exec" half of each slot's event pair is the shared ring plus one doorbell: that is
-//! what lets any free worker serve any client. Both events are used as eventcounts
-//! (`Event::wait_for` / `Event::notify`): a waiting worker spins on the ring's next cell and
-//! a waiting client on its slot's state word, and the event itself is written only when the
-//! other side has gone to sleep. So while both sides spin, a round trip moves only the lines
-//! that carry the call (request, slot header, ring cell, response), and those are prefetched
-//! together so their transfers overlap. (Workers that poll the slots' state words instead,
-//! with clients skipping the ring while one polls, were tried and measured: no faster, since
-//! the claim then has to upgrade the polled line, and slower in some vCPU placements; the
-//! ring stays. Also measured, each within noise of the layout above: one ring cell per cache
-//! line, claiming the ring position before writing the slot header, an inline
-//! spin-and-serve worker loop, and no claim CAS at all.) What did matter was address
-//! arithmetic: a slot's addresses are computed once (the mapping's base is kept in `Mapped`,
-//! a client keeps its slot's pointers), because reaching them through `Arc<Segment>` after
-//! every acquire load cost a split-CPU call 30-40 ns (paired ratio to the spin floor 1.6x
-//! before, 1.2-1.3x after). A response carries the sequence
-//! number of the request it answers, so the late answer to a call that timed out is never
-//! returned by the next call. A client learns that its server is gone from the segment
-//! owner's liveness (checked every ~20 ms while it sleeps) and from the `closed` flag of a
-//! graceful shutdown; its mapping pins that incarnation of the channel, so after a restart it
-//! reconnects to the new segment (new instance token) on its next call.
+//! The "exec" half of each slot's event pair is the shared ring plus one doorbell: that is what
+//! lets any free worker serve any client. Both events are used as eventcounts (`Event::wait_for` /
+//! `Event::notify`): a waiting worker spins on the ring's next cell and a waiting client on its
+//! slot's state word, and the event itself is written only when the other side has gone to sleep.
+//! So while both sides spin, a round trip moves only the lines that carry the call (request, slot
+//! header, ring cell, response), and those are prefetched together so their transfers overlap.
+//! (Workers that poll the slots' state words instead, with clients skipping the ring while one
+//! polls, were tried and measured: no faster, since the claim then has to upgrade the polled line,
+//! and slower in some vCPU placements; the ring stays. Also measured, each within noise of the
+//! layout above: one ring cell per cache line, claiming the ring position before writing the slot
+//! header, an inline spin-and-serve worker loop, no claim CAS at all, and either of the client's
+//! two prefetches of the ring cell alone; a client poll without `pause` was slower.) What did
+//! matter was address arithmetic: a slot's addresses are computed once (the mapping's base is kept
+//! in `Mapped`, a client keeps its slot's pointers), because reaching them through `Arc<Segment>`
+//! after every acquire load cost a split-CPU call 30-40 ns (paired ratio to the spin floor 1.6x
+//! before, 1.2-1.3x after). A response carries the sequence number of the request it answers, so
+//! the late answer to a call that timed out is never returned by the next call. A client learns
+//! that its server is gone from the segment owner's liveness (checked every ~20 ms while it sleeps)
+//! and from the `closed` flag of a graceful shutdown; its mapping pins that incarnation of the
+//! channel, so after a restart it reconnects to the new segment (new instance token) on its next
+//! call.
 //!
 //! # Examples
 //! ```
