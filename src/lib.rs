@@ -50,6 +50,7 @@ mod error;
 mod name;
 mod pool;
 mod process;
+mod region;
 mod segment;
 mod sync;
 mod sys;

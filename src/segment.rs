@@ -2,17 +2,17 @@
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::name::{ServiceName, MAX_NAME_LEN};
 use crate::process::ProcessId;
-use crate::sync::atomic::{AtomicU32, AtomicU64};
+use crate::region::{Region, ShmAtomic};
+use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use crate::sys;
 
 /// `b"shmlink\x01"`: marks objects this crate made. Objects without it are never removed.
-const MAGIC: [u8; 8] = *b"shmlink\x01";
+const MAGIC: u64 = u64::from_le_bytes(*b"shmlink\x01");
 /// Version of the common header layout below.
 pub(crate) const HEADER_VERSION: u32 = 1;
 /// Bytes before the data region of every segment (header, padded to a cache-line multiple).
@@ -77,23 +77,32 @@ impl SegmentKind {
 }
 
 /// The common header, at offset 0 of every segment.
+///
+/// Every field is an atomic: a peer (or a creator still initialising) may write any of them
+/// while this process reads. The creator writes everything, then `state` = READY with
+/// Release; openers load `state` with Acquire before trusting the other fields, and read
+/// each field once.
 #[repr(C)]
 pub(crate) struct Header {
-    magic: [u8; 8],
-    header_version: u32,
-    kind: u32,
+    /// [`MAGIC`], little-endian.
+    magic: AtomicU64,
+    header_version: AtomicU32,
+    kind: AtomicU32,
     /// The layout version of the kind's own data (e.g. the channel's slot layout).
-    kind_version: u32,
+    kind_version: AtomicU32,
     /// See [`STATE_EMPTY`] and the table there.
     state: AtomicU32,
     /// Total size of the object in bytes, header included.
-    size: u64,
+    size: AtomicU64,
     owner_pid: AtomicU32,
-    name_len: u32,
+    name_len: AtomicU32,
     owner_start: AtomicU64,
-    token: [u8; 16],
-    name: [u8; MAX_NAME_LEN],
+    token: [AtomicU64; 2],
+    name: [AtomicU8; MAX_NAME_LEN],
 }
+
+// SAFETY: atomics only; any bit pattern is a valid Header; alignment 8.
+unsafe impl ShmAtomic for Header {}
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
 
@@ -245,10 +254,9 @@ fn classify(name: &ServiceName, os_name: &str, mut shm: sys::Shm) -> Result<Foun
                 });
             }
         } else {
-            // SAFETY: the mapping is at least HEADER_SIZE bytes and page-aligned.
-            let h = unsafe { &*shm.as_ptr().cast::<Header>() };
-            // SAFETY: plain bytes; a racing writer can only make us see old or new bytes.
-            let magic = unsafe { std::ptr::read_volatile(&h.magic) };
+            let region = shm_region(&shm);
+            let h = region.at::<Header>(0);
+            let magic = h.magic.load(Ordering::Acquire);
             if magic == MAGIC {
                 let owner = ProcessId::from_raw(
                     h.owner_pid.load(Ordering::Acquire),
@@ -258,17 +266,15 @@ fn classify(name: &ServiceName, os_name: &str, mut shm: sys::Shm) -> Result<Foun
                     return Ok(Found::Live(owner.pid()));
                 }
                 return Ok(Found::Stale(shm));
-            } else if magic != [0; 8] {
+            } else if magic != 0 {
                 return Err(Error::Foreign {
                     name: name.to_string(),
                 });
             } else if settled {
                 // Sized and zero: a creator that died before writing anything.
-                let all_zero = {
-                    // SAFETY: HEADER_SIZE bytes are mapped.
-                    let bytes = unsafe { std::slice::from_raw_parts(shm.as_ptr(), HEADER_SIZE) };
-                    bytes.iter().all(|&b| b == 0)
-                };
+                let mut bytes = [0u8; HEADER_SIZE];
+                let all_zero =
+                    region.copy_out(0, &mut bytes).is_some() && bytes.iter().all(|&b| b == 0);
                 return if all_zero {
                     Ok(Found::Stale(shm))
                 } else {
@@ -421,32 +427,50 @@ impl Segment {
         }
     }
 
+    /// The whole mapping (header and data region) as a region.
+    fn region(&self) -> Region<'_> {
+        shm_region(&self.shm)
+    }
+
     fn header(&self) -> &Header {
-        // SAFETY: every Segment maps at least HEADER_SIZE bytes (checked before a Segment is
-        // handed out, or created so), page-aligned, for as long as self lives.
-        unsafe { &*self.shm.as_ptr().cast::<Header>() }
+        // Every Segment maps at least HEADER_SIZE bytes: checked before one is handed out,
+        // or created so.
+        self.region().at::<Header>(0)
+    }
+
+    /// The data region (after the header): the only way the crate's other modules reach a
+    /// segment's memory.
+    #[allow(dead_code)] // used as the channel and pool move onto regions
+    pub(crate) fn data(&self) -> Region<'_> {
+        self.region()
+            .sub(self.data_offset, self.len())
+            .expect("the data region lies inside the mapping")
     }
 
     fn write_header(&self, kind: SegmentKind, kind_version: u32, total: usize) {
         let me = ProcessId::current();
         let token = uuid::Uuid::new_v4().into_bytes();
-        let h = self.shm.as_ptr().cast::<Header>();
+        let h = self.header();
         let name = self.name.as_str().as_bytes();
-        // SAFETY: we created the object exclusively and nobody reads these fields before
-        // `state` says READY; the mapping holds a whole Header.
-        unsafe {
-            (*h).owner_pid.store(me.pid(), Ordering::Relaxed);
-            (*h).owner_start.store(me.start_time(), Ordering::Relaxed);
-            (*h).header_version = HEADER_VERSION;
-            (*h).kind = kind.code();
-            (*h).kind_version = kind_version;
-            (*h).size = total as u64;
-            (*h).token = token;
-            (*h).name_len = name.len() as u32;
-            (&mut (*h).name)[..name.len()].copy_from_slice(name);
-            (*h).state.store(STATE_INIT, Ordering::Release);
-            std::ptr::write_volatile(&mut (*h).magic, MAGIC);
+        // Nobody trusts these fields before `state` says READY (published with Release).
+        h.owner_pid.store(me.pid(), Ordering::Relaxed);
+        h.owner_start.store(me.start_time(), Ordering::Relaxed);
+        h.header_version.store(HEADER_VERSION, Ordering::Relaxed);
+        h.kind.store(kind.code(), Ordering::Relaxed);
+        h.kind_version.store(kind_version, Ordering::Relaxed);
+        h.size.store(total as u64, Ordering::Relaxed);
+        for (word, bytes) in h.token.iter().zip(token.chunks_exact(8)) {
+            word.store(
+                u64::from_le_bytes(bytes.try_into().expect("8 bytes")),
+                Ordering::Relaxed,
+            );
         }
+        h.name_len.store(name.len() as u32, Ordering::Relaxed);
+        for (cell, &b) in h.name.iter().zip(name) {
+            cell.store(b, Ordering::Relaxed);
+        }
+        h.state.store(STATE_INIT, Ordering::Release);
+        h.magic.store(MAGIC, Ordering::Release);
     }
 
     /// Makes a segment from `create_unpublished` visible to openers. Everything written
@@ -472,41 +496,43 @@ impl Segment {
             });
         }
         let h = self.header();
-        let state = h.state.load(Ordering::Acquire);
-        // SAFETY: plain bytes in the mapping; volatile because another process writes them.
-        let magic = unsafe { std::ptr::read_volatile(&h.magic) };
+        let magic = h.magic.load(Ordering::Acquire);
         if magic != MAGIC {
-            if magic == [0; 8] && state == STATE_EMPTY {
+            if magic == 0 && h.state.load(Ordering::Acquire) == STATE_EMPTY {
                 return Err(Error::NotReady { name: name() });
             }
             return Err(Error::Foreign { name: name() });
         }
-        if h.header_version != HEADER_VERSION {
+        // Nothing else is trusted before READY is seen (Acquire pairs with `publish`).
+        if h.state.load(Ordering::Acquire) != STATE_READY {
+            return Err(Error::NotReady { name: name() });
+        }
+        let version = h.header_version.load(Ordering::Relaxed);
+        if version != HEADER_VERSION {
             return Err(Error::VersionMismatch {
                 name: name(),
-                found: h.header_version,
+                found: version,
                 expected: HEADER_VERSION,
             });
         }
-        if state != STATE_READY {
-            return Err(Error::NotReady { name: name() });
-        }
-        if h.kind != kind.code() {
+        let found_kind = h.kind.load(Ordering::Relaxed);
+        if found_kind != kind.code() {
             return Err(Error::WrongKind {
                 name: name(),
-                found: SegmentKind::describe(h.kind),
+                found: SegmentKind::describe(found_kind),
                 expected: SegmentKind::describe(kind.code()),
             });
         }
-        if h.kind_version != kind_version {
+        let found_version = h.kind_version.load(Ordering::Relaxed);
+        if found_version != kind_version {
             return Err(Error::VersionMismatch {
                 name: name(),
-                found: h.kind_version,
+                found: found_version,
                 expected: kind_version,
             });
         }
         // Read once: the header is shared memory that a peer could change under us.
-        let size = h.size;
+        let size = h.size.load(Ordering::Relaxed);
         let mapped = self.shm.len() as u64;
         if size > mapped || mapped - size >= sys::SIZE_ROUNDING as u64 || size < HEADER_SIZE as u64
         {
@@ -549,7 +575,11 @@ impl Segment {
 
     /// The random token written at creation: differs between two incarnations of a name.
     pub fn token(&self) -> [u8; 16] {
-        self.header().token
+        let mut token = [0u8; 16];
+        for (bytes, word) in token.chunks_exact_mut(8).zip(&self.header().token) {
+            bytes.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+        }
+        token
     }
 
     /// The process that owns the segment (its creator, or a process that took it over).
@@ -580,6 +610,13 @@ impl Segment {
     pub(crate) fn disown(&mut self) {
         self.owner = false;
     }
+}
+
+/// The whole mapping of `shm` as a region.
+fn shm_region(shm: &sys::Shm) -> Region<'_> {
+    // SAFETY: `Shm` maps `len()` bytes read-write, page-aligned, for as long as it lives, and
+    // the region borrows it; this crate never creates a `&mut` over mapped memory.
+    unsafe { Region::new(shm.as_ptr(), shm.len()) }
 }
 
 impl Drop for Segment {

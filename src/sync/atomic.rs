@@ -1,7 +1,7 @@
 //! The one place atomics are imported from, so that a model checker (loom) can replace them;
 //! and cache-line prefetch hints for hand-offs between CPUs.
 
-pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// Asks the CPU to fetch the cache line at `p` for writing, without waiting for it.
 ///
