@@ -31,6 +31,9 @@
 //! [`ALLOCATED`] (held by a Writer) and [`RECEIVED`] (held by the Reader) entries are on no
 //! list: their links are [`NIL`].
 
+use std::time::Duration;
+
+use super::config::PoolConfig;
 use crate::process::ProcessId;
 use crate::sync::atomic::{
     AtomicU32, AtomicU64,
@@ -43,8 +46,6 @@ pub(crate) const SIGNATURE: u64 = u64::from_le_bytes(*b"shmlpool");
 pub(crate) const LAYOUT_VERSION: u32 = 1;
 /// "No entry" in links and list heads.
 pub(crate) const NIL: u32 = u32::MAX;
-/// Largest `max_buffers` a pool may have.
-pub(crate) const MAX_BUFFERS_LIMIT: u32 = 1 << 20;
 
 /// `Entry::status` values. Zero is never valid (an uninitialised entry).
 ///
@@ -112,6 +113,24 @@ pub(crate) struct RawConfig {
     pub(crate) resize_threshold: AtomicU32,
     _pad: AtomicU32,
     pub(crate) sweep_timeout_ns: AtomicU64,
+}
+
+impl RawConfig {
+    /// The configuration as stored (to be validated by the caller).
+    pub(crate) fn load(&self) -> PoolConfig {
+        let r = Relaxed;
+        PoolConfig {
+            initial_buffer_size: usize::try_from(self.initial_buffer_size.load(r))
+                .unwrap_or(usize::MAX),
+            max_buffer_size: usize::try_from(self.max_buffer_size.load(r)).unwrap_or(usize::MAX),
+            start_buffers: self.start_buffers.load(r),
+            max_buffers: self.max_buffers.load(r),
+            min_buffers: self.min_buffers.load(r),
+            resize_increment: self.resize_increment.load(r),
+            resize_threshold: self.resize_threshold.load(r),
+            sweep_timeout: Duration::from_nanos(self.sweep_timeout_ns.load(r)),
+        }
+    }
 }
 
 /// Head, tail and length of one list.
@@ -258,7 +277,7 @@ pub(crate) struct RepairReport {
 impl<'a> Index<'a> {
     /// Writes a fresh index: `start` FREE entries of `capacity` bytes (generation 1), the rest
     /// DISPOSED.
-    pub(crate) fn init(&self, cfg: &crate::pool::PoolConfig) {
+    pub(crate) fn init(&self, cfg: &PoolConfig) {
         let h = self.hdr;
         h.signature.store(SIGNATURE, Relaxed);
         h.layout_version.store(LAYOUT_VERSION, Relaxed);
@@ -679,6 +698,21 @@ impl<'a> Index<'a> {
     }
 }
 
+/// Adds one to a statistics counter (only ever written under the pool mutex).
+pub(crate) fn bump(c: &AtomicU64) {
+    c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
+}
+
+/// Subtracts one from a count, stopping at 0.
+pub(crate) fn dec(c: &AtomicU32) {
+    c.store(c.load(Relaxed).saturating_sub(1), Relaxed);
+}
+
+/// Adds one to a count, stopping at `u32::MAX`.
+pub(crate) fn inc(c: &AtomicU32) {
+    c.store(c.load(Relaxed).saturating_add(1), Relaxed);
+}
+
 /// Wall-clock ns since the Unix epoch: comparable between processes (the sweeper's clock).
 pub(crate) fn now_ns() -> u64 {
     std::time::SystemTime::now()
@@ -689,7 +723,6 @@ pub(crate) fn now_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::PoolConfig;
 
     /// Heap storage laid out like the segment (the header, then the directory).
     struct Heap {

@@ -10,7 +10,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use super::{PoolError, Reader, Writer};
+use super::{PoolError, Reader, WriteBuf, Writer};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"SLFS");
 const START: u32 = 1;
@@ -256,7 +256,7 @@ impl Writer {
         })
     }
 
-    fn acquire_patiently(&self) -> Result<super::WriteBuf, PoolError> {
+    fn acquire_patiently(&self) -> Result<WriteBuf, PoolError> {
         self.acquire_timeout(Duration::from_secs(30))
     }
 

@@ -1,0 +1,297 @@
+//! The buffers handed to users: [`ReadBuf`] (a received message) and [`WriteBuf`] (a buffer
+//! a Writer fills), both views of a buffer segment in place.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use super::conn::{buffer_tag, create_buffer, next_generation, Conn, Mapped};
+use super::error::PoolError;
+use super::index::{self, dec, List, Slot, ALLOCATED, FREE, RECEIVED};
+use super::service::ReaderShared;
+use crate::process::ProcessId;
+use crate::segment::Segment;
+use crate::sync::atomic::Ordering;
+
+/// A message the [`Reader`](crate::Reader) received: derefs to its bytes, in place in shared memory.
+/// Dropping it puts the buffer back on the free list.
+pub struct ReadBuf {
+    pub(super) shared: Arc<ReaderShared>,
+    pub(super) seg: Arc<Segment>,
+    pub(super) slot: Slot,
+    pub(super) redelivered: bool,
+}
+
+impl ReadBuf {
+    /// Whether this message was received before by a Reader that died before releasing it
+    /// (it may have been processed already).
+    pub fn redelivered(&self) -> bool {
+        self.redelivered
+    }
+
+    /// The buffer's capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.slot.capacity
+    }
+}
+
+impl Deref for ReadBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: slot.len <= slot.capacity <= seg.len() (checked in `Index::slot` and
+        // `Conn::map`), and `seg` keeps the mapping alive. The entry is RECEIVED: Writers
+        // that follow the protocol do not write it until we release it (a hostile process
+        // can change bytes, not the bounds).
+        unsafe { std::slice::from_raw_parts(self.seg.as_ptr(), self.slot.len) }
+    }
+}
+
+impl AsRef<[u8]> for ReadBuf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        let conn = &self.shared.conn;
+        let Ok(g) = conn.locked() else { return };
+        let ix = conn.index();
+        let i = self.slot.index;
+        let e = &ix.dir[i as usize];
+        self.shared.held[i as usize].store(0, Ordering::Relaxed);
+        if e.status.load(Ordering::Relaxed) != RECEIVED
+            || e.generation.load(Ordering::Relaxed) != self.slot.generation
+        {
+            return;
+        }
+        dec(&ix.hdr.received);
+        e.released_at.store(index::now_ns(), Ordering::Relaxed);
+        // The status is the commit point (see "Crash order" in the index module): until it
+        // says FREE, the message must stay whole for an adopter to redeliver, so its `len`
+        // and `flags` are not touched here (the next acquire resets them).
+        e.status.store(FREE, Ordering::Release);
+        ix.push_front(List::Free, i);
+        drop(g);
+        conn.freed_ev.set();
+    }
+}
+
+impl fmt::Debug for ReadBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadBuf")
+            .field("index", &self.slot.index)
+            .field("len", &self.slot.len)
+            .field("redelivered", &self.redelivered)
+            .finish()
+    }
+}
+
+/// A buffer a [`Writer`](crate::Writer) holds: derefs (mutably) to its first [`len`](WriteBuf::len)
+/// bytes, in place in shared memory. Send it with [`Writer::send`](crate::Writer::send); dropping it unsent
+/// puts it back on the free list.
+///
+/// The bytes beyond the length, exposed by [`set_len`](WriteBuf::set_len), hold whatever an
+/// earlier message left there.
+pub struct WriteBuf {
+    pub(super) conn: Arc<Conn>,
+    pub(super) seg: Arc<Segment>,
+    pub(super) slot: Slot,
+    pub(super) len: usize,
+    pub(super) me: ProcessId,
+    pub(super) done: bool,
+}
+
+impl WriteBuf {
+    /// Bytes in the message.
+    #[allow(clippy::len_without_is_empty)] // derefs to a slice, which has is_empty
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes the buffer holds without growing.
+    pub fn capacity(&self) -> usize {
+        self.slot.capacity
+    }
+
+    /// The largest capacity this buffer may grow to (the pool's `max_buffer_size`).
+    pub fn max_capacity(&self) -> usize {
+        self.conn.max_buffer_size
+    }
+
+    /// Sets the message length, growing the buffer if `len` exceeds its capacity.
+    ///
+    /// # Errors
+    /// As [`WriteBuf::reserve`].
+    pub fn set_len(&mut self, len: usize) -> Result<(), PoolError> {
+        self.reserve(len)?;
+        self.len = len;
+        Ok(())
+    }
+
+    /// Sets the length to 0.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends `bytes`, growing the buffer if needed.
+    ///
+    /// # Errors
+    /// As [`WriteBuf::reserve`].
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) -> Result<(), PoolError> {
+        let start = self.len;
+        let end = start.checked_add(bytes.len()).ok_or(PoolError::TooLarge {
+            requested: usize::MAX,
+            max: self.conn.max_buffer_size,
+        })?;
+        self.set_len(end)?;
+        self[start..end].copy_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Makes the capacity at least `capacity` bytes: a bigger buffer segment replaces this
+    /// one (under the next generation's name), keeping the message's bytes. Grows at least
+    /// twofold, up to the pool's `max_buffer_size`.
+    ///
+    /// # Errors
+    /// [`PoolError::TooLarge`] beyond `max_buffer_size`; [`PoolError::NotOwner`] if the
+    /// buffer is no longer ours; [`PoolError::Shm`] if the memory cannot be reserved.
+    pub fn reserve(&mut self, capacity: usize) -> Result<(), PoolError> {
+        if capacity <= self.slot.capacity {
+            return Ok(());
+        }
+        let max = self.conn.max_buffer_size;
+        if capacity > max {
+            return Err(PoolError::TooLarge {
+                requested: capacity,
+                max,
+            });
+        }
+        self.grow(capacity.max(self.slot.capacity.saturating_mul(2)).min(max))
+    }
+
+    #[cold]
+    fn grow(&mut self, capacity: usize) -> Result<(), PoolError> {
+        let (i, old_gen) = (self.slot.index, self.slot.generation);
+        let new_gen = next_generation(old_gen);
+        let new_tag = buffer_tag(i, new_gen);
+        let name = &self.conn.name;
+        let mut seg = create_buffer(name, i, new_gen, capacity)?;
+        // The Reader owns the pool's buffers: it removes this one when it disposes of it.
+        seg.disown();
+        // SAFETY: both mappings hold at least `self.len` bytes (len <= old capacity <=
+        // old mapping; the new one is bigger); they are distinct objects.
+        unsafe { std::ptr::copy_nonoverlapping(self.seg.as_ptr(), seg.as_ptr(), self.len) };
+        let updated = (|| {
+            let conn = &self.conn;
+            let _g = conn.locked()?;
+            let e = &conn.index().dir[i as usize];
+            let r = Ordering::Relaxed;
+            if e.status.load(r) != ALLOCATED
+                || e.owner() != self.me
+                || e.generation.load(r) != old_gen
+            {
+                return Err(PoolError::NotOwner);
+            }
+            e.generation.store(new_gen, r);
+            e.capacity.store(capacity as u64, r);
+            Ok(())
+        })();
+        if let Err(e) = updated {
+            let _ = Segment::remove_tagged(name, &new_tag, true);
+            return Err(e);
+        }
+        let _ = Segment::remove_tagged(name, &buffer_tag(i, old_gen), true);
+        let seg = Arc::new(seg);
+        if let Some(cell) = self.conn.cache.lock().get_mut(i as usize) {
+            *cell = Some(Mapped {
+                generation: new_gen,
+                seg: Arc::clone(&seg),
+            });
+        }
+        self.seg = seg;
+        self.slot.generation = new_gen;
+        self.slot.capacity = capacity;
+        Ok(())
+    }
+
+    /// The whole buffer, up to its capacity (for writing before [`set_len`](Self::set_len)).
+    pub fn spare_capacity(&mut self) -> &mut [u8] {
+        // SAFETY: capacity <= mapping length (checked when mapped or created); we hold the
+        // buffer (ALLOCATED to us), so no protocol-following process touches it.
+        unsafe { std::slice::from_raw_parts_mut(self.seg.as_ptr(), self.slot.capacity) }
+    }
+}
+
+impl Deref for WriteBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: len <= capacity <= mapping length; see spare_capacity.
+        unsafe { std::slice::from_raw_parts(self.seg.as_ptr(), self.len) }
+    }
+}
+
+impl DerefMut for WriteBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in deref; &mut self makes this the only reference in this process.
+        unsafe { std::slice::from_raw_parts_mut(self.seg.as_ptr(), self.len) }
+    }
+}
+
+impl std::io::Write for WriteBuf {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let room = self.conn.max_buffer_size - self.len;
+        let n = bytes.len().min(room);
+        if n == 0 && !bytes.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                "the pool buffer is at max_buffer_size",
+            ));
+        }
+        self.extend_from_slice(&bytes[..n])
+            .map_err(std::io::Error::other)?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for WriteBuf {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let conn = &self.conn;
+        let Ok(g) = conn.locked() else { return };
+        let ix = conn.index();
+        let i = self.slot.index;
+        let e = &ix.dir[i as usize];
+        let r = Ordering::Relaxed;
+        if e.status.load(r) != ALLOCATED
+            || e.owner() != self.me
+            || e.generation.load(r) != self.slot.generation
+        {
+            return;
+        }
+        dec(&ix.hdr.allocated);
+        e.set_owner(None);
+        e.len.store(0, r);
+        e.released_at.store(index::now_ns(), r);
+        e.status.store(FREE, Ordering::Release);
+        ix.push_front(List::Free, i);
+        drop(g);
+        conn.freed_ev.set();
+    }
+}
+
+impl fmt::Debug for WriteBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteBuf")
+            .field("index", &self.slot.index)
+            .field("len", &self.len)
+            .field("capacity", &self.slot.capacity)
+            .finish()
+    }
+}
