@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::conn::{buffer_tag, create_buffer, next_generation, Conn, Mapped};
 use super::error::PoolError;
-use super::index::{self, dec, List, Slot, ALLOCATED, FREE, RECEIVED};
+use super::index::Slot;
 use super::service::ReaderShared;
 use crate::process::ProcessId;
 use crate::segment::Segment;
@@ -58,20 +58,11 @@ impl Drop for ReadBuf {
         let Ok(g) = conn.locked() else { return };
         let ix = conn.index();
         let i = self.slot.index;
-        let e = &ix.dir[i as usize];
         self.shared.held[i as usize].store(0, Ordering::Relaxed);
-        if e.status.load(Ordering::Relaxed) != RECEIVED
-            || e.generation.load(Ordering::Relaxed) != self.slot.generation
-        {
+        // Refused if the entry was repaired or reclaimed meanwhile: then it is not ours.
+        if ix.release(i, self.slot.generation).is_err() {
             return;
         }
-        dec(&ix.hdr.received);
-        e.released_at.store(index::now_ns(), Ordering::Relaxed);
-        // The status is the commit point (see "Crash order" in the index module): until it
-        // says FREE, the message must stay whole for an adopter to redeliver, so its `len`
-        // and `flags` are not touched here (the next acquire resets them).
-        e.status.store(FREE, Ordering::Release);
-        ix.push_front(List::Free, i);
         drop(g);
         conn.freed_ev.set();
     }
@@ -185,17 +176,9 @@ impl WriteBuf {
         let updated = (|| {
             let conn = &self.conn;
             let _g = conn.locked()?;
-            let e = &conn.index().dir[i as usize];
-            let r = Ordering::Relaxed;
-            if e.status.load(r) != ALLOCATED
-                || e.owner() != self.me
-                || e.generation.load(r) != old_gen
-            {
-                return Err(PoolError::NotOwner);
-            }
-            e.generation.store(new_gen, r);
-            e.capacity.store(capacity as u64, r);
-            Ok(())
+            conn.index()
+                .replace_buffer(i, self.me, old_gen, new_gen, capacity as u64)
+                .map_err(|_| PoolError::NotOwner)
         })();
         if let Err(e) = updated {
             let _ = Segment::remove_tagged(name, &new_tag, true);
@@ -266,21 +249,13 @@ impl Drop for WriteBuf {
         let conn = &self.conn;
         let Ok(g) = conn.locked() else { return };
         let ix = conn.index();
-        let i = self.slot.index;
-        let e = &ix.dir[i as usize];
-        let r = Ordering::Relaxed;
-        if e.status.load(r) != ALLOCATED
-            || e.owner() != self.me
-            || e.generation.load(r) != self.slot.generation
+        // Refused if the entry was repaired or reclaimed meanwhile: then it is not ours.
+        if ix
+            .give_back(self.slot.index, self.me, self.slot.generation)
+            .is_err()
         {
             return;
         }
-        dec(&ix.hdr.allocated);
-        e.set_owner(None);
-        e.len.store(0, r);
-        e.released_at.store(index::now_ns(), r);
-        e.status.store(FREE, Ordering::Release);
-        ix.push_front(List::Free, i);
         drop(g);
         conn.freed_ev.set();
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::PoolError;
-use super::index::{self, bump, Index, IndexHeader, List, Slot, DISPOSED, STATE_RETIRED};
+use super::index::{self, bump, Index, IndexHeader, List, Slot, DISPOSED};
 use crate::error::Error;
 use crate::name::ServiceName;
 use crate::segment::{Segment, SegmentKind};
@@ -246,7 +246,7 @@ impl Conn {
     }
 
     pub(super) fn retired(&self) -> bool {
-        self.hdr().state.load(Ordering::Acquire) == STATE_RETIRED
+        self.hdr().is_retired()
     }
 
     /// The mapping of buffer `slot`, from the cache or opened now. With `adopt`, the opener
@@ -294,8 +294,7 @@ impl Conn {
         let mut cache = self.cache.lock();
         for (cell, e) in cache.iter_mut().zip(ix.dir) {
             let stale = cell.as_ref().is_some_and(|m| {
-                e.status.load(Ordering::Relaxed) == DISPOSED
-                    || e.generation.load(Ordering::Relaxed) != m.generation
+                e.status() == DISPOSED || e.generation.load(Ordering::Relaxed) != m.generation
             });
             if stale {
                 *cell = None;

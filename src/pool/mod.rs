@@ -26,7 +26,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `index.rs` | the index layout, the entry state table and every transition of it, the lists |
+//! | `index.rs`, `index/` | the index layout, the entry states and every transition, the lists |
 //! | `config.rs` | [`PoolConfig`] |
 //! | `error.rs` | [`PoolError`], [`SendError`] |
 //! | `conn.rs` | one process's attachment: the index segment, its locks and events, mapped buffers |

@@ -12,8 +12,8 @@ use super::conn::{
 };
 use super::error::PoolError;
 use super::index::{
-    self, bump, inc, Index, IndexHeader, List, DISPOSED, FLAG_REDELIVERED, RECEIVED, STATE_OPEN,
-    STATE_RETIRED,
+    self, bump, Index, IndexHeader, List, Refused, DISPOSED, FLAG_REDELIVERED, QUEUED, RECEIVED,
+    STATE_OPEN,
 };
 use super::service::ReaderShared;
 use crate::error::Error;
@@ -210,7 +210,7 @@ impl Reader {
         };
         let conn = &shared.conn;
         let h = conn.hdr();
-        let checked = if h.state.load(Ordering::Acquire) != STATE_OPEN {
+        let checked = if h.state() != STATE_OPEN {
             Err("the index was retired".to_owned())
         } else {
             // Only the dead Reader waited on these; a sleeper count it left would only cost
@@ -262,7 +262,7 @@ impl Reader {
         }
         // SAFETY: as in check_header.
         let h = unsafe { &*seg.as_ptr().cast::<IndexHeader>() };
-        h.state.store(STATE_RETIRED, Ordering::Release);
+        h.retire();
         let fits = (seg.len() - index::DIR_OFFSET) / index::ENTRY_SIZE;
         let n = (h.config.max_buffers.load(Ordering::Relaxed) as usize)
             .min(fits)
@@ -275,7 +275,7 @@ impl Reader {
             )
         };
         for (i, e) in dir.iter().enumerate() {
-            if e.status.load(Ordering::Relaxed) != DISPOSED {
+            if e.status() != DISPOSED {
                 // Only segments whose owner is dead are removed.
                 let _ = Segment::remove_tagged(
                     name,
@@ -347,7 +347,7 @@ impl Reader {
                 let _g = conn.locked()?;
                 let ix = conn.index();
                 let h = ix.hdr;
-                let i = match ix.pop_front(List::Queued) {
+                let i = match ix.front(List::Queued) {
                     Ok(None) => return Ok(None),
                     Ok(Some(i)) => i,
                     Err(_) => {
@@ -356,22 +356,25 @@ impl Reader {
                         continue;
                     }
                 };
-                let e = &ix.dir[i as usize];
-                match ix.slot(i) {
+                match ix.receive(i) {
                     Ok(slot) => {
-                        e.status.store(RECEIVED, Ordering::Relaxed);
                         sh.held[i as usize].store(1, Ordering::Relaxed);
-                        inc(&h.received);
                         bump(&h.delivered);
                         if slot.flags & FLAG_REDELIVERED != 0 {
                             bump(&h.redelivered);
                         }
                         (slot, ix.count(List::Queued) > 0)
                     }
-                    Err(_) => {
+                    Err(Refused::Invalid(_)) => {
                         // Impossible length or capacity: the message cannot be trusted.
-                        inc(&h.received);
-                        ix.dispose(i, RECEIVED);
+                        if ix.dispose(i, QUEUED).is_err() {
+                            ix.repair(false);
+                        }
+                        bump(&h.repairs);
+                        continue;
+                    }
+                    Err(_) => {
+                        ix.repair(false);
                         bump(&h.repairs);
                         continue;
                     }
@@ -394,12 +397,9 @@ impl Reader {
                     // Its segment is missing or too small: drop the message.
                     let _g = conn.locked()?;
                     let ix = conn.index();
-                    let e = &ix.dir[slot.index as usize];
                     sh.held[slot.index as usize].store(0, Ordering::Relaxed);
-                    if e.status.load(Ordering::Relaxed) == RECEIVED
-                        && e.generation.load(Ordering::Relaxed) == slot.generation
-                    {
-                        ix.dispose(slot.index, RECEIVED);
+                    if ix.holds(slot.index, RECEIVED, slot.generation, None) {
+                        let _ = ix.dispose(slot.index, RECEIVED);
                     }
                     bump(&ix.hdr.repairs);
                 }
@@ -474,7 +474,7 @@ impl Drop for Reader {
         // Under the mutex, so that no send slips in after the Writer's check (see `queue`).
         {
             let _g = conn.locked();
-            conn.hdr().state.store(STATE_RETIRED, Ordering::Release);
+            conn.hdr().retire();
         }
         self.shared.stop.store(1, Ordering::Release);
         conn.service_ev.set();

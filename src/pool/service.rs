@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::config::PoolConfig;
 use super::conn::{buffer_tag, create_buffer, next_generation, Conn, Mapped};
 use super::error::PoolError;
-use super::index::{self, bump, dec, inc, List, ALLOCATED, DISPOSED, FREE, RECEIVED, STATE_OPEN};
+use super::index::{self, bump, List, ALLOCATED, DISPOSED, FREE, RECEIVED};
 use crate::process::ProcessId;
 use crate::segment::Segment;
 use crate::sync::atomic::{AtomicU32, Ordering};
@@ -65,14 +65,8 @@ impl ReaderShared {
     }
 
     pub(super) fn set_identity(&self) {
-        let h = self.conn.hdr();
-        let me = ProcessId::current();
         let token = uuid::Uuid::new_v4().as_u64_pair();
-        h.reader_start.store(me.start_time(), Ordering::Relaxed);
-        h.reader_pid.store(me.pid(), Ordering::Relaxed);
-        h.reader_token[0].store(token.0, Ordering::Relaxed);
-        h.reader_token[1].store(token.1, Ordering::Release);
-        h.state.store(STATE_OPEN, Ordering::Release);
+        self.conn.hdr().open(ProcessId::current(), token);
     }
 
     /// The service thread: holds the alive lock; grows, sweeps and reclaims.
@@ -102,7 +96,7 @@ impl ReaderShared {
             if self.stop.load(Ordering::Acquire) != 0 {
                 break;
             }
-            if conn.hdr().grow_requested.swap(0, Ordering::AcqRel) != 0 {
+            if conn.hdr().take_grow_request() {
                 let _ = self.grow();
             }
             if last_reclaim.elapsed() >= RECLAIM_INTERVAL {
@@ -122,7 +116,11 @@ impl ReaderShared {
             let room = self.config.max_buffers.saturating_sub(ix.buffers());
             let n = room.min(self.config.resize_increment);
             let mut picked = Vec::new();
-            let mut cur = ix.front(List::Disposed).unwrap_or(index::NIL);
+            let mut cur = ix
+                .front(List::Disposed)
+                .ok()
+                .flatten()
+                .unwrap_or(index::NIL);
             while picked.len() < n as usize {
                 let Some(e) = ix.entry(cur) else { break };
                 if picked.iter().any(|&(i, _)| i == cur) {
@@ -147,24 +145,12 @@ impl ReaderShared {
         {
             let _g = conn.locked()?;
             let ix = conn.index();
-            let now = index::now_ns();
             let mut cache = conn.cache.lock();
             for (i, old_gen, generation, seg) in made {
-                let e = &ix.dir[i as usize];
-                if e.status.load(Ordering::Relaxed) != DISPOSED
-                    || e.generation.load(Ordering::Relaxed) != old_gen
-                    || ix.unlink(List::Disposed, i).is_err()
-                {
+                let capacity = self.config.initial_buffer_size as u64;
+                if ix.revive(i, old_gen, generation, capacity).is_err() {
                     continue; // changed meanwhile (repair): dropping `seg` removes it
                 }
-                e.generation.store(generation, Ordering::Relaxed);
-                e.capacity
-                    .store(self.config.initial_buffer_size as u64, Ordering::Relaxed);
-                e.len.store(0, Ordering::Relaxed);
-                e.flags.store(0, Ordering::Relaxed);
-                e.released_at.store(now, Ordering::Relaxed);
-                e.status.store(FREE, Ordering::Release);
-                ix.push_front(List::Free, i);
                 cache[i as usize] = Some(Mapped {
                     generation,
                     seg: Arc::new(seg),
@@ -194,14 +180,12 @@ impl ReaderShared {
                 if now.saturating_sub(e.released_at.load(Ordering::Relaxed)) <= timeout {
                     break;
                 }
-                if ix.unlink(List::Free, i).is_err() {
+                let generation = e.generation.load(Ordering::Relaxed);
+                if ix.dispose(i, FREE).is_err() {
                     ix.repair(false);
                     break;
                 }
-                gone.push((i, e.generation.load(Ordering::Relaxed)));
-                e.status.store(DISPOSED, Ordering::Relaxed);
-                e.capacity.store(0, Ordering::Relaxed);
-                ix.push_back(List::Disposed, i);
+                gone.push((i, generation));
                 bump(&ix.hdr.swept);
             }
             gone
@@ -220,17 +204,14 @@ impl ReaderShared {
         let held: Vec<(u32, ProcessId, u32)> = {
             let _g = conn.locked()?;
             let ix = conn.index();
-            let now = index::now_ns();
             for (i, e) in ix.dir.iter().enumerate() {
-                if e.status.load(Ordering::Relaxed) == RECEIVED
+                if e.status() == RECEIVED
                     && self.held[i].load(Ordering::Relaxed) == 0
                     && ix.slot(i as u32).is_ok()
+                    && ix
+                        .release(i as u32, e.generation.load(Ordering::Relaxed))
+                        .is_ok()
                 {
-                    dec(&ix.hdr.received);
-                    e.released_at.store(now, Ordering::Relaxed);
-                    // Status last, message left whole: as in `ReadBuf::drop`.
-                    e.status.store(FREE, Ordering::Release);
-                    ix.push_front(List::Free, i as u32);
                     bump(&ix.hdr.repairs);
                     strays += 1;
                 }
@@ -238,7 +219,7 @@ impl ReaderShared {
             ix.dir
                 .iter()
                 .enumerate()
-                .filter(|(_, e)| e.status.load(Ordering::Relaxed) == ALLOCATED)
+                .filter(|(_, e)| e.status() == ALLOCATED)
                 .map(|(i, e)| (i as u32, e.owner(), e.generation.load(Ordering::Relaxed)))
                 .collect()
         };
@@ -270,28 +251,18 @@ impl ReaderShared {
         {
             let _g = conn.locked()?;
             let ix = conn.index();
-            let now = index::now_ns();
             for (i, owner, g) in dead {
-                let e = &ix.dir[i as usize];
-                if e.status.load(Ordering::Relaxed) != ALLOCATED
-                    || e.owner() != owner
-                    || e.generation.load(Ordering::Relaxed) != g
-                {
+                if !ix.holds(i, ALLOCATED, g, Some(owner)) {
                     continue;
                 }
-                dec(&ix.hdr.allocated);
                 if ix.slot(i).is_err() {
-                    inc(&ix.hdr.allocated);
-                    ix.dispose(i, ALLOCATED);
+                    let _ = ix.dispose(i, ALLOCATED);
                     continue;
                 }
-                e.set_owner(None);
-                e.len.store(0, Ordering::Relaxed);
-                e.released_at.store(now, Ordering::Relaxed);
-                e.status.store(FREE, Ordering::Release);
-                ix.push_front(List::Free, i);
-                bump(&ix.hdr.reclaimed);
-                taken.push((i, g));
+                if ix.give_back(i, owner, g).is_ok() {
+                    bump(&ix.hdr.reclaimed);
+                    taken.push((i, g));
+                }
             }
         }
         conn.freed_ev.set();
@@ -321,7 +292,7 @@ impl Drop for ReaderShared {
             // there is none).
             let _ =
                 Segment::remove_tagged(&conn.name, &buffer_tag(i as u32, next_generation(g)), true);
-            if e.status.load(Ordering::Relaxed) == DISPOSED {
+            if e.status() == DISPOSED {
                 // A sweep killed between marking the entry and unlinking its segment.
                 let _ = Segment::remove_tagged(&conn.name, &buffer_tag(i as u32, g), true);
                 continue;

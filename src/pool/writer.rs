@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::buf::WriteBuf;
 use super::conn::{Conn, PoolStats, INDEX_TAG, KIND_VERSION};
 use super::error::{PoolError, SendError};
-use super::index::{bump, dec, inc, List, ALLOCATED, FREE, QUEUED, STATE_RETIRED};
+use super::index::{bump, List, Refused, ALLOCATED, FREE};
 use crate::error::Error;
 use crate::name::ServiceName;
 use crate::process::ProcessId;
@@ -196,50 +196,45 @@ impl Writer {
                 let g = conn.locked()?;
                 let ix = conn.index();
                 let h = ix.hdr;
-                let popped = match ix.pop_front(List::Free) {
-                    Ok(p) => p,
+                let head = match ix.front(List::Free) {
+                    Ok(head) => head,
                     Err(_) => {
                         ix.repair(false);
                         bump(&h.repairs);
                         continue;
                     }
                 };
+                let taken = match head.map(|i| (i, ix.allocate(i, self.me))) {
+                    None => None,
+                    Some((_, Ok(slot))) => Some(slot),
+                    Some((i, Err(Refused::Invalid(_)))) => {
+                        // An impossible capacity: the buffer cannot be trusted.
+                        if ix.dispose(i, FREE).is_err() {
+                            ix.repair(false);
+                        }
+                        bump(&h.repairs);
+                        continue;
+                    }
+                    Some((_, Err(_))) => {
+                        ix.repair(false);
+                        bump(&h.repairs);
+                        continue;
+                    }
+                };
                 let free = ix.count(List::Free);
-                let r = Ordering::Relaxed;
+                let threshold = h.config.resize_threshold.load(Ordering::Relaxed);
                 // Few free (or none at all: then even with a threshold of 0): ask for more.
-                let grow = (free < h.config.resize_threshold.load(r) || popped.is_none())
+                let grow = (free < threshold || taken.is_none())
                     && ix.buffers() < conn.max_buffers
-                    && h.grow_requested.load(r) == 0;
-                if grow {
-                    h.grow_requested.store(1, r);
-                }
-                let Some(i) = popped else {
-                    drop(g);
+                    && h.request_grow();
+                drop(g);
+                let Some(slot) = taken else {
                     if grow {
                         conn.service_ev.set();
                     }
                     return Ok(None);
                 };
-                let e = &ix.dir[i as usize];
-                // The owner before the status (the commit point): a Writer that dies before
-                // it leaves the entry FREE (repair relinks it), after it ALLOCATED to itself
-                // (`reclaim` takes it back), never ALLOCATED to the entry's previous Writer.
-                e.len.store(0, r);
-                e.flags.store(0, r);
-                e.set_owner(Some(self.me));
-                e.status.store(ALLOCATED, Ordering::Release);
-                inc(&h.allocated);
-                match ix.slot(i) {
-                    Ok(slot) => {
-                        drop(g);
-                        (slot, grow, free > 0)
-                    }
-                    Err(_) => {
-                        ix.dispose(i, ALLOCATED);
-                        bump(&h.repairs);
-                        continue;
-                    }
-                }
+                (slot, grow, free > 0)
             };
             if grow {
                 conn.service_ev.set();
@@ -281,19 +276,12 @@ impl Writer {
                     );
                     let g = conn.locked()?;
                     let ix = conn.index();
-                    let en = &ix.dir[slot.index as usize];
-                    if en.status.load(Ordering::Relaxed) == ALLOCATED
-                        && en.owner() == self.me
-                        && en.generation.load(Ordering::Relaxed) == slot.generation
-                    {
+                    if ix.holds(slot.index, ALLOCATED, slot.generation, Some(self.me)) {
                         if broken {
-                            ix.dispose(slot.index, ALLOCATED);
+                            let _ = ix.dispose(slot.index, ALLOCATED);
                             bump(&ix.hdr.repairs);
                         } else {
-                            dec(&ix.hdr.allocated);
-                            en.set_owner(None);
-                            en.status.store(FREE, Ordering::Release);
-                            ix.push_front(List::Free, slot.index);
+                            let _ = ix.give_back(slot.index, self.me, slot.generation);
                         }
                     }
                     drop(g);
@@ -340,29 +328,19 @@ impl Writer {
             let conn = &buf.conn;
             let _g = conn.locked()?;
             let ix = conn.index();
-            let h = ix.hdr;
-            let i = buf.slot.index;
-            let e = &ix.dir[i as usize];
-            let r = Ordering::Relaxed;
-            if h.state.load(r) == STATE_RETIRED {
+            if ix.hdr.is_retired() {
                 return Err(PoolError::NoReader);
             }
-            if e.status.load(r) != ALLOCATED
-                || e.owner() != buf.me
-                || e.generation.load(r) != buf.slot.generation
-                || e.capacity.load(r) != buf.slot.capacity as u64
-            {
-                return Err(PoolError::NotOwner);
-            }
-            e.len.store(buf.len as u64, r);
-            let seq = h.next_seq.load(r);
-            h.next_seq.store(seq.wrapping_add(1), r);
-            e.seq.store(seq, r);
-            // Length and seq first, the status last (see "Crash order" in the index module).
-            e.status.store(QUEUED, Ordering::Release);
-            dec(&h.allocated);
-            ix.push_back(List::Queued, i);
-            bump(&h.sent);
+            let slot = &buf.slot;
+            ix.queue(
+                slot.index,
+                buf.me,
+                slot.generation,
+                slot.capacity as u64,
+                buf.len as u64,
+            )
+            .map_err(|_| PoolError::NotOwner)?;
+            bump(&ix.hdr.sent);
             Ok(())
         })();
         match r {
