@@ -674,7 +674,7 @@ fn a_second_reader_is_refused_a_closed_pool_says_no_reader_and_writers_follow_a_
     let reader = Reader::create(&name, small_config()).unwrap();
     assert!(matches!(
         Reader::create(&name, small_config()),
-        Err(PoolError::Shm(shmlink::Error::AlreadyRunning { .. }))
+        Err(PoolError::AlreadyRunning { .. })
     ));
     let bad = PoolConfig {
         initial_buffer_size: 10,
@@ -756,7 +756,7 @@ fn two_readers_racing_to_adopt_a_dead_readers_pool_end_with_one_reader() {
                 child_exit(0);
             }
             Ok(_) => "fresh".to_owned(),
-            Err(PoolError::Shm(shmlink::Error::AlreadyRunning { .. })) => "busy".to_owned(),
+            Err(PoolError::AlreadyRunning { .. }) => "busy".to_owned(),
             Err(e) => format!("error {e}"),
         };
         tell_parent(&outcome);

@@ -146,7 +146,7 @@ impl WriteBuf {
     ///
     /// # Errors
     /// [`PoolError::TooLarge`] beyond `max_buffer_size`; [`PoolError::NotOwner`] if the
-    /// buffer is no longer ours; [`PoolError::Shm`] if the memory cannot be reserved.
+    /// buffer is no longer ours; [`PoolError::Setup`] if the memory cannot be reserved.
     pub fn reserve(&mut self, capacity: usize) -> Result<(), PoolError> {
         if capacity <= self.slot.capacity {
             return Ok(());

@@ -33,17 +33,21 @@ pub(super) fn next_generation(generation: u32) -> u32 {
 }
 
 /// Creates buffer `index`'s segment of `generation`, `size` bytes, owned by this process.
+///
+/// Every error is [`PoolError::Setup`]: a live process owning a buffer segment's name is not
+/// a Reader running.
 pub(super) fn create_buffer(
     name: &ServiceName,
     index: u32,
     generation: u32,
     size: usize,
 ) -> Result<Segment, PoolError> {
-    Ok(Segment::builder(name.as_str())
+    Segment::builder(name.as_str())
         .tag(&buffer_tag(index, generation))
         .kind(SegmentKind::PoolBuffer, KIND_VERSION)
         .size(size)
-        .create()?)
+        .create()
+        .map_err(PoolError::Setup)
 }
 
 /// A snapshot of a pool's lists and counters.

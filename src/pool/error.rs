@@ -9,9 +9,18 @@ use crate::error::Error;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PoolError {
-    /// Setting up or opening a shared object failed.
+    /// Setting up or opening the pool's shared objects failed (names, segments, mutexes,
+    /// events, the service thread).
     #[error(transparent)]
-    Shm(#[from] Error),
+    Setup(Error),
+    /// A live Reader already serves this name.
+    #[error("a Reader for {name:?} is already running (pid {pid})")]
+    AlreadyRunning {
+        /// The service name.
+        name: String,
+        /// The running Reader's process id.
+        pid: u32,
+    },
     /// The [`PoolConfig`](crate::PoolConfig) values do not fit together.
     #[error("invalid pool configuration: {0}")]
     InvalidConfig(String),
@@ -39,7 +48,8 @@ pub enum PoolError {
     #[error("this buffer is no longer held by this Writer")]
     NotOwner,
     /// The pool's shared state is inconsistent (a crashed or hostile process); the text says
-    /// what. The Reader repairs what it can and counts it in [`PoolStats::repairs`](crate::PoolStats::repairs).
+    /// what. The Reader repairs what it can and counts it in
+    /// [`PoolStats::repairs`](crate::PoolStats::repairs).
     #[error("pool index is corrupt: {0}")]
     Corrupt(String),
     /// A file stream was malformed, interleaved with other messages, or failed its checksum.
@@ -48,6 +58,17 @@ pub enum PoolError {
     /// Reading or writing a streamed file failed.
     #[error("file I/O failed")]
     Io(#[from] std::io::Error),
+}
+
+impl From<Error> for PoolError {
+    /// Lifts [`Error::AlreadyRunning`] into [`PoolError::AlreadyRunning`]; wraps the rest in
+    /// [`PoolError::Setup`].
+    fn from(e: Error) -> Self {
+        match e {
+            Error::AlreadyRunning { name, pid } => PoolError::AlreadyRunning { name, pid },
+            e => PoolError::Setup(e),
+        }
+    }
 }
 
 /// A buffer that could not be sent, handed back with the reason (crossbeam style).

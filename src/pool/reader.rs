@@ -76,9 +76,8 @@ impl Reader {
     /// into the new pool when they send it.
     ///
     /// # Errors
-    /// [`PoolError::InvalidConfig`]; [`PoolError::Shm`] with
-    /// [`Error::AlreadyRunning`](crate::Error::AlreadyRunning) if a live Reader serves the
-    /// name, or another setup error (bad name, no memory).
+    /// [`PoolError::InvalidConfig`]; [`PoolError::AlreadyRunning`] if a live Reader serves
+    /// the name; [`PoolError::Setup`] for another setup error (bad name, no memory).
     pub fn create(name: &str, config: PoolConfig) -> Result<Reader, PoolError> {
         config.validate()?;
         let sname = ServiceName::new(name)?;

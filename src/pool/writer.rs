@@ -62,7 +62,7 @@ impl Writer {
     ///
     /// # Errors
     /// [`PoolError::NoReader`] if no pool of that name exists; [`PoolError::Corrupt`] if its
-    /// index is inconsistent; [`PoolError::Shm`] for other setup errors.
+    /// index is inconsistent; [`PoolError::Setup`] for other setup errors.
     pub fn connect(name: &str) -> Result<Writer, PoolError> {
         let name = ServiceName::new(name)?;
         let conn = Self::open(&name, Duration::from_secs(2))?;
@@ -265,7 +265,7 @@ impl Writer {
                     let broken = matches!(
                         e,
                         PoolError::Corrupt(_)
-                            | PoolError::Shm(
+                            | PoolError::Setup(
                                 Error::NotFound { .. }
                                     | Error::Corrupt { .. }
                                     | Error::Foreign { .. }
