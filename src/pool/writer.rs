@@ -15,9 +15,6 @@ use crate::segment::{Segment, SegmentKind};
 use crate::sync::atomic::Ordering;
 use crate::sync::WaitOutcome;
 
-/// How long a Writer's copy-on-send waits for a buffer of the new Reader.
-const COPY_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// A Writer drops its mappings of disposed buffers every this many acquires.
 const PRUNE_EVERY: u32 = 256;
 
@@ -143,23 +140,29 @@ impl Writer {
         self.current().stats()
     }
 
-    /// Acquires a free buffer (length 0), waiting up to 5 s.
+    /// Acquires a free buffer (length 0), waiting as long as it takes for one, or until it
+    /// is clear that no Reader serves the pool. Asks the Reader to grow the pool when few
+    /// buffers are free.
     ///
     /// # Errors
-    /// As [`Writer::acquire_timeout`].
+    /// [`PoolError::NoReader`] as soon as it is clear that no Reader serves the pool (within
+    /// 100 ms while waiting); [`PoolError::Corrupt`] if the index stays inconsistent after
+    /// repair, or its mutex stays held for seconds (a wedged peer); [`PoolError::Setup`] if a
+    /// buffer cannot be mapped.
     pub fn acquire(&self) -> Result<WriteBuf, PoolError> {
-        self.acquire_timeout(Duration::from_secs(5))
+        self.acquire_deadline(None)
     }
 
-    /// Acquires a free buffer (length 0), waiting at most `timeout` for one. Asks the
-    /// Reader to grow the pool when few buffers are free.
+    /// Acquires a free buffer (length 0) as [`Writer::acquire`] does, waiting at most
+    /// `timeout` for one.
     ///
     /// # Errors
-    /// [`PoolError::PoolFull`] after the timeout; [`PoolError::NoReader`] as soon as it is
-    /// clear that no Reader serves the pool (within 100 ms while waiting);
-    /// [`PoolError::Corrupt`].
+    /// [`PoolError::PoolFull`] after the timeout; otherwise as [`Writer::acquire`].
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<WriteBuf, PoolError> {
-        let deadline = Instant::now().checked_add(timeout);
+        self.acquire_deadline(Instant::now().checked_add(timeout))
+    }
+
+    fn acquire_deadline(&self, deadline: Option<Instant>) -> Result<WriteBuf, PoolError> {
         let mut conn = self.current();
         let mut waited = false;
         loop {
@@ -296,7 +299,9 @@ impl Writer {
         ))
     }
 
-    /// Sends `buf` to the Reader's queue (FIFO) and wakes the Reader.
+    /// Sends `buf` to the Reader's queue (FIFO) and wakes the Reader. Does not wait, except
+    /// for copy-on-send (below), which waits as long as it takes for a buffer of the new
+    /// pool, or until it is clear that no Reader serves it.
     ///
     /// If the Reader died and nobody replaced the pool yet, the message is queued for the
     /// Reader that will adopt it. If a new Reader started a fresh pool, the bytes are copied
@@ -305,13 +310,26 @@ impl Writer {
     /// # Errors
     /// Gives the buffer back with [`PoolError::NoReader`] (the pool was closed, or removed,
     /// and no Reader replaced it), [`PoolError::NotOwner`], [`PoolError::TooLarge`] (a copy
-    /// that does not fit the new pool), [`PoolError::PoolFull`] (no buffer for the copy),
-    /// [`PoolError::Corrupt`].
+    /// that does not fit the new pool), [`PoolError::Corrupt`].
     pub fn send(&self, buf: WriteBuf) -> Result<(), SendError> {
+        self.send_deadline(buf, None)
+    }
+
+    /// Sends `buf` as [`Writer::send`] does, waiting at most `timeout` for a buffer of a new
+    /// pool when copying on send.
+    ///
+    /// # Errors
+    /// Gives the buffer back with [`PoolError::PoolFull`] if no buffer for the copy became
+    /// free in time; otherwise as [`Writer::send`].
+    pub fn send_timeout(&self, buf: WriteBuf, timeout: Duration) -> Result<(), SendError> {
+        self.send_deadline(buf, Instant::now().checked_add(timeout))
+    }
+
+    fn send_deadline(&self, buf: WriteBuf, deadline: Option<Instant>) -> Result<(), SendError> {
         let conn = Arc::clone(&buf.conn);
         if conn.retired() || !conn.reader_alive() {
             match self.refresh(&conn) {
-                Ok(Some(new)) => return self.copy_send(buf, &new),
+                Ok(Some(new)) => return self.copy_send(buf, &new, deadline),
                 Ok(None) if conn.retired() => return Err(SendError::new(buf, PoolError::NoReader)),
                 // The Reader died; its index still has the name: queue for its adopter.
                 Ok(None) => {}
@@ -355,7 +373,12 @@ impl Writer {
 
     /// Copy-on-send: `buf` belongs to a pool that no Reader will read; copy it into `new`.
     #[cold]
-    fn copy_send(&self, mut buf: WriteBuf, new: &Arc<Conn>) -> Result<(), SendError> {
+    fn copy_send(
+        &self,
+        mut buf: WriteBuf,
+        new: &Arc<Conn>,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendError> {
         let copy = (|| {
             if buf.len > new.max_buffer_size {
                 return Err(PoolError::TooLarge {
@@ -363,13 +386,12 @@ impl Writer {
                     max: new.max_buffer_size,
                 });
             }
-            let deadline = Instant::now() + COPY_TIMEOUT;
             let mut nb = loop {
                 if let Some(b) = self.try_acquire(new, false)? {
                     break b;
                 }
                 let mut check = || new.reader_alive() && !new.retired();
-                match new.freed_ev.wait_until(Some(deadline), Some(&mut check)) {
+                match new.freed_ev.wait_until(deadline, Some(&mut check)) {
                     WaitOutcome::Set => {}
                     WaitOutcome::TimedOut => return Err(PoolError::PoolFull),
                     WaitOutcome::Aborted => return Err(PoolError::NoReader),
