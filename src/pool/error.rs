@@ -52,12 +52,6 @@ pub enum PoolError {
     /// [`PoolStats::repairs`](crate::PoolStats::repairs).
     #[error("pool index is corrupt: {0}")]
     Corrupt(String),
-    /// A file stream was malformed, interleaved with other messages, or failed its checksum.
-    #[error("file stream: {0}")]
-    Stream(String),
-    /// Reading or writing a streamed file failed.
-    #[error("file I/O failed")]
-    Io(#[from] std::io::Error),
 }
 
 impl From<Error> for PoolError {

@@ -42,7 +42,6 @@ mod error;
 mod index;
 mod reader;
 mod service;
-mod stream;
 mod writer;
 
 pub use buf::{ReadBuf, WriteBuf};
@@ -50,7 +49,6 @@ pub use config::PoolConfig;
 pub use conn::PoolStats;
 pub use error::{PoolError, SendError};
 pub use reader::Reader;
-pub use stream::{checksum, Checksum, FileSummary};
 pub use writer::Writer;
 
 #[cfg(test)]

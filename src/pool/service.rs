@@ -10,6 +10,7 @@ use super::config::PoolConfig;
 use super::conn::{buffer_tag, create_buffer, next_generation, Conn, Mapped};
 use super::error::PoolError;
 use super::index::{self, bump, List, ALLOCATED, DISPOSED, FREE, RECEIVED};
+use crate::error::Error;
 use crate::process::ProcessId;
 use crate::segment::Segment;
 use crate::sync::atomic::{AtomicU32, Ordering};
@@ -51,7 +52,14 @@ impl ReaderShared {
         let sh = Arc::clone(shared);
         let handle = std::thread::Builder::new()
             .name("shmlink-pool-service".into())
-            .spawn(move || sh.service(wait, ready_tx, go_rx))?;
+            .spawn(move || sh.service(wait, ready_tx, go_rx))
+            .map_err(|e| {
+                PoolError::Setup(Error::os(
+                    "spawning the service thread",
+                    shared.conn.name.as_str(),
+                    e,
+                ))
+            })?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok((handle, go_tx)),
             Ok(Err(e)) => {

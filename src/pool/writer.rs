@@ -38,7 +38,7 @@ const PRUNE_EVERY: u32 = 256;
 /// write!(buf, " and more")?;             // or append
 /// writer.send(buf)?;
 /// # assert_eq!(&reader.recv()?[..4], &[1, 2, 3, 4]);
-/// # Ok::<(), shmlink::PoolError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Writer {
     name: ServiceName,
