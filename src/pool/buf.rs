@@ -82,8 +82,9 @@ impl fmt::Debug for ReadBuf {
 /// bytes, in place in shared memory. Send it with [`Writer::send`](crate::Writer::send); dropping it unsent
 /// puts it back on the free list.
 ///
-/// The bytes beyond the length, exposed by [`set_len`](WriteBuf::set_len), hold whatever an
-/// earlier message left there.
+/// The bytes beyond the length, exposed by [`set_len`](WriteBuf::set_len) and
+/// [`spare_capacity_mut`](WriteBuf::spare_capacity_mut), hold whatever an earlier message
+/// left there.
 pub struct WriteBuf {
     pub(super) conn: Arc<Conn>,
     pub(super) seg: Arc<Segment>,
@@ -112,10 +113,13 @@ impl WriteBuf {
 
     /// Sets the message length, growing the buffer if `len` exceeds its capacity.
     ///
+    /// Unlike [`Vec::set_len`] this is safe and grows: the bytes up to the capacity are
+    /// always initialised (see [`spare_capacity_mut`](Self::spare_capacity_mut)).
+    ///
     /// # Errors
     /// As [`WriteBuf::reserve`].
     pub fn set_len(&mut self, len: usize) -> Result<(), PoolError> {
-        self.reserve(len)?;
+        self.reserve_total(len)?;
         self.len = len;
         Ok(())
     }
@@ -140,14 +144,40 @@ impl WriteBuf {
         Ok(())
     }
 
-    /// Makes the capacity at least `capacity` bytes: a bigger buffer segment replaces this
+    /// Makes room for at least `additional` more bytes after [`len`](Self::len), as
+    /// [`Vec::reserve`] does: if the capacity is short, a bigger buffer segment replaces this
     /// one (under the next generation's name), keeping the message's bytes. Grows at least
     /// twofold, up to the pool's `max_buffer_size`.
+    ///
+    /// # Examples
+    /// ```
+    /// # use shmlink::{PoolConfig, Reader, Writer};
+    /// # let name = format!("doc-reserve-{}", std::process::id());
+    /// # let reader = Reader::create(&name, PoolConfig::default())?;
+    /// let writer = Writer::connect(&name)?;
+    /// let mut buf = writer.acquire()?;
+    /// buf.extend_from_slice(b"header")?;
+    /// buf.reserve(100_000)?;
+    /// assert!(buf.capacity() >= 6 + 100_000);
+    /// # Ok::<(), shmlink::PoolError>(())
+    /// ```
     ///
     /// # Errors
     /// [`PoolError::TooLarge`] beyond `max_buffer_size`; [`PoolError::NotOwner`] if the
     /// buffer is no longer ours; [`PoolError::Setup`] if the memory cannot be reserved.
-    pub fn reserve(&mut self, capacity: usize) -> Result<(), PoolError> {
+    pub fn reserve(&mut self, additional: usize) -> Result<(), PoolError> {
+        let total = self
+            .len
+            .checked_add(additional)
+            .ok_or(PoolError::TooLarge {
+                requested: usize::MAX,
+                max: self.conn.max_buffer_size,
+            })?;
+        self.reserve_total(total)
+    }
+
+    /// Makes the capacity at least `capacity` bytes.
+    fn reserve_total(&mut self, capacity: usize) -> Result<(), PoolError> {
         if capacity <= self.slot.capacity {
             return Ok(());
         }
@@ -198,18 +228,47 @@ impl WriteBuf {
         Ok(())
     }
 
-    /// The whole buffer, up to its capacity (for writing before [`set_len`](Self::set_len)).
-    pub fn spare_capacity(&mut self) -> &mut [u8] {
-        // SAFETY: capacity <= mapping length (checked when mapped or created); we hold the
-        // buffer (ALLOCATED to us), so no protocol-following process touches it.
-        unsafe { std::slice::from_raw_parts_mut(self.seg.as_ptr(), self.slot.capacity) }
+    /// The unused tail of the buffer, from [`len`](Self::len) to
+    /// [`capacity`](Self::capacity), to fill before growing the length with
+    /// [`set_len`](Self::set_len), as with [`Vec::spare_capacity_mut`].
+    ///
+    /// Unlike `Vec`'s, these bytes are initialised (shared memory is zero-filled when it is
+    /// created, and later holds whatever an earlier message left), so this is a plain
+    /// `&mut [u8]`.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::io::Read;
+    /// # use shmlink::{PoolConfig, Reader, Writer};
+    /// # let name = format!("doc-spare-{}", std::process::id());
+    /// # let reader = Reader::create(&name, PoolConfig::default())?;
+    /// let writer = Writer::connect(&name)?;
+    /// let mut buf = writer.acquire()?;
+    /// buf.extend_from_slice(b"head:")?;
+    /// // Read straight into the buffer, then count what was read in.
+    /// let n = (&b"tail"[..]).read(buf.spare_capacity_mut())?;
+    /// let len = buf.len() + n;
+    /// buf.set_len(len)?;
+    /// assert_eq!(&buf[..], b"head:tail");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn spare_capacity_mut(&mut self) -> &mut [u8] {
+        // SAFETY: len <= capacity <= mapping length (checked when mapped or created); we
+        // hold the buffer (ALLOCATED to us), so no protocol-following process touches it;
+        // &mut self makes this the only reference in this process.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.seg.as_ptr().add(self.len),
+                self.slot.capacity - self.len,
+            )
+        }
     }
 }
 
 impl Deref for WriteBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: len <= capacity <= mapping length; see spare_capacity.
+        // SAFETY: len <= capacity <= mapping length; see spare_capacity_mut.
         unsafe { std::slice::from_raw_parts(self.seg.as_ptr(), self.len) }
     }
 }
