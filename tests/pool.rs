@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{
     child_exit, child_role, hear_parent, poll_until, spawn, tell_parent, watchdog, TestName,
 };
-use shmlink::{checksum, PoolConfig, PoolError, Reader, WriteBuf, Writer};
+use shmlink::{checksum, PoolConfig, PoolError, Reader, WaitStrategy, WriteBuf, Writer};
 
 /// A message of writer `id` with sequence number `seq`: 32 bytes with their own checksum.
 fn message(buf: &mut WriteBuf, id: u32, seq: u64) {
@@ -780,6 +780,43 @@ fn swept_buffers_are_unmapped_by_writers_too() {
         0,
         "the Writer dropped its mappings of swept buffers"
     );
+    drop(w);
+    drop(reader);
+    name.assert_no_leftovers();
+}
+
+#[test]
+fn wait_strategies_apply_to_readers_and_to_writers_holding_buffers() {
+    let _w = watchdog("wait strategies", Duration::from_secs(30));
+    let name = TestName::new("pool-strategy");
+    let reader = Reader::create(&name, small_config())
+        .unwrap()
+        .wait_strategy(WaitStrategy::Block);
+    let w = Writer::connect(&name).unwrap();
+    let mut held = w.acquire().unwrap();
+    message(&mut held, 0, 0);
+    // A buffer is held: the Writer attaches again for its waits; the held buffer stays valid
+    // (sent in place, not copied as if the pool had been replaced).
+    let w = w.wait_strategy(WaitStrategy::Spin);
+    w.send(held).unwrap();
+    let mut b = w.acquire().unwrap();
+    message(&mut b, 0, 1);
+    w.send(b).unwrap();
+    for seq in 0..2 {
+        let m = reader.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(parse(&m), (0, seq));
+    }
+    // A Reader blocked in recv (sleeping at once, with Block) is woken by a send.
+    std::thread::scope(|s| {
+        let got = s.spawn(|| parse(&reader.recv().unwrap()));
+        let mut b = w.acquire().unwrap();
+        message(&mut b, 0, 2);
+        w.send(b).unwrap();
+        assert_eq!(got.join().unwrap(), (0, 2));
+    });
+    let s = reader.stats().unwrap();
+    assert_eq!((s.sent, s.delivered, s.allocated), (3, 3, 0), "{s:?}");
+    reader.validate().unwrap();
     drop(w);
     drop(reader);
     name.assert_no_leftovers();

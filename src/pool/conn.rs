@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::name::ServiceName;
 use crate::segment::{Segment, SegmentKind};
 use crate::sync::atomic::{AtomicU32, Ordering};
-use crate::sync::{Event, Locked, Mutex, MutexGuard};
+use crate::sync::{Event, Locked, Mutex, MutexGuard, WaitStrategy};
 
 /// Segment kind version of the index and buffer segments.
 pub(super) const KIND_VERSION: u32 = index::LAYOUT_VERSION;
@@ -48,6 +48,11 @@ pub(super) fn create_buffer(
         .size(size)
         .create()
         .map_err(PoolError::Setup)
+}
+
+/// Makes `ev`'s waits use `strategy`: the pool's one call into [`Event`]'s strategy setter.
+pub(super) fn set_wait_strategy(ev: &mut Event, strategy: WaitStrategy) {
+    ev.set_strategy(strategy);
 }
 
 /// A snapshot of a pool's lists and counters.
@@ -151,8 +156,13 @@ pub(super) fn check_header(seg: &Segment) -> Result<(u32, usize), String> {
 }
 
 impl Conn {
-    /// Attaches to an initialised index segment.
-    pub(super) fn attach(seg: Arc<Segment>, name: ServiceName) -> Result<Conn, PoolError> {
+    /// Attaches to an initialised index segment; waits for a message or a free buffer use
+    /// `strategy`.
+    pub(super) fn attach(
+        seg: Arc<Segment>,
+        name: ServiceName,
+        strategy: WaitStrategy,
+    ) -> Result<Conn, PoolError> {
         let (max_buffers, max_buffer_size) = check_header(&seg).map_err(PoolError::Corrupt)?;
         // SAFETY: the creator initialised a mutex, the alive lock and three events at these
         // fixed offsets before publishing; check_header verified the segment is big enough.
@@ -167,7 +177,7 @@ impl Conn {
         };
         let token = seg.token();
         let cache = parking_lot::Mutex::new((0..max_buffers).map(|_| None).collect());
-        Ok(Conn {
+        let mut conn = Conn {
             seg,
             mutex,
             alive,
@@ -180,7 +190,26 @@ impl Conn {
             max_buffer_size,
             cache,
             acquires: AtomicU32::new(0),
-        })
+        };
+        conn.set_wait_strategy(strategy);
+        Ok(conn)
+    }
+
+    /// Makes the waits for a message (`queue_ev`) and for a free buffer (`freed_ev`) use
+    /// `strategy`. The service thread's timed ticks (`service_ev`) keep the default: a
+    /// spinning strategy there would burn a CPU between ticks.
+    pub(super) fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        set_wait_strategy(&mut self.queue_ev, strategy);
+        set_wait_strategy(&mut self.freed_ev, strategy);
+    }
+
+    /// Another handle on the queue event (the Reader's own, for its waits), using `strategy`.
+    pub(super) fn queue_waiter(&self, strategy: WaitStrategy) -> Result<Event, PoolError> {
+        // SAFETY: as in `attach`: the creator initialised an event at this fixed offset, and
+        // the segment is big enough (checked when attached).
+        let mut ev = unsafe { Event::open_at(&self.seg, index::QUEUE_EVENT_OFFSET)? };
+        set_wait_strategy(&mut ev, strategy);
+        Ok(ev)
     }
 
     pub(super) fn hdr(&self) -> &IndexHeader {

@@ -1,5 +1,6 @@
 //! The receiving end of a pool: creating a pool or adopting a dead Reader's, and receiving.
 
+use std::fmt;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -8,7 +9,8 @@ use super::buf::ReadBuf;
 use super::config::{PoolConfig, MAX_BUFFERS_LIMIT};
 use super::conn::PoolStats;
 use super::conn::{
-    buffer_tag, check_header, create_buffer, Conn, Mapped, INDEX_TAG, KIND_VERSION, LOCK_TIMEOUT,
+    buffer_tag, check_header, create_buffer, set_wait_strategy, Conn, Mapped, INDEX_TAG,
+    KIND_VERSION, LOCK_TIMEOUT,
 };
 use super::error::PoolError;
 use super::index::{
@@ -20,7 +22,7 @@ use crate::error::Error;
 use crate::name::ServiceName;
 use crate::segment::{Segment, SegmentKind};
 use crate::sync::atomic::Ordering;
-use crate::sync::{Event, Mutex, WaitOutcome};
+use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
 
 /// How long an adopting Reader waits for a dead Reader's alive lock (a Writer may hold it
 /// for an instant while checking; a live competing adopter holds it for good).
@@ -59,12 +61,22 @@ enum Adopt {
 /// drop(msg);                                        // back to the free list
 /// # Ok::<(), shmlink::PoolError>(())
 /// ```
-#[derive(Debug)]
 pub struct Reader {
     shared: Arc<ReaderShared>,
     service: Option<JoinHandle<()>>,
     adopted: bool,
     refused: Option<String>,
+    /// This Reader's handle on the queue event, for its waits (see `wait_strategy`).
+    recv_ev: Event,
+}
+
+impl fmt::Debug for Reader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reader")
+            .field("name", &self.name())
+            .field("adopted", &self.adopted)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Reader {
@@ -151,7 +163,8 @@ impl Reader {
             max_size: config.max_buffer_size as u64,
         }
         .init(&config);
-        let conn = Conn::attach(Arc::clone(&seg), name.clone())?;
+        let conn = Conn::attach(Arc::clone(&seg), name.clone(), WaitStrategy::default())?;
+        let recv_ev = conn.queue_waiter(WaitStrategy::default())?;
         let shared = Arc::new(ReaderShared::new(conn, config.clone()));
         // The start buffers, generation 1, owned by this process.
         for i in 0..config.start_buffers {
@@ -170,6 +183,7 @@ impl Reader {
             service: Some(service),
             adopted: false,
             refused: None,
+            recv_ev,
         })
     }
 
@@ -186,7 +200,10 @@ impl Reader {
         let owner = seg.owner();
         seg.take_over();
         let seg = Arc::new(seg);
-        let conn = Conn::attach(Arc::clone(&seg), name.clone())
+        let conn = Conn::attach(Arc::clone(&seg), name.clone(), WaitStrategy::default())
+            .map_err(|e| Adopt::Refused(e.to_string()))?;
+        let recv_ev = conn
+            .queue_waiter(WaitStrategy::default())
             .map_err(|e| Adopt::Refused(e.to_string()))?;
         let config = conn.hdr().config.load();
         let shared = Arc::new(ReaderShared::new(conn, config));
@@ -250,6 +267,7 @@ impl Reader {
             service: Some(service),
             adopted: true,
             refused: None,
+            recv_ev,
         })
     }
 
@@ -283,6 +301,24 @@ impl Reader {
                 );
             }
         }
+    }
+
+    /// Makes this Reader's waits for a message ([`recv`](Reader::recv),
+    /// [`recv_timeout`](Reader::recv_timeout) and the iterators) use `strategy`, as
+    /// [`ServerBuilder::wait_strategy`](crate::ServerBuilder::wait_strategy) does for a
+    /// server. The default is [`WaitStrategy::Adaptive`]. The service thread's timed work is
+    /// not affected.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{PoolConfig, Reader, WaitStrategy};
+    /// # let name = format!("doc-reader-ws-{}", std::process::id());
+    /// let reader = Reader::create(&name, PoolConfig::default())?.wait_strategy(WaitStrategy::Block);
+    /// # Ok::<(), shmlink::PoolError>(())
+    /// ```
+    pub fn wait_strategy(mut self, strategy: WaitStrategy) -> Self {
+        set_wait_strategy(&mut self.recv_ev, strategy);
+        self
     }
 
     /// Whether this Reader adopted the pool of a Reader that died.
@@ -326,7 +362,7 @@ impl Reader {
             if let Some(b) = self.try_recv()? {
                 return Ok(b);
             }
-            if self.shared.conn.queue_ev.wait_until(deadline, None) == WaitOutcome::TimedOut {
+            if self.recv_ev.wait_until(deadline, None) == WaitOutcome::TimedOut {
                 return self.try_recv()?.ok_or(PoolError::Timeout);
             }
         }

@@ -13,7 +13,7 @@ use crate::name::ServiceName;
 use crate::process::ProcessId;
 use crate::segment::{Segment, SegmentKind};
 use crate::sync::atomic::Ordering;
-use crate::sync::WaitOutcome;
+use crate::sync::{WaitOutcome, WaitStrategy};
 
 /// A Writer drops its mappings of disposed buffers every this many acquires.
 const PRUNE_EVERY: u32 = 256;
@@ -44,6 +44,7 @@ pub struct Writer {
     name: ServiceName,
     conn: parking_lot::Mutex<Arc<Conn>>,
     me: ProcessId,
+    strategy: WaitStrategy,
 }
 
 impl fmt::Debug for Writer {
@@ -62,12 +63,44 @@ impl Writer {
     /// index is inconsistent; [`PoolError::Setup`] for other setup errors.
     pub fn connect(name: &str) -> Result<Writer, PoolError> {
         let name = ServiceName::new(name)?;
-        let conn = Self::open(&name, Duration::from_secs(2))?;
+        let strategy = WaitStrategy::default();
+        let conn = Self::open(&name, Duration::from_secs(2), strategy)?;
         Ok(Writer {
             name,
             conn: parking_lot::Mutex::new(Arc::new(conn)),
             me: ProcessId::current(),
+            strategy,
         })
+    }
+
+    /// Makes this Writer's waits for a free buffer ([`acquire`](Writer::acquire),
+    /// [`acquire_timeout`](Writer::acquire_timeout) and copy-on-send) use `strategy`, as
+    /// [`ServerBuilder::wait_strategy`](crate::ServerBuilder::wait_strategy) does for a
+    /// server. The default is [`WaitStrategy::Adaptive`].
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{PoolConfig, Reader, WaitStrategy, Writer};
+    /// # let name = format!("doc-writer-ws-{}", std::process::id());
+    /// # let reader = Reader::create(&name, PoolConfig::default())?;
+    /// let writer = Writer::connect(&name)?.wait_strategy(WaitStrategy::Spin);
+    /// # Ok::<(), shmlink::PoolError>(())
+    /// ```
+    pub fn wait_strategy(mut self, strategy: WaitStrategy) -> Self {
+        self.strategy = strategy;
+        let conn = self.conn.get_mut();
+        match Arc::get_mut(conn) {
+            Some(c) => c.set_wait_strategy(strategy),
+            // Buffers acquired before share this attachment: attach to the same index again
+            // for the waits from now on. If that fails, the next attachment (after a Reader
+            // restart) gets the strategy.
+            None => {
+                if let Ok(c) = Conn::attach(Arc::clone(&conn.seg), self.name.clone(), strategy) {
+                    *conn = Arc::new(c);
+                }
+            }
+        }
+        self
     }
 
     /// Connects to the pool `name`, waiting up to `timeout` for a Reader to create it.
@@ -86,7 +119,11 @@ impl Writer {
         }
     }
 
-    fn open(name: &ServiceName, ready_wait: Duration) -> Result<Conn, PoolError> {
+    fn open(
+        name: &ServiceName,
+        ready_wait: Duration,
+        strategy: WaitStrategy,
+    ) -> Result<Conn, PoolError> {
         match Segment::open_kind_timeout(
             name,
             INDEX_TAG,
@@ -94,7 +131,7 @@ impl Writer {
             KIND_VERSION,
             ready_wait,
         ) {
-            Ok(seg) => Conn::attach(Arc::new(seg), name.clone()),
+            Ok(seg) => Conn::attach(Arc::new(seg), name.clone(), strategy),
             Err(Error::NotFound { .. } | Error::NotReady { .. }) => Err(PoolError::NoReader),
             Err(e) => Err(e.into()),
         }
@@ -105,14 +142,15 @@ impl Writer {
     }
 
     /// Looks for a new pool replacing `old`: `Some(new)` if the name now names another
-    /// index, `None` if it still names `old`.
+    /// index, `None` if it still names `old`'s. (Attachments are told apart by their index's
+    /// instance token: `wait_strategy` may have attached to the same index again.)
     #[cold]
     fn refresh(&self, old: &Arc<Conn>) -> Result<Option<Arc<Conn>>, PoolError> {
         let mut cur = self.conn.lock();
-        if !Arc::ptr_eq(&cur, old) {
+        if cur.token != old.token {
             return Ok(Some(Arc::clone(&cur)));
         }
-        let conn = Self::open(&self.name, Duration::from_millis(500))?;
+        let conn = Self::open(&self.name, Duration::from_millis(500), self.strategy)?;
         if conn.token == old.token {
             return Ok(None);
         }
