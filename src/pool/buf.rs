@@ -13,8 +13,8 @@ use crate::process::ProcessId;
 use crate::segment::Segment;
 use crate::sync::atomic::Ordering;
 
-/// A message the [`Reader`](crate::Reader) received: derefs to its bytes, in place in shared memory.
-/// Dropping it puts the buffer back on the free list.
+/// A message the [`Reader`](crate::Reader) received: derefs to its bytes, in place in shared
+/// memory. Dropping it puts the buffer back on the free list.
 pub struct ReadBuf {
     pub(super) shared: Arc<ReaderShared>,
     pub(super) seg: Arc<Segment>,
@@ -78,9 +78,9 @@ impl fmt::Debug for ReadBuf {
     }
 }
 
-/// A buffer a [`Writer`](crate::Writer) holds: derefs (mutably) to its first [`len`](WriteBuf::len)
-/// bytes, in place in shared memory. Send it with [`Writer::send`](crate::Writer::send); dropping it unsent
-/// puts it back on the free list.
+/// A buffer a [`Writer`](crate::Writer) holds: derefs (mutably) to its first
+/// [`len`](WriteBuf::len) bytes, in place in shared memory. Send it with
+/// [`Writer::send`](crate::Writer::send); dropping it unsent puts it back on the free list.
 ///
 /// The bytes beyond the length, exposed by [`set_len`](WriteBuf::set_len) and
 /// [`spare_capacity_mut`](WriteBuf::spare_capacity_mut), hold whatever an earlier message
@@ -277,6 +277,18 @@ impl DerefMut for WriteBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in deref; &mut self makes this the only reference in this process.
         unsafe { std::slice::from_raw_parts_mut(self.seg.as_ptr(), self.len) }
+    }
+}
+
+impl AsRef<[u8]> for WriteBuf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl AsMut<[u8]> for WriteBuf {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self
     }
 }
 

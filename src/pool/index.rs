@@ -3,9 +3,10 @@
 //!
 //! Everything here works on plain memory (`&IndexHeader`, `&[Entry]`), so that the list
 //! algorithms and the transitions are unit-tested on the heap; the pool places the same
-//! structs in its index segment. Every field is an atomic: a hostile process may write the memory at any time,
-//! and atomics make that a wrong value rather than undefined behaviour. Fields are accessed
-//! with `Relaxed` ordering while the pool's named mutex is held (the mutex orders them).
+//! structs in its index segment. Every field is an atomic: a hostile process may write the
+//! memory at any time, and atomics make that a wrong value rather than undefined behaviour.
+//! Fields are accessed with `Relaxed` ordering while the pool's named mutex is held (the
+//! mutex orders them).
 //!
 //! **Crash order.** A process may die (SIGKILL) between any two stores while it holds the
 //! mutex; the next locker, or an adopting Reader, then rebuilds the lists from the entries
@@ -14,8 +15,9 @@
 //! adoption), `owner` of an ALLOCATED one (taken back if it died), `released_at` of a FREE
 //! one. So every status change writes the fields the new status is trusted for first, then
 //! stores the status (with `Release`, so that the compiler keeps that order), and clears
-//! the fields the old status is trusted for only after that store. Fields a status is not trusted for may hold stale values; they are set again before any
-//! status that trusts them.
+//! the fields the old status is trusted for only after that store. Fields a status is not
+//! trusted for may hold stale values; they are set again before any status that trusts
+//! them.
 //!
 //! **One owner.** Only this module stores an entry's status, each change through one named
 //! transition that applies the crash order and refuses ([`Refused`]) to leave a status it

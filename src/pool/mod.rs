@@ -24,12 +24,21 @@
 //! process learns whether a Reader is alive with one `trylock` (no syscall, no `/proc`): a
 //! free or owner-died lock means the Reader is gone.
 //!
+//! **Invariants.** Each buffer has one directory entry whose *status* says who may touch its
+//! bytes: nobody (FREE, DISPOSED), the Writer holding it (ALLOCATED), the Reader (QUEUED
+//! messages wait for it, RECEIVED ones it reads). Statuses change only under the pool mutex,
+//! through the transitions in `index.rs`, in an order that lets the lists be rebuilt from
+//! the entries alone after a crash. Queued messages are delivered in send order; a Reader
+//! that adopts a dead one's index delivers again, marked, what the dead one had received but
+//! not released. Blocking calls sleep on an event, notice within 100 ms that the Reader is
+//! gone, and each has a `_timeout` form.
+//!
 //! | file | what |
 //! |---|---|
 //! | `index.rs`, `index/` | the index layout, the entry states and every transition, the lists |
 //! | `config.rs` | [`PoolConfig`] |
 //! | `error.rs` | [`PoolError`], [`SendError`] |
-//! | `conn.rs` | one process's attachment: the index segment, its locks and events, mapped buffers |
+//! | `conn.rs` | one process's attachment: index segment, locks, events, mapped buffers |
 //! | `reader.rs` | [`Reader`]: create or adopt a pool, receive |
 //! | `service.rs` | the Reader's service thread: grow, sweep, reclaim |
 //! | `writer.rs` | [`Writer`]: connect, acquire, send, copy-on-send |

@@ -313,7 +313,8 @@ impl Reader {
     /// ```
     /// use shmlink::{PoolConfig, Reader, WaitStrategy};
     /// # let name = format!("doc-reader-ws-{}", std::process::id());
-    /// let reader = Reader::create(&name, PoolConfig::default())?.wait_strategy(WaitStrategy::Block);
+    /// let reader = Reader::create(&name, PoolConfig::default())?
+    ///     .wait_strategy(WaitStrategy::Block);
     /// # Ok::<(), shmlink::PoolError>(())
     /// ```
     pub fn wait_strategy(mut self, strategy: WaitStrategy) -> Self {
@@ -506,7 +507,8 @@ impl Drop for Reader {
     fn drop(&mut self) {
         let conn = &self.shared.conn;
         // No Reader will read this index again: Writers copy into a new one or get NoReader.
-        // Under the mutex, so that no send slips in after the Writer's check (see `queue`).
+        // Under the mutex, so that no send slips in after the Writer's check (see
+        // `Writer::queue`).
         {
             let _g = conn.locked();
             conn.hdr().retire();
