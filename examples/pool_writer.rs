@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use shmlink::{PoolError, Writer};
+use shmlink::Writer;
 
 fn main() {
     // Report errors with their message (Display), not their Debug form.
@@ -18,7 +18,7 @@ fn main() {
     }
 }
 
-fn run() -> Result<(), PoolError> {
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let name = args.next().unwrap_or_else(|| "pool-example".into());
     let count: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(10);

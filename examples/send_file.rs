@@ -14,22 +14,30 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shmlink::{Checksum, PoolConfig, PoolError, Reader, Writer};
+use shmlink::{recv_file, send_file, Checksum, PoolConfig, Reader, Writer};
+
+type DynResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() {
-    // Report errors with their message (Display), not their Debug form.
+    // Report errors with their messages (Display), each cause after a colon.
     if let Err(e) = run() {
-        eprintln!("send_file: {e}");
+        let mut msg = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            msg.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        eprintln!("send_file: {msg}");
         std::process::exit(1);
     }
 }
 
-fn run() -> Result<(), PoolError> {
+fn run() -> DynResult {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--send") {
         // The Writer process: send the file, report what was sent.
         let writer = Writer::connect_timeout(&args[1], Duration::from_secs(10))?;
-        let summary = writer.send_file(&args[2])?;
+        let summary = send_file(&writer, &args[2], Duration::from_secs(30))?;
         println!("{} {}", summary.bytes, summary.checksum);
         return Ok(());
     }
@@ -61,7 +69,7 @@ fn run() -> Result<(), PoolError> {
         .arg(&source)
         .stdout(Stdio::piped())
         .spawn()?;
-    let got = reader.recv_file(&received, Duration::from_secs(30))?;
+    let got = recv_file(&reader, &received, Duration::from_secs(30))?;
     let elapsed = start.elapsed();
     let output = sender.wait_with_output()?;
     let said = String::from_utf8_lossy(&output.stdout);
@@ -89,9 +97,7 @@ fn run() -> Result<(), PoolError> {
     if ok {
         Ok(())
     } else {
-        Err(PoolError::Stream(
-            "the received file differs from the sent one".into(),
-        ))
+        Err("the received file differs from the sent one".into())
     }
 }
 

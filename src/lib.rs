@@ -52,6 +52,7 @@ mod pool;
 mod process;
 mod region;
 mod segment;
+mod stream;
 mod sync;
 mod sys;
 
@@ -61,10 +62,10 @@ pub use channel::{
 };
 pub use error::{Error, Result};
 pub use name::{ServiceName, MAX_NAME_LEN};
-pub use pool::{
-    checksum, Checksum, FileSummary, PoolConfig, PoolError, PoolStats, ReadBuf, Reader, SendError,
-    WriteBuf, Writer,
-};
+pub use pool::{PoolConfig, PoolError, PoolStats, ReadBuf, Reader, SendError, WriteBuf, Writer};
 pub use process::ProcessId;
 pub use segment::{Segment, SegmentBuilder, SegmentKind, DEFAULT_MODE, HEADER_SIZE};
+pub use stream::{
+    checksum, recv_file, recv_stream, send_file, send_stream, Checksum, FileSummary, StreamError,
+};
 pub use sync::{Event, EventPair, Locked, Mutex, MutexGuard, WaitStrategy};

@@ -1,18 +1,19 @@
 //! The buffer pool across real processes: many Writers, growth and sweeping, Writers and
-//! Readers SIGKILLed, copy-on-send, a hostile process, and files streamed through the pool.
+//! Readers SIGKILLed, copy-on-send, and a hostile process. (Files streamed through the pool:
+//! tests/stream.rs.)
 #![cfg(target_os = "linux")]
 
 mod common;
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use common::{
     child_exit, child_role, hear_parent, poll_until, spawn, tell_parent, watchdog, TestName,
 };
-use shmlink::{checksum, Checksum, PoolConfig, PoolError, Reader, WriteBuf, Writer};
+use shmlink::{checksum, PoolConfig, PoolError, Reader, WaitStrategy, WriteBuf, Writer};
 
 /// A message of writer `id` with sequence number `seq`: 32 bytes with their own checksum.
 fn message(buf: &mut WriteBuf, id: u32, seq: u64) {
@@ -563,110 +564,6 @@ fn a_hostile_process_corrupting_the_directory_cannot_crash_or_hang_the_reader() 
     }
 }
 
-fn file_role(args: &[String]) -> ! {
-    let w = Writer::connect(&args[0]).unwrap();
-    tell_parent("ready");
-    let summary = w.send_file(&args[1]).unwrap();
-    tell_parent(&format!("sent {} {}", summary.bytes, summary.checksum));
-    hear_parent();
-    child_exit(0)
-}
-
-/// Writes `size` pseudo-random bytes to `path`; returns their checksum.
-fn make_file(path: &std::path::Path, size: u64) -> u64 {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut sum = Checksum::new();
-    let mut x = size | 1;
-    let mut block = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        for w in block.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            w.copy_from_slice(&x.to_le_bytes());
-        }
-        let n = left.min(block.len() as u64) as usize;
-        sum.update(&block[..n]);
-        f.write_all(&block[..n]).unwrap();
-        left -= n as u64;
-    }
-    f.flush().unwrap();
-    sum.finish()
-}
-
-fn file_checksum(path: &std::path::Path) -> u64 {
-    let mut f = std::fs::File::open(path).unwrap();
-    let mut sum = Checksum::new();
-    let mut block = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut block).unwrap();
-        if n == 0 {
-            return sum.finish();
-        }
-        sum.update(&block[..n]);
-    }
-}
-
-fn stream_file(test: &str, size: u64) {
-    let name = TestName::new("pool-file");
-    let dir = std::env::temp_dir();
-    let (src, dst) = (
-        dir.join(format!("{}.src", name.as_str())),
-        dir.join(format!("{}.dst", name.as_str())),
-    );
-    let want = make_file(&src, size);
-    // Ragged sizes too: the file is not a multiple of the chunk size.
-    let config = PoolConfig {
-        initial_buffer_size: 1 << 20,
-        max_buffer_size: 1 << 20,
-        start_buffers: 4,
-        max_buffers: 4,
-        min_buffers: 4,
-        resize_increment: 1,
-        resize_threshold: 0,
-        sweep_timeout: Duration::from_secs(60),
-    };
-    let reader = Reader::create(&name, config).unwrap();
-    let mut child = spawn(test, "sender", &[&name, src.to_str().unwrap()]);
-    child.expect("ready");
-    let got = reader.recv_file(&dst, Duration::from_secs(30)).unwrap();
-    assert_eq!(child.expect_line(), format!("sent {size} {want}"));
-    assert_eq!((got.bytes, got.checksum), (size, want));
-    assert_eq!(std::fs::metadata(&dst).unwrap().len(), size);
-    assert_eq!(file_checksum(&dst), want, "the written file differs");
-    child.send("exit");
-    child.wait_ok();
-    let _ = std::fs::remove_file(&src);
-    let _ = std::fs::remove_file(&dst);
-    drop(reader);
-    name.assert_no_leftovers();
-}
-
-#[test]
-fn a_64_mib_file_streams_through_four_1_mib_buffers_intact() {
-    if let Some((_, args)) = child_role() {
-        file_role(&args);
-    }
-    let _w = watchdog("file 64 MiB", Duration::from_secs(60));
-    stream_file(
-        "a_64_mib_file_streams_through_four_1_mib_buffers_intact",
-        (64 << 20) + 12345,
-    );
-}
-
-#[test]
-fn a_1_gib_file_streams_through_four_1_mib_buffers_intact() {
-    if let Some((_, args)) = child_role() {
-        file_role(&args);
-    }
-    let _w = watchdog("file 1 GiB", Duration::from_secs(600));
-    stream_file(
-        "a_1_gib_file_streams_through_four_1_mib_buffers_intact",
-        (1 << 30) + 777,
-    );
-}
-
 #[test]
 fn a_second_reader_is_refused_a_closed_pool_says_no_reader_and_writers_follow_a_new_one() {
     let _w = watchdog("second reader", Duration::from_secs(30));
@@ -674,7 +571,7 @@ fn a_second_reader_is_refused_a_closed_pool_says_no_reader_and_writers_follow_a_
     let reader = Reader::create(&name, small_config()).unwrap();
     assert!(matches!(
         Reader::create(&name, small_config()),
-        Err(PoolError::Shm(shmlink::Error::AlreadyRunning { .. }))
+        Err(PoolError::AlreadyRunning { .. })
     ));
     let bad = PoolConfig {
         initial_buffer_size: 10,
@@ -756,7 +653,7 @@ fn two_readers_racing_to_adopt_a_dead_readers_pool_end_with_one_reader() {
                 child_exit(0);
             }
             Ok(_) => "fresh".to_owned(),
-            Err(PoolError::Shm(shmlink::Error::AlreadyRunning { .. })) => "busy".to_owned(),
+            Err(PoolError::AlreadyRunning { .. }) => "busy".to_owned(),
             Err(e) => format!("error {e}"),
         };
         tell_parent(&outcome);
@@ -883,6 +780,43 @@ fn swept_buffers_are_unmapped_by_writers_too() {
         0,
         "the Writer dropped its mappings of swept buffers"
     );
+    drop(w);
+    drop(reader);
+    name.assert_no_leftovers();
+}
+
+#[test]
+fn wait_strategies_apply_to_readers_and_to_writers_holding_buffers() {
+    let _w = watchdog("wait strategies", Duration::from_secs(30));
+    let name = TestName::new("pool-strategy");
+    let reader = Reader::create(&name, small_config())
+        .unwrap()
+        .wait_strategy(WaitStrategy::Block);
+    let w = Writer::connect(&name).unwrap();
+    let mut held = w.acquire().unwrap();
+    message(&mut held, 0, 0);
+    // A buffer is held: the Writer attaches again for its waits; the held buffer stays valid
+    // (sent in place, not copied as if the pool had been replaced).
+    let w = w.wait_strategy(WaitStrategy::Spin);
+    w.send(held).unwrap();
+    let mut b = w.acquire().unwrap();
+    message(&mut b, 0, 1);
+    w.send(b).unwrap();
+    for seq in 0..2 {
+        let m = reader.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(parse(&m), (0, seq));
+    }
+    // A Reader blocked in recv (sleeping at once, with Block) is woken by a send.
+    std::thread::scope(|s| {
+        let got = s.spawn(|| parse(&reader.recv().unwrap()));
+        let mut b = w.acquire().unwrap();
+        message(&mut b, 0, 2);
+        w.send(b).unwrap();
+        assert_eq!(got.join().unwrap(), (0, 2));
+    });
+    let s = reader.stats().unwrap();
+    assert_eq!((s.sent, s.delivered, s.allocated), (3, 3, 0), "{s:?}");
+    reader.validate().unwrap();
     drop(w);
     drop(reader);
     name.assert_no_leftovers();

@@ -1,0 +1,343 @@
+//! The buffers handed to users: [`ReadBuf`] (a received message) and [`WriteBuf`] (a buffer
+//! a Writer fills), both views of a buffer segment in place.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use super::conn::{buffer_tag, create_buffer, next_generation, Conn, Mapped};
+use super::error::PoolError;
+use super::index::Slot;
+use super::service::ReaderShared;
+use crate::process::ProcessId;
+use crate::segment::Segment;
+use crate::sync::atomic::Ordering;
+
+/// A message the [`Reader`](crate::Reader) received: derefs to its bytes, in place in shared
+/// memory. Dropping it puts the buffer back on the free list.
+pub struct ReadBuf {
+    pub(super) shared: Arc<ReaderShared>,
+    pub(super) seg: Arc<Segment>,
+    pub(super) slot: Slot,
+    pub(super) redelivered: bool,
+}
+
+impl ReadBuf {
+    /// Whether this message was received before by a Reader that died before releasing it
+    /// (it may have been processed already).
+    pub fn redelivered(&self) -> bool {
+        self.redelivered
+    }
+
+    /// The buffer's capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.slot.capacity
+    }
+}
+
+impl Deref for ReadBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: slot.len <= slot.capacity <= seg.len() (checked in `Index::slot` and
+        // `Conn::map`), and `seg` keeps the mapping alive. The entry is RECEIVED: Writers
+        // that follow the protocol do not write it until we release it (a hostile process
+        // can change bytes, not the bounds).
+        unsafe { std::slice::from_raw_parts(self.seg.as_ptr(), self.slot.len) }
+    }
+}
+
+impl AsRef<[u8]> for ReadBuf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        let conn = &self.shared.conn;
+        let Ok(g) = conn.locked() else { return };
+        let ix = conn.index();
+        let i = self.slot.index;
+        self.shared.held[i as usize].store(0, Ordering::Relaxed);
+        // Refused if the entry was repaired or reclaimed meanwhile: then it is not ours.
+        if ix.release(i, self.slot.generation).is_err() {
+            return;
+        }
+        drop(g);
+        conn.freed_ev.set();
+    }
+}
+
+impl fmt::Debug for ReadBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadBuf")
+            .field("index", &self.slot.index)
+            .field("len", &self.slot.len)
+            .field("redelivered", &self.redelivered)
+            .finish()
+    }
+}
+
+/// A buffer a [`Writer`](crate::Writer) holds: derefs (mutably) to its first
+/// [`len`](WriteBuf::len) bytes, in place in shared memory. Send it with
+/// [`Writer::send`](crate::Writer::send); dropping it unsent puts it back on the free list.
+///
+/// The bytes beyond the length, exposed by [`set_len`](WriteBuf::set_len) and
+/// [`spare_capacity_mut`](WriteBuf::spare_capacity_mut), hold whatever an earlier message
+/// left there.
+pub struct WriteBuf {
+    pub(super) conn: Arc<Conn>,
+    pub(super) seg: Arc<Segment>,
+    pub(super) slot: Slot,
+    pub(super) len: usize,
+    pub(super) me: ProcessId,
+    pub(super) done: bool,
+}
+
+impl WriteBuf {
+    /// Bytes in the message.
+    #[allow(clippy::len_without_is_empty)] // derefs to a slice, which has is_empty
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes the buffer holds without growing.
+    pub fn capacity(&self) -> usize {
+        self.slot.capacity
+    }
+
+    /// The largest capacity this buffer may grow to (the pool's `max_buffer_size`).
+    pub fn max_capacity(&self) -> usize {
+        self.conn.max_buffer_size
+    }
+
+    /// Sets the message length, growing the buffer if `len` exceeds its capacity.
+    ///
+    /// Unlike [`Vec::set_len`] this is safe and grows: the bytes up to the capacity are
+    /// always initialised (see [`spare_capacity_mut`](Self::spare_capacity_mut)).
+    ///
+    /// # Errors
+    /// As [`WriteBuf::reserve`].
+    pub fn set_len(&mut self, len: usize) -> Result<(), PoolError> {
+        self.reserve_total(len)?;
+        self.len = len;
+        Ok(())
+    }
+
+    /// Sets the length to 0.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends `bytes`, growing the buffer if needed.
+    ///
+    /// # Errors
+    /// As [`WriteBuf::reserve`].
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) -> Result<(), PoolError> {
+        let start = self.len;
+        let end = start.checked_add(bytes.len()).ok_or(PoolError::TooLarge {
+            requested: usize::MAX,
+            max: self.conn.max_buffer_size,
+        })?;
+        self.set_len(end)?;
+        self[start..end].copy_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Makes room for at least `additional` more bytes after [`len`](Self::len), as
+    /// [`Vec::reserve`] does: if the capacity is short, a bigger buffer segment replaces this
+    /// one (under the next generation's name), keeping the message's bytes. Grows at least
+    /// twofold, up to the pool's `max_buffer_size`.
+    ///
+    /// # Examples
+    /// ```
+    /// # use shmlink::{PoolConfig, Reader, Writer};
+    /// # let name = format!("doc-reserve-{}", std::process::id());
+    /// # let reader = Reader::create(&name, PoolConfig::default())?;
+    /// let writer = Writer::connect(&name)?;
+    /// let mut buf = writer.acquire()?;
+    /// buf.extend_from_slice(b"header")?;
+    /// buf.reserve(100_000)?;
+    /// assert!(buf.capacity() >= 6 + 100_000);
+    /// # Ok::<(), shmlink::PoolError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`PoolError::TooLarge`] beyond `max_buffer_size`; [`PoolError::NotOwner`] if the
+    /// buffer is no longer ours; [`PoolError::Setup`] if the memory cannot be reserved.
+    pub fn reserve(&mut self, additional: usize) -> Result<(), PoolError> {
+        let total = self
+            .len
+            .checked_add(additional)
+            .ok_or(PoolError::TooLarge {
+                requested: usize::MAX,
+                max: self.conn.max_buffer_size,
+            })?;
+        self.reserve_total(total)
+    }
+
+    /// Makes the capacity at least `capacity` bytes.
+    fn reserve_total(&mut self, capacity: usize) -> Result<(), PoolError> {
+        if capacity <= self.slot.capacity {
+            return Ok(());
+        }
+        let max = self.conn.max_buffer_size;
+        if capacity > max {
+            return Err(PoolError::TooLarge {
+                requested: capacity,
+                max,
+            });
+        }
+        self.grow(capacity.max(self.slot.capacity.saturating_mul(2)).min(max))
+    }
+
+    #[cold]
+    fn grow(&mut self, capacity: usize) -> Result<(), PoolError> {
+        let (i, old_gen) = (self.slot.index, self.slot.generation);
+        let new_gen = next_generation(old_gen);
+        let new_tag = buffer_tag(i, new_gen);
+        let name = &self.conn.name;
+        let mut seg = create_buffer(name, i, new_gen, capacity)?;
+        // The Reader owns the pool's buffers: it removes this one when it disposes of it.
+        seg.disown();
+        // SAFETY: both mappings hold at least `self.len` bytes (len <= old capacity <=
+        // old mapping; the new one is bigger); they are distinct objects.
+        unsafe { std::ptr::copy_nonoverlapping(self.seg.as_ptr(), seg.as_ptr(), self.len) };
+        let updated = (|| {
+            let conn = &self.conn;
+            let _g = conn.locked()?;
+            conn.index()
+                .replace_buffer(i, self.me, old_gen, new_gen, capacity as u64)
+                .map_err(|_| PoolError::NotOwner)
+        })();
+        if let Err(e) = updated {
+            let _ = Segment::remove_tagged(name, &new_tag, true);
+            return Err(e);
+        }
+        let _ = Segment::remove_tagged(name, &buffer_tag(i, old_gen), true);
+        let seg = Arc::new(seg);
+        if let Some(cell) = self.conn.cache.lock().get_mut(i as usize) {
+            *cell = Some(Mapped {
+                generation: new_gen,
+                seg: Arc::clone(&seg),
+            });
+        }
+        self.seg = seg;
+        self.slot.generation = new_gen;
+        self.slot.capacity = capacity;
+        Ok(())
+    }
+
+    /// The unused tail of the buffer, from [`len`](Self::len) to
+    /// [`capacity`](Self::capacity), to fill before growing the length with
+    /// [`set_len`](Self::set_len), as with [`Vec::spare_capacity_mut`].
+    ///
+    /// Unlike `Vec`'s, these bytes are initialised (shared memory is zero-filled when it is
+    /// created, and later holds whatever an earlier message left), so this is a plain
+    /// `&mut [u8]`.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::io::Read;
+    /// # use shmlink::{PoolConfig, Reader, Writer};
+    /// # let name = format!("doc-spare-{}", std::process::id());
+    /// # let reader = Reader::create(&name, PoolConfig::default())?;
+    /// let writer = Writer::connect(&name)?;
+    /// let mut buf = writer.acquire()?;
+    /// buf.extend_from_slice(b"head:")?;
+    /// // Read straight into the buffer, then count what was read in.
+    /// let n = (&b"tail"[..]).read(buf.spare_capacity_mut())?;
+    /// let len = buf.len() + n;
+    /// buf.set_len(len)?;
+    /// assert_eq!(&buf[..], b"head:tail");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn spare_capacity_mut(&mut self) -> &mut [u8] {
+        // SAFETY: len <= capacity <= mapping length (checked when mapped or created); we
+        // hold the buffer (ALLOCATED to us), so no protocol-following process touches it;
+        // &mut self makes this the only reference in this process.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.seg.as_ptr().add(self.len),
+                self.slot.capacity - self.len,
+            )
+        }
+    }
+}
+
+impl Deref for WriteBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: len <= capacity <= mapping length; see spare_capacity_mut.
+        unsafe { std::slice::from_raw_parts(self.seg.as_ptr(), self.len) }
+    }
+}
+
+impl DerefMut for WriteBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in deref; &mut self makes this the only reference in this process.
+        unsafe { std::slice::from_raw_parts_mut(self.seg.as_ptr(), self.len) }
+    }
+}
+
+impl AsRef<[u8]> for WriteBuf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl AsMut<[u8]> for WriteBuf {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
+impl std::io::Write for WriteBuf {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let room = self.conn.max_buffer_size - self.len;
+        let n = bytes.len().min(room);
+        if n == 0 && !bytes.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                "the pool buffer is at max_buffer_size",
+            ));
+        }
+        self.extend_from_slice(&bytes[..n])
+            .map_err(std::io::Error::other)?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for WriteBuf {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let conn = &self.conn;
+        let Ok(g) = conn.locked() else { return };
+        let ix = conn.index();
+        // Refused if the entry was repaired or reclaimed meanwhile: then it is not ours.
+        if ix
+            .give_back(self.slot.index, self.me, self.slot.generation)
+            .is_err()
+        {
+            return;
+        }
+        drop(g);
+        conn.freed_ev.set();
+    }
+}
+
+impl fmt::Debug for WriteBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteBuf")
+            .field("index", &self.slot.index)
+            .field("len", &self.len)
+            .field("capacity", &self.slot.capacity)
+            .finish()
+    }
+}

@@ -1,0 +1,382 @@
+//! One process's attachment to a pool: the index segment, its mutex, alive lock and events,
+//! and the cache of buffer segments mapped in this process. The Reader and every Writer
+//! hold one.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::error::PoolError;
+use super::index::{self, bump, Index, IndexHeader, List, Slot, DISPOSED};
+use crate::error::Error;
+use crate::name::ServiceName;
+use crate::segment::{Segment, SegmentKind};
+use crate::sync::atomic::{AtomicU32, Ordering};
+use crate::sync::{Event, Locked, Mutex, MutexGuard, WaitStrategy};
+
+/// Segment kind version of the index and buffer segments.
+pub(super) const KIND_VERSION: u32 = index::LAYOUT_VERSION;
+/// Tag of the index segment (buffer segments are tagged by [`buffer_tag`]).
+pub(super) const INDEX_TAG: &str = "pool";
+
+/// How long a pool operation waits for the pool mutex before calling the index wedged.
+pub(super) const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The tag of buffer `index`'s segment of `generation`.
+pub(super) fn buffer_tag(index: u32, generation: u32) -> String {
+    format!("pool.b{index}.g{generation}")
+}
+
+/// The generation a directory entry's next buffer segment gets (0 is never used).
+pub(super) fn next_generation(generation: u32) -> u32 {
+    generation.wrapping_add(1).max(1)
+}
+
+/// Creates buffer `index`'s segment of `generation`, `size` bytes, owned by this process.
+///
+/// Every error is [`PoolError::Setup`]: a live process owning a buffer segment's name is not
+/// a Reader running.
+pub(super) fn create_buffer(
+    name: &ServiceName,
+    index: u32,
+    generation: u32,
+    size: usize,
+) -> Result<Segment, PoolError> {
+    Segment::builder(name.as_str())
+        .tag(&buffer_tag(index, generation))
+        .kind(SegmentKind::PoolBuffer, KIND_VERSION)
+        .size(size)
+        .create()
+        .map_err(PoolError::Setup)
+}
+
+/// Makes `ev`'s waits use `strategy`: the pool's one call into [`Event`]'s strategy setter.
+pub(super) fn set_wait_strategy(ev: &mut Event, strategy: WaitStrategy) {
+    ev.set_strategy(strategy);
+}
+
+/// A snapshot of a pool's lists and counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Buffers that exist (free + allocated + queued + received).
+    pub buffers: u32,
+    /// Buffers on the free list.
+    pub free: u32,
+    /// Buffers held by Writers.
+    pub allocated: u32,
+    /// Messages waiting for the Reader.
+    pub queued: u32,
+    /// Messages the Reader holds.
+    pub received: u32,
+    /// Directory entries without a buffer.
+    pub disposed: u32,
+    /// The pool's `max_buffers`.
+    pub max_buffers: u32,
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages delivered (redeliveries included).
+    pub delivered: u64,
+    /// Messages delivered again after a Reader restart.
+    pub redelivered: u64,
+    /// Buffers added by growth.
+    pub grown: u64,
+    /// Buffers disposed of by the sweeper.
+    pub swept: u64,
+    /// Buffers taken back from dead Writers.
+    pub reclaimed: u64,
+    /// Times the index was found inconsistent and repaired.
+    pub repairs: u64,
+    /// Times a Reader adopted this pool from a dead one.
+    pub adoptions: u32,
+}
+
+/// A buffer segment mapped in this process.
+#[derive(Debug)]
+pub(super) struct Mapped {
+    pub(super) generation: u32,
+    pub(super) seg: Arc<Segment>,
+}
+
+/// One process's view of an index segment: its synchronisation objects and the buffer
+/// mappings cache. Shared by the Reader and by Writers.
+pub(super) struct Conn {
+    pub(super) seg: Arc<Segment>,
+    pub(super) mutex: Mutex,
+    pub(super) alive: Mutex,
+    pub(super) queue_ev: Event,
+    pub(super) freed_ev: Event,
+    pub(super) service_ev: Event,
+    pub(super) name: ServiceName,
+    pub(super) token: [u8; 16],
+    pub(super) max_buffers: u32,
+    pub(super) max_buffer_size: usize,
+    pub(super) cache: parking_lot::Mutex<Vec<Option<Mapped>>>,
+    /// Acquires through this connection, to prune the cache now and then.
+    pub(super) acquires: AtomicU32,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("name", &self.name)
+            .field("max_buffers", &self.max_buffers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an existing index cannot be used.
+pub(super) fn check_header(seg: &Segment) -> Result<(u32, usize), String> {
+    if seg.len() < index::DIR_OFFSET {
+        return Err(format!("index segment of {} bytes is too small", seg.len()));
+    }
+    // SAFETY: the data region holds at least DIR_OFFSET bytes, 64-aligned; IndexHeader is
+    // all atomics, valid for any bit pattern.
+    let h = unsafe { &*seg.as_ptr().cast::<IndexHeader>() };
+    let r = Ordering::Acquire;
+    if h.signature.load(r) != index::SIGNATURE {
+        return Err("bad pool signature".into());
+    }
+    if h.layout_version.load(r) != index::LAYOUT_VERSION {
+        return Err(format!("pool layout version {}", h.layout_version.load(r)));
+    }
+    if h.entry_size.load(r) != index::ENTRY_SIZE as u32 {
+        return Err(format!("entry size {}", h.entry_size.load(r)));
+    }
+    let config = h.config.load();
+    config.validate().map_err(|e| e.to_string())?;
+    if seg.len() < index::index_size(config.max_buffers) {
+        return Err(format!(
+            "index segment of {} bytes cannot hold {} entries",
+            seg.len(),
+            config.max_buffers
+        ));
+    }
+    Ok((config.max_buffers, config.max_buffer_size))
+}
+
+impl Conn {
+    /// Attaches to an initialised index segment; waits for a message or a free buffer use
+    /// `strategy`.
+    pub(super) fn attach(
+        seg: Arc<Segment>,
+        name: ServiceName,
+        strategy: WaitStrategy,
+    ) -> Result<Conn, PoolError> {
+        let (max_buffers, max_buffer_size) = check_header(&seg).map_err(PoolError::Corrupt)?;
+        // SAFETY: the creator initialised a mutex, the alive lock and three events at these
+        // fixed offsets before publishing; check_header verified the segment is big enough.
+        let (mutex, alive, queue_ev, freed_ev, service_ev) = unsafe {
+            (
+                Mutex::open_at(&seg, index::MUTEX_OFFSET)?,
+                Mutex::open_at(&seg, index::ALIVE_OFFSET)?,
+                Event::open_at(&seg, index::QUEUE_EVENT_OFFSET)?,
+                Event::open_at(&seg, index::FREED_EVENT_OFFSET)?,
+                Event::open_at(&seg, index::SERVICE_EVENT_OFFSET)?,
+            )
+        };
+        let token = seg.token();
+        let cache = parking_lot::Mutex::new((0..max_buffers).map(|_| None).collect());
+        let mut conn = Conn {
+            seg,
+            mutex,
+            alive,
+            queue_ev,
+            freed_ev,
+            service_ev,
+            name,
+            token,
+            max_buffers,
+            max_buffer_size,
+            cache,
+            acquires: AtomicU32::new(0),
+        };
+        conn.set_wait_strategy(strategy);
+        Ok(conn)
+    }
+
+    /// Makes the waits for a message (`queue_ev`) and for a free buffer (`freed_ev`) use
+    /// `strategy`. The service thread's timed ticks (`service_ev`) keep the default: a
+    /// spinning strategy there would burn a CPU between ticks.
+    pub(super) fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        set_wait_strategy(&mut self.queue_ev, strategy);
+        set_wait_strategy(&mut self.freed_ev, strategy);
+    }
+
+    /// Another handle on the queue event (the Reader's own, for its waits), using `strategy`.
+    pub(super) fn queue_waiter(&self, strategy: WaitStrategy) -> Result<Event, PoolError> {
+        // SAFETY: as in `attach`: the creator initialised an event at this fixed offset, and
+        // the segment is big enough (checked when attached).
+        let mut ev = unsafe { Event::open_at(&self.seg, index::QUEUE_EVENT_OFFSET)? };
+        set_wait_strategy(&mut ev, strategy);
+        Ok(ev)
+    }
+
+    pub(super) fn hdr(&self) -> &IndexHeader {
+        // SAFETY: checked in `attach`/`create`: the data region starts with an IndexHeader
+        // (all atomics, any bits valid), 64-aligned, mapped while self.seg lives.
+        unsafe { &*self.seg.as_ptr().cast::<IndexHeader>() }
+    }
+
+    pub(super) fn index(&self) -> Index<'_> {
+        // SAFETY: the segment holds index_size(max_buffers) bytes (checked when attached or
+        // created), the directory starts at the 64-aligned DIR_OFFSET, and Entry is all
+        // atomics, valid for any bits.
+        let dir = unsafe {
+            std::slice::from_raw_parts(
+                self.seg
+                    .as_ptr()
+                    .add(index::DIR_OFFSET)
+                    .cast::<index::Entry>(),
+                self.max_buffers as usize,
+            )
+        };
+        Index {
+            hdr: self.hdr(),
+            dir,
+            max_size: self.max_buffer_size as u64,
+        }
+    }
+
+    /// Takes the pool mutex (one uncontended `trylock` on the fast path). If its previous
+    /// holder died, the lists are rebuilt before the guard is handed out.
+    #[inline]
+    pub(super) fn locked(&self) -> Result<MutexGuard<'_>, PoolError> {
+        let l = match self.mutex.try_lock()? {
+            Some(l) => l,
+            None => self.lock_slow()?,
+        };
+        match l {
+            Locked::Acquired(g) => Ok(g),
+            Locked::OwnerDied(g) => {
+                self.index().repair(false);
+                bump(&self.hdr().repairs);
+                Ok(g)
+            }
+        }
+    }
+
+    #[cold]
+    fn lock_slow(&self) -> Result<Locked<'_>, PoolError> {
+        match self.mutex.lock_timeout(LOCK_TIMEOUT) {
+            Ok(l) => Ok(l),
+            Err(Error::Timeout) => Err(PoolError::Corrupt(format!(
+                "the pool mutex was held for more than {LOCK_TIMEOUT:?}"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether a Reader holds the alive lock. One `trylock`: no syscall.
+    pub(super) fn reader_alive(&self) -> bool {
+        match self.alive.try_lock() {
+            Ok(None) => true,
+            // Free, or its holder died: no Reader. Our guard unlocks at once.
+            Ok(Some(_)) => false,
+            Err(Error::WouldDeadlock) => true,
+            Err(_) => false,
+        }
+    }
+
+    pub(super) fn retired(&self) -> bool {
+        self.hdr().is_retired()
+    }
+
+    /// The mapping of buffer `slot`, from the cache or opened now. With `adopt`, the opener
+    /// becomes the segment's owner (the Reader: it removes buffers when it exits).
+    pub(super) fn map(&self, slot: &Slot, adopt: bool) -> Result<Arc<Segment>, PoolError> {
+        let mut cache = self.cache.lock();
+        let cell = cache
+            .get_mut(slot.index as usize)
+            .ok_or_else(|| PoolError::Corrupt(format!("entry {} out of range", slot.index)))?;
+        if let Some(m) = cell {
+            if m.generation == slot.generation && m.seg.len() >= slot.capacity {
+                return Ok(Arc::clone(&m.seg));
+            }
+        }
+        let mut seg = Segment::open_kind(
+            &self.name,
+            &buffer_tag(slot.index, slot.generation),
+            SegmentKind::PoolBuffer,
+            KIND_VERSION,
+        )?;
+        if seg.len() < slot.capacity {
+            return Err(PoolError::Corrupt(format!(
+                "buffer {} holds {} bytes, its entry says {}",
+                slot.index,
+                seg.len(),
+                slot.capacity
+            )));
+        }
+        if adopt {
+            seg.take_over();
+        }
+        let seg = Arc::new(seg);
+        *cell = Some(Mapped {
+            generation: slot.generation,
+            seg: Arc::clone(&seg),
+        });
+        Ok(seg)
+    }
+
+    /// Drops this process's mappings of buffers the Reader has disposed of or replaced, so
+    /// that a swept buffer's memory is given back to the system. Writers only: the Reader's
+    /// cached segments are owned, and it drops them itself when it disposes of them.
+    pub(super) fn prune(&self) {
+        let ix = self.index();
+        let mut cache = self.cache.lock();
+        for (cell, e) in cache.iter_mut().zip(ix.dir) {
+            let stale = cell.as_ref().is_some_and(|m| {
+                e.status() == DISPOSED || e.generation.load(Ordering::Relaxed) != m.generation
+            });
+            if stale {
+                *cell = None;
+            }
+        }
+    }
+
+    /// Removes buffer `index`'s segment of `generation` (dropping our mapping of it).
+    pub(super) fn drop_buffer(&self, index: u32, generation: u32) {
+        let cached = self
+            .cache
+            .lock()
+            .get_mut(index as usize)
+            .and_then(|c| c.take_if(|m| m.generation == generation));
+        match cached {
+            Some(m) if m.seg.is_owner() => drop(m),
+            _ => {
+                let _ = Segment::remove_tagged(&self.name, &buffer_tag(index, generation), true);
+            }
+        }
+    }
+
+    pub(super) fn stats(&self) -> Result<PoolStats, PoolError> {
+        let _g = self.locked()?;
+        let ix = self.index();
+        let h = ix.hdr;
+        let r = Ordering::Relaxed;
+        let (free, queued, disposed) = (
+            ix.count(List::Free),
+            ix.count(List::Queued),
+            ix.count(List::Disposed),
+        );
+        let (allocated, received) = (h.allocated.load(r), h.received.load(r));
+        Ok(PoolStats {
+            buffers: self.max_buffers - disposed,
+            free,
+            allocated,
+            queued,
+            received,
+            disposed,
+            max_buffers: self.max_buffers,
+            sent: h.sent.load(r),
+            delivered: h.delivered.load(r),
+            redelivered: h.redelivered.load(r),
+            grown: h.grown.load(r),
+            swept: h.swept.load(r),
+            reclaimed: h.reclaimed.load(r),
+            repairs: h.repairs.load(r),
+            adoptions: h.adoptions.load(r),
+        })
+    }
+}

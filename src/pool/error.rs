@@ -1,0 +1,131 @@
+//! The pool's errors: what went wrong, and the buffer handed back when a send fails.
+
+use std::fmt;
+
+use super::buf::WriteBuf;
+use crate::error::Error;
+
+/// What went wrong in a pool operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// Setting up or opening the pool's shared objects failed (names, segments, mutexes,
+    /// events, the service thread).
+    #[error(transparent)]
+    Setup(Error),
+    /// A live Reader already serves this name.
+    #[error("a Reader for {name:?} is already running (pid {pid})")]
+    AlreadyRunning {
+        /// The service name.
+        name: String,
+        /// The running Reader's process id.
+        pid: u32,
+    },
+    /// The [`PoolConfig`](crate::PoolConfig) values do not fit together.
+    #[error("invalid pool configuration: {0}")]
+    InvalidConfig(String),
+    /// No Reader serves the pool (none was started, it exited, or it died and no new one
+    /// has adopted the pool yet).
+    #[error("no Reader serves this pool")]
+    NoReader,
+    /// No buffer became free within the timeout.
+    #[error(
+        "no free buffer within the timeout (the pool is at its maximum or the Reader is slow)"
+    )]
+    PoolFull,
+    /// No message arrived within the timeout.
+    #[error("no message within the timeout")]
+    Timeout,
+    /// A buffer cannot grow this large.
+    #[error("{requested} bytes exceed the pool's max_buffer_size of {max}")]
+    TooLarge {
+        /// Bytes asked for.
+        requested: usize,
+        /// The pool's `max_buffer_size`.
+        max: usize,
+    },
+    /// The buffer is no longer held by this Writer (the index was repaired or reset).
+    #[error("this buffer is no longer held by this Writer")]
+    NotOwner,
+    /// The pool's shared state is inconsistent (a crashed or hostile process); the text says
+    /// what. The Reader repairs what it can and counts it in
+    /// [`PoolStats::repairs`](crate::PoolStats::repairs).
+    #[error("pool index is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<Error> for PoolError {
+    /// Lifts [`Error::AlreadyRunning`] into [`PoolError::AlreadyRunning`]; wraps the rest in
+    /// [`PoolError::Setup`].
+    fn from(e: Error) -> Self {
+        match e {
+            Error::AlreadyRunning { name, pid } => PoolError::AlreadyRunning { name, pid },
+            e => PoolError::Setup(e),
+        }
+    }
+}
+
+/// A buffer that could not be sent, handed back with the reason (crossbeam style).
+///
+/// # Examples
+/// ```
+/// # use shmlink::{PoolConfig, Reader, Writer};
+/// # let name = format!("doc-senderr-{}", std::process::id());
+/// # let reader = Reader::create(&name, PoolConfig::default())?;
+/// # let writer = Writer::connect(&name)?;
+/// let buf = writer.acquire()?;
+/// if let Err(e) = writer.send(buf) {
+///     eprintln!("not sent: {}", e.error());
+///     let _buf = e.into_inner(); // retry later, or drop it to release it
+/// }
+/// # Ok::<(), shmlink::PoolError>(())
+/// ```
+pub struct SendError(Box<(WriteBuf, PoolError)>);
+
+impl SendError {
+    pub(super) fn new(buf: WriteBuf, error: PoolError) -> SendError {
+        SendError(Box::new((buf, error)))
+    }
+
+    /// Why the buffer was not sent.
+    pub fn error(&self) -> &PoolError {
+        &self.0 .1
+    }
+
+    /// The buffer, to retry or drop.
+    pub fn into_inner(self) -> WriteBuf {
+        self.0 .0
+    }
+
+    /// Splits into the buffer and the reason.
+    pub fn into_parts(self) -> (WriteBuf, PoolError) {
+        *self.0
+    }
+}
+
+impl fmt::Debug for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendError")
+            .field("error", self.error())
+            .field("len", &self.0 .0.len())
+            .finish()
+    }
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sending a pool buffer failed: {}", self.error())
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.error())
+    }
+}
+
+impl From<SendError> for PoolError {
+    fn from(e: SendError) -> Self {
+        e.into_parts().1
+    }
+}

@@ -1,0 +1,523 @@
+//! The receiving end of a pool: creating a pool or adopting a dead Reader's, and receiving.
+
+use std::fmt;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::buf::ReadBuf;
+use super::config::{PoolConfig, MAX_BUFFERS_LIMIT};
+use super::conn::PoolStats;
+use super::conn::{
+    buffer_tag, check_header, create_buffer, set_wait_strategy, Conn, Mapped, INDEX_TAG,
+    KIND_VERSION, LOCK_TIMEOUT,
+};
+use super::error::PoolError;
+use super::index::{
+    self, bump, Index, IndexHeader, List, Refused, DISPOSED, FLAG_REDELIVERED, QUEUED, RECEIVED,
+    STATE_OPEN,
+};
+use super::service::ReaderShared;
+use crate::error::Error;
+use crate::name::ServiceName;
+use crate::segment::{Segment, SegmentKind};
+use crate::sync::atomic::Ordering;
+use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
+
+/// How long an adopting Reader waits for a dead Reader's alive lock (a Writer may hold it
+/// for an instant while checking; a live competing adopter holds it for good).
+const ALIVE_TAKEOVER_WAIT: Duration = Duration::from_millis(200);
+
+/// Why [`Reader::adopt`] did not adopt.
+enum Adopt {
+    /// The index cannot be adopted; a fresh one replaces it.
+    Refused(String),
+    /// Adoption must not go on (another process adopted first).
+    Failed(PoolError),
+}
+
+/// The receiving end of a buffer pool: owns every buffer; Writers fill them and send them
+/// here.
+///
+/// A service thread grows the pool when Writers ask, sweeps buffers that stay idle, and
+/// takes back buffers from Writers that died. If a Reader dies, the next `Reader::create`
+/// of the same name adopts its pool: nothing queued is lost, messages it had received but
+/// not released are delivered again ([`ReadBuf::redelivered`]), and Writers carry on.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use shmlink::{PoolConfig, Reader, Writer};
+/// # let name = format!("doc-pool-{}", std::process::id());
+/// let reader = Reader::create(&name, PoolConfig::default())?;
+///
+/// let writer = Writer::connect(&name)?;            // usually in another process
+/// let mut buf = writer.acquire()?;
+/// buf.extend_from_slice(b"hello")?;
+/// writer.send(buf)?;
+///
+/// let msg = reader.recv_timeout(Duration::from_secs(1))?;
+/// assert_eq!(&*msg, b"hello");
+/// drop(msg);                                        // back to the free list
+/// # Ok::<(), shmlink::PoolError>(())
+/// ```
+pub struct Reader {
+    shared: Arc<ReaderShared>,
+    service: Option<JoinHandle<()>>,
+    adopted: bool,
+    refused: Option<String>,
+    /// This Reader's handle on the queue event, for its waits (see `wait_strategy`).
+    recv_ev: Event,
+}
+
+impl fmt::Debug for Reader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reader")
+            .field("name", &self.name())
+            .field("adopted", &self.adopted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reader {
+    /// Creates the pool `name`, or adopts the pool of a Reader of that name that died.
+    ///
+    /// When adopting, the pool keeps the configuration it was created with (`config` is
+    /// still validated). An index that cannot be adopted (corrupt header, incompatible
+    /// version) is retired and replaced by a fresh one; Writers then copy what they hold
+    /// into the new pool when they send it.
+    ///
+    /// # Errors
+    /// [`PoolError::InvalidConfig`]; [`PoolError::AlreadyRunning`] if a live Reader serves
+    /// the name; [`PoolError::Setup`] for another setup error (bad name, no memory).
+    pub fn create(name: &str, config: PoolConfig) -> Result<Reader, PoolError> {
+        config.validate()?;
+        let sname = ServiceName::new(name)?;
+        let mut refused = None;
+        match Segment::open_kind_timeout(
+            &sname,
+            INDEX_TAG,
+            SegmentKind::PoolIndex,
+            KIND_VERSION,
+            Duration::from_millis(200),
+        ) {
+            Ok(seg) => {
+                let owner = seg.owner();
+                if owner.is_alive() {
+                    return Err(Error::AlreadyRunning {
+                        name: name.into(),
+                        pid: owner.pid(),
+                    }
+                    .into());
+                }
+                match Self::adopt(seg, &sname) {
+                    Ok(reader) => return Ok(reader),
+                    Err(Adopt::Refused(why)) => refused = Some(why),
+                    Err(Adopt::Failed(e)) => return Err(e),
+                }
+            }
+            Err(Error::NotFound { .. }) => {}
+            Err(
+                e @ (Error::PermissionDenied { .. }
+                | Error::Foreign { .. }
+                | Error::InvalidName { .. }),
+            ) => return Err(e.into()),
+            // Unpublished, another version or kind: not adoptable; `create` below replaces it
+            // if its owner is dead and refuses if it is alive.
+            Err(e) => refused = Some(e.to_string()),
+        }
+        let mut reader = Self::create_fresh(&sname, config)?;
+        reader.refused = refused;
+        Ok(reader)
+    }
+
+    fn create_fresh(name: &ServiceName, config: PoolConfig) -> Result<Reader, PoolError> {
+        let seg = Segment::builder(name.as_str())
+            .tag(INDEX_TAG)
+            .kind(SegmentKind::PoolIndex, KIND_VERSION)
+            .size(index::index_size(config.max_buffers))
+            .create_unpublished()?;
+        let seg = Arc::new(seg);
+        // SAFETY: the data region is index_size(max_buffers) bytes, unpublished; the header
+        // is at 0 and all-atomic.
+        let hdr = unsafe { &*seg.as_ptr().cast::<IndexHeader>() };
+        // SAFETY: the fixed offsets are disjoint, 64-aligned and inside the region; nobody
+        // else uses them before `publish`.
+        unsafe {
+            Mutex::init_at(&seg, index::MUTEX_OFFSET)?;
+            Mutex::init_at(&seg, index::ALIVE_OFFSET)?;
+            Event::init_at(&seg, index::QUEUE_EVENT_OFFSET)?;
+            Event::init_at(&seg, index::FREED_EVENT_OFFSET)?;
+            Event::init_at(&seg, index::SERVICE_EVENT_OFFSET)?;
+        }
+        // SAFETY: as in Conn::index: the directory lies in the region we just created.
+        let dir = unsafe {
+            std::slice::from_raw_parts(
+                seg.as_ptr().add(index::DIR_OFFSET).cast::<index::Entry>(),
+                config.max_buffers as usize,
+            )
+        };
+        Index {
+            hdr,
+            dir,
+            max_size: config.max_buffer_size as u64,
+        }
+        .init(&config);
+        let conn = Conn::attach(Arc::clone(&seg), name.clone(), WaitStrategy::default())?;
+        let recv_ev = conn.queue_waiter(WaitStrategy::default())?;
+        let shared = Arc::new(ReaderShared::new(conn, config.clone()));
+        // The start buffers, generation 1, owned by this process.
+        for i in 0..config.start_buffers {
+            let buf = create_buffer(name, i, 1, config.initial_buffer_size)?;
+            shared.conn.cache.lock()[i as usize] = Some(Mapped {
+                generation: 1,
+                seg: Arc::new(buf),
+            });
+        }
+        shared.set_identity();
+        let (service, go) = ReaderShared::start_service(&shared, LOCK_TIMEOUT)?;
+        let _ = go.send(());
+        seg.publish();
+        Ok(Reader {
+            shared,
+            service: Some(service),
+            adopted: false,
+            refused: None,
+            recv_ev,
+        })
+    }
+
+    /// Adopts a dead Reader's index, or says why not (`Refused`, after retiring it).
+    ///
+    /// Two processes may try to adopt the same index at once: the alive lock decides. Only
+    /// the one whose service thread holds it repairs the index and serves it; the other
+    /// gets `AlreadyRunning` and leaves the index alone.
+    fn adopt(mut seg: Segment, name: &ServiceName) -> Result<Reader, Adopt> {
+        if let Err(why) = check_header(&seg) {
+            Self::retire_foreign(&seg, name);
+            return Err(Adopt::Refused(why));
+        }
+        let owner = seg.owner();
+        seg.take_over();
+        let seg = Arc::new(seg);
+        let conn = Conn::attach(Arc::clone(&seg), name.clone(), WaitStrategy::default())
+            .map_err(|e| Adopt::Refused(e.to_string()))?;
+        let recv_ev = conn
+            .queue_waiter(WaitStrategy::default())
+            .map_err(|e| Adopt::Refused(e.to_string()))?;
+        let config = conn.hdr().config.load();
+        let shared = Arc::new(ReaderShared::new(conn, config));
+        let (service, go) = match ReaderShared::start_service(&shared, ALIVE_TAKEOVER_WAIT) {
+            Ok(s) => s,
+            Err(_) => {
+                // Another process adopted it first: it is that process's index now.
+                drop(shared);
+                if let Ok(mut seg) = Arc::try_unwrap(seg) {
+                    seg.disown();
+                }
+                return Err(Adopt::Failed(
+                    Error::AlreadyRunning {
+                        name: name.to_string(),
+                        pid: owner.pid(),
+                    }
+                    .into(),
+                ));
+            }
+        };
+        let conn = &shared.conn;
+        let h = conn.hdr();
+        let checked = if h.state() != STATE_OPEN {
+            Err("the index was retired".to_owned())
+        } else {
+            // Only the dead Reader waited on these; a sleeper count it left would only cost
+            // syscalls. Writers sleep on `freed_ev`, which is left alone.
+            conn.queue_ev.reset();
+            conn.service_ev.reset();
+            match conn.mutex.lock_timeout(LOCK_TIMEOUT) {
+                Ok(lock) => {
+                    let ix = conn.index();
+                    // Rebuild the lists (the Reader may have died mid-update), queueing what
+                    // it had received but not released again, then check every invariant.
+                    ix.repair(true);
+                    let r = ix.validate().map_err(|c| c.0);
+                    drop(lock);
+                    r
+                }
+                Err(e) => Err(format!("cannot lock the dead Reader's index: {e}")),
+            }
+        };
+        if let Err(why) = checked {
+            Self::retire_foreign(&conn.seg, name);
+            // Stop the service thread (it has not started its loop); dropping `shared`
+            // then removes the index (we own it now), so that a fresh one can be created.
+            drop(go);
+            let _ = service.join();
+            return Err(Adopt::Refused(why));
+        }
+        h.adoptions.fetch_add(1, Ordering::Relaxed);
+        shared.set_identity();
+        let _ = go.send(());
+        if conn.index().count(List::Queued) > 0 {
+            conn.queue_ev.set();
+        }
+        // Writers waiting for a buffer re-check (the Reader is back).
+        conn.freed_ev.set();
+        Ok(Reader {
+            shared,
+            service: Some(service),
+            adopted: true,
+            refused: None,
+            recv_ev,
+        })
+    }
+
+    /// Marks an index we cannot adopt as retired (so Writers copy on send) and removes the
+    /// buffer segments it names, as far as it can be read.
+    fn retire_foreign(seg: &Segment, name: &ServiceName) {
+        if seg.len() < index::DIR_OFFSET {
+            return;
+        }
+        // SAFETY: as in check_header.
+        let h = unsafe { &*seg.as_ptr().cast::<IndexHeader>() };
+        h.retire();
+        let fits = (seg.len() - index::DIR_OFFSET) / index::ENTRY_SIZE;
+        let n = (h.config.max_buffers.load(Ordering::Relaxed) as usize)
+            .min(fits)
+            .min(MAX_BUFFERS_LIMIT as usize);
+        // SAFETY: n entries fit in the region (computed from its length).
+        let dir = unsafe {
+            std::slice::from_raw_parts(
+                seg.as_ptr().add(index::DIR_OFFSET).cast::<index::Entry>(),
+                n,
+            )
+        };
+        for (i, e) in dir.iter().enumerate() {
+            if e.status() != DISPOSED {
+                // Only segments whose owner is dead are removed.
+                let _ = Segment::remove_tagged(
+                    name,
+                    &buffer_tag(i as u32, e.generation.load(Ordering::Relaxed)),
+                    false,
+                );
+            }
+        }
+    }
+
+    /// Makes this Reader's waits for a message ([`recv`](Reader::recv),
+    /// [`recv_timeout`](Reader::recv_timeout) and the iterators) use `strategy`, as
+    /// [`ServerBuilder::wait_strategy`](crate::ServerBuilder::wait_strategy) does for a
+    /// server. The default is [`WaitStrategy::Adaptive`]. The service thread's timed work is
+    /// not affected.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{PoolConfig, Reader, WaitStrategy};
+    /// # let name = format!("doc-reader-ws-{}", std::process::id());
+    /// let reader = Reader::create(&name, PoolConfig::default())?
+    ///     .wait_strategy(WaitStrategy::Block);
+    /// # Ok::<(), shmlink::PoolError>(())
+    /// ```
+    pub fn wait_strategy(mut self, strategy: WaitStrategy) -> Self {
+        set_wait_strategy(&mut self.recv_ev, strategy);
+        self
+    }
+
+    /// Whether this Reader adopted the pool of a Reader that died.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// Why an existing pool of this name was not adopted (a fresh one was created instead).
+    pub fn adoption_refused(&self) -> Option<&str> {
+        self.refused.as_deref()
+    }
+
+    /// The pool's configuration (when adopted: the one it was created with).
+    pub fn config(&self) -> &PoolConfig {
+        &self.shared.config
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &str {
+        self.shared.conn.name.as_str()
+    }
+
+    /// Receives the next message, waiting as long as it takes.
+    ///
+    /// # Errors
+    /// [`PoolError::Corrupt`] if the index stays inconsistent after repair.
+    pub fn recv(&self) -> Result<ReadBuf, PoolError> {
+        self.recv_deadline(None)
+    }
+
+    /// Receives the next message, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`PoolError::Timeout`]; otherwise as [`Reader::recv`].
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<ReadBuf, PoolError> {
+        self.recv_deadline(Instant::now().checked_add(timeout))
+    }
+
+    fn recv_deadline(&self, deadline: Option<Instant>) -> Result<ReadBuf, PoolError> {
+        loop {
+            if let Some(b) = self.try_recv()? {
+                return Ok(b);
+            }
+            if self.recv_ev.wait_until(deadline, None) == WaitOutcome::TimedOut {
+                return self.try_recv()?.ok_or(PoolError::Timeout);
+            }
+        }
+    }
+
+    /// Receives a message if one is queued; never waits (except briefly for the mutex).
+    ///
+    /// Entries found inconsistent are repaired or dropped (see [`PoolStats::repairs`]).
+    ///
+    /// # Errors
+    /// [`PoolError::Corrupt`] if the index stays inconsistent after repair.
+    pub fn try_recv(&self) -> Result<Option<ReadBuf>, PoolError> {
+        let sh = &self.shared;
+        let conn = &sh.conn;
+        for _ in 0..conn.max_buffers + 2 {
+            let (slot, more) = {
+                let _g = conn.locked()?;
+                let ix = conn.index();
+                let h = ix.hdr;
+                let i = match ix.front(List::Queued) {
+                    Ok(None) => return Ok(None),
+                    Ok(Some(i)) => i,
+                    Err(_) => {
+                        ix.repair(false);
+                        bump(&h.repairs);
+                        continue;
+                    }
+                };
+                match ix.receive(i) {
+                    Ok(slot) => {
+                        sh.held[i as usize].store(1, Ordering::Relaxed);
+                        bump(&h.delivered);
+                        if slot.flags & FLAG_REDELIVERED != 0 {
+                            bump(&h.redelivered);
+                        }
+                        (slot, ix.count(List::Queued) > 0)
+                    }
+                    Err(Refused::Invalid(_)) => {
+                        // Impossible length or capacity: the message cannot be trusted.
+                        if ix.dispose(i, QUEUED).is_err() {
+                            ix.repair(false);
+                        }
+                        bump(&h.repairs);
+                        continue;
+                    }
+                    Err(_) => {
+                        ix.repair(false);
+                        bump(&h.repairs);
+                        continue;
+                    }
+                }
+            };
+            if more {
+                // Another receiving thread may be waiting.
+                conn.queue_ev.set();
+            }
+            match conn.map(&slot, true) {
+                Ok(seg) => {
+                    return Ok(Some(ReadBuf {
+                        shared: Arc::clone(sh),
+                        seg,
+                        slot,
+                        redelivered: slot.flags & FLAG_REDELIVERED != 0,
+                    }));
+                }
+                Err(_) => {
+                    // Its segment is missing or too small: drop the message.
+                    let _g = conn.locked()?;
+                    let ix = conn.index();
+                    sh.held[slot.index as usize].store(0, Ordering::Relaxed);
+                    if ix.holds(slot.index, RECEIVED, slot.generation, None) {
+                        let _ = ix.dispose(slot.index, RECEIVED);
+                    }
+                    bump(&ix.hdr.repairs);
+                }
+            }
+        }
+        Err(PoolError::Corrupt(
+            "the queue stays inconsistent after repair".into(),
+        ))
+    }
+
+    /// An iterator that waits for each message; it ends at the first error.
+    pub fn iter(&self) -> impl Iterator<Item = ReadBuf> + '_ {
+        std::iter::from_fn(move || self.recv().ok())
+    }
+
+    /// An iterator over the messages queued now; never waits.
+    pub fn try_iter(&self) -> impl Iterator<Item = ReadBuf> + '_ {
+        std::iter::from_fn(move || self.try_recv().ok().flatten())
+    }
+
+    /// Calls `f` for each message until it returns `false` or no message arrives within
+    /// `idle`. Returns the number of messages handled.
+    ///
+    /// # Errors
+    /// As [`Reader::recv`] (a timeout ends the loop normally).
+    pub fn for_each_until_idle(
+        &self,
+        idle: Duration,
+        mut f: impl FnMut(ReadBuf) -> bool,
+    ) -> Result<u64, PoolError> {
+        let mut n = 0;
+        loop {
+            match self.recv_timeout(idle) {
+                Ok(b) => {
+                    n += 1;
+                    if !f(b) {
+                        return Ok(n);
+                    }
+                }
+                Err(PoolError::Timeout) => return Ok(n),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A snapshot of the pool's lists and counters.
+    ///
+    /// # Errors
+    /// [`PoolError::Corrupt`] if the mutex stays held (a wedged peer).
+    pub fn stats(&self) -> Result<PoolStats, PoolError> {
+        self.shared.conn.stats()
+    }
+
+    /// Checks every invariant of the index (lists, links, counts, statuses, sizes).
+    ///
+    /// # Errors
+    /// [`PoolError::Corrupt`] saying what is inconsistent.
+    pub fn validate(&self) -> Result<(), PoolError> {
+        let _g = self.shared.conn.locked()?;
+        self.shared
+            .conn
+            .index()
+            .validate()
+            .map_err(|c| PoolError::Corrupt(c.0))
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let conn = &self.shared.conn;
+        // No Reader will read this index again: Writers copy into a new one or get NoReader.
+        // Under the mutex, so that no send slips in after the Writer's check (see
+        // `Writer::queue`).
+        {
+            let _g = conn.locked();
+            conn.hdr().retire();
+        }
+        self.shared.stop.store(1, Ordering::Release);
+        conn.service_ev.set();
+        if let Some(h) = self.service.take() {
+            let _ = h.join();
+        }
+        conn.freed_ev.set();
+    }
+}

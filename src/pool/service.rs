@@ -1,0 +1,318 @@
+//! The Reader's side of a pool: the state its handles share, and the service thread that
+//! holds the alive lock and grows, sweeps and reclaims buffers.
+
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::config::PoolConfig;
+use super::conn::{buffer_tag, create_buffer, next_generation, Conn, Mapped};
+use super::error::PoolError;
+use super::index::{self, bump, List, ALLOCATED, DISPOSED, FREE, RECEIVED};
+use crate::error::Error;
+use crate::process::ProcessId;
+use crate::segment::Segment;
+use crate::sync::atomic::{AtomicU32, Ordering};
+
+/// How often the service thread checks whether Writers holding buffers are still alive.
+const RECLAIM_INTERVAL: Duration = Duration::from_millis(100);
+
+/// State shared by the Reader, its service thread and the buffers it hands out.
+#[derive(Debug)]
+pub(super) struct ReaderShared {
+    pub(super) conn: Conn,
+    pub(super) config: PoolConfig,
+    pub(super) stop: AtomicU32,
+    /// Per entry: 1 while this Reader holds it (a `ReadBuf` exists). Changed under the pool
+    /// mutex. A RECEIVED entry we do not hold was put there by someone else: freed again.
+    pub(super) held: Vec<AtomicU32>,
+}
+
+impl ReaderShared {
+    pub(super) fn new(conn: Conn, config: PoolConfig) -> ReaderShared {
+        let held = (0..conn.max_buffers).map(|_| AtomicU32::new(0)).collect();
+        ReaderShared {
+            conn,
+            config,
+            stop: AtomicU32::new(0),
+            held,
+        }
+    }
+
+    /// Starts the service thread and waits until it holds the alive lock (waiting at most
+    /// `wait` for it), so that Writers see a live Reader from then on. The thread starts
+    /// its work when the returned sender sends; dropping the sender ends it.
+    pub(super) fn start_service(
+        shared: &Arc<ReaderShared>,
+        wait: Duration,
+    ) -> Result<(JoinHandle<()>, Sender<()>), PoolError> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel();
+        let sh = Arc::clone(shared);
+        let handle = std::thread::Builder::new()
+            .name("shmlink-pool-service".into())
+            .spawn(move || sh.service(wait, ready_tx, go_rx))
+            .map_err(|e| {
+                PoolError::Setup(Error::os(
+                    "spawning the service thread",
+                    shared.conn.name.as_str(),
+                    e,
+                ))
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok((handle, go_tx)),
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                Err(e)
+            }
+            Err(_) => Err(PoolError::Corrupt(
+                "the pool service thread ended at start".into(),
+            )),
+        }
+    }
+
+    pub(super) fn set_identity(&self) {
+        let token = uuid::Uuid::new_v4().as_u64_pair();
+        self.conn.hdr().open(ProcessId::current(), token);
+    }
+
+    /// The service thread: holds the alive lock; grows, sweeps and reclaims.
+    fn service(
+        self: Arc<Self>,
+        wait: Duration,
+        ready: Sender<Result<(), PoolError>>,
+        go: Receiver<()>,
+    ) {
+        let conn = &self.conn;
+        let _alive = match conn.alive.lock_timeout(wait) {
+            Ok(l) => l.into_guard(),
+            Err(e) => {
+                let _ = ready.send(Err(e.into()));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        if go.recv().is_err() {
+            return;
+        }
+        let tick = (self.config.sweep_timeout / 4)
+            .clamp(Duration::from_millis(5), Duration::from_millis(100));
+        let mut last_reclaim = Instant::now();
+        while self.stop.load(Ordering::Acquire) == 0 {
+            conn.service_ev.wait_timeout(tick);
+            if self.stop.load(Ordering::Acquire) != 0 {
+                break;
+            }
+            if conn.hdr().take_grow_request() {
+                let _ = self.grow();
+            }
+            if last_reclaim.elapsed() >= RECLAIM_INTERVAL {
+                last_reclaim = Instant::now();
+                let _ = self.reclaim();
+            }
+            let _ = self.sweep();
+        }
+    }
+
+    /// Adds up to `resize_increment` buffers (never above `max_buffers`).
+    fn grow(&self) -> Result<(), PoolError> {
+        let conn = &self.conn;
+        let picked: Vec<(u32, u32)> = {
+            let _g = conn.locked()?;
+            let ix = conn.index();
+            let room = self.config.max_buffers.saturating_sub(ix.buffers());
+            let n = room.min(self.config.resize_increment);
+            let mut picked = Vec::new();
+            let mut cur = ix
+                .front(List::Disposed)
+                .ok()
+                .flatten()
+                .unwrap_or(index::NIL);
+            while picked.len() < n as usize {
+                let Some(e) = ix.entry(cur) else { break };
+                if picked.iter().any(|&(i, _)| i == cur) {
+                    break; // a cycle: repair will sort it out
+                }
+                picked.push((cur, e.generation.load(Ordering::Relaxed)));
+                cur = e.next.load(Ordering::Relaxed);
+            }
+            picked
+        };
+        let mut made = Vec::new();
+        for (i, g) in picked {
+            let generation = next_generation(g);
+            made.push((
+                i,
+                g,
+                generation,
+                create_buffer(&conn.name, i, generation, self.config.initial_buffer_size)?,
+            ));
+        }
+        let mut added = 0;
+        {
+            let _g = conn.locked()?;
+            let ix = conn.index();
+            let mut cache = conn.cache.lock();
+            for (i, old_gen, generation, seg) in made {
+                let capacity = self.config.initial_buffer_size as u64;
+                if ix.revive(i, old_gen, generation, capacity).is_err() {
+                    continue; // changed meanwhile (repair): dropping `seg` removes it
+                }
+                cache[i as usize] = Some(Mapped {
+                    generation,
+                    seg: Arc::new(seg),
+                });
+                added += 1;
+            }
+            ix.hdr.grown.fetch_add(added, Ordering::Relaxed);
+        }
+        if added > 0 {
+            conn.freed_ev.set();
+        }
+        Ok(())
+    }
+
+    /// Disposes of free buffers idle longer than `sweep_timeout`, down to `min_buffers`.
+    fn sweep(&self) -> Result<(), PoolError> {
+        let conn = &self.conn;
+        let timeout = u64::try_from(self.config.sweep_timeout.as_nanos()).unwrap_or(u64::MAX);
+        let gone: Vec<(u32, u32)> = {
+            let _g = conn.locked()?;
+            let ix = conn.index();
+            let now = index::now_ns();
+            let mut gone = Vec::new();
+            while ix.buffers() > self.config.min_buffers {
+                let Some(i) = ix.back(List::Free) else { break };
+                let e = &ix.dir[i as usize];
+                if now.saturating_sub(e.released_at.load(Ordering::Relaxed)) <= timeout {
+                    break;
+                }
+                let generation = e.generation.load(Ordering::Relaxed);
+                if ix.dispose(i, FREE).is_err() {
+                    ix.repair(false);
+                    break;
+                }
+                gone.push((i, generation));
+                bump(&ix.hdr.swept);
+            }
+            gone
+        };
+        for (i, g) in gone {
+            conn.drop_buffer(i, g);
+        }
+        Ok(())
+    }
+
+    /// Takes back buffers held by Writers that died, and RECEIVED entries this Reader does
+    /// not hold (left by a crashed or hostile process).
+    fn reclaim(&self) -> Result<(), PoolError> {
+        let conn = &self.conn;
+        let mut strays = 0;
+        let held: Vec<(u32, ProcessId, u32)> = {
+            let _g = conn.locked()?;
+            let ix = conn.index();
+            for (i, e) in ix.dir.iter().enumerate() {
+                if e.status() == RECEIVED
+                    && self.held[i].load(Ordering::Relaxed) == 0
+                    && ix.slot(i as u32).is_ok()
+                    && ix
+                        .release(i as u32, e.generation.load(Ordering::Relaxed))
+                        .is_ok()
+                {
+                    bump(&ix.hdr.repairs);
+                    strays += 1;
+                }
+            }
+            ix.dir
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.status() == ALLOCATED)
+                .map(|(i, e)| (i as u32, e.owner(), e.generation.load(Ordering::Relaxed)))
+                .collect()
+        };
+        if strays > 0 {
+            conn.freed_ev.set();
+        }
+        if held.is_empty() {
+            return Ok(());
+        }
+        let mut verdict: Vec<(ProcessId, bool)> = Vec::new();
+        let mut dead = Vec::new();
+        for (i, owner, g) in held {
+            let alive = match verdict.iter().find(|(p, _)| *p == owner) {
+                Some(&(_, a)) => a,
+                None => {
+                    let a = owner.is_alive();
+                    verdict.push((owner, a));
+                    a
+                }
+            };
+            if !alive {
+                dead.push((i, owner, g));
+            }
+        }
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let mut taken = Vec::new();
+        {
+            let _g = conn.locked()?;
+            let ix = conn.index();
+            for (i, owner, g) in dead {
+                if !ix.holds(i, ALLOCATED, g, Some(owner)) {
+                    continue;
+                }
+                if ix.slot(i).is_err() {
+                    let _ = ix.dispose(i, ALLOCATED);
+                    continue;
+                }
+                if ix.give_back(i, owner, g).is_ok() {
+                    bump(&ix.hdr.reclaimed);
+                    taken.push((i, g));
+                }
+            }
+        }
+        conn.freed_ev.set();
+        // A Writer that died while growing its buffer may have left the neighbouring
+        // generations' segments behind.
+        for (i, g) in taken {
+            for other in [g.wrapping_sub(1), g.wrapping_add(1)] {
+                let _ = Segment::remove_tagged(&conn.name, &buffer_tag(i, other), true);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ReaderShared {
+    fn drop(&mut self) {
+        // The Reader is gone and no ReadBuf is left: remove every buffer segment. Those we
+        // own and have mapped go with the cache; the others (adopted, never mapped) by name.
+        let conn = &self.conn;
+        let cache = std::mem::take(&mut *conn.cache.lock());
+        let ix = conn.index();
+        for (i, e) in ix.dir.iter().enumerate() {
+            let g = e.generation.load(Ordering::Relaxed);
+            // A process killed between creating a buffer segment and recording it in the
+            // directory (a Reader's `grow`, a Writer's `WriteBuf::grow`) left it under the
+            // entry's next generation, named by no entry: remove it too (a failed open when
+            // there is none).
+            let _ =
+                Segment::remove_tagged(&conn.name, &buffer_tag(i as u32, next_generation(g)), true);
+            if e.status() == DISPOSED {
+                // A sweep killed between marking the entry and unlinking its segment.
+                let _ = Segment::remove_tagged(&conn.name, &buffer_tag(i as u32, g), true);
+                continue;
+            }
+            let mapped_owned = cache
+                .get(i)
+                .and_then(Option::as_ref)
+                .is_some_and(|m| m.generation == g && m.seg.is_owner());
+            if !mapped_owned {
+                let _ = Segment::remove_tagged(&conn.name, &buffer_tag(i as u32, g), true);
+            }
+        }
+        drop(cache);
+    }
+}

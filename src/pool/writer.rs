@@ -1,0 +1,454 @@
+//! The sending end of a pool: connecting, acquiring free buffers and sending them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::buf::WriteBuf;
+use super::conn::{Conn, PoolStats, INDEX_TAG, KIND_VERSION};
+use super::error::{PoolError, SendError};
+use super::index::{bump, List, Refused, ALLOCATED, FREE};
+use crate::error::Error;
+use crate::name::ServiceName;
+use crate::process::ProcessId;
+use crate::segment::{Segment, SegmentKind};
+use crate::sync::atomic::Ordering;
+use crate::sync::{WaitOutcome, WaitStrategy};
+
+/// A Writer drops its mappings of disposed buffers every this many acquires.
+const PRUNE_EVERY: u32 = 256;
+
+/// The sending end of a buffer pool: acquires free buffers, fills them in place and sends
+/// them to the [`Reader`](crate::Reader).
+///
+/// A Writer follows its pool across Reader restarts: when a new Reader adopts the pool,
+/// nothing changes for the Writer; when a new Reader had to start a fresh pool, buffers
+/// acquired from the old one are copied into the new one when sent.
+///
+/// # Examples
+/// ```
+/// use std::io::Write;
+/// use shmlink::{PoolConfig, Reader, Writer};
+/// # let name = format!("doc-writer-{}", std::process::id());
+/// # let reader = Reader::create(&name, PoolConfig::default())?;
+/// let writer = Writer::connect(&name)?;
+/// let mut buf = writer.acquire()?;
+/// buf.set_len(4)?;                       // zero-copy: fill the bytes in place
+/// buf.copy_from_slice(&[1, 2, 3, 4]);
+/// write!(buf, " and more")?;             // or append
+/// writer.send(buf)?;
+/// # assert_eq!(&reader.recv()?[..4], &[1, 2, 3, 4]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Writer {
+    name: ServiceName,
+    conn: parking_lot::Mutex<Arc<Conn>>,
+    me: ProcessId,
+    strategy: WaitStrategy,
+}
+
+impl fmt::Debug for Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writer")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Connects to the pool `name`.
+    ///
+    /// # Errors
+    /// [`PoolError::NoReader`] if no pool of that name exists; [`PoolError::Corrupt`] if its
+    /// index is inconsistent; [`PoolError::Setup`] for other setup errors.
+    pub fn connect(name: &str) -> Result<Writer, PoolError> {
+        let name = ServiceName::new(name)?;
+        let strategy = WaitStrategy::default();
+        let conn = Self::open(&name, Duration::from_secs(2), strategy)?;
+        Ok(Writer {
+            name,
+            conn: parking_lot::Mutex::new(Arc::new(conn)),
+            me: ProcessId::current(),
+            strategy,
+        })
+    }
+
+    /// Makes this Writer's waits for a free buffer ([`acquire`](Writer::acquire),
+    /// [`acquire_timeout`](Writer::acquire_timeout) and copy-on-send) use `strategy`, as
+    /// [`ServerBuilder::wait_strategy`](crate::ServerBuilder::wait_strategy) does for a
+    /// server. The default is [`WaitStrategy::Adaptive`].
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{PoolConfig, Reader, WaitStrategy, Writer};
+    /// # let name = format!("doc-writer-ws-{}", std::process::id());
+    /// # let reader = Reader::create(&name, PoolConfig::default())?;
+    /// let writer = Writer::connect(&name)?.wait_strategy(WaitStrategy::Spin);
+    /// # Ok::<(), shmlink::PoolError>(())
+    /// ```
+    pub fn wait_strategy(mut self, strategy: WaitStrategy) -> Self {
+        self.strategy = strategy;
+        let conn = self.conn.get_mut();
+        match Arc::get_mut(conn) {
+            Some(c) => c.set_wait_strategy(strategy),
+            // Buffers acquired before share this attachment: attach to the same index again
+            // for the waits from now on. If that fails, the next attachment (after a Reader
+            // restart) gets the strategy.
+            None => {
+                if let Ok(c) = Conn::attach(Arc::clone(&conn.seg), self.name.clone(), strategy) {
+                    *conn = Arc::new(c);
+                }
+            }
+        }
+        self
+    }
+
+    /// Connects to the pool `name`, waiting up to `timeout` for a Reader to create it.
+    ///
+    /// # Errors
+    /// As [`Writer::connect`], after the timeout.
+    pub fn connect_timeout(name: &str, timeout: Duration) -> Result<Writer, PoolError> {
+        let start = Instant::now();
+        loop {
+            match Self::connect(name) {
+                Err(PoolError::NoReader) if start.elapsed() < timeout => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn open(
+        name: &ServiceName,
+        ready_wait: Duration,
+        strategy: WaitStrategy,
+    ) -> Result<Conn, PoolError> {
+        match Segment::open_kind_timeout(
+            name,
+            INDEX_TAG,
+            SegmentKind::PoolIndex,
+            KIND_VERSION,
+            ready_wait,
+        ) {
+            Ok(seg) => Conn::attach(Arc::new(seg), name.clone(), strategy),
+            Err(Error::NotFound { .. } | Error::NotReady { .. }) => Err(PoolError::NoReader),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn current(&self) -> Arc<Conn> {
+        Arc::clone(&self.conn.lock())
+    }
+
+    /// Looks for a new pool replacing `old`: `Some(new)` if the name now names another
+    /// index, `None` if it still names `old`'s. (Attachments are told apart by their index's
+    /// instance token: `wait_strategy` may have attached to the same index again.)
+    #[cold]
+    fn refresh(&self, old: &Arc<Conn>) -> Result<Option<Arc<Conn>>, PoolError> {
+        let mut cur = self.conn.lock();
+        if cur.token != old.token {
+            return Ok(Some(Arc::clone(&cur)));
+        }
+        let conn = Self::open(&self.name, Duration::from_millis(500), self.strategy)?;
+        if conn.token == old.token {
+            return Ok(None);
+        }
+        let conn = Arc::new(conn);
+        *cur = Arc::clone(&conn);
+        Ok(Some(conn))
+    }
+
+    /// Whether a Reader serves the pool now.
+    pub fn reader_alive(&self) -> bool {
+        let c = self.current();
+        !c.retired() && c.reader_alive()
+    }
+
+    /// The largest buffer the pool allows.
+    pub fn max_buffer_size(&self) -> usize {
+        self.current().max_buffer_size
+    }
+
+    /// A snapshot of the pool's lists and counters.
+    ///
+    /// # Errors
+    /// [`PoolError::Corrupt`] if the mutex stays held.
+    pub fn stats(&self) -> Result<PoolStats, PoolError> {
+        self.current().stats()
+    }
+
+    /// Acquires a free buffer (length 0), waiting as long as it takes for one, or until it
+    /// is clear that no Reader serves the pool. Asks the Reader to grow the pool when few
+    /// buffers are free.
+    ///
+    /// # Errors
+    /// [`PoolError::NoReader`] as soon as it is clear that no Reader serves the pool (within
+    /// 100 ms while waiting); [`PoolError::Corrupt`] if the index stays inconsistent after
+    /// repair, or its mutex stays held for seconds (a wedged peer); [`PoolError::Setup`] if a
+    /// buffer cannot be mapped.
+    pub fn acquire(&self) -> Result<WriteBuf, PoolError> {
+        self.acquire_deadline(None)
+    }
+
+    /// Acquires a free buffer (length 0) as [`Writer::acquire`] does, waiting at most
+    /// `timeout` for one.
+    ///
+    /// # Errors
+    /// [`PoolError::PoolFull`] after the timeout; otherwise as [`Writer::acquire`].
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<WriteBuf, PoolError> {
+        self.acquire_deadline(Instant::now().checked_add(timeout))
+    }
+
+    fn acquire_deadline(&self, deadline: Option<Instant>) -> Result<WriteBuf, PoolError> {
+        let mut conn = self.current();
+        let mut waited = false;
+        loop {
+            if conn.retired() {
+                conn = self.refresh(&conn)?.ok_or(PoolError::NoReader)?;
+                continue;
+            }
+            if let Some(buf) = self.try_acquire(&conn, waited)? {
+                return Ok(buf);
+            }
+            if !conn.reader_alive() {
+                match self.refresh(&conn)? {
+                    Some(new) => {
+                        conn = new;
+                        continue;
+                    }
+                    None => return Err(PoolError::NoReader),
+                }
+            }
+            let mut check = || conn.reader_alive() && !conn.retired();
+            match conn.freed_ev.wait_until(deadline, Some(&mut check)) {
+                WaitOutcome::Set => waited = true,
+                WaitOutcome::TimedOut => return Err(PoolError::PoolFull),
+                WaitOutcome::Aborted => {}
+            }
+        }
+    }
+
+    /// One attempt: pops a free buffer if there is one.
+    #[inline]
+    fn try_acquire(&self, conn: &Arc<Conn>, pass_on: bool) -> Result<Option<WriteBuf>, PoolError> {
+        for _ in 0..conn.max_buffers + 2 {
+            let (slot, grow, more) = {
+                let g = conn.locked()?;
+                let ix = conn.index();
+                let h = ix.hdr;
+                let head = match ix.front(List::Free) {
+                    Ok(head) => head,
+                    Err(_) => {
+                        ix.repair(false);
+                        bump(&h.repairs);
+                        continue;
+                    }
+                };
+                let taken = match head.map(|i| (i, ix.allocate(i, self.me))) {
+                    None => None,
+                    Some((_, Ok(slot))) => Some(slot),
+                    Some((i, Err(Refused::Invalid(_)))) => {
+                        // An impossible capacity: the buffer cannot be trusted.
+                        if ix.dispose(i, FREE).is_err() {
+                            ix.repair(false);
+                        }
+                        bump(&h.repairs);
+                        continue;
+                    }
+                    Some((_, Err(_))) => {
+                        ix.repair(false);
+                        bump(&h.repairs);
+                        continue;
+                    }
+                };
+                let free = ix.count(List::Free);
+                let threshold = h.config.resize_threshold.load(Ordering::Relaxed);
+                // Few free (or none at all: then even with a threshold of 0): ask for more.
+                let grow = (free < threshold || taken.is_none())
+                    && ix.buffers() < conn.max_buffers
+                    && h.request_grow();
+                drop(g);
+                let Some(slot) = taken else {
+                    if grow {
+                        conn.service_ev.set();
+                    }
+                    return Ok(None);
+                };
+                (slot, grow, free > 0)
+            };
+            if grow {
+                conn.service_ev.set();
+            }
+            let n = conn.acquires.load(Ordering::Relaxed).wrapping_add(1);
+            conn.acquires.store(n, Ordering::Relaxed);
+            if n % PRUNE_EVERY == 0 {
+                conn.prune();
+            }
+            if pass_on && more {
+                // We were woken for a freed buffer and more are free: wake the next Writer.
+                conn.freed_ev.set();
+            }
+            match conn.map(&slot, false) {
+                Ok(seg) => {
+                    return Ok(Some(WriteBuf {
+                        conn: Arc::clone(conn),
+                        seg,
+                        slot,
+                        len: 0,
+                        me: self.me,
+                        done: false,
+                    }))
+                }
+                Err(e) => {
+                    // A broken entry (its segment is missing or wrong) is given up and the
+                    // next free buffer tried; any other failure puts the buffer back.
+                    let broken = matches!(
+                        e,
+                        PoolError::Corrupt(_)
+                            | PoolError::Setup(
+                                Error::NotFound { .. }
+                                    | Error::Corrupt { .. }
+                                    | Error::Foreign { .. }
+                                    | Error::WrongKind { .. }
+                                    | Error::VersionMismatch { .. }
+                                    | Error::NotReady { .. }
+                            )
+                    );
+                    let g = conn.locked()?;
+                    let ix = conn.index();
+                    if ix.holds(slot.index, ALLOCATED, slot.generation, Some(self.me)) {
+                        if broken {
+                            let _ = ix.dispose(slot.index, ALLOCATED);
+                            bump(&ix.hdr.repairs);
+                        } else {
+                            let _ = ix.give_back(slot.index, self.me, slot.generation);
+                        }
+                    }
+                    drop(g);
+                    if !broken {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Err(PoolError::Corrupt(
+            "the free list stays inconsistent after repair".into(),
+        ))
+    }
+
+    /// Sends `buf` to the Reader's queue (FIFO) and wakes the Reader. Does not wait, except
+    /// for copy-on-send (below), which waits as long as it takes for a buffer of the new
+    /// pool, or until it is clear that no Reader serves it.
+    ///
+    /// If the Reader died and nobody replaced the pool yet, the message is queued for the
+    /// Reader that will adopt it. If a new Reader started a fresh pool, the bytes are copied
+    /// into one of its buffers (copy-on-send).
+    ///
+    /// # Errors
+    /// Gives the buffer back with [`PoolError::NoReader`] (the pool was closed, or removed,
+    /// and no Reader replaced it), [`PoolError::NotOwner`], [`PoolError::TooLarge`] (a copy
+    /// that does not fit the new pool), [`PoolError::Corrupt`].
+    pub fn send(&self, buf: WriteBuf) -> Result<(), SendError> {
+        self.send_deadline(buf, None)
+    }
+
+    /// Sends `buf` as [`Writer::send`] does, waiting at most `timeout` for a buffer of a new
+    /// pool when copying on send.
+    ///
+    /// # Errors
+    /// Gives the buffer back with [`PoolError::PoolFull`] if no buffer for the copy became
+    /// free in time; otherwise as [`Writer::send`].
+    pub fn send_timeout(&self, buf: WriteBuf, timeout: Duration) -> Result<(), SendError> {
+        self.send_deadline(buf, Instant::now().checked_add(timeout))
+    }
+
+    fn send_deadline(&self, buf: WriteBuf, deadline: Option<Instant>) -> Result<(), SendError> {
+        let conn = Arc::clone(&buf.conn);
+        if conn.retired() || !conn.reader_alive() {
+            match self.refresh(&conn) {
+                Ok(Some(new)) => return self.copy_send(buf, &new, deadline),
+                Ok(None) if conn.retired() => return Err(SendError::new(buf, PoolError::NoReader)),
+                // The Reader died; its index still has the name: queue for its adopter.
+                Ok(None) => {}
+                // Nothing has the name any more: nobody would ever read what we queue.
+                Err(error) => return Err(SendError::new(buf, error)),
+            }
+        }
+        self.queue(buf)
+    }
+
+    #[inline]
+    fn queue(&self, mut buf: WriteBuf) -> Result<(), SendError> {
+        let r = (|| {
+            let conn = &buf.conn;
+            let _g = conn.locked()?;
+            let ix = conn.index();
+            if ix.hdr.is_retired() {
+                return Err(PoolError::NoReader);
+            }
+            let slot = &buf.slot;
+            ix.queue(
+                slot.index,
+                buf.me,
+                slot.generation,
+                slot.capacity as u64,
+                buf.len as u64,
+            )
+            .map_err(|_| PoolError::NotOwner)?;
+            bump(&ix.hdr.sent);
+            Ok(())
+        })();
+        match r {
+            Ok(()) => {
+                buf.done = true;
+                buf.conn.queue_ev.set();
+                Ok(())
+            }
+            Err(error) => Err(SendError::new(buf, error)),
+        }
+    }
+
+    /// Copy-on-send: `buf` belongs to a pool that no Reader will read; copy it into `new`.
+    #[cold]
+    fn copy_send(
+        &self,
+        mut buf: WriteBuf,
+        new: &Arc<Conn>,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendError> {
+        let copy = (|| {
+            if buf.len > new.max_buffer_size {
+                return Err(PoolError::TooLarge {
+                    requested: buf.len,
+                    max: new.max_buffer_size,
+                });
+            }
+            let mut nb = loop {
+                if let Some(b) = self.try_acquire(new, false)? {
+                    break b;
+                }
+                let mut check = || new.reader_alive() && !new.retired();
+                match new.freed_ev.wait_until(deadline, Some(&mut check)) {
+                    WaitOutcome::Set => {}
+                    WaitOutcome::TimedOut => return Err(PoolError::PoolFull),
+                    WaitOutcome::Aborted => return Err(PoolError::NoReader),
+                }
+            };
+            nb.set_len(buf.len)?;
+            nb.copy_from_slice(&buf);
+            Ok(nb)
+        })();
+        match copy {
+            Ok(nb) => match self.queue(nb) {
+                Ok(()) => {
+                    // The old pool is abandoned: do not release into it.
+                    buf.done = true;
+                    Ok(())
+                }
+                Err(e) => Err(SendError::new(buf, e.into_parts().1)),
+            },
+            Err(error) => Err(SendError::new(buf, error)),
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Files streamed through a pool between real processes, checksummed, and a peer that
+//! scribbles on a chunk after the receiver checked it.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use common::{child_exit, child_role, hear_parent, spawn, tell_parent, watchdog, TestName};
+use shmlink::{
+    checksum, recv_file, recv_stream, send_file, send_stream, Checksum, PoolConfig, Reader, Writer,
+};
+
+fn file_role(args: &[String]) -> ! {
+    let w = Writer::connect(&args[0]).unwrap();
+    tell_parent("ready");
+    let summary = send_file(&w, &args[1], Duration::from_secs(30)).unwrap();
+    tell_parent(&format!("sent {} {}", summary.bytes, summary.checksum));
+    hear_parent();
+    child_exit(0)
+}
+
+/// Writes `size` pseudo-random bytes to `path`; returns their checksum.
+fn make_file(path: &std::path::Path, size: u64) -> u64 {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut sum = Checksum::new();
+    let mut x = size | 1;
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for w in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            w.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(block.len() as u64) as usize;
+        sum.update(&block[..n]);
+        f.write_all(&block[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.flush().unwrap();
+    sum.finish()
+}
+
+fn file_checksum(path: &std::path::Path) -> u64 {
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut sum = Checksum::new();
+    let mut block = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut block).unwrap();
+        if n == 0 {
+            return sum.finish();
+        }
+        sum.update(&block[..n]);
+    }
+}
+
+fn stream_file(test: &str, size: u64) {
+    let name = TestName::new("pool-file");
+    let dir = std::env::temp_dir();
+    let (src, dst) = (
+        dir.join(format!("{}.src", name.as_str())),
+        dir.join(format!("{}.dst", name.as_str())),
+    );
+    let want = make_file(&src, size);
+    // Ragged sizes too: the file is not a multiple of the chunk size.
+    let config = PoolConfig {
+        initial_buffer_size: 1 << 20,
+        max_buffer_size: 1 << 20,
+        start_buffers: 4,
+        max_buffers: 4,
+        min_buffers: 4,
+        resize_increment: 1,
+        resize_threshold: 0,
+        sweep_timeout: Duration::from_secs(60),
+    };
+    let reader = Reader::create(&name, config).unwrap();
+    let mut child = spawn(test, "sender", &[&name, src.to_str().unwrap()]);
+    child.expect("ready");
+    let got = recv_file(&reader, &dst, Duration::from_secs(30)).unwrap();
+    assert_eq!(child.expect_line(), format!("sent {size} {want}"));
+    assert_eq!((got.bytes, got.checksum), (size, want));
+    assert_eq!(std::fs::metadata(&dst).unwrap().len(), size);
+    assert_eq!(file_checksum(&dst), want, "the written file differs");
+    child.send("exit");
+    child.wait_ok();
+    let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_file(&dst);
+    drop(reader);
+    name.assert_no_leftovers();
+}
+
+#[test]
+fn a_64_mib_file_streams_through_four_1_mib_buffers_intact() {
+    if let Some((_, args)) = child_role() {
+        file_role(&args);
+    }
+    let _w = watchdog("file 64 MiB", Duration::from_secs(60));
+    stream_file(
+        "a_64_mib_file_streams_through_four_1_mib_buffers_intact",
+        (64 << 20) + 12345,
+    );
+}
+
+#[test]
+fn a_1_gib_file_streams_through_four_1_mib_buffers_intact() {
+    if let Some((_, args)) = child_role() {
+        file_role(&args);
+    }
+    let _w = watchdog("file 1 GiB", Duration::from_secs(600));
+    stream_file(
+        "a_1_gib_file_streams_through_four_1_mib_buffers_intact",
+        (1 << 30) + 777,
+    );
+}
+
+/// A sink that, before it copies each write, overwrites the payload of every buffer of the
+/// pool `name` through the objects' files, as a peer scribbling on shared memory would.
+struct Scribbler {
+    name: String,
+    out: Vec<u8>,
+}
+
+impl Write for Scribbler {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let prefix = format!("shmlink.{}.pool.b", self.name);
+        for f in common::list_shm().iter().filter(|f| f.starts_with(&prefix)) {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/dev/shm/{f}"))?;
+            // Past the segment header and the 32-byte chunk header: the chunk's bytes.
+            file.write_all_at(&[0xEE; 4096], shmlink::HEADER_SIZE as u64 + 32)?;
+        }
+        self.out.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_peer_changing_a_chunk_after_it_was_checksummed_cannot_change_what_is_written() {
+    let _w = watchdog("scribbled chunk", Duration::from_secs(60));
+    let name = TestName::new("stream-scribble");
+    let config = PoolConfig {
+        initial_buffer_size: 4096,
+        max_buffer_size: 4096,
+        start_buffers: 4,
+        max_buffers: 4,
+        min_buffers: 4,
+        resize_threshold: 0,
+        ..PoolConfig::default()
+    };
+    let reader = Reader::create(&name, config).unwrap();
+    let writer = Writer::connect(&name).unwrap();
+    // START, one DATA chunk and END are queued before the receiver starts, so scribbling
+    // can only reach what the receiver has (or had) in hand, never what the sender sums.
+    let data: Vec<u8> = (0..3000u32).map(|i| (i % 253) as u8).collect();
+    let sent = send_stream(
+        &writer,
+        &data[..],
+        data.len() as u64,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!((sent.chunks, sent.checksum), (1, checksum(&data)));
+    let mut sink = Scribbler {
+        name: name.as_str().to_owned(),
+        out: Vec::new(),
+    };
+    let got = recv_stream(&reader, &mut sink, Duration::from_secs(5)).unwrap();
+    assert_eq!(got, sent);
+    assert!(
+        sink.out == data,
+        "bytes other than the checksummed ones were written"
+    );
+    drop(writer);
+    drop(reader);
+    name.assert_no_leftovers();
+}
