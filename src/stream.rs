@@ -389,8 +389,8 @@ pub fn recv_stream(
     let mut copy = Vec::new();
     let next = |copy: &mut Vec<u8>| -> Result<ChunkHeader, StreamError> {
         let m = reader.recv_timeout(idle)?;
-        copy.clear();
-        copy.extend_from_slice(&m);
+        copy.resize(m.len(), 0);
+        m.copy_to(copy);
         drop(m); // back to the free list before the (slower) write
         ChunkHeader::read(copy)
     };

@@ -33,16 +33,64 @@ impl ReadBuf {
     pub fn capacity(&self) -> usize {
         self.slot.capacity
     }
+
+    /// Copies the message into `dst` (which must be exactly [`len`](slice::len) bytes long),
+    /// reading every byte of shared memory once.
+    ///
+    /// Dereferencing a `ReadBuf` views the bytes in place: a process that breaks the pool's
+    /// protocol could change them while you read them. Where Writers are not trusted that
+    /// far, copy first, then validate and use the copy (see the crate's trust model).
+    ///
+    /// # Panics
+    /// If `dst.len()` differs from the message length.
+    ///
+    /// # Examples
+    /// ```
+    /// # use std::time::Duration;
+    /// # use shmlink::{PoolConfig, Reader, Writer};
+    /// # let name = format!("doc-copyto-{}", std::process::id());
+    /// # let reader = Reader::create(&name, PoolConfig::default())?;
+    /// # let writer = Writer::connect(&name)?;
+    /// # let mut buf = writer.acquire()?;
+    /// # buf.extend_from_slice(b"header+payload")?;
+    /// # writer.send(buf)?;
+    /// let msg = reader.recv_timeout(Duration::from_secs(1))?;
+    /// let mut header = [0u8; 7];
+    /// let mut copy = vec![0u8; msg.len()];
+    /// msg.copy_to(&mut copy);
+    /// header.copy_from_slice(&copy[..7]); // validated and used: the same bytes
+    /// assert_eq!(&header, b"header+");
+    /// # Ok::<(), shmlink::PoolError>(())
+    /// ```
+    pub fn copy_to(&self, dst: &mut [u8]) {
+        assert_eq!(
+            dst.len(),
+            self.slot.len,
+            "copy_to needs a buffer of the message's length"
+        );
+        self.seg
+            .data()
+            .copy_out(0, dst)
+            .expect("len <= capacity <= mapping (checked when mapped)");
+    }
+
+    /// The message copied into a new `Vec`; see [`copy_to`](Self::copy_to).
+    pub fn copy_to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0u8; self.slot.len];
+        self.copy_to(&mut v);
+        v
+    }
 }
 
 impl Deref for ReadBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: slot.len <= slot.capacity <= seg.len() (checked in `Index::slot` and
-        // `Conn::map`), and `seg` keeps the mapping alive. The entry is RECEIVED: Writers
-        // that follow the protocol do not write it until we release it (a hostile process
-        // can change bytes, not the bounds).
-        unsafe { std::slice::from_raw_parts(self.seg.as_ptr(), self.slot.len) }
+        // SAFETY: the entry is RECEIVED: Writers that follow the protocol do not write the
+        // buffer until we release it (when self drops), and `seg` keeps the mapping alive
+        // for the borrow. A hostile process can change bytes, never the bounds: slot.len <=
+        // capacity <= mapping is checked by the region.
+        unsafe { self.seg.data().bytes(0, self.slot.len) }
+            .expect("len <= capacity <= mapping (checked when mapped)")
     }
 }
 
@@ -200,9 +248,15 @@ impl WriteBuf {
         let mut seg = create_buffer(name, i, new_gen, capacity)?;
         // The Reader owns the pool's buffers: it removes this one when it disposes of it.
         seg.disown();
-        // SAFETY: both mappings hold at least `self.len` bytes (len <= old capacity <=
-        // old mapping; the new one is bigger); they are distinct objects.
-        unsafe { std::ptr::copy_nonoverlapping(self.seg.as_ptr(), seg.as_ptr(), self.len) };
+        // SAFETY: the old buffer is ALLOCATED to us and the new one is ours alone until the
+        // index names it, so no protocol-following process writes either; they are distinct
+        // objects, and both views end within this statement.
+        unsafe {
+            let old = self.seg.data().bytes(0, self.len);
+            let new = seg.data().bytes_mut(0, self.len);
+            new.zip(old).map(|(new, old)| new.copy_from_slice(old))
+        }
+        .expect("len <= old capacity < new capacity");
         let updated = (|| {
             let conn = &self.conn;
             let _g = conn.locked()?;
@@ -253,30 +307,30 @@ impl WriteBuf {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn spare_capacity_mut(&mut self) -> &mut [u8] {
-        // SAFETY: len <= capacity <= mapping length (checked when mapped or created); we
-        // hold the buffer (ALLOCATED to us), so no protocol-following process touches it;
-        // &mut self makes this the only reference in this process.
+        // SAFETY: we hold the buffer (ALLOCATED to us), so no protocol-following process
+        // touches it; &mut self makes this the only view in this process; `seg` keeps the
+        // mapping alive for the borrow.
         unsafe {
-            std::slice::from_raw_parts_mut(
-                self.seg.as_ptr().add(self.len),
-                self.slot.capacity - self.len,
-            )
+            self.seg
+                .data()
+                .bytes_mut(self.len, self.slot.capacity - self.len)
         }
+        .expect("len <= capacity <= mapping (checked when mapped or created)")
     }
 }
 
 impl Deref for WriteBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: len <= capacity <= mapping length; see spare_capacity_mut.
-        unsafe { std::slice::from_raw_parts(self.seg.as_ptr(), self.len) }
+        // SAFETY: ALLOCATED to us, mapping kept alive by `seg`; see spare_capacity_mut.
+        unsafe { self.seg.data().bytes(0, self.len) }.expect("len <= capacity <= mapping")
     }
 }
 
 impl DerefMut for WriteBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in deref; &mut self makes this the only reference in this process.
-        unsafe { std::slice::from_raw_parts_mut(self.seg.as_ptr(), self.len) }
+        // SAFETY: as in deref; &mut self makes this the only view in this process.
+        unsafe { self.seg.data().bytes_mut(0, self.len) }.expect("len <= capacity <= mapping")
     }
 }
 

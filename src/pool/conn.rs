@@ -130,9 +130,9 @@ pub(super) fn check_header(seg: &Segment) -> Result<(u32, usize), String> {
     if seg.len() < index::DIR_OFFSET {
         return Err(format!("index segment of {} bytes is too small", seg.len()));
     }
-    // SAFETY: the data region holds at least DIR_OFFSET bytes, 64-aligned; IndexHeader is
-    // all atomics, valid for any bit pattern.
-    let h = unsafe { &*seg.as_ptr().cast::<IndexHeader>() };
+    let Some(h) = seg.data().get::<IndexHeader>(0) else {
+        return Err(format!("index segment of {} bytes is too small", seg.len()));
+    };
     let r = Ordering::Acquire;
     if h.signature.load(r) != index::SIGNATURE {
         return Err("bad pool signature".into());
@@ -213,24 +213,17 @@ impl Conn {
     }
 
     pub(super) fn hdr(&self) -> &IndexHeader {
-        // SAFETY: checked in `attach`/`create`: the data region starts with an IndexHeader
-        // (all atomics, any bits valid), 64-aligned, mapped while self.seg lives.
-        unsafe { &*self.seg.as_ptr().cast::<IndexHeader>() }
+        // `attach` checked that the data region holds the header.
+        self.seg.data().at::<IndexHeader>(0)
     }
 
     pub(super) fn index(&self) -> Index<'_> {
-        // SAFETY: the segment holds index_size(max_buffers) bytes (checked when attached or
-        // created), the directory starts at the 64-aligned DIR_OFFSET, and Entry is all
-        // atomics, valid for any bits.
-        let dir = unsafe {
-            std::slice::from_raw_parts(
-                self.seg
-                    .as_ptr()
-                    .add(index::DIR_OFFSET)
-                    .cast::<index::Entry>(),
-                self.max_buffers as usize,
-            )
-        };
+        // `attach` checked that the segment holds index_size(max_buffers) bytes.
+        let dir = self
+            .seg
+            .data()
+            .slice::<index::Entry>(index::DIR_OFFSET, self.max_buffers as usize)
+            .expect("the directory fits (checked when attached)");
         Index {
             hdr: self.hdr(),
             dir,

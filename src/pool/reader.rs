@@ -138,9 +138,8 @@ impl Reader {
             .size(index::index_size(config.max_buffers))
             .create_unpublished()?;
         let seg = Arc::new(seg);
-        // SAFETY: the data region is index_size(max_buffers) bytes, unpublished; the header
-        // is at 0 and all-atomic.
-        let hdr = unsafe { &*seg.as_ptr().cast::<IndexHeader>() };
+        let data = seg.data();
+        let hdr = data.at::<IndexHeader>(0);
         // SAFETY: the fixed offsets are disjoint, 64-aligned and inside the region; nobody
         // else uses them before `publish`.
         unsafe {
@@ -150,13 +149,9 @@ impl Reader {
             Event::init_at(&seg, index::FREED_EVENT_OFFSET)?;
             Event::init_at(&seg, index::SERVICE_EVENT_OFFSET)?;
         }
-        // SAFETY: as in Conn::index: the directory lies in the region we just created.
-        let dir = unsafe {
-            std::slice::from_raw_parts(
-                seg.as_ptr().add(index::DIR_OFFSET).cast::<index::Entry>(),
-                config.max_buffers as usize,
-            )
-        };
+        let dir = data
+            .slice::<index::Entry>(index::DIR_OFFSET, config.max_buffers as usize)
+            .expect("created with index_size(max_buffers) bytes");
         Index {
             hdr,
             dir,
@@ -274,23 +269,18 @@ impl Reader {
     /// Marks an index we cannot adopt as retired (so Writers copy on send) and removes the
     /// buffer segments it names, as far as it can be read.
     fn retire_foreign(seg: &Segment, name: &ServiceName) {
-        if seg.len() < index::DIR_OFFSET {
+        let data = seg.data();
+        let Some(h) = data.get::<IndexHeader>(0) else {
             return;
-        }
-        // SAFETY: as in check_header.
-        let h = unsafe { &*seg.as_ptr().cast::<IndexHeader>() };
+        };
         h.retire();
-        let fits = (seg.len() - index::DIR_OFFSET) / index::ENTRY_SIZE;
+        let fits = seg.len().saturating_sub(index::DIR_OFFSET) / index::ENTRY_SIZE;
         let n = (h.config.max_buffers.load(Ordering::Relaxed) as usize)
             .min(fits)
             .min(MAX_BUFFERS_LIMIT as usize);
-        // SAFETY: n entries fit in the region (computed from its length).
-        let dir = unsafe {
-            std::slice::from_raw_parts(
-                seg.as_ptr().add(index::DIR_OFFSET).cast::<index::Entry>(),
-                n,
-            )
-        };
+        let dir = data
+            .slice::<index::Entry>(index::DIR_OFFSET, n)
+            .unwrap_or_default();
         for (i, e) in dir.iter().enumerate() {
             if e.status() != DISPOSED {
                 // Only segments whose owner is dead are removed.

@@ -1,6 +1,7 @@
 //! What the index segment holds: the constants of its layout and state words, the header,
 //! and the directory entries. Plain `#[repr(C)]` structs of atomics, valid for any bits.
 
+use crate::region::ShmAtomic;
 use std::time::Duration;
 
 use crate::pool::config::PoolConfig;
@@ -150,6 +151,10 @@ pub(crate) struct IndexHeader {
 
 const _: () = assert!(std::mem::size_of::<IndexHeader>() <= MUTEX_OFFSET);
 
+// SAFETY: `#[repr(C)]`, atomics only (RawConfig and ListHead are atomics too); any bit
+// pattern is valid; alignment 8.
+unsafe impl ShmAtomic for IndexHeader {}
+
 /// One directory entry: the state of one buffer.
 #[repr(C, align(64))]
 #[derive(Debug)]
@@ -177,6 +182,9 @@ pub(crate) struct Entry {
 }
 
 const _: () = assert!(std::mem::size_of::<Entry>() == ENTRY_SIZE);
+
+// SAFETY: `#[repr(C, align(64))]`, atomics only; any bit pattern is valid.
+unsafe impl ShmAtomic for Entry {}
 
 impl Entry {
     pub(crate) fn owner(&self) -> ProcessId {
