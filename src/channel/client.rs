@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::conn::{Conn, Waited};
+use super::conn::{overwritten, Conn, Waited};
 use super::error::CallError;
 use crate::process::ProcessId;
 use crate::sync::WaitStrategy;
@@ -225,7 +225,9 @@ impl Client {
             return Err(self.fail(w));
         }
         let len = write(conn.request_buf())?;
-        conn.submit(len);
+        if !conn.submit(len) {
+            return Err(self.fail(Waited::Failed(overwritten())));
+        }
         if let Some(n) = conn.poll_answer() {
             let r = read(conn.response(n));
             conn.end_call();
@@ -264,7 +266,9 @@ impl Client {
                         )
                     };
                     drop(old);
-                    new.submit(len);
+                    if !new.submit(len) {
+                        return Err(self.fail(Waited::Failed(overwritten())));
+                    }
                     self.conn = Some(new);
                     resent = true;
                 }

@@ -8,8 +8,8 @@ use super::error::CallError;
 use super::layout::{Config, Layout, Mapped, SlotRef, KIND_VERSION};
 use super::ring::Ring;
 use super::slot::{
-    IDLE, IN_SERVICE, REQUEST_READY, RESPONSE_READY, STATUS_BAD_LENGTH, STATUS_OK, STATUS_PANICKED,
-    STATUS_REFUSED,
+    SlotHeader, FREE, IDLE, IN_SERVICE, REQUEST_READY, RESPONSE_READY, STATUS_BAD_LENGTH,
+    STATUS_OK, STATUS_PANICKED, STATUS_REFUSED,
 };
 use crate::error::Error;
 use crate::name::ServiceName;
@@ -33,6 +33,13 @@ pub(super) enum Waited {
     Timeout,
     Gone { retracted: bool, graceful: bool },
     Failed(CallError),
+}
+
+/// The error for a slot whose state word holds what no step of ours left there.
+pub(super) fn overwritten() -> CallError {
+    CallError::Protocol {
+        reason: "this client's slot state was overwritten",
+    }
 }
 
 /// One connection: the mapped segment and the claimed slot.
@@ -114,7 +121,7 @@ impl Conn {
             )
         };
         let (slot, done) = claim(&map, &mutex, me, name)?;
-        let seq = map.slot(slot).seq.load(Ordering::Relaxed);
+        let seq = map.slot(slot).seq();
         // SAFETY: stored beside `map` in the Conn and dropped before it.
         let me_slot = unsafe { map.slot_ref(slot) };
         Ok(Conn {
@@ -133,7 +140,7 @@ impl Conn {
     }
 
     #[inline]
-    fn slot(&self) -> &super::slot::SlotHeader {
+    fn slot(&self) -> &SlotHeader {
         self.me_slot.header()
     }
 
@@ -171,7 +178,7 @@ impl Conn {
     /// (waiting for it if the server is still working on it).
     #[inline]
     pub(super) fn settle(&self, deadline: Option<Instant>) -> Result<(), Waited> {
-        if self.slot().state.load(Ordering::Acquire) == IDLE {
+        if self.slot().state() == IDLE {
             return Ok(()); // the last call was answered (or this is the first)
         }
         self.settle_slow(deadline)
@@ -181,23 +188,20 @@ impl Conn {
     fn settle_slow(&self, deadline: Option<Instant>) -> Result<(), Waited> {
         let slot = self.slot();
         loop {
-            match slot.state.load(Ordering::Acquire) {
+            match slot.state() {
                 IDLE => break,
                 RESPONSE_READY => {
-                    slot.state.store(IDLE, Ordering::Release);
-                    break;
+                    if slot.collect() {
+                        break;
+                    }
                 }
                 REQUEST_READY => {
-                    if slot
-                        .state
-                        .compare_exchange(REQUEST_READY, IDLE, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                    {
+                    if slot.retract() {
                         break;
                     }
                 }
                 IN_SERVICE => match self.done.wait_for(
-                    |_| slot.state.load(Ordering::Acquire) != IN_SERVICE,
+                    |_| slot.state() != IN_SERVICE,
                     deadline,
                     Some(&mut || self.server_alive()),
                 ) {
@@ -210,11 +214,7 @@ impl Conn {
                         })
                     }
                 },
-                _ => {
-                    return Err(Waited::Failed(CallError::Protocol {
-                        reason: "this client's slot state was overwritten",
-                    }))
-                }
+                _ => return Err(Waited::Failed(overwritten())),
             }
         }
         Ok(())
@@ -231,21 +231,25 @@ impl Conn {
         self.ring.prefetch_push();
     }
 
+    /// Submits the `len` request bytes written into [`request_buf`](Conn::request_buf);
+    /// `false` (nothing submitted) if the slot is not IDLE, which only another process
+    /// scribbling on it can cause after [`settle`](Conn::settle).
     #[inline]
-    pub(super) fn submit(&mut self, len: usize) {
-        self.seq = self.seq.wrapping_add(1);
-        let slot = self.slot();
-        slot.seq.store(self.seq, Ordering::Relaxed);
-        slot.req_len.store(len as u32, Ordering::Relaxed);
-        // The fence in `bell.notify()` below also pairs this store with the server's `closed`
-        // store and fence: either its final scan sees REQUEST_READY, or our liveness check
-        // sees `closed`.
-        slot.state.store(REQUEST_READY, Ordering::Release);
+    pub(super) fn submit(&mut self, len: usize) -> bool {
+        let seq = self.seq.wrapping_add(1);
+        // The fence in `bell.notify()` below also pairs the state store with the server's
+        // `closed` store and fence: either its final scan sees REQUEST_READY, or our liveness
+        // check sees `closed`.
+        if !self.slot().submit(seq, len as u32) {
+            return false;
+        }
+        self.seq = seq;
         if self.ring.push(self.slot).is_err() {
             self.map.flags().need_scan.store(1, Ordering::Release);
         }
         // Wakes a worker only if all of them sleep; a spinning one sees the ring entry.
         self.bell.notify();
+        true
     }
 
     /// The length of a successful answer to the current request if it comes within
@@ -275,7 +279,7 @@ impl Conn {
         }
         let slot = self.slot();
         let mut polls = FAST_POLLS;
-        let mut state = slot.state.load(Ordering::Acquire);
+        let mut state = slot.state();
         while matches!(state, REQUEST_READY | IN_SERVICE) {
             polls -= 1;
             if polls == 0 {
@@ -287,12 +291,11 @@ impl Conn {
                 return None;
             }
             std::hint::spin_loop();
-            state = slot.state.load(Ordering::Acquire);
+            state = slot.state();
         }
-        let ok = state == RESPONSE_READY
-            && slot.resp_seq.load(Ordering::Relaxed) == self.seq
-            && slot.status.load(Ordering::Relaxed) == STATUS_OK;
-        let len = slot.resp_len.load(Ordering::Relaxed) as usize;
+        let ok =
+            state == RESPONSE_READY && slot.resp_seq() == self.seq && slot.status() == STATUS_OK;
+        let len = slot.resp_len() as usize;
         (ok && len <= self.me_slot.max_message).then_some(len)
     }
 
@@ -301,21 +304,22 @@ impl Conn {
     /// slower.)
     #[inline]
     pub(super) fn end_call(&self) {
-        self.slot().state.store(IDLE, Ordering::Release);
+        // Refused only if another process scribbled on the word since the answer came; the
+        // next call's `settle` reports that.
+        let _ = self.slot().collect();
     }
 
     /// The answer to the current request if it is there.
     fn answer(&self) -> Option<Waited> {
         let slot = self.slot();
-        if slot.state.load(Ordering::Acquire) != RESPONSE_READY
-            || slot.resp_seq.load(Ordering::Relaxed) != self.seq
-        {
+        if slot.state() != RESPONSE_READY || slot.resp_seq() != self.seq {
             return None;
         }
-        let len = slot.resp_len.load(Ordering::Relaxed) as usize;
-        let status = slot.status.load(Ordering::Relaxed);
+        let len = slot.resp_len() as usize;
+        let status = slot.status();
         let failed = |e| {
-            slot.state.store(IDLE, Ordering::Release);
+            // A refusal is read once: the slot is IDLE again (as in `end_call`).
+            let _ = slot.collect();
             Some(Waited::Failed(e))
         };
         match status {
@@ -335,12 +339,12 @@ impl Conn {
     }
 
     pub(super) fn wait(&self, deadline: Option<Instant>) -> Waited {
-        let state = &self.slot().state;
+        let slot = self.slot();
         loop {
             // Spins on (or sleeps until) the slot's state word leaving the two "in flight"
             // states: the worker changes it, then notifies `done`.
             let outcome = self.done.wait_for(
-                |_| !matches!(state.load(Ordering::Acquire), REQUEST_READY | IN_SERVICE),
+                |_| !matches!(slot.state(), REQUEST_READY | IN_SERVICE),
                 deadline,
                 Some(&mut || self.server_alive()),
             );
@@ -349,7 +353,7 @@ impl Conn {
             }
             match outcome {
                 WaitOutcome::Set => {
-                    let now = state.load(Ordering::Acquire);
+                    let now = slot.state();
                     if matches!(now, REQUEST_READY | IN_SERVICE) {
                         continue; // a stale signal
                     }
@@ -358,20 +362,16 @@ impl Conn {
                     if let Some(w) = self.answer() {
                         return w;
                     }
-                    return Waited::Failed(CallError::Protocol {
-                        reason: if now == RESPONSE_READY {
-                            "the response answers another request"
-                        } else {
-                            "this client's slot state was overwritten"
-                        },
+                    return Waited::Failed(if now == RESPONSE_READY {
+                        CallError::Protocol {
+                            reason: "the response answers another request",
+                        }
+                    } else {
+                        overwritten()
                     });
                 }
                 WaitOutcome::TimedOut | WaitOutcome::Aborted => {
-                    let slot = self.slot();
-                    let retracted = slot
-                        .state
-                        .compare_exchange(REQUEST_READY, IDLE, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok();
+                    let retracted = slot.retract();
                     if !retracted {
                         if let Some(w) = self.answer() {
                             return w;
@@ -404,26 +404,18 @@ fn claim(
     let _guard = mutex.lock_timeout(LOCK_WAIT)?;
     for i in 0..map.layout.slots {
         let slot = map.slot(i);
-        let state = slot.state.load(Ordering::Acquire);
-        let usable = match state {
-            super::slot::FREE => true,
+        let usable = match slot.state() {
+            FREE => true,
             IN_SERVICE => false, // a worker still owns the bytes; reap it later
-            REQUEST_READY => {
-                !slot.owner().is_alive()
-                    && slot
-                        .state
-                        .compare_exchange(REQUEST_READY, IDLE, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-            }
-            _ => !slot.owner().is_alive(),
+            _ => !slot.owner().is_alive() && slot.reap(),
         };
         if usable {
             // SAFETY: the layout places slot i's done event here; the server initialised it.
             let done = unsafe { Event::open_at(&map.seg, map.layout.done_event(i)) }?;
             done.reset();
-            slot.set_owner(Some(me));
-            slot.state.store(IDLE, Ordering::Release);
-            return Ok((i, done));
+            if slot.claim(me) {
+                return Ok((i, done));
+            }
         }
     }
     Err(CallError::ServerBusy {
@@ -434,23 +426,18 @@ fn claim(
 
 impl Drop for Conn {
     fn drop(&mut self) {
+        // Should the wait fail, release anyway: the transitions below are safe without the
+        // mutex (see `SlotHeader::release`), and a drop must not hang.
         let _guard = self.mutex.lock_timeout(LOCK_WAIT);
         let slot = self.slot();
         if slot.owner() != self.me {
             return; // reaped or scribbled over: not ours to release
         }
-        let state = slot.state.load(Ordering::Acquire);
-        let retracted = state == REQUEST_READY
-            && slot
-                .state
-                .compare_exchange(REQUEST_READY, IDLE, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok();
-        if state == IN_SERVICE || (state == REQUEST_READY && !retracted) {
-            // The server still works on it: leave it ownerless, to be reaped once answered.
-            slot.set_owner(None);
-        } else {
-            slot.set_owner(None);
-            slot.state.store(super::slot::FREE, Ordering::Release);
+        // A request no worker took is withdrawn; one being served is left ownerless, to be
+        // reaped once answered.
+        let _ = slot.retract();
+        if !slot.release() {
+            slot.disown();
         }
     }
 }

@@ -230,16 +230,13 @@ impl SlotRef {
 mod tests {
     use super::*;
 
-    /// tests/channel.rs (the hostile client) writes these offsets by hand.
+    /// tests/channel.rs (the hostile client) writes these offsets by hand (the slot header's
+    /// field offsets are pinned in slot.rs).
     #[test]
     fn offsets_the_hostile_client_test_relies_on() {
         let l = Layout::new(8, 512).unwrap();
         assert_eq!((l.mutex, l.doorbell, l.ring), (128, 192, 256));
         assert_eq!(l.slots_at % 64, 0);
-        assert_eq!(std::mem::offset_of!(SlotHeader, state), 0);
-        assert_eq!(std::mem::offset_of!(SlotHeader, req_len), 8);
-        assert_eq!(std::mem::offset_of!(SlotHeader, status), 20);
-        assert_eq!(std::mem::offset_of!(SlotHeader, owner_pid), 24);
     }
 
     #[test]

@@ -7,10 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::layout::Mapped;
 use super::ring::Ring;
-use super::slot::{
-    IN_SERVICE, REQUEST_READY, RESPONSE_READY, STATUS_BAD_LENGTH, STATUS_OK, STATUS_PANICKED,
-    STATUS_REFUSED,
-};
+use super::slot::{STATUS_BAD_LENGTH, STATUS_OK, STATUS_PANICKED, STATUS_REFUSED};
 use crate::sync::atomic::{fence, prefetch_read, prefetch_write, AtomicBool, AtomicU32, Ordering};
 use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
 
@@ -234,7 +231,7 @@ impl Core {
         let mut n = 0;
         for k in 0..slots {
             let i = (start + k) % slots;
-            if self.map.slot(i).state.load(Ordering::Relaxed) == REQUEST_READY {
+            if self.map.slot(i).has_request() {
                 n += usize::from(self.serve_slot(i, handler, refuse));
             }
         }
@@ -255,20 +252,10 @@ impl Core {
         }
         let slot = self.map.slot(i);
         self.prefetch_slot(i);
-        if slot
-            .state
-            .compare_exchange(
-                REQUEST_READY,
-                IN_SERVICE,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
+        let Some(taken) = slot.take() else {
             return false; // stale, duplicated or forged entry
-        }
-        let seq = slot.seq.load(Ordering::Relaxed);
-        let len = slot.req_len.load(Ordering::Relaxed) as usize;
+        };
+        let len = taken.len();
         let max = layout.max_message;
         let (status, out) = if len > max {
             (STATUS_BAD_LENGTH, 0)
@@ -297,14 +284,9 @@ impl Core {
                 Err(_) => (STATUS_PANICKED, 0),
             }
         };
-        slot.resp_len.store(out as u32, Ordering::Relaxed);
-        slot.status.store(status, Ordering::Relaxed);
-        slot.resp_seq.store(seq, Ordering::Relaxed);
-        // A store, not a CAS (one locked instruction less): nobody else moves a slot out of
-        // IN_SERVICE, and should a broken client have scribbled on the word meanwhile, this
-        // only repairs it. The fence in `notify` publishes it.
-        slot.state.store(RESPONSE_READY, Ordering::Release);
+        taken.answer(status, out as u32);
         // Wakes the client only if it sleeps; a spinning one sees the state word change.
+        // (The fence in `notify` publishes the answer.)
         self.done[i as usize].notify();
         true
     }
