@@ -55,6 +55,10 @@ pub enum CallError {
         /// What was wrong.
         reason: &'static str,
     },
+    /// The [`ServerBuilder`](crate::ServerBuilder) values are out of range (the message
+    /// names the first one).
+    #[error("invalid channel configuration: {0}")]
+    InvalidConfig(String),
     /// Setting up the channel failed (names, segments, mutexes, events).
     #[error(transparent)]
     Setup(crate::Error),

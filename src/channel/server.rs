@@ -49,29 +49,17 @@ impl<M> fmt::Debug for ServerBuilder<M> {
 }
 
 impl<M> ServerBuilder<M> {
-    /// Most clients connected at once (default 32). Each client owns one slot.
-    ///
-    /// # Panics
-    /// If `slots` is 0 or more than 65536.
+    /// Most clients connected at once (default 32), from 1 to 65536. Each client owns one
+    /// slot. [`create`](ServerBuilder::create) refuses a value out of range.
     pub fn slots(mut self, slots: u32) -> Self {
-        assert!(
-            slots > 0 && slots <= MAX_SLOTS,
-            "slots must be in 1..={MAX_SLOTS}"
-        );
         self.slots = slots;
         self
     }
 
-    /// Largest request and largest response in bytes (default 64 KiB). Every slot reserves
-    /// this much shared memory each way.
-    ///
-    /// # Panics
-    /// If `bytes` is 0 or more than 1 GiB.
+    /// Largest request and largest response in bytes (default 64 KiB), from 1 to 1 GiB.
+    /// Every slot reserves this much shared memory each way.
+    /// [`create`](ServerBuilder::create) refuses a value out of range.
     pub fn max_message(mut self, bytes: usize) -> Self {
-        assert!(
-            bytes > 0 && bytes <= MAX_MESSAGE_LIMIT,
-            "max_message must be in 1..={MAX_MESSAGE_LIMIT}"
-        );
         self.max_message = bytes;
         self
     }
@@ -89,13 +77,10 @@ impl<M> ServerBuilder<M> {
         self
     }
 
-    /// Serves with `k` worker threads sharing one `Fn + Send + Sync` handler (the [`Free`]
-    /// model): any free worker serves any client.
-    ///
-    /// # Panics
-    /// If `k` is 0.
+    /// Serves with `k` worker threads (at least 1) sharing one `Fn + Send + Sync` handler
+    /// (the [`Free`] model): any free worker serves any client.
+    /// [`create`](ServerBuilder::create) refuses 0.
     pub fn workers(self, k: usize) -> ServerBuilder<Free> {
-        assert!(k > 0, "at least one worker");
         ServerBuilder {
             name: self.name,
             slots: self.slots,
@@ -110,11 +95,25 @@ impl<M> ServerBuilder<M> {
     /// Creates the channel segment and publishes it: clients can connect from now on (their
     /// calls wait until the server serves).
     ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{CallError, Server};
+    /// # let name = format!("doc-create-{}", std::process::id());
+    /// let server = Server::builder(&name).slots(4).create()?;
+    /// assert_eq!(server.slots(), 4);
+    /// assert!(matches!(
+    ///     Server::builder("doc-create-bad").slots(0).create(),
+    ///     Err(CallError::InvalidConfig(_))
+    /// ));
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
+    ///
     /// # Errors
+    /// [`CallError::InvalidConfig`] if a value is out of range (see the setters);
     /// [`CallError::AlreadyRunning`] if a live server owns the name (a dead server's segment
     /// is removed and replaced); [`CallError::Setup`] for a bad name or an OS failure.
     pub fn create(self) -> Result<Server<M>, CallError> {
-        let layout = Layout::new(self.slots, self.max_message).expect("checked by the builder");
+        let layout = self.layout()?;
         let seg = Arc::new(
             Segment::builder(&self.name)
                 .tag("chan")
@@ -153,6 +152,35 @@ impl<M> ServerBuilder<M> {
             core: Arc::new(core),
             _model: PhantomData,
         })
+    }
+
+    /// The layout the values ask for, or why they do not make one.
+    fn layout(&self) -> Result<Layout, CallError> {
+        let bad = |why: String| Err(CallError::InvalidConfig(why));
+        if self.slots == 0 || self.slots > MAX_SLOTS {
+            return bad(format!(
+                "slots must be in 1..={MAX_SLOTS}, not {}",
+                self.slots
+            ));
+        }
+        if self.max_message == 0 || self.max_message > MAX_MESSAGE_LIMIT {
+            return bad(format!(
+                "max_message must be in 1..={MAX_MESSAGE_LIMIT}, not {}",
+                self.max_message
+            ));
+        }
+        if self.workers == 0 {
+            return bad("workers must be at least 1".into());
+        }
+        Layout::new(self.slots, self.max_message).map_or_else(
+            || {
+                bad(format!(
+                    "{} slots of {} bytes each way do not fit in memory",
+                    self.slots, self.max_message
+                ))
+            },
+            Ok,
+        )
     }
 }
 
@@ -432,5 +460,35 @@ impl ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.stop_and_join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_builder_values_are_refused_at_create_not_by_a_panic() {
+        let name = "unit-invalid-config";
+        let refused = |r: Result<Server<Single>, CallError>| match r {
+            Err(CallError::InvalidConfig(why)) => why,
+            r => panic!("expected InvalidConfig, got {r:?}"),
+        };
+        let why = refused(Server::builder(name).slots(0).create());
+        assert!(why.contains("slots"), "{why}");
+        let why = refused(Server::builder(name).slots(MAX_SLOTS + 1).create());
+        assert!(why.contains("slots"), "{why}");
+        let why = refused(Server::builder(name).max_message(0).create());
+        assert!(why.contains("max_message"), "{why}");
+        let why = refused(
+            Server::builder(name)
+                .max_message(MAX_MESSAGE_LIMIT + 1)
+                .create(),
+        );
+        assert!(why.contains("max_message"), "{why}");
+        match Server::builder(name).workers(0).create() {
+            Err(CallError::InvalidConfig(why)) => assert!(why.contains("workers"), "{why}"),
+            r => panic!("expected InvalidConfig, got {r:?}"),
+        }
     }
 }
