@@ -46,7 +46,7 @@ fn request(client: u32, i: u32) -> Vec<u8> {
 fn checked_caller(name: &str, id: u32, calls: u32, strategy: WaitStrategy) -> ! {
     let mut c = Client::connect_timeout(name, Duration::from_secs(10))
         .unwrap()
-        .with_wait_strategy(strategy);
+        .wait_strategy(strategy);
     tell_parent("ready");
     hear_parent();
     for i in 0..calls {

@@ -86,8 +86,20 @@ impl Client {
         }
     }
 
-    /// Uses `strategy` to wait for answers (default [`WaitStrategy::Adaptive`]).
-    pub fn with_wait_strategy(mut self, strategy: WaitStrategy) -> Self {
+    /// Waits for answers with `strategy` (default [`WaitStrategy::Adaptive`]), also after a
+    /// reconnect.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{Client, Server, WaitStrategy};
+    /// # let name = format!("doc-client-wait-{}", std::process::id());
+    /// # let handle = Server::builder(&name).create()?.spawn(|req: &[u8], resp: &mut [u8]| { resp[..req.len()].copy_from_slice(req); req.len() })?;
+    /// // Answers take long here: sleep at once instead of spinning first.
+    /// let mut client = Client::connect(&name)?.wait_strategy(WaitStrategy::Block);
+    /// assert_eq!(client.call(b"slow")?, b"slow");
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
+    pub fn wait_strategy(mut self, strategy: WaitStrategy) -> Self {
         self.strategy = strategy;
         if let Some(c) = self.conn.as_mut() {
             c.done.set_strategy(strategy);
