@@ -10,6 +10,7 @@ use crate::sync::WaitStrategy;
 
 /// How often `connect_timeout` retries while no server (or no free slot) is there.
 const RETRY: Duration = Duration::from_millis(5);
+
 /// The calling end of a request channel. Owns one of the server's slots until dropped.
 ///
 /// Calls take `&mut self`: one call at a time per client (use one client per thread).
@@ -52,38 +53,69 @@ impl fmt::Debug for Client {
 impl Client {
     /// Connects to the server of `name` and claims a slot.
     ///
+    /// Does not wait for a server to appear or for a slot to become free (see
+    /// [`connect_timeout`](Client::connect_timeout)). It waits only for steps that take
+    /// microseconds among healthy peers, each for at most 2 s: a server publishing its
+    /// channel at this very moment, and the slot lock while another client claims or
+    /// releases a slot.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{CallError, Client};
+    /// match Client::connect("doc-connect-nobody") {
+    ///     Err(CallError::NoServer { name }) => assert_eq!(name, "doc-connect-nobody"),
+    ///     r => panic!("{r:?}"),
+    /// }
+    /// ```
+    ///
     /// # Errors
     /// [`CallError::NoServer`] if no live server serves the name; [`CallError::ServerBusy`]
     /// if all its slots are taken; [`CallError::ShuttingDown`]; [`CallError::Setup`] for a
-    /// bad name, a foreign or incompatible segment, or an OS failure.
+    /// bad name, a foreign or incompatible segment, a channel still unpublished or a slot
+    /// lock still held after 2 s ([`Error::NotReady`](crate::Error::NotReady),
+    /// [`Error::Timeout`](crate::Error::Timeout)), or an OS failure.
     pub fn connect(name: &str) -> Result<Client, CallError> {
-        let me = ProcessId::current();
-        let conn = Conn::open(name, me, WaitStrategy::default())?;
-        Ok(Client {
-            name: name.to_owned(),
-            me,
-            strategy: WaitStrategy::default(),
-            conn: Some(conn),
-        })
+        Client::connect_until(name, None)
     }
 
     /// As [`connect`](Client::connect), but waits up to `timeout` for a server to appear and
-    /// for a slot to become free.
+    /// for a slot to become free; every wait inside ends by then as well.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use shmlink::{CallError, Client};
+    /// let r = Client::connect_timeout("doc-connect-timeout-nobody", Duration::from_millis(20));
+    /// assert!(matches!(r, Err(CallError::NoServer { .. })));
+    /// ```
     ///
     /// # Errors
     /// As [`connect`](Client::connect): the last error once the time is up.
     pub fn connect_timeout(name: &str, timeout: Duration) -> Result<Client, CallError> {
         let deadline = Instant::now() + timeout;
         loop {
-            match Client::connect(name) {
+            match Client::connect_until(name, Some(deadline)) {
                 Err(
                     CallError::NoServer { .. }
                     | CallError::ServerBusy { .. }
                     | CallError::ShuttingDown,
-                ) if Instant::now() < deadline => std::thread::sleep(RETRY),
+                ) if Instant::now() < deadline => std::thread::sleep(
+                    RETRY.min(deadline.saturating_duration_since(Instant::now())),
+                ),
                 r => return r,
             }
         }
+    }
+
+    fn connect_until(name: &str, deadline: Option<Instant>) -> Result<Client, CallError> {
+        let me = ProcessId::current();
+        let conn = Conn::open(name, me, WaitStrategy::default(), deadline)?;
+        Ok(Client {
+            name: name.to_owned(),
+            me,
+            strategy: WaitStrategy::default(),
+            conn: Some(conn),
+        })
     }
 
     /// Waits for answers with `strategy` (default [`WaitStrategy::Adaptive`]), also after a
@@ -117,8 +149,22 @@ impl Client {
         self.conn.as_ref().map(|c| c.map.layout.max_message)
     }
 
-    /// Sends `request` and waits for the answer, as long as it takes (but see
-    /// [`CallError::ServerGone`]).
+    /// Sends `request` and waits for the answer as long as it takes: it never times out, but
+    /// stops waiting when the server dies or stops ([`CallError::ServerGone`], noticed within
+    /// about 20 ms).
+    ///
+    /// If the server was gone at the last call, this one first reconnects, as
+    /// [`connect`](Client::connect) does: without waiting for a new server to appear.
+    ///
+    /// # Examples
+    /// ```
+    /// # use shmlink::{Client, Server};
+    /// # let name = format!("doc-call-{}", std::process::id());
+    /// # let handle = Server::builder(&name).create()?.spawn(|req: &[u8], resp: &mut [u8]| { resp[..req.len()].copy_from_slice(req); req.len() })?;
+    /// let mut client = Client::connect(&name)?;
+    /// assert_eq!(client.call(b"ping")?, b"ping");
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
     ///
     /// # Errors
     /// [`CallError::TooLarge`], [`CallError::ServerGone`], [`CallError::ShuttingDown`],
@@ -128,7 +174,19 @@ impl Client {
         self.call_until(request, None)
     }
 
-    /// As [`call`](Client::call), waiting at most `timeout` for the answer.
+    /// As [`call`](Client::call), waiting at most `timeout` in all: for the answer, for an
+    /// earlier call's late answer still being made, and for reconnecting.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// # use shmlink::{Client, Server};
+    /// # let name = format!("doc-call-timeout-{}", std::process::id());
+    /// # let handle = Server::builder(&name).create()?.spawn(|req: &[u8], resp: &mut [u8]| { resp[..req.len()].copy_from_slice(req); req.len() })?;
+    /// let mut client = Client::connect(&name)?;
+    /// assert_eq!(client.call_timeout(b"ping", Duration::from_secs(5))?, b"ping");
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
     ///
     /// # Errors
     /// [`CallError::Timeout`], or as [`call`](Client::call).
@@ -189,7 +247,24 @@ impl Client {
         self.exchange(|buf| checked_len(write(buf), buf.len()), read, None)
     }
 
-    /// As [`call_with`](Client::call_with), waiting at most `timeout` for the answer.
+    /// As [`call_with`](Client::call_with), waiting at most `timeout` in all (as
+    /// [`call_timeout`](Client::call_timeout)).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// # use shmlink::{Client, Server};
+    /// # let name = format!("doc-zc-timeout-{}", std::process::id());
+    /// # let handle = Server::builder(&name).create()?.spawn(|req: &[u8], resp: &mut [u8]| { resp[..req.len()].copy_from_slice(req); req.len() })?;
+    /// let mut client = Client::connect(&name)?;
+    /// let first = client.call_with_timeout(
+    ///     |req| { req[0] = 42; 1 },
+    ///     |resp| resp[0],
+    ///     Duration::from_secs(5),
+    /// )?;
+    /// assert_eq!(first, 42);
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
     ///
     /// # Errors
     /// [`CallError::Timeout`], or as [`call_with`](Client::call_with).
@@ -208,17 +283,17 @@ impl Client {
 
     /// The connection, (re)opened if there is none or the server closed it.
     #[inline]
-    fn conn(&mut self) -> Result<&mut Conn, CallError> {
+    fn conn(&mut self, deadline: Option<Instant>) -> Result<&mut Conn, CallError> {
         if self.conn.as_ref().is_none_or(Conn::closed) {
-            self.reconnect()?;
+            self.reconnect(deadline)?;
         }
         Ok(self.conn.as_mut().expect("connected"))
     }
 
     #[cold]
-    fn reconnect(&mut self) -> Result<(), CallError> {
+    fn reconnect(&mut self, deadline: Option<Instant>) -> Result<(), CallError> {
         self.conn = None;
-        self.conn = Some(Conn::open(&self.name, self.me, self.strategy)?);
+        self.conn = Some(Conn::open(&self.name, self.me, self.strategy, deadline)?);
         Ok(())
     }
 
@@ -228,7 +303,7 @@ impl Client {
         read: impl FnOnce(&[u8]) -> R,
         deadline: Option<Instant>,
     ) -> Result<R, CallError> {
-        let conn = self.conn()?;
+        let conn = self.conn(deadline)?;
         if conn.shutting_down() {
             return Err(CallError::ShuttingDown);
         }
@@ -261,7 +336,7 @@ impl Client {
                     // The dead server never took the request: hand it to a new server if one
                     // is up (this is not a retry: the request was never served).
                     let old = self.conn.take().expect("connected");
-                    let mut new = Conn::open(&self.name, self.me, self.strategy)
+                    let mut new = Conn::open(&self.name, self.me, self.strategy, deadline)
                         .map_err(|_| CallError::ServerGone)?;
                     let max = new.map.layout.max_message;
                     if len > max {

@@ -18,7 +18,8 @@ use crate::segment::{Segment, SegmentKind};
 use crate::sync::atomic::{prefetch_write, Ordering};
 use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
 
-/// How long claiming or releasing a slot waits for the slot mutex.
+/// How long claiming or releasing a slot waits for the slot mutex when the caller gave no
+/// deadline (a healthy holder keeps it for microseconds; a dead one's is taken over).
 pub(super) const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// How many times a call polls for its answer inline before the general wait (a CPU pause
 /// each: a few microseconds; a split-CPU round trip takes well under one).
@@ -60,19 +61,33 @@ pub(super) struct Conn {
     me: ProcessId,
 }
 
+/// What is left of `deadline`, or `default` without one.
+fn wait_until(deadline: Option<Instant>, default: Duration) -> Duration {
+    deadline.map_or(default, |d| d.saturating_duration_since(Instant::now()))
+}
+
 impl Conn {
+    /// Opens the channel `name` and claims a slot. Its waits (for a segment being published,
+    /// for the slot mutex) end at `deadline`, or without one after the segment's own ready
+    /// wait and [`LOCK_WAIT`].
     pub(super) fn open(
         name: &str,
         me: ProcessId,
         strategy: WaitStrategy,
+        deadline: Option<Instant>,
     ) -> Result<Conn, CallError> {
         let sname = ServiceName::new(name)?;
-        let seg = Arc::new(Segment::open_kind(
-            &sname,
-            "chan",
-            SegmentKind::Channel,
-            KIND_VERSION,
-        )?);
+        let (kind, tag) = (SegmentKind::Channel, "chan");
+        let seg = Arc::new(match deadline {
+            None => Segment::open_kind(&sname, tag, kind, KIND_VERSION)?,
+            Some(d) => Segment::open_kind_timeout(
+                &sname,
+                tag,
+                kind,
+                KIND_VERSION,
+                d.saturating_duration_since(Instant::now()),
+            )?,
+        });
         let server = seg.owner();
         if !server.is_alive() {
             // A crashed server's segment: nobody will answer.
@@ -120,7 +135,7 @@ impl Conn {
                 Ring::attach(map.ring_ptr(), layout.ring_cap),
             )
         };
-        let (slot, done) = claim(&map, &mutex, me, name)?;
+        let (slot, done) = claim(&map, &mutex, me, name, wait_until(deadline, LOCK_WAIT))?;
         let seq = map.slot(slot).seq();
         // SAFETY: stored beside `map` in the Conn and dropped before it.
         let me_slot = unsafe { map.slot_ref(slot) };
@@ -391,17 +406,18 @@ impl Conn {
     }
 }
 
-/// Claims a free slot (or one whose owner died) under the slot mutex and resets its `done`
-/// event.
+/// Claims a free slot (or one whose owner died) under the slot mutex, waiting at most
+/// `lock_wait` for it, and resets the slot's `done` event.
 fn claim(
     map: &Mapped,
     mutex: &Mutex,
     me: ProcessId,
     name: &str,
+    lock_wait: Duration,
 ) -> Result<(u32, Event), CallError> {
     // Either outcome is fine: the slot words are atomics, every claim step below is
     // re-checked, so a holder that died mid-claim left nothing to repair.
-    let _guard = mutex.lock_timeout(LOCK_WAIT)?;
+    let _guard = mutex.lock_timeout(lock_wait)?;
     for i in 0..map.layout.slots {
         let slot = map.slot(i);
         let usable = match slot.state() {

@@ -411,7 +411,19 @@ pub struct ShutdownHandle {
 
 impl ShutdownHandle {
     /// Starts a graceful shutdown: clients get [`CallError::ShuttingDown`] for new calls, the
-    /// workers answer what is in flight, then `serve` returns. Does not wait.
+    /// workers answer what is in flight, then `serve` returns. Does not wait for any of that
+    /// (join the thread that runs `serve` to wait); does nothing if the server is gone.
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-shutdown-handle-{}", std::process::id());
+    /// let server = shmlink::Server::builder(&name).create()?;
+    /// let stop = server.shutdown_handle();
+    /// let serving = std::thread::spawn(move || server.serve(|_: &[u8], _: &mut [u8]| 0));
+    /// stop.shutdown();
+    /// serving.join().unwrap();
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
     pub fn shutdown(&self) {
         if let Some(core) = self.core.upgrade() {
             core.request_stop();
@@ -419,7 +431,8 @@ impl ShutdownHandle {
     }
 }
 
-/// The workers started by [`Server::spawn`]. Dropping it shuts the server down gracefully.
+/// The workers started by [`Server::spawn`]. Dropping it shuts the server down gracefully
+/// and waits, as [`shutdown`](ServerHandle::shutdown) does.
 #[derive(Debug)]
 pub struct ServerHandle {
     core: Arc<Core>,
@@ -428,7 +441,18 @@ pub struct ServerHandle {
 
 impl ServerHandle {
     /// Gracefully stops the server: new calls get [`CallError::ShuttingDown`], calls in flight
-    /// are answered, then the workers stop and the channel is removed. Waits for all that.
+    /// are answered, then the workers stop and the channel is removed. Waits for all that,
+    /// with no time limit: a handler that never returns keeps it waiting. To start the
+    /// shutdown without waiting, use a [`ShutdownHandle`].
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-handle-shutdown-{}", std::process::id());
+    /// let handle = shmlink::Server::builder(&name).create()?.spawn(|_: &[u8], _: &mut [u8]| 0)?;
+    /// handle.shutdown(); // the channel is gone when this returns
+    /// assert!(shmlink::Client::connect(&name).is_err());
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
     pub fn shutdown(mut self) {
         self.stop_and_join();
     }
