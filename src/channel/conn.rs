@@ -22,7 +22,7 @@ use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
 /// deadline (a healthy holder keeps it for microseconds; a dead one's is taken over).
 pub(super) const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// How many times a call polls for its answer inline before the general wait (a CPU pause
-/// each: a few microseconds; a split-CPU round trip takes well under one).
+/// each: a few microseconds in all).
 const FAST_POLLS: u32 = 64;
 /// Calls made without the inline poll after one that ran out while the server's worker runs
 /// on our CPU (it cannot answer while we poll, so polling would only delay the general wait).
@@ -271,14 +271,12 @@ impl Conn {
     /// [`FAST_POLLS`] inline polls of the state word; `None` leaves everything (a slow
     /// answer, a failure status, garbage) to [`wait`](Conn::wait), which reads the same words.
     ///
-    /// Most answers come within a microsecond while the client spins, and everything run
-    /// between the answer's arrival and the next request is on the round trip's critical
-    /// path: with this plain loop in front of the general wait a split-CPU call measured
-    /// 10-30 ns faster (median ratio to the spin floor 1.63x instead of 1.78x). It is skipped
-    /// for the `Block` strategy, and for [`POLL_BACKOFF`] calls after it ran out with the
-    /// worker on our CPU (it cannot answer while we poll; on one CPU the cost is ~1% of a
-    /// call). A poll that ran out with the worker elsewhere (a long handler, a preempted
-    /// vCPU) does not back off: the next answer is likely fast again. It looks at no
+    /// Most answers come while the client spins, and whatever runs between an answer's
+    /// arrival and the next request is on the round trip's critical path: this plain loop is
+    /// the shortest such path. It is skipped for the `Block` strategy, and for
+    /// [`POLL_BACKOFF`] calls after it ran out with the worker on our CPU (it cannot answer
+    /// while we poll). A poll that ran out with the worker elsewhere (a long handler, a
+    /// preempted CPU) does not back off: the next answer is likely fast again. It looks at no
     /// deadline: at most [`FAST_POLLS`] pauses, a few microseconds.
     #[inline]
     pub(super) fn poll_answer(&mut self) -> Option<usize> {
@@ -314,9 +312,8 @@ impl Conn {
         (ok && len <= self.me_slot.max_message).then_some(len)
     }
 
-    /// After the answer was read: the slot is IDLE again. (No prefetch of the request line
-    /// here: `prefetch` at the next call's start asks for it, and a second ask here measured
-    /// slower.)
+    /// After the answer was read: the slot is IDLE again. (The next call's `prefetch` asks
+    /// for the request line; asking here as well only adds a transfer.)
     #[inline]
     pub(super) fn end_call(&self) {
         // Refused only if another process scribbled on the word since the answer came; the

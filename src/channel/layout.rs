@@ -115,8 +115,8 @@ impl Layout {
 pub(crate) struct Mapped {
     pub(crate) seg: Arc<Segment>,
     /// `seg.as_ptr()`, kept here: the mapping never moves while `seg` lives, and every slot
-    /// access on a call's path starts from it. Through the `Arc` it is two dependent loads,
-    /// repeated after every acquire load; a call measured 2-7 ns slower that way.
+    /// access on a call's path starts from it (through the `Arc` it would be dependent loads
+    /// after every acquire load).
     base: *mut u8,
     pub(crate) layout: Layout,
 }
