@@ -46,7 +46,7 @@ fn request(client: u32, i: u32) -> Vec<u8> {
 fn checked_caller(name: &str, id: u32, calls: u32, strategy: WaitStrategy) -> ! {
     let mut c = Client::connect_timeout(name, Duration::from_secs(10))
         .unwrap()
-        .with_wait_strategy(strategy);
+        .wait_strategy(strategy);
     tell_parent("ready");
     hear_parent();
     for i in 0..calls {
@@ -443,8 +443,8 @@ fn eight_processes_racing_server_or_client_elect_exactly_one_server() {
     assert!(name.leftovers().is_empty());
 }
 
-/// Offsets inside the channel segment file, mirroring `src/channel/slot.rs` and `ring.rs`
-/// (a unit test there pins them): the segment header, then the data region.
+/// Offsets inside the channel segment file, mirroring `src/channel/layout.rs`, `slot.rs` and
+/// `ring.rs` (unit tests there pin them): the segment header, then the data region.
 mod raw {
     pub(crate) const DATA: usize = shmlink::HEADER_SIZE;
     pub(crate) const RING: usize = DATA + 256;

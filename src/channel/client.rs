@@ -1,32 +1,15 @@
-//! The calling side: connect (claim a slot), call, reconnect after a server restart.
+//! The calling end: connect (claim a slot), call, reconnect after a server restart.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::ring::Ring;
-use super::slot::{
-    Config, Layout, Mapped, SlotRef, IDLE, IN_SERVICE, KIND_VERSION, REQUEST_READY, RESPONSE_READY,
-    STATUS_BAD_LENGTH, STATUS_OK, STATUS_PANICKED, STATUS_REFUSED,
-};
-use super::CallError;
-use crate::error::Error;
-use crate::name::ServiceName;
+use super::conn::{overwritten, Conn, Waited};
+use super::error::CallError;
 use crate::process::ProcessId;
-use crate::segment::{Segment, SegmentKind};
-use crate::sync::atomic::{prefetch_write, Ordering};
-use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
+use crate::sync::WaitStrategy;
 
-/// How long claiming or releasing a slot waits for the slot mutex.
-const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// How often `connect_timeout` retries while no server (or no free slot) is there.
 const RETRY: Duration = Duration::from_millis(5);
-/// How many times a call polls for its answer inline before the general wait (a CPU pause
-/// each: a few microseconds; a split-CPU round trip takes well under one).
-const FAST_POLLS: u32 = 64;
-/// Calls made without the inline poll after one that ran out while the server's worker runs
-/// on our CPU (it cannot answer while we poll, so polling would only delay the general wait).
-const POLL_BACKOFF: u32 = 64;
 
 /// The calling end of a request channel. Owns one of the server's slots until dropped.
 ///
@@ -67,24 +50,66 @@ impl fmt::Debug for Client {
     }
 }
 
-/// How waiting for an answer ended, before the client turns it into a result.
-enum Waited {
-    Answer(usize),
-    Timeout,
-    Gone { retracted: bool, graceful: bool },
-    Failed(CallError),
-}
-
 impl Client {
     /// Connects to the server of `name` and claims a slot.
+    ///
+    /// Does not wait for a server to appear or for a slot to become free (see
+    /// [`connect_timeout`](Client::connect_timeout)). It waits only for steps that take
+    /// microseconds among healthy peers, each for at most 2 s: a server publishing its
+    /// channel at this very moment, and the slot lock while another client claims or
+    /// releases a slot.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{CallError, Client};
+    /// match Client::connect("doc-connect-nobody") {
+    ///     Err(CallError::NoServer { name }) => assert_eq!(name, "doc-connect-nobody"),
+    ///     r => panic!("{r:?}"),
+    /// }
+    /// ```
     ///
     /// # Errors
     /// [`CallError::NoServer`] if no live server serves the name; [`CallError::ServerBusy`]
     /// if all its slots are taken; [`CallError::ShuttingDown`]; [`CallError::Setup`] for a
-    /// bad name, a foreign or incompatible segment, or an OS failure.
+    /// bad name, a foreign or incompatible segment, a channel still unpublished or a slot
+    /// lock still held after 2 s ([`Error::NotReady`](crate::Error::NotReady),
+    /// [`Error::Timeout`](crate::Error::Timeout)), or an OS failure.
     pub fn connect(name: &str) -> Result<Client, CallError> {
+        Client::connect_until(name, None)
+    }
+
+    /// As [`connect`](Client::connect), but waits up to `timeout` for a server to appear and
+    /// for a slot to become free; every wait inside ends by then as well.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use shmlink::{CallError, Client};
+    /// let r = Client::connect_timeout("doc-connect-timeout-nobody", Duration::from_millis(20));
+    /// assert!(matches!(r, Err(CallError::NoServer { .. })));
+    /// ```
+    ///
+    /// # Errors
+    /// As [`connect`](Client::connect): the last error once the time is up.
+    pub fn connect_timeout(name: &str, timeout: Duration) -> Result<Client, CallError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match Client::connect_until(name, Some(deadline)) {
+                Err(
+                    CallError::NoServer { .. }
+                    | CallError::ServerBusy { .. }
+                    | CallError::ShuttingDown,
+                ) if Instant::now() < deadline => std::thread::sleep(
+                    RETRY.min(deadline.saturating_duration_since(Instant::now())),
+                ),
+                r => return r,
+            }
+        }
+    }
+
+    fn connect_until(name: &str, deadline: Option<Instant>) -> Result<Client, CallError> {
         let me = ProcessId::current();
-        let conn = Conn::open(name, me, WaitStrategy::default())?;
+        let conn = Conn::open(name, me, WaitStrategy::default(), deadline)?;
         Ok(Client {
             name: name.to_owned(),
             me,
@@ -93,27 +118,20 @@ impl Client {
         })
     }
 
-    /// As [`connect`](Client::connect), but waits up to `timeout` for a server to appear and
-    /// for a slot to become free.
+    /// Waits for answers with `strategy` (default [`WaitStrategy::Adaptive`]), also after a
+    /// reconnect.
     ///
-    /// # Errors
-    /// As [`connect`](Client::connect): the last error once the time is up.
-    pub fn connect_timeout(name: &str, timeout: Duration) -> Result<Client, CallError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match Client::connect(name) {
-                Err(
-                    CallError::NoServer { .. }
-                    | CallError::ServerBusy { .. }
-                    | CallError::ShuttingDown,
-                ) if Instant::now() < deadline => std::thread::sleep(RETRY),
-                r => return r,
-            }
-        }
-    }
-
-    /// Uses `strategy` to wait for answers (default [`WaitStrategy::Adaptive`]).
-    pub fn with_wait_strategy(mut self, strategy: WaitStrategy) -> Self {
+    /// # Examples
+    /// ```
+    /// use shmlink::{Client, Server, WaitStrategy};
+    /// # let name = format!("doc-client-wait-{}", std::process::id());
+    /// # let handle = Server::builder(&name).create()?.spawn(|req: &[u8], resp: &mut [u8]| { resp[..req.len()].copy_from_slice(req); req.len() })?;
+    /// // Answers take long here: sleep at once instead of spinning first.
+    /// let mut client = Client::connect(&name)?.wait_strategy(WaitStrategy::Block);
+    /// assert_eq!(client.call(b"slow")?, b"slow");
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
+    pub fn wait_strategy(mut self, strategy: WaitStrategy) -> Self {
         self.strategy = strategy;
         if let Some(c) = self.conn.as_mut() {
             c.done.set_strategy(strategy);
@@ -131,8 +149,22 @@ impl Client {
         self.conn.as_ref().map(|c| c.map.layout.max_message)
     }
 
-    /// Sends `request` and waits for the answer, as long as it takes (but see
-    /// [`CallError::ServerGone`]).
+    /// Sends `request` and waits for the answer as long as it takes: it never times out, but
+    /// stops waiting when the server dies or stops ([`CallError::ServerGone`], noticed within
+    /// about 20 ms).
+    ///
+    /// If the server was gone at the last call, this one first reconnects, as
+    /// [`connect`](Client::connect) does: without waiting for a new server to appear.
+    ///
+    /// # Examples
+    /// ```
+    /// # use shmlink::{Client, Server};
+    /// # let name = format!("doc-call-{}", std::process::id());
+    /// # let handle = Server::builder(&name).create()?.spawn(|req: &[u8], resp: &mut [u8]| { resp[..req.len()].copy_from_slice(req); req.len() })?;
+    /// let mut client = Client::connect(&name)?;
+    /// assert_eq!(client.call(b"ping")?, b"ping");
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
     ///
     /// # Errors
     /// [`CallError::TooLarge`], [`CallError::ServerGone`], [`CallError::ShuttingDown`],
@@ -142,7 +174,19 @@ impl Client {
         self.call_until(request, None)
     }
 
-    /// As [`call`](Client::call), waiting at most `timeout` for the answer.
+    /// As [`call`](Client::call), waiting at most `timeout` in all: for the answer, for an
+    /// earlier call's late answer still being made, and for reconnecting.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// # use shmlink::{Client, Server};
+    /// # let name = format!("doc-call-timeout-{}", std::process::id());
+    /// # let handle = Server::builder(&name).create()?.spawn(|req: &[u8], resp: &mut [u8]| { resp[..req.len()].copy_from_slice(req); req.len() })?;
+    /// let mut client = Client::connect(&name)?;
+    /// assert_eq!(client.call_timeout(b"ping", Duration::from_secs(5))?, b"ping");
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
     ///
     /// # Errors
     /// [`CallError::Timeout`], or as [`call`](Client::call).
@@ -203,7 +247,24 @@ impl Client {
         self.exchange(|buf| checked_len(write(buf), buf.len()), read, None)
     }
 
-    /// As [`call_with`](Client::call_with), waiting at most `timeout` for the answer.
+    /// As [`call_with`](Client::call_with), waiting at most `timeout` in all (as
+    /// [`call_timeout`](Client::call_timeout)).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// # use shmlink::{Client, Server};
+    /// # let name = format!("doc-zc-timeout-{}", std::process::id());
+    /// # let handle = Server::builder(&name).create()?.spawn(|req: &[u8], resp: &mut [u8]| { resp[..req.len()].copy_from_slice(req); req.len() })?;
+    /// let mut client = Client::connect(&name)?;
+    /// let first = client.call_with_timeout(
+    ///     |req| { req[0] = 42; 1 },
+    ///     |resp| resp[0],
+    ///     Duration::from_secs(5),
+    /// )?;
+    /// assert_eq!(first, 42);
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
     ///
     /// # Errors
     /// [`CallError::Timeout`], or as [`call_with`](Client::call_with).
@@ -222,17 +283,17 @@ impl Client {
 
     /// The connection, (re)opened if there is none or the server closed it.
     #[inline]
-    fn conn(&mut self) -> Result<&mut Conn, CallError> {
+    fn conn(&mut self, deadline: Option<Instant>) -> Result<&mut Conn, CallError> {
         if self.conn.as_ref().is_none_or(Conn::closed) {
-            self.reconnect()?;
+            self.reconnect(deadline)?;
         }
         Ok(self.conn.as_mut().expect("connected"))
     }
 
     #[cold]
-    fn reconnect(&mut self) -> Result<(), CallError> {
+    fn reconnect(&mut self, deadline: Option<Instant>) -> Result<(), CallError> {
         self.conn = None;
-        self.conn = Some(Conn::open(&self.name, self.me, self.strategy)?);
+        self.conn = Some(Conn::open(&self.name, self.me, self.strategy, deadline)?);
         Ok(())
     }
 
@@ -242,7 +303,7 @@ impl Client {
         read: impl FnOnce(&[u8]) -> R,
         deadline: Option<Instant>,
     ) -> Result<R, CallError> {
-        let conn = self.conn()?;
+        let conn = self.conn(deadline)?;
         if conn.shutting_down() {
             return Err(CallError::ShuttingDown);
         }
@@ -251,7 +312,9 @@ impl Client {
             return Err(self.fail(w));
         }
         let len = write(conn.request_buf())?;
-        conn.submit(len);
+        if !conn.submit(len) {
+            return Err(self.fail(Waited::Failed(overwritten())));
+        }
         if let Some(n) = conn.poll_answer() {
             let r = read(conn.response(n));
             conn.end_call();
@@ -273,7 +336,7 @@ impl Client {
                     // The dead server never took the request: hand it to a new server if one
                     // is up (this is not a retry: the request was never served).
                     let old = self.conn.take().expect("connected");
-                    let mut new = Conn::open(&self.name, self.me, self.strategy)
+                    let mut new = Conn::open(&self.name, self.me, self.strategy, deadline)
                         .map_err(|_| CallError::ServerGone)?;
                     let max = new.map.layout.max_message;
                     if len > max {
@@ -290,7 +353,9 @@ impl Client {
                         )
                     };
                     drop(old);
-                    new.submit(len);
+                    if !new.submit(len) {
+                        return Err(self.fail(Waited::Failed(overwritten())));
+                    }
                     self.conn = Some(new);
                     resent = true;
                 }
@@ -330,421 +395,5 @@ fn checked_len(n: usize, max: usize) -> Result<usize, CallError> {
         Err(CallError::TooLarge { len: n, max })
     } else {
         Ok(n)
-    }
-}
-
-/// One connection: the mapped segment and the claimed slot.
-struct Conn {
-    /// The claimed slot's addresses (declared before `map`, which they point into).
-    me_slot: SlotRef,
-    map: Mapped,
-    ring: Ring,
-    mutex: Mutex,
-    bell: Event,
-    done: Event,
-    slot: u32,
-    /// Sequence number of the last request sent from this slot.
-    seq: u32,
-    /// Calls left before the inline poll is tried again (see [`Conn::poll_answer`]).
-    poll_backoff: u32,
-    server: ProcessId,
-    me: ProcessId,
-}
-
-impl Conn {
-    fn open(name: &str, me: ProcessId, strategy: WaitStrategy) -> Result<Conn, CallError> {
-        let sname = ServiceName::new(name)?;
-        let seg = Arc::new(Segment::open_kind(
-            &sname,
-            "chan",
-            SegmentKind::Channel,
-            KIND_VERSION,
-        )?);
-        let server = seg.owner();
-        if !server.is_alive() {
-            // A crashed server's segment: nobody will answer.
-            return Err(CallError::NoServer {
-                name: name.to_owned(),
-            });
-        }
-        let corrupt = |reason: &str| {
-            CallError::Setup(Error::Corrupt {
-                name: name.to_owned(),
-                reason: reason.to_owned(),
-            })
-        };
-        if seg.len() < std::mem::size_of::<Config>() {
-            return Err(corrupt("channel segment smaller than its configuration"));
-        }
-        let config = seg.as_ptr().cast::<Config>();
-        // SAFETY: the config lies at the start of the data region (length checked above); the
-        // server wrote it before publishing, volatile since it is another process's memory.
-        let (slots, max) = unsafe {
-            (
-                std::ptr::read_volatile(&(*config).slots),
-                std::ptr::read_volatile(&(*config).max_message),
-            )
-        };
-        let layout = Layout::new(slots, max as usize)
-            .filter(|l| l.total <= seg.len())
-            .ok_or_else(|| corrupt("configuration does not fit the segment"))?;
-        // SAFETY: checked just above that the layout fits the data region.
-        let map = unsafe { Mapped::new(Arc::clone(&seg), layout) };
-        if map.flags().closed.load(Ordering::Acquire) != 0 {
-            return Err(CallError::NoServer {
-                name: name.to_owned(),
-            });
-        }
-        if map.flags().shutting_down.load(Ordering::Acquire) != 0 {
-            return Err(CallError::ShuttingDown);
-        }
-        // SAFETY: the server initialised the mutex, the doorbell and the ring at these layout
-        // offsets (inside the data region) before publishing.
-        let (mutex, bell, ring) = unsafe {
-            (
-                Mutex::open_at(&seg, layout.mutex)?,
-                Event::open_at(&seg, layout.doorbell)?,
-                Ring::attach(map.ring_ptr(), layout.ring_cap),
-            )
-        };
-        let (slot, done) = claim(&map, &mutex, me, name)?;
-        let seq = map.slot(slot).seq.load(Ordering::Relaxed);
-        // SAFETY: stored beside `map` in the Conn and dropped before it.
-        let me_slot = unsafe { map.slot_ref(slot) };
-        Ok(Conn {
-            me_slot,
-            map,
-            ring,
-            mutex,
-            bell,
-            done: done.with_strategy(strategy),
-            slot,
-            seq,
-            poll_backoff: 0,
-            server,
-            me,
-        })
-    }
-
-    #[inline]
-    fn slot(&self) -> &super::slot::SlotHeader {
-        self.me_slot.header()
-    }
-
-    #[inline]
-    fn closed(&self) -> bool {
-        self.map.flags().closed.load(Ordering::Relaxed) != 0
-    }
-
-    #[inline]
-    fn shutting_down(&self) -> bool {
-        self.map.flags().shutting_down.load(Ordering::Relaxed) != 0
-    }
-
-    /// Whether the server can still answer (run every ~20 ms while waiting).
-    fn server_alive(&self) -> bool {
-        !self.closed() && self.server.is_alive()
-    }
-
-    #[inline]
-    fn request_buf(&mut self) -> &mut [u8] {
-        // SAFETY: the slot is ours and IDLE (settled), so nobody else touches its request
-        // bytes; max_message of them lie inside the mapping; &mut self keeps this unique.
-        unsafe { std::slice::from_raw_parts_mut(self.me_slot.request(), self.me_slot.max_message) }
-    }
-
-    #[inline]
-    fn response(&self, n: usize) -> &[u8] {
-        debug_assert!(n <= self.me_slot.max_message);
-        // SAFETY: n <= max_message was checked by `answer`; in RESPONSE_READY the response
-        // bytes are no longer written by the server.
-        unsafe { std::slice::from_raw_parts(self.me_slot.response(), n) }
-    }
-
-    /// Makes the slot IDLE before a call: discards the late answer of a call that timed out
-    /// (waiting for it if the server is still working on it).
-    #[inline]
-    fn settle(&self, deadline: Option<Instant>) -> Result<(), Waited> {
-        if self.slot().state.load(Ordering::Acquire) == IDLE {
-            return Ok(()); // the last call was answered (or this is the first)
-        }
-        self.settle_slow(deadline)
-    }
-
-    #[cold]
-    fn settle_slow(&self, deadline: Option<Instant>) -> Result<(), Waited> {
-        let slot = self.slot();
-        loop {
-            match slot.state.load(Ordering::Acquire) {
-                IDLE => break,
-                RESPONSE_READY => {
-                    slot.state.store(IDLE, Ordering::Release);
-                    break;
-                }
-                REQUEST_READY => {
-                    if slot
-                        .state
-                        .compare_exchange(REQUEST_READY, IDLE, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                    {
-                        break;
-                    }
-                }
-                IN_SERVICE => match self.done.wait_for(
-                    |_| slot.state.load(Ordering::Acquire) != IN_SERVICE,
-                    deadline,
-                    Some(&mut || self.server_alive()),
-                ) {
-                    WaitOutcome::Set => {}
-                    WaitOutcome::TimedOut => return Err(Waited::Timeout),
-                    WaitOutcome::Aborted => {
-                        return Err(Waited::Gone {
-                            retracted: false,
-                            graceful: false,
-                        })
-                    }
-                },
-                _ => {
-                    return Err(Waited::Failed(CallError::Protocol {
-                        reason: "this client's slot state was overwritten",
-                    }))
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Starts fetching the lines a call writes, which a worker touched last: the request's
-    /// first line, the slot header and the ring cell (`push` asks for the cell again: a
-    /// spinning worker may have read it back meanwhile). Their transfers then overlap
-    /// instead of adding up.
-    #[inline]
-    fn prefetch(&self) {
-        prefetch_write(self.me_slot.request());
-        prefetch_write(self.slot());
-        self.ring.prefetch_push();
-    }
-
-    #[inline]
-    fn submit(&mut self, len: usize) {
-        self.seq = self.seq.wrapping_add(1);
-        let slot = self.slot();
-        slot.seq.store(self.seq, Ordering::Relaxed);
-        slot.req_len.store(len as u32, Ordering::Relaxed);
-        // The fence in `bell.notify()` below also pairs this store with the server's `closed`
-        // store and fence: either its final scan sees REQUEST_READY, or our liveness check
-        // sees `closed`.
-        slot.state.store(REQUEST_READY, Ordering::Release);
-        if self.ring.push(self.slot).is_err() {
-            self.map.flags().need_scan.store(1, Ordering::Release);
-        }
-        // Wakes a worker only if all of them sleep; a spinning one sees the ring entry.
-        self.bell.notify();
-    }
-
-    /// The length of a successful answer to the current request if it comes within
-    /// [`FAST_POLLS`] inline polls of the state word; `None` leaves everything (a slow
-    /// answer, a failure status, garbage) to [`wait`](Conn::wait), which reads the same words.
-    ///
-    /// Most answers come within a microsecond while the client spins, and everything run
-    /// between the answer's arrival and the next request is on the round trip's critical
-    /// path: with this plain loop in front of the general wait a split-CPU call measured
-    /// 10-30 ns faster (median ratio to the spin floor 1.63x instead of 1.78x). It is skipped
-    /// for the `Block` strategy, and for [`POLL_BACKOFF`] calls after it ran out with the
-    /// worker on our CPU (it cannot answer while we poll; on one CPU the cost is ~1% of a
-    /// call). A poll that ran out with the worker elsewhere (a long handler, a preempted
-    /// vCPU) does not back off: the next answer is likely fast again. It looks at no
-    /// deadline: at most [`FAST_POLLS`] pauses, a few microseconds.
-    #[inline]
-    fn poll_answer(&mut self) -> Option<usize> {
-        if self.poll_backoff > 0 {
-            self.poll_backoff -= 1;
-            return None;
-        }
-        if matches!(
-            self.done.strategy(),
-            WaitStrategy::Block | WaitStrategy::SpinThenBlock { spins: 0 }
-        ) {
-            return None;
-        }
-        let slot = self.slot();
-        let mut polls = FAST_POLLS;
-        let mut state = slot.state.load(Ordering::Acquire);
-        while matches!(state, REQUEST_READY | IN_SERVICE) {
-            polls -= 1;
-            if polls == 0 {
-                self.poll_backoff = if self.done.setter_shares_cpu() {
-                    POLL_BACKOFF
-                } else {
-                    0 // only a slow answer this time (a long handler, a preempted worker)
-                };
-                return None;
-            }
-            std::hint::spin_loop();
-            state = slot.state.load(Ordering::Acquire);
-        }
-        let ok = state == RESPONSE_READY
-            && slot.resp_seq.load(Ordering::Relaxed) == self.seq
-            && slot.status.load(Ordering::Relaxed) == STATUS_OK;
-        let len = slot.resp_len.load(Ordering::Relaxed) as usize;
-        (ok && len <= self.me_slot.max_message).then_some(len)
-    }
-
-    /// After the answer was read: the slot is IDLE again. (No prefetch of the request line
-    /// here: `prefetch` at the next call's start asks for it, and a second ask here measured
-    /// slower.)
-    #[inline]
-    fn end_call(&self) {
-        self.slot().state.store(IDLE, Ordering::Release);
-    }
-
-    /// The answer to the current request if it is there.
-    fn answer(&self) -> Option<Waited> {
-        let slot = self.slot();
-        if slot.state.load(Ordering::Acquire) != RESPONSE_READY
-            || slot.resp_seq.load(Ordering::Relaxed) != self.seq
-        {
-            return None;
-        }
-        let len = slot.resp_len.load(Ordering::Relaxed) as usize;
-        let status = slot.status.load(Ordering::Relaxed);
-        let failed = |e| {
-            slot.state.store(IDLE, Ordering::Release);
-            Some(Waited::Failed(e))
-        };
-        match status {
-            STATUS_OK if len <= self.me_slot.max_message => Some(Waited::Answer(len)),
-            STATUS_OK => failed(CallError::Protocol {
-                reason: "response length exceeds max_message",
-            }),
-            STATUS_REFUSED => failed(CallError::ShuttingDown),
-            STATUS_BAD_LENGTH => failed(CallError::Protocol {
-                reason: "the server refused the request length",
-            }),
-            STATUS_PANICKED => failed(CallError::HandlerPanicked),
-            _ => failed(CallError::Protocol {
-                reason: "unknown response status",
-            }),
-        }
-    }
-
-    fn wait(&self, deadline: Option<Instant>) -> Waited {
-        let state = &self.slot().state;
-        loop {
-            // Spins on (or sleeps until) the slot's state word leaving the two "in flight"
-            // states: the worker changes it, then notifies `done`.
-            let outcome = self.done.wait_for(
-                |_| !matches!(state.load(Ordering::Acquire), REQUEST_READY | IN_SERVICE),
-                deadline,
-                Some(&mut || self.server_alive()),
-            );
-            if let Some(w) = self.answer() {
-                return w;
-            }
-            match outcome {
-                WaitOutcome::Set => {
-                    let now = state.load(Ordering::Acquire);
-                    if matches!(now, REQUEST_READY | IN_SERVICE) {
-                        continue; // a stale signal
-                    }
-                    // The state left the in-flight pair: the answer is there (it may have
-                    // come since `answer` looked), or a broken peer wrote the slot.
-                    if let Some(w) = self.answer() {
-                        return w;
-                    }
-                    return Waited::Failed(CallError::Protocol {
-                        reason: if now == RESPONSE_READY {
-                            "the response answers another request"
-                        } else {
-                            "this client's slot state was overwritten"
-                        },
-                    });
-                }
-                WaitOutcome::TimedOut | WaitOutcome::Aborted => {
-                    let slot = self.slot();
-                    let retracted = slot
-                        .state
-                        .compare_exchange(REQUEST_READY, IDLE, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok();
-                    if !retracted {
-                        if let Some(w) = self.answer() {
-                            return w;
-                        }
-                    }
-                    return if outcome == WaitOutcome::TimedOut {
-                        Waited::Timeout
-                    } else {
-                        Waited::Gone {
-                            retracted,
-                            graceful: self.closed(),
-                        }
-                    };
-                }
-            }
-        }
-    }
-}
-
-/// Claims a free slot (or one whose owner died) under the slot mutex and resets its `done`
-/// event.
-fn claim(
-    map: &Mapped,
-    mutex: &Mutex,
-    me: ProcessId,
-    name: &str,
-) -> Result<(u32, Event), CallError> {
-    // Either outcome is fine: the slot words are atomics, every claim step below is
-    // re-checked, so a holder that died mid-claim left nothing to repair.
-    let _guard = mutex.lock_timeout(LOCK_WAIT)?;
-    for i in 0..map.layout.slots {
-        let slot = map.slot(i);
-        let state = slot.state.load(Ordering::Acquire);
-        let usable = match state {
-            super::slot::FREE => true,
-            IN_SERVICE => false, // a worker still owns the bytes; reap it later
-            REQUEST_READY => {
-                !slot.owner().is_alive()
-                    && slot
-                        .state
-                        .compare_exchange(REQUEST_READY, IDLE, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-            }
-            _ => !slot.owner().is_alive(),
-        };
-        if usable {
-            // SAFETY: the layout places slot i's done event here; the server initialised it.
-            let done = unsafe { Event::open_at(&map.seg, map.layout.done_event(i)) }?;
-            done.reset();
-            slot.set_owner(Some(me));
-            slot.state.store(IDLE, Ordering::Release);
-            return Ok((i, done));
-        }
-    }
-    Err(CallError::ServerBusy {
-        name: name.to_owned(),
-        slots: map.layout.slots,
-    })
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        let _guard = self.mutex.lock_timeout(LOCK_WAIT);
-        let slot = self.slot();
-        if slot.owner() != self.me {
-            return; // reaped or scribbled over: not ours to release
-        }
-        let state = slot.state.load(Ordering::Acquire);
-        let retracted = state == REQUEST_READY
-            && slot
-                .state
-                .compare_exchange(REQUEST_READY, IDLE, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok();
-        if state == IN_SERVICE || (state == REQUEST_READY && !retracted) {
-            // The server still works on it: leave it ownerless, to be reaped once answered.
-            slot.set_owner(None);
-        } else {
-            slot.set_owner(None);
-            slot.state.store(super::slot::FREE, Ordering::Release);
-        }
     }
 }

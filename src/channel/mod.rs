@@ -1,33 +1,49 @@
-//! The request channel: one server, many clients (issue 3).
+//! The request channel: one server, many clients.
 //!
 //! A [`Server`] creates one segment per channel name. Each [`Client`] claims one slot in it
 //! (under the segment's named mutex), writes a request into the slot, pushes the slot number
 //! into a shared submission ring and notifies a doorbell event; a free worker pops the
 //! number, validates everything it reads, runs the handler with the request bytes and a
-//! response buffer (both in shared memory), and notifies the slot's `done` event. See
-//! `slot.rs` for the layout and the slot state table, `ring.rs` for the ring.
+//! response buffer (both in shared memory), and notifies the slot's `done` event.
 //!
-//! The "exec" half of each slot's event pair is the shared ring plus one doorbell: that is what
-//! lets any free worker serve any client. Both events are used as eventcounts (`Event::wait_for` /
-//! `Event::notify`): a waiting worker spins on the ring's next cell and a waiting client on its
-//! slot's state word, and the event itself is written only when the other side has gone to sleep.
-//! So while both sides spin, a round trip moves only the lines that carry the call (request, slot
-//! header, ring cell, response), and those are prefetched together so their transfers overlap.
-//! (Workers that poll the slots' state words instead, with clients skipping the ring while one
-//! polls, were tried and measured: no faster, since the claim then has to upgrade the polled line,
-//! and slower in some vCPU placements; the ring stays. Also measured, each within noise of the
-//! layout above: one ring cell per cache line, claiming the ring position before writing the slot
-//! header, an inline spin-and-serve worker loop, no claim CAS at all, and either of the client's
-//! two prefetches of the ring cell alone; a client poll without `pause` was slower.) What did
-//! matter was address arithmetic: a slot's addresses are computed once (the mapping's base is kept
-//! in `Mapped`, a client keeps its slot's pointers), because reaching them through `Arc<Segment>`
-//! after every acquire load cost a split-CPU call 30-40 ns (paired ratio to the spin floor 1.6x
-//! before, 1.2-1.3x after). A response carries the sequence number of the request it answers, so
-//! the late answer to a call that timed out is never returned by the next call. A client learns
-//! that its server is gone from the segment owner's liveness (checked every ~20 ms while it sleeps)
-//! and from the `closed` flag of a graceful shutdown; its mapping pins that incarnation of the
-//! channel, so after a restart it reconnects to the new segment (new instance token) on its next
-//! call.
+//! Invariants:
+//! - A slot's state word says who may touch its bytes; only the transitions in `slot.rs`
+//!   change it, and the one CAS out of `REQUEST_READY` serves every request at most once,
+//!   whatever the ring holds.
+//! - The ring is a hint and the state words are the truth: a popped number is validated, and
+//!   workers scan the slots when entries may have been lost (a failed push, a dead or
+//!   preempted producer, an idle tick).
+//! - A response carries the sequence number of the request it answers, so the late answer to
+//!   a call that timed out is never returned by the next call.
+//! - Nothing read from the segment is trusted: numbers, lengths and states are checked before
+//!   use, so a broken client can fail its own calls, never the server or other clients.
+//! - A client learns that its server is gone from the segment owner's liveness (checked every
+//!   ~20 ms while it sleeps) and from the `closed` flag of a graceful shutdown; its mapping
+//!   pins that incarnation of the channel, so after a restart it reconnects to the new
+//!   segment (new instance token) on its next call.
+//!
+//! The "exec" half of each slot's event pair is the shared ring plus one doorbell: that is
+//! what lets any free worker serve any client. Both events are eventcounts
+//! (`Event::wait_for` / `Event::notify`): a waiting worker spins on the ring's next cell and
+//! a waiting client on its slot's state word, and the event itself is written only when the
+//! other side has gone to sleep. So while both sides spin, a round trip moves only the lines
+//! that carry the call (request, slot header, ring cell, response), and those are prefetched
+//! together so their transfers overlap. A slot's addresses are computed once per connection,
+//! not on every access. (docs/PERFORMANCE.md records the measurements behind these choices.)
+//!
+//! Files, one concept each, dependencies pointing down the list:
+//! - `mod.rs`: this overview, the public re-exports, [`server_or_client`];
+//! - `client.rs`: [`Client`] (calls, reconnects, hand-over after a server restart);
+//! - `server.rs`: [`ServerBuilder`], [`Server`] and its handles;
+//! - `conn.rs`: a client's connection (claiming, one call's steps, releasing its slot);
+//! - `worker.rs`: what the workers share, the worker loop, serving one slot, shutdown;
+//! - `layout.rs`: where everything lies in the segment, and typed views of it;
+//! - `slot.rs`: one slot's header and its state machine;
+//! - `ring.rs`: the submission ring;
+//! - `error.rs`: [`CallError`].
+//!
+//! `layout.rs` is apart from `slot.rs` so that the state machine depends on nothing but
+//! atomics and is unit-tested on plain memory.
 //!
 //! # Examples
 //! ```
@@ -45,84 +61,19 @@
 //! ```
 
 mod client;
+mod conn;
+mod error;
+mod layout;
 mod ring;
 mod server;
 mod slot;
+mod worker;
 
 use std::time::Duration;
 
 pub use client::Client;
+pub use error::CallError;
 pub use server::{Free, Server, ServerBuilder, ServerHandle, ShutdownHandle, Single};
-
-/// What went wrong in a channel operation.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CallError {
-    /// No live server serves this name.
-    #[error("no server is running for {name:?}")]
-    NoServer {
-        /// The service name.
-        name: String,
-    },
-    /// Every slot of the server is owned by a connected client.
-    #[error("server {name:?} is busy: all {slots} slots are taken")]
-    ServerBusy {
-        /// The service name.
-        name: String,
-        /// The server's slot count.
-        slots: u32,
-    },
-    /// The request is larger than the server's `max_message`.
-    #[error("request of {len} bytes exceeds the server's max_message of {max} bytes")]
-    TooLarge {
-        /// The request length.
-        len: usize,
-        /// The server's limit.
-        max: usize,
-    },
-    /// No answer arrived in time. The server may still be working on the request; its late
-    /// answer is discarded and never returned by a later call.
-    #[error("no answer within the timeout")]
-    Timeout,
-    /// The server died or stopped while the call was in flight (or before a request could be
-    /// submitted to a new one). The next call tries to reconnect.
-    #[error("the server went away during the call")]
-    ServerGone,
-    /// The server is shutting down and accepts no new calls.
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    /// A live server already serves this name.
-    #[error("a server for {name:?} is already running (pid {pid})")]
-    AlreadyRunning {
-        /// The service name.
-        name: String,
-        /// The running server's process id.
-        pid: u32,
-    },
-    /// The server's handler panicked while serving this call (the server keeps running).
-    #[error("the server's handler panicked")]
-    HandlerPanicked,
-    /// The server refused the request as malformed, or this client's slot holds values no
-    /// correct peer writes (another process scribbled on it).
-    #[error("protocol violation: {reason}")]
-    Protocol {
-        /// What was wrong.
-        reason: &'static str,
-    },
-    /// Setting up the channel failed (names, segments, mutexes, events).
-    #[error(transparent)]
-    Setup(crate::Error),
-}
-
-impl From<crate::Error> for CallError {
-    fn from(e: crate::Error) -> Self {
-        match e {
-            crate::Error::AlreadyRunning { name, pid } => CallError::AlreadyRunning { name, pid },
-            crate::Error::NotFound { name } => CallError::NoServer { name },
-            e => CallError::Setup(e),
-        }
-    }
-}
 
 /// What [`server_or_client`] made of this process.
 #[derive(Debug)]

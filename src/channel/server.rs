@@ -1,30 +1,18 @@
-//! The serving side: builder, workers, graceful shutdown.
+//! The serving end's public face: the builder, [`Server`], and the handles that shut it
+//! down. The workers themselves are in `worker.rs`.
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::error::CallError;
+use super::layout::{Layout, Mapped, KIND_VERSION, MAX_MESSAGE_LIMIT, MAX_SLOTS};
 use super::ring::Ring;
-use super::slot::{
-    Layout, Mapped, IN_SERVICE, KIND_VERSION, MAX_MESSAGE_LIMIT, MAX_SLOTS, REQUEST_READY,
-    RESPONSE_READY, STATUS_BAD_LENGTH, STATUS_OK, STATUS_PANICKED, STATUS_REFUSED,
-};
-use super::CallError;
+use super::worker::Core;
 use crate::segment::{Segment, SegmentKind, DEFAULT_MODE};
-use crate::sync::atomic::{fence, prefetch_read, prefetch_write, AtomicBool, AtomicU32, Ordering};
-use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
-
-/// How often an idle worker wakes up to look for requests whose ring entry was lost and to
-/// repair a ring that stopped moving.
-const TICK: Duration = Duration::from_millis(50);
-
-/// How many polls of a spinning worker between looks at whether the ring's head entry is
-/// claimed but unpublished (that look reads the clients' enqueue position, whose cache line
-/// would otherwise stay with them).
-const STUCK_CHECK: u32 = 64;
+use crate::sync::{Event, Mutex, WaitStrategy};
 
 /// Threading model marker: one worker, handler `FnMut` (calls are serialised).
 #[derive(Debug, Clone, Copy)]
@@ -61,29 +49,17 @@ impl<M> fmt::Debug for ServerBuilder<M> {
 }
 
 impl<M> ServerBuilder<M> {
-    /// Most clients connected at once (default 32). Each client owns one slot.
-    ///
-    /// # Panics
-    /// If `slots` is 0 or more than 65536.
+    /// Most clients connected at once (default 32), from 1 to 65536. Each client owns one
+    /// slot. [`create`](ServerBuilder::create) refuses a value out of range.
     pub fn slots(mut self, slots: u32) -> Self {
-        assert!(
-            slots > 0 && slots <= MAX_SLOTS,
-            "slots must be in 1..={MAX_SLOTS}"
-        );
         self.slots = slots;
         self
     }
 
-    /// Largest request and largest response in bytes (default 64 KiB). Every slot reserves
-    /// this much shared memory each way.
-    ///
-    /// # Panics
-    /// If `bytes` is 0 or more than 1 GiB.
+    /// Largest request and largest response in bytes (default 64 KiB), from 1 to 1 GiB.
+    /// Every slot reserves this much shared memory each way.
+    /// [`create`](ServerBuilder::create) refuses a value out of range.
     pub fn max_message(mut self, bytes: usize) -> Self {
-        assert!(
-            bytes > 0 && bytes <= MAX_MESSAGE_LIMIT,
-            "max_message must be in 1..={MAX_MESSAGE_LIMIT}"
-        );
         self.max_message = bytes;
         self
     }
@@ -101,13 +77,10 @@ impl<M> ServerBuilder<M> {
         self
     }
 
-    /// Serves with `k` worker threads sharing one `Fn + Send + Sync` handler (the [`Free`]
-    /// model): any free worker serves any client.
-    ///
-    /// # Panics
-    /// If `k` is 0.
+    /// Serves with `k` worker threads (at least 1) sharing one `Fn + Send + Sync` handler
+    /// (the [`Free`] model): any free worker serves any client.
+    /// [`create`](ServerBuilder::create) refuses 0.
     pub fn workers(self, k: usize) -> ServerBuilder<Free> {
-        assert!(k > 0, "at least one worker");
         ServerBuilder {
             name: self.name,
             slots: self.slots,
@@ -122,11 +95,25 @@ impl<M> ServerBuilder<M> {
     /// Creates the channel segment and publishes it: clients can connect from now on (their
     /// calls wait until the server serves).
     ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{CallError, Server};
+    /// # let name = format!("doc-create-{}", std::process::id());
+    /// let server = Server::builder(&name).slots(4).create()?;
+    /// assert_eq!(server.slots(), 4);
+    /// assert!(matches!(
+    ///     Server::builder("doc-create-bad").slots(0).create(),
+    ///     Err(CallError::InvalidConfig(_))
+    /// ));
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
+    ///
     /// # Errors
+    /// [`CallError::InvalidConfig`] if a value is out of range (see the setters);
     /// [`CallError::AlreadyRunning`] if a live server owns the name (a dead server's segment
     /// is removed and replaced); [`CallError::Setup`] for a bad name or an OS failure.
     pub fn create(self) -> Result<Server<M>, CallError> {
-        let layout = Layout::new(self.slots, self.max_message).expect("checked by the builder");
+        let layout = self.layout()?;
         let seg = Arc::new(
             Segment::builder(&self.name)
                 .tag("chan")
@@ -160,21 +147,40 @@ impl<M> ServerBuilder<M> {
             .collect::<Result<Vec<_>, _>>()?;
         // Slots start zero-filled: FREE, no owner.
         seg.publish();
-        let core = Core {
-            map,
-            ring,
-            bell,
-            done,
-            _mutex: mutex,
-            stop: AtomicBool::new(false),
-            strategy: self.strategy,
-            workers: self.workers,
-            scan_from: AtomicU32::new(0),
-        };
+        let core = Core::new(map, ring, bell, done, mutex, self.strategy, self.workers);
         Ok(Server {
             core: Arc::new(core),
             _model: PhantomData,
         })
+    }
+
+    /// The layout the values ask for, or why they do not make one.
+    fn layout(&self) -> Result<Layout, CallError> {
+        let bad = |why: String| Err(CallError::InvalidConfig(why));
+        if self.slots == 0 || self.slots > MAX_SLOTS {
+            return bad(format!(
+                "slots must be in 1..={MAX_SLOTS}, not {}",
+                self.slots
+            ));
+        }
+        if self.max_message == 0 || self.max_message > MAX_MESSAGE_LIMIT {
+            return bad(format!(
+                "max_message must be in 1..={MAX_MESSAGE_LIMIT}, not {}",
+                self.max_message
+            ));
+        }
+        if self.workers == 0 {
+            return bad("workers must be at least 1".into());
+        }
+        Layout::new(self.slots, self.max_message).map_or_else(
+            || {
+                bad(format!(
+                    "{} slots of {} bytes each way do not fit in memory",
+                    self.slots, self.max_message
+                ))
+            },
+            Ok,
+        )
     }
 }
 
@@ -392,22 +398,7 @@ impl<M> Server<M> {
         handler: &mut H,
         timeout: Duration,
     ) -> usize {
-        let n = self.core.serve_available(handler, false, false);
-        if n > 0 {
-            return n;
-        }
-        let mut work = false;
-        self.core.bell.wait_for(
-            |_| {
-                work = self.core.work_waiting();
-                work
-            },
-            Some(Instant::now() + timeout),
-            None,
-        );
-        // Scan the slots unless the ring showed work: after a signal with an empty ring (an
-        // entry lost), and after a quiet timeout.
-        self.core.serve_available(handler, !work, false)
+        self.core.poll(handler, timeout)
     }
 }
 
@@ -420,7 +411,19 @@ pub struct ShutdownHandle {
 
 impl ShutdownHandle {
     /// Starts a graceful shutdown: clients get [`CallError::ShuttingDown`] for new calls, the
-    /// workers answer what is in flight, then `serve` returns. Does not wait.
+    /// workers answer what is in flight, then `serve` returns. Does not wait for any of that
+    /// (join the thread that runs `serve` to wait); does nothing if the server is gone.
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-shutdown-handle-{}", std::process::id());
+    /// let server = shmlink::Server::builder(&name).create()?;
+    /// let stop = server.shutdown_handle();
+    /// let serving = std::thread::spawn(move || server.serve(|_: &[u8], _: &mut [u8]| 0));
+    /// stop.shutdown();
+    /// serving.join().unwrap();
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
     pub fn shutdown(&self) {
         if let Some(core) = self.core.upgrade() {
             core.request_stop();
@@ -428,7 +431,8 @@ impl ShutdownHandle {
     }
 }
 
-/// The workers started by [`Server::spawn`]. Dropping it shuts the server down gracefully.
+/// The workers started by [`Server::spawn`]. Dropping it shuts the server down gracefully
+/// and waits, as [`shutdown`](ServerHandle::shutdown) does.
 #[derive(Debug)]
 pub struct ServerHandle {
     core: Arc<Core>,
@@ -437,7 +441,18 @@ pub struct ServerHandle {
 
 impl ServerHandle {
     /// Gracefully stops the server: new calls get [`CallError::ShuttingDown`], calls in flight
-    /// are answered, then the workers stop and the channel is removed. Waits for all that.
+    /// are answered, then the workers stop and the channel is removed. Waits for all that,
+    /// with no time limit: a handler that never returns keeps it waiting. To start the
+    /// shutdown without waiting, use a [`ShutdownHandle`].
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-handle-shutdown-{}", std::process::id());
+    /// let handle = shmlink::Server::builder(&name).create()?.spawn(|_: &[u8], _: &mut [u8]| 0)?;
+    /// handle.shutdown(); // the channel is gone when this returns
+    /// assert!(shmlink::Client::connect(&name).is_err());
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
     pub fn shutdown(mut self) {
         self.stop_and_join();
     }
@@ -472,257 +487,32 @@ impl Drop for ServerHandle {
     }
 }
 
-/// What the workers share.
-struct Core {
-    map: Mapped,
-    ring: Ring,
-    /// The doorbell, for setting (each worker waits on a handle of its own).
-    bell: Event,
-    /// Slot `i`'s done event.
-    done: Vec<Event>,
-    _mutex: Mutex,
-    /// Local stop request (the shared `shutting_down` flag is only advice to clients).
-    stop: AtomicBool,
-    strategy: WaitStrategy,
-    workers: usize,
-    /// Where the next slot scan starts (round robin, so no slot is always last).
-    scan_from: AtomicU32,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl fmt::Debug for Core {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Core")
-            .field("name", &self.map.seg.name())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Core {
-    fn request_stop(&self) {
-        self.map.flags().shutting_down.store(1, Ordering::SeqCst);
-        self.stop.store(true, Ordering::SeqCst);
-        self.bell.set();
-    }
-
-    /// One worker: drain the ring, wait on the doorbell, repeat; after a stop request, serve
-    /// what is left and return.
-    fn run_worker(&self, handler: &mut dyn FnMut(&[u8], &mut [u8]) -> usize) {
-        // SAFETY: the doorbell was initialised at this offset before publishing.
-        let bell = match unsafe { Event::open_at(&self.map.seg, self.map.layout.doorbell) } {
-            Ok(bell) => bell.with_strategy(self.strategy),
-            Err(_) => return,
+    #[test]
+    fn out_of_range_builder_values_are_refused_at_create_not_by_a_panic() {
+        let name = "unit-invalid-config";
+        let refused = |r: Result<Server<Single>, CallError>| match r {
+            Err(CallError::InvalidConfig(why)) => why,
+            r => panic!("expected InvalidConfig, got {r:?}"),
         };
-        let mut scan = true;
-        let sole = self.workers == 1;
-        let mut last_deq = self.ring.dequeue_pos();
-        // The tick's deadline is refreshed only when it passes: no clock read per request.
-        let mut tick_at = Instant::now() + TICK;
-        loop {
-            let n = self.serve_available(handler, scan, sole);
-            if self.stop.load(Ordering::Acquire) {
-                // Drain: whatever was submitted before the flag is answered.
-                while self.serve_available(handler, true, sole) > 0 {}
-                self.bell.set(); // pass the wake-up on to the next worker
-                return;
-            }
-            scan = false;
-            if n > 0 {
-                continue;
-            }
-            // Spin on the ring's next cell (or sleep until a client notifies the bell). No
-            // liveness check: `request_stop` rings the bell, and each stopping worker rings
-            // it again for the next, so an idle worker wakes only once per TICK.
-            let (mut work, mut stuck, mut polls) = (false, false, 0u32);
-            let outcome = bell.wait_for(
-                |thorough| {
-                    work = self.work_waiting();
-                    polls = polls.wrapping_add(1);
-                    // Always on the rare looks before a sleep: a client that pushed behind the
-                    // stuck head while we were not yet registered as asleep did not wake us.
-                    if !work
-                        && (thorough || polls % STUCK_CHECK == 0)
-                        && self.ring.head_unpublished()
-                    {
-                        // A client was preempted (or died) between claiming its ring cell
-                        // and publishing it: whoever pushed after it waits behind it.
-                        stuck = true;
-                    }
-                    work || stuck
-                },
-                Some(tick_at),
-                None,
-            );
-            match outcome {
-                WaitOutcome::Set if stuck => scan = true,
-                WaitOutcome::Set if work => {}
-                // Rung, yet the ring looked empty (an entry lost to a dead or broken client,
-                // or stuck behind one): look at the slots themselves.
-                WaitOutcome::Set => scan = true,
-                WaitOutcome::Aborted => {}
-                WaitOutcome::TimedOut => {
-                    scan = true;
-                    tick_at = Instant::now() + TICK;
-                    if self.ring.dequeue_pos() == last_deq {
-                        // No entry came out for a whole tick: if one was claimed and never
-                        // published (its producer died mid-push), skip it; the scan finds
-                        // what waited behind it.
-                        self.ring.skip_stuck();
-                    }
-                    last_deq = self.ring.dequeue_pos();
-                }
-            }
+        let why = refused(Server::builder(name).slots(0).create());
+        assert!(why.contains("slots"), "{why}");
+        let why = refused(Server::builder(name).slots(MAX_SLOTS + 1).create());
+        assert!(why.contains("slots"), "{why}");
+        let why = refused(Server::builder(name).max_message(0).create());
+        assert!(why.contains("max_message"), "{why}");
+        let why = refused(
+            Server::builder(name)
+                .max_message(MAX_MESSAGE_LIMIT + 1)
+                .create(),
+        );
+        assert!(why.contains("max_message"), "{why}");
+        match Server::builder(name).workers(0).create() {
+            Err(CallError::InvalidConfig(why)) => assert!(why.contains("workers"), "{why}"),
+            r => panic!("expected InvalidConfig, got {r:?}"),
         }
-    }
-
-    /// What a waiting worker spins on: the ring's next entry is published, or a stop or a
-    /// slot scan is asked for. Reads no line a client writes unless there is work.
-    fn work_waiting(&self) -> bool {
-        if let Some(i) = self.ring.peek() {
-            // Its lines then travel while the worker returns from its wait and pops.
-            self.prefetch_slot(i);
-            return true;
-        }
-        self.stop.load(Ordering::Relaxed) || self.map.flags().need_scan.load(Ordering::Relaxed) != 0
-    }
-
-    /// Starts fetching the lines serving slot `i` touches (its client wrote them last), all at
-    /// once rather than one after another. `i` is untrusted: out of range, nothing happens.
-    #[inline]
-    fn prefetch_slot(&self, i: u32) {
-        if i < self.map.layout.slots {
-            prefetch_write(self.map.slot(i));
-            prefetch_read(self.map.request(i));
-            prefetch_write(self.map.response(i));
-        }
-    }
-
-    /// Serves everything the ring holds; if it held nothing and a scan is asked for (by the
-    /// caller, or by a client whose push failed), scans the slots. Returns how many requests
-    /// were answered.
-    ///
-    /// `sole_consumer`: see [`Ring::pop`] (true only for the one worker of a one-worker
-    /// server; `poll` may be called from several threads).
-    fn serve_available(
-        &self,
-        handler: &mut dyn FnMut(&[u8], &mut [u8]) -> usize,
-        force_scan: bool,
-        sole_consumer: bool,
-    ) -> usize {
-        let mut n = 0;
-        while let Some(i) = self.ring.pop(sole_consumer) {
-            if self.workers > 1 && self.ring.has_more() {
-                self.bell.notify(); // let another worker take the next one meanwhile
-            }
-            n += usize::from(self.serve_slot(i, handler, false));
-        }
-        if n == 0 {
-            let flags = self.map.flags();
-            let asked = flags.need_scan.load(Ordering::Relaxed) != 0
-                && flags.need_scan.swap(0, Ordering::AcqRel) != 0;
-            // (Not `ring.looks_nonempty()`: reading the clients' enqueue position here would
-            // pull its cache line away from them on every round trip.)
-            if force_scan || asked {
-                n += self.scan(handler, false);
-            }
-        }
-        n
-    }
-
-    /// Serves every slot found in `REQUEST_READY` (ground truth when ring entries were lost).
-    fn scan(&self, handler: &mut dyn FnMut(&[u8], &mut [u8]) -> usize, refuse: bool) -> usize {
-        let slots = self.map.layout.slots;
-        let start = self.scan_from.fetch_add(1, Ordering::Relaxed) % slots;
-        let mut n = 0;
-        for k in 0..slots {
-            let i = (start + k) % slots;
-            if self.map.slot(i).state.load(Ordering::Relaxed) == REQUEST_READY {
-                n += usize::from(self.serve_slot(i, handler, refuse));
-            }
-        }
-        n
-    }
-
-    /// Serves slot `i` if it really holds a request (the number is untrusted). With `refuse`,
-    /// answers [`STATUS_REFUSED`] without running the handler.
-    fn serve_slot(
-        &self,
-        i: u32,
-        handler: &mut dyn FnMut(&[u8], &mut [u8]) -> usize,
-        refuse: bool,
-    ) -> bool {
-        let layout = &self.map.layout;
-        if i >= layout.slots {
-            return false; // bogus ring entry
-        }
-        let slot = self.map.slot(i);
-        self.prefetch_slot(i);
-        if slot
-            .state
-            .compare_exchange(
-                REQUEST_READY,
-                IN_SERVICE,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
-            return false; // stale, duplicated or forged entry
-        }
-        let seq = slot.seq.load(Ordering::Relaxed);
-        let len = slot.req_len.load(Ordering::Relaxed) as usize;
-        let max = layout.max_message;
-        let (status, out) = if len > max {
-            (STATUS_BAD_LENGTH, 0)
-        } else if refuse {
-            (STATUS_REFUSED, 0)
-        } else {
-            // SAFETY: i < slots and len <= max_message, so both ranges lie in slot i's byte
-            // areas, which do not overlap. In IN_SERVICE the slot's bytes are ours by
-            // protocol; a misbehaving client can still write them concurrently, which can
-            // only garble its own call (u8 has no invalid values, lengths are rechecked).
-            let (req, resp) = unsafe {
-                (
-                    std::slice::from_raw_parts(self.map.request(i), len),
-                    std::slice::from_raw_parts_mut(self.map.response(i), max),
-                )
-            };
-            match catch_unwind(AssertUnwindSafe(|| {
-                let n = handler(req, resp);
-                assert!(
-                    n <= max,
-                    "handler returned {n}, more than the {max}-byte response buffer"
-                );
-                n
-            })) {
-                Ok(n) => (STATUS_OK, n),
-                Err(_) => (STATUS_PANICKED, 0),
-            }
-        };
-        slot.resp_len.store(out as u32, Ordering::Relaxed);
-        slot.status.store(status, Ordering::Relaxed);
-        slot.resp_seq.store(seq, Ordering::Relaxed);
-        // A store, not a CAS (one locked instruction less): nobody else moves a slot out of
-        // IN_SERVICE, and should a broken client have scribbled on the word meanwhile, this
-        // only repairs it. The fence in `notify` publishes it.
-        slot.state.store(RESPONSE_READY, Ordering::Release);
-        // Wakes the client only if it sleeps; a spinning one sees the state word change.
-        self.done[i as usize].notify();
-        true
-    }
-
-    /// After the workers stopped: mark the channel closed (waiting clients learn it within
-    /// their liveness check) and refuse what slipped in after the drain.
-    fn finish(&self) {
-        self.map.flags().closed.store(1, Ordering::SeqCst);
-        // Pairs with the fence in the clients' `notify` after their REQUEST_READY store.
-        fence(Ordering::SeqCst);
-        self.scan(&mut |_: &[u8], _: &mut [u8]| 0, true);
-    }
-}
-
-impl Drop for Core {
-    fn drop(&mut self) {
-        // A server dropped without serving: tell clients nobody will answer.
-        self.map.flags().closed.store(1, Ordering::SeqCst);
     }
 }

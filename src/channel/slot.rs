@@ -1,56 +1,32 @@
-//! The channel segment's layout: configuration, flags, the slot-claim mutex, the doorbell,
-//! the submission ring and the slots.
+//! One slot's header and its state machine.
 //!
-//! ```text
-//! data region of the channel segment (every part 64-aligned)
-//!  0    Config     slots, max_message          written once before the segment is published
-//!  64   Flags      shutting_down, closed       set by the server, read by clients
-//!  128  Mutex      guards claiming / releasing slots
-//!  ..   doorbell   Event: "a slot number was pushed", waited on by the workers
-//!  ..   ring       Vyukov MPMC ring of slot numbers (see ring.rs)
-//!  ..   slot 0     SlotHeader | done Event | request bytes | response bytes
-//!  ..   slot 1 ...
-//! ```
+//! Each connected client owns one slot: this header, a `done` event and the request and
+//! response bytes (`layout.rs` says where they lie). The header's state word says who may
+//! touch the slot's bytes, and this file holds every change of it: each transition below is
+//! one function that refuses to start from a state it does not belong to (returns `false` /
+//! `None`) and applies the crash order once: it writes the fields the new state vouches for,
+//! then stores (or CASes) the state with Release, so a process that dies between two steps
+//! leaves a state whose fields are valid. No other code stores the state word.
 //!
-//! Everything after `Config` is written by processes the server does not trust. The server
-//! never reads the layout back from shared memory (it keeps its own [`Layout`]), and clients
-//! recompute it from `Config` and check that it fits the segment.
+//! The header lives in memory other processes write; nothing here trusts what it reads:
+//! an unknown state is refused by every transition except [`SlotHeader::reap`], and lengths
+//! are checked by the callers against `max_message`.
 
-use std::sync::Arc;
-
-use super::ring::ring_bytes;
 use crate::process::ProcessId;
-use crate::segment::Segment;
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use crate::sync::{EVENT_STORAGE, MUTEX_STORAGE};
 
-/// Layout version of the channel segment.
-pub(crate) const KIND_VERSION: u32 = 1;
-/// Largest `max_message` a channel accepts (1 GiB).
-pub(crate) const MAX_MESSAGE_LIMIT: usize = 1 << 30;
-/// Most slots a channel accepts.
-pub(crate) const MAX_SLOTS: u32 = 1 << 16;
-
-/// `SlotHeader::state`. Who may change it, and to what:
-///
-/// | state | meaning | next (by whom) |
-/// |---|---|---|
-/// | `FREE` (0) | no client owns the slot | `IDLE` (a client claiming it, under the mutex) |
-/// | `IDLE` (1) | owned by a client, no call in flight | `REQUEST_READY` (owner), `FREE` (owner releasing, or a reaper under the mutex when the owner is dead) |
-/// | `REQUEST_READY` (2) | request written, slot number pushed to the ring | `IN_SERVICE` (a worker, CAS), `IDLE` (owner retracting after a timeout, CAS) |
-/// | `IN_SERVICE` (3) | a worker runs the handler; the slot's bytes are the worker's | `RESPONSE_READY` (that worker) |
-/// | `RESPONSE_READY` (4) | response (or refusal) written, `done` notified | `IDLE` (owner, after reading it) |
-///
-/// The CAS out of `REQUEST_READY` is what makes every request served at most once, however
-/// many (stale, duplicated or forged) ring entries name the slot. Any other value is garbage
-/// written by a broken peer: workers skip the slot, its owner's call fails.
+/// No client owns the slot.
 pub(crate) const FREE: u32 = 0;
+/// Owned by a client, no call in flight.
 pub(crate) const IDLE: u32 = 1;
+/// Request written, slot number pushed to the ring.
 pub(crate) const REQUEST_READY: u32 = 2;
+/// A worker runs the handler; the slot's bytes are the worker's.
 pub(crate) const IN_SERVICE: u32 = 3;
+/// Response (or refusal) written, `done` notified.
 pub(crate) const RESPONSE_READY: u32 = 4;
 
-/// `SlotHeader::status`, valid in `RESPONSE_READY`.
+/// Response status (valid in `RESPONSE_READY`): the handler answered.
 pub(crate) const STATUS_OK: u32 = 0;
 /// The server is shutting down and refused the request.
 pub(crate) const STATUS_REFUSED: u32 = 1;
@@ -59,50 +35,92 @@ pub(crate) const STATUS_BAD_LENGTH: u32 = 2;
 /// The handler panicked.
 pub(crate) const STATUS_PANICKED: u32 = 3;
 
-/// Written once by the server before publishing; read (and validated) by clients.
-#[repr(C, align(64))]
-pub(crate) struct Config {
-    pub(crate) slots: u32,
-    pub(crate) max_message: u32,
-}
-
-/// Server-wide flags (`0` / `1`).
-#[repr(C, align(64))]
-pub(crate) struct Flags {
-    /// Set when a graceful shutdown starts: clients stop submitting (`ShuttingDown`).
-    pub(crate) shutting_down: AtomicU32,
-    /// Set when the workers have stopped: nothing in the segment will be answered any more.
-    pub(crate) closed: AtomicU32,
-    /// Set by a client whose ring push failed: the workers should scan the slots.
-    pub(crate) need_scan: AtomicU32,
-}
-
 /// The hot words of one slot, on a cache line of their own.
 #[repr(C, align(64))]
 pub(crate) struct SlotHeader {
-    /// See [`FREE`] and the table there.
-    pub(crate) state: AtomicU32,
-    /// Sequence number of the current request (written by the owner before `REQUEST_READY`).
-    pub(crate) seq: AtomicU32,
+    /// The slot's state. Only the transition functions of this type change it:
+    ///
+    /// | state | meaning | transitions (by whom) |
+    /// |---|---|---|
+    /// | [`FREE`] | no client owns the slot | [`claim`](Self::claim) -> `IDLE` (a client, under the slot mutex) |
+    /// | [`IDLE`] | owned, no call in flight | [`submit`](Self::submit) -> `REQUEST_READY` (owner); [`release`](Self::release) -> `FREE` (owner leaving, under the mutex) |
+    /// | [`REQUEST_READY`] | request written, slot number in the ring | [`take`](Self::take) -> `IN_SERVICE` (a worker, CAS); [`retract`](Self::retract) -> `IDLE` (owner, CAS) |
+    /// | [`IN_SERVICE`] | a worker runs the handler; the bytes are the worker's | [`Taken::answer`] -> `RESPONSE_READY` (the worker that took it) |
+    /// | [`RESPONSE_READY`] | response written, `done` notified | [`collect`](Self::collect) -> `IDLE` (owner); [`release`](Self::release) -> `FREE` (owner leaving) |
+    /// | any state but `FREE` / `IN_SERVICE`, owner dead | | [`reap`](Self::reap) -> `FREE` (a claimer, under the mutex; CAS) |
+    ///
+    /// The CAS out of `REQUEST_READY` (`take` against `retract` and `reap`) is what makes
+    /// every request served at most once, however many (stale, duplicated or forged) ring
+    /// entries name the slot. Any other value is garbage written by a broken peer: workers
+    /// skip the slot, its owner's call fails, and a claimer reaps it once the owner is gone.
+    state: AtomicU32,
+    /// Sequence number of the current request (valid from `REQUEST_READY` on).
+    seq: AtomicU32,
     /// Request length in bytes (untrusted: the server checks it against `max_message`).
-    pub(crate) req_len: AtomicU32,
-    /// Sequence number of the request the response answers.
-    pub(crate) resp_seq: AtomicU32,
-    /// Response length in bytes.
-    pub(crate) resp_len: AtomicU32,
-    /// See [`STATUS_OK`].
-    pub(crate) status: AtomicU32,
-    /// Owner pid (0: none).
-    pub(crate) owner_pid: AtomicU32,
+    req_len: AtomicU32,
+    /// Sequence number of the request the response answers (valid in `RESPONSE_READY`).
+    resp_seq: AtomicU32,
+    /// Response length in bytes (valid in `RESPONSE_READY`).
+    resp_len: AtomicU32,
+    /// See [`STATUS_OK`] (valid in `RESPONSE_READY`).
+    status: AtomicU32,
+    /// Owner pid (0: none; valid in every state but `FREE`).
+    owner_pid: AtomicU32,
     _pad: u32,
     /// Owner start time (with the pid: an identity that survives pid reuse).
-    pub(crate) owner_start: AtomicU64,
+    owner_start: AtomicU64,
 }
 
-const _: () = assert!(std::mem::size_of::<Config>() == 64 && std::mem::size_of::<Flags>() == 64);
 const _: () = assert!(std::mem::size_of::<SlotHeader>() == 64);
 
+/// A request a worker took with [`SlotHeader::take`]: the slot is `IN_SERVICE` and its
+/// bytes are the worker's until [`answer`](Taken::answer).
+#[must_use = "a taken slot stays IN_SERVICE until it is answered"]
+pub(crate) struct Taken<'a> {
+    slot: &'a SlotHeader,
+    seq: u32,
+    len: u32,
+}
+
 impl SlotHeader {
+    /// The state word (Acquire: what the state vouches for is visible after it).
+    #[inline]
+    pub(crate) fn state(&self) -> u32 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// Whether the slot looks like it holds a request: a hint for a scan, which then
+    /// [`take`](Self::take)s it (no ordering: `take` is the check).
+    #[inline]
+    pub(crate) fn has_request(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == REQUEST_READY
+    }
+
+    /// Sequence number of the last request submitted from this slot.
+    pub(crate) fn seq(&self) -> u32 {
+        self.seq.load(Ordering::Relaxed)
+    }
+
+    /// Sequence number of the request the response answers. Read after [`state`](Self::state)
+    /// returned `RESPONSE_READY`.
+    #[inline]
+    pub(crate) fn resp_seq(&self) -> u32 {
+        self.resp_seq.load(Ordering::Relaxed)
+    }
+
+    /// Response status ([`STATUS_OK`], ...). Read as [`resp_seq`](Self::resp_seq).
+    #[inline]
+    pub(crate) fn status(&self) -> u32 {
+        self.status.load(Ordering::Relaxed)
+    }
+
+    /// Response length, untrusted. Read as [`resp_seq`](Self::resp_seq).
+    #[inline]
+    pub(crate) fn resp_len(&self) -> u32 {
+        self.resp_len.load(Ordering::Relaxed)
+    }
+
+    /// The owner's identity (a dead or bogus one if the slot has none).
     pub(crate) fn owner(&self) -> ProcessId {
         ProcessId::from_raw(
             self.owner_pid.load(Ordering::Acquire),
@@ -110,198 +128,205 @@ impl SlotHeader {
         )
     }
 
-    pub(crate) fn set_owner(&self, id: Option<ProcessId>) {
+    fn set_owner(&self, id: Option<ProcessId>) {
         let (pid, start) = id.map_or((0, 0), |p| (p.pid(), p.start_time()));
         self.owner_start.store(start, Ordering::Relaxed);
         self.owner_pid.store(pid, Ordering::Release);
     }
-}
 
-/// Offsets of everything in the data region, computed from the two configuration values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Layout {
-    pub(crate) slots: u32,
-    pub(crate) max_message: usize,
-    pub(crate) ring_cap: u32,
-    pub(crate) mutex: usize,
-    pub(crate) doorbell: usize,
-    pub(crate) ring: usize,
-    slots_at: usize,
-    area: usize,
-    stride: usize,
-    pub(crate) total: usize,
-}
-
-impl Layout {
-    const CONFIG: usize = 0;
-    const FLAGS: usize = 64;
-
-    /// The layout for `slots` slots of `max_message` bytes each way; `None` if out of range.
-    pub(crate) fn new(slots: u32, max_message: usize) -> Option<Layout> {
-        if slots == 0 || slots > MAX_SLOTS || max_message == 0 || max_message > MAX_MESSAGE_LIMIT {
-            return None;
+    /// `FREE -> IDLE`: `me` owns the slot. The caller holds the slot mutex (the only writer
+    /// of a `FREE` slot), so a check and two stores suffice: owner first, then the state.
+    pub(crate) fn claim(&self, me: ProcessId) -> bool {
+        if self.state.load(Ordering::Acquire) != FREE {
+            return false;
         }
-        // Room for every slot plus as many stale entries (retracted requests), so a push
-        // fails only when the ring was tampered with.
-        let ring_cap = (2 * slots).next_power_of_two().max(2);
-        let mutex = 128;
-        let doorbell = mutex + MUTEX_STORAGE.next_multiple_of(64);
-        let ring = doorbell + EVENT_STORAGE;
-        let slots_at = ring + ring_bytes(ring_cap);
-        let area = max_message.next_multiple_of(64);
-        let stride = 64 + EVENT_STORAGE + 2 * area;
-        let total = stride.checked_mul(slots as usize)?.checked_add(slots_at)?;
-        Some(Layout {
-            slots,
-            max_message,
-            ring_cap,
-            mutex,
-            doorbell,
-            ring,
-            slots_at,
-            area,
-            stride,
-            total,
+        self.set_owner(Some(me));
+        self.state.store(IDLE, Ordering::Release);
+        true
+    }
+
+    /// `IDLE -> REQUEST_READY`, by the owner: publishes request `seq` of `len` bytes (written
+    /// into the request bytes before). The caller then pushes the slot number to the ring.
+    ///
+    /// A check and a store, not a CAS: in `IDLE` only the owner moves the slot (a reaper
+    /// only once the owner is dead), so no correct peer races with it.
+    #[inline]
+    pub(crate) fn submit(&self, seq: u32, len: u32) -> bool {
+        if self.state.load(Ordering::Relaxed) != IDLE {
+            return false;
+        }
+        self.seq.store(seq, Ordering::Relaxed);
+        self.req_len.store(len, Ordering::Relaxed);
+        self.state.store(REQUEST_READY, Ordering::Release);
+        true
+    }
+
+    /// `REQUEST_READY -> IN_SERVICE`, by a worker (CAS: one of any number of workers, ring
+    /// entries and scans wins, and never against a `retract` or `reap`). `None` if the slot
+    /// holds no request.
+    #[inline]
+    pub(crate) fn take(&self) -> Option<Taken<'_>> {
+        self.state
+            .compare_exchange(
+                REQUEST_READY,
+                IN_SERVICE,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .ok()?;
+        Some(Taken {
+            slot: self,
+            seq: self.seq.load(Ordering::Relaxed),
+            len: self.req_len.load(Ordering::Relaxed),
         })
     }
 
-    fn slot_at(&self, i: u32) -> usize {
-        assert!(i < self.slots, "slot {i} out of range");
-        self.slots_at + i as usize * self.stride
-    }
-
-    /// Offset of slot `i`'s `done` event.
-    pub(crate) fn done_event(&self, i: u32) -> usize {
-        self.slot_at(i) + 64
-    }
-}
-
-/// A mapped channel segment with its layout: typed access to the shared parts.
-#[derive(Debug, Clone)]
-pub(crate) struct Mapped {
-    pub(crate) seg: Arc<Segment>,
-    /// `seg.as_ptr()`, kept here: the mapping never moves while `seg` lives, and every slot
-    /// access on a call's path starts from it. Through the `Arc` it is two dependent loads,
-    /// repeated after every acquire load; a call measured 2-7 ns slower that way.
-    base: *mut u8,
-    pub(crate) layout: Layout,
-}
-
-// SAFETY: `base` points into the mapping `seg` owns (and `Segment` is Send + Sync); all
-// shared-memory access through it goes through atomics or is guarded by the slot protocol.
-unsafe impl Send for Mapped {}
-// SAFETY: as for Send.
-unsafe impl Sync for Mapped {}
-
-impl Mapped {
-    /// # Safety
-    /// `seg`'s data region is at least `layout.total` bytes.
-    pub(crate) unsafe fn new(seg: Arc<Segment>, layout: Layout) -> Mapped {
-        debug_assert!(seg.len() >= layout.total);
-        let base = seg.as_ptr();
-        Mapped { seg, base, layout }
-    }
-
-    pub(crate) fn config_ptr(&self) -> *mut Config {
-        // SAFETY: Config lies at offset CONFIG < total <= len.
-        unsafe { self.base.add(Layout::CONFIG) }.cast()
-    }
-
+    /// `RESPONSE_READY -> IDLE`, by the owner once it has read (or discarded) the answer.
+    /// A check and a store, as in [`submit`](Self::submit): only the owner leaves
+    /// `RESPONSE_READY`.
     #[inline]
-    pub(crate) fn flags(&self) -> &Flags {
-        // SAFETY: Flags lies at offset FLAGS, 64-aligned, inside the data region (total <=
-        // len, see `new`); it holds atomics only.
-        unsafe { &*self.base.add(Layout::FLAGS).cast::<Flags>() }
-    }
-
-    /// The header of slot `i` (panics if `i >= slots`: callers validate untrusted numbers).
-    #[inline]
-    pub(crate) fn slot(&self, i: u32) -> &SlotHeader {
-        // SAFETY: slot_at checks i < slots, so the header lies inside the data region; it is
-        // 64-aligned and holds atomics only.
-        unsafe { &*self.base.add(self.layout.slot_at(i)).cast::<SlotHeader>() }
-    }
-
-    /// Start of slot `i`'s request bytes (`max_message` of them).
-    #[inline]
-    pub(crate) fn request(&self, i: u32) -> *mut u8 {
-        // SAFETY: inside the data region, as for `slot`.
-        unsafe { self.base.add(self.layout.slot_at(i) + 64 + EVENT_STORAGE) }
-    }
-
-    /// Start of slot `i`'s response bytes (`max_message` of them).
-    #[inline]
-    pub(crate) fn response(&self, i: u32) -> *mut u8 {
-        // SAFETY: inside the data region, as for `slot`.
-        unsafe {
-            self.base
-                .add(self.layout.slot_at(i) + 64 + EVENT_STORAGE + self.layout.area)
+    pub(crate) fn collect(&self) -> bool {
+        if self.state.load(Ordering::Relaxed) != RESPONSE_READY {
+            return false;
         }
+        self.state.store(IDLE, Ordering::Release);
+        true
     }
 
-    /// Slot `i`'s addresses, computed once (a client uses its slot on every call).
+    /// `REQUEST_READY -> IDLE`, by the owner: withdraws a request no worker has taken yet
+    /// (after a timeout, a dead server, or when leaving). CAS: it loses to `take`.
+    pub(crate) fn retract(&self) -> bool {
+        self.state
+            .compare_exchange(REQUEST_READY, IDLE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// `IDLE | RESPONSE_READY -> FREE`, by the owner leaving, under the slot mutex. Refused
+    /// while a call is in flight (retract it first) or in a state no correct peer writes;
+    /// the owner then [`disown`](Self::disown)s the slot instead.
     ///
-    /// # Safety
-    /// The returned value must not be used after `self` is dropped.
-    pub(crate) unsafe fn slot_ref(&self, i: u32) -> SlotRef {
-        SlotRef {
-            header: self.slot(i),
-            request: self.request(i),
-            response: self.response(i),
-            max_message: self.layout.max_message,
+    /// The owner is cleared before the state: should the mutex wait have failed, a claimer
+    /// that takes the slot the moment it is `FREE` must not have its identity cleared after.
+    /// A release that dies in between leaves an ownerless slot, which the next claimer reaps.
+    pub(crate) fn release(&self) -> bool {
+        if !matches!(self.state.load(Ordering::Acquire), IDLE | RESPONSE_READY) {
+            return false;
         }
+        self.set_owner(None);
+        self.state.store(FREE, Ordering::Release);
+        true
     }
 
-    pub(crate) fn ring_ptr(&self) -> *mut u8 {
-        // SAFETY: the ring lies inside the data region (total <= len).
-        unsafe { self.base.add(self.layout.ring) }
+    /// The owner leaves a slot it cannot [`release`](Self::release) (a worker may still be
+    /// serving it): the state stays, the owner is cleared, and a claimer reaps the slot once
+    /// no worker holds it.
+    pub(crate) fn disown(&self) {
+        self.set_owner(None);
+    }
+
+    /// `any state but FREE / IN_SERVICE -> FREE`, by a claimer under the slot mutex, after it
+    /// found the owner dead. Refused in `IN_SERVICE` (a worker still owns the bytes; the
+    /// slot is reaped once answered) and in `FREE` (nothing to reap). A CAS from the state
+    /// seen, so a request is never both reaped and taken.
+    pub(crate) fn reap(&self) -> bool {
+        let state = self.state.load(Ordering::Acquire);
+        if matches!(state, FREE | IN_SERVICE) {
+            return false;
+        }
+        // The owner is dead: clearing it first changes nothing for anyone, and leaves no
+        // FREE slot with a stale identity.
+        self.set_owner(None);
+        self.state
+            .compare_exchange(state, FREE, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
     }
 }
 
-/// One slot's addresses inside a [`Mapped`] (see [`Mapped::slot_ref`]), so that a call's
-/// path does no address arithmetic.
-pub(crate) struct SlotRef {
-    header: *const SlotHeader,
-    request: *mut u8,
-    response: *mut u8,
-    pub(crate) max_message: usize,
-}
-
-// SAFETY: the pointers point into a mapping (Send + Sync) that outlives this value (the
-// contract of `slot_ref`); the header holds atomics only, and the byte areas are accessed
-// under the slot protocol.
-unsafe impl Send for SlotRef {}
-
-impl SlotRef {
+impl Taken<'_> {
+    /// Request length in bytes, untrusted (check it against `max_message`).
     #[inline]
-    pub(crate) fn header(&self) -> &SlotHeader {
-        // SAFETY: a live slot header (see `slot_ref`): 64-aligned atomics.
-        unsafe { &*self.header }
+    pub(crate) fn len(&self) -> usize {
+        self.len as usize
     }
 
-    /// Start of the request bytes (`max_message` of them).
+    /// `IN_SERVICE -> RESPONSE_READY`: publishes the response (`status`, `len` bytes written
+    /// into the response bytes before) as the answer to the request taken. The caller then
+    /// notifies the slot's `done` event.
+    ///
+    /// A store, not a CAS (one locked instruction less): nobody else moves a slot out of
+    /// `IN_SERVICE`, and should a broken client have scribbled on the word meanwhile, this
+    /// only repairs it.
     #[inline]
-    pub(crate) fn request(&self) -> *mut u8 {
-        self.request
-    }
-
-    /// Start of the response bytes (`max_message` of them).
-    #[inline]
-    pub(crate) fn response(&self) -> *mut u8 {
-        self.response
+    pub(crate) fn answer(self, status: u32, len: u32) {
+        let slot = self.slot;
+        slot.resp_len.store(len, Ordering::Relaxed);
+        slot.status.store(status, Ordering::Relaxed);
+        slot.resp_seq.store(self.seq, Ordering::Relaxed);
+        slot.state.store(RESPONSE_READY, Ordering::Release);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
     use super::*;
+
+    const N: u32 = if cfg!(miri) { 100 } else { 100_000 };
+    /// Every state, and one no correct peer writes.
+    const ALL: [u32; 6] = [
+        FREE,
+        IDLE,
+        REQUEST_READY,
+        IN_SERVICE,
+        RESPONSE_READY,
+        0xDEAD_BEEF,
+    ];
+
+    /// Fake identities: transitions never ask the OS about them.
+    fn me() -> ProcessId {
+        ProcessId::from_raw(4242, 17)
+    }
+
+    /// A header on the heap in `state`, owned by [`me`] unless FREE.
+    fn header(state: u32) -> Box<SlotHeader> {
+        let h = Box::new(SlotHeader {
+            state: AtomicU32::new(state),
+            seq: AtomicU32::new(0),
+            req_len: AtomicU32::new(0),
+            resp_seq: AtomicU32::new(0),
+            resp_len: AtomicU32::new(0),
+            status: AtomicU32::new(0),
+            owner_pid: AtomicU32::new(0),
+            _pad: 0,
+            owner_start: AtomicU64::new(0),
+        });
+        if state != FREE {
+            h.set_owner(Some(me()));
+        }
+        h
+    }
+
+    fn no_owner() -> ProcessId {
+        ProcessId::from_raw(0, 0)
+    }
+
+    /// Runs `f` on a header in every state of `ALL` but `legal`; each must be refused,
+    /// leaving the state and the owner as they were.
+    fn refused_elsewhere(legal: &[u32], f: impl Fn(&SlotHeader) -> bool) {
+        for s in ALL.into_iter().filter(|s| !legal.contains(s)) {
+            let h = header(s);
+            let owner = h.owner();
+            assert!(!f(&h), "allowed from state {s:#x}");
+            assert_eq!(h.state(), s, "state changed from {s:#x}");
+            assert_eq!(h.owner(), owner, "owner changed in state {s:#x}");
+        }
+    }
 
     /// tests/channel.rs (the hostile client) writes these offsets by hand.
     #[test]
     fn offsets_the_hostile_client_test_relies_on() {
-        let l = Layout::new(8, 512).unwrap();
-        assert_eq!((l.mutex, l.doorbell, l.ring), (128, 192, 256));
-        assert_eq!(l.slots_at % 64, 0);
         assert_eq!(std::mem::offset_of!(SlotHeader, state), 0);
         assert_eq!(std::mem::offset_of!(SlotHeader, req_len), 8);
         assert_eq!(std::mem::offset_of!(SlotHeader, status), 20);
@@ -309,12 +334,167 @@ mod tests {
     }
 
     #[test]
-    fn layouts_out_of_range_are_refused() {
-        assert!(Layout::new(0, 64).is_none());
-        assert!(Layout::new(1, 0).is_none());
-        assert!(Layout::new(MAX_SLOTS + 1, 64).is_none());
-        assert!(Layout::new(1, MAX_MESSAGE_LIMIT + 1).is_none());
-        let big = Layout::new(MAX_SLOTS, MAX_MESSAGE_LIMIT);
-        assert!(big.is_none() || big.unwrap().total > MAX_MESSAGE_LIMIT);
+    fn claim_takes_a_free_slot_only() {
+        let h = header(FREE);
+        assert!(h.claim(me()));
+        assert_eq!((h.state(), h.owner()), (IDLE, me()));
+        refused_elsewhere(&[FREE], |h| h.claim(ProcessId::from_raw(1, 1)));
+    }
+
+    #[test]
+    fn submit_publishes_the_request_from_idle_only() {
+        let h = header(IDLE);
+        assert!(h.submit(7, 100));
+        assert_eq!(
+            (h.state(), h.seq(), h.req_len.load(Ordering::Relaxed)),
+            (REQUEST_READY, 7, 100)
+        );
+        refused_elsewhere(&[IDLE], |h| h.submit(1, 1));
+    }
+
+    #[test]
+    fn take_hands_the_request_to_one_worker() {
+        let h = header(IDLE);
+        assert!(h.submit(9, 64));
+        let t = h.take().expect("a request");
+        assert_eq!(t.len(), 64);
+        assert_eq!(h.state(), IN_SERVICE);
+        assert!(h.take().is_none(), "taken twice");
+        t.answer(STATUS_OK, 0);
+        assert_eq!(h.resp_seq(), 9, "answered as request 9");
+        refused_elsewhere(&[REQUEST_READY], |h| h.take().is_some());
+    }
+
+    #[test]
+    fn answer_publishes_the_response_for_the_request_taken() {
+        let h = header(IDLE);
+        assert!(h.submit(11, 3));
+        h.take().unwrap().answer(STATUS_PANICKED, 5);
+        assert_eq!(h.state(), RESPONSE_READY);
+        assert_eq!(
+            (h.resp_seq(), h.status(), h.resp_len()),
+            (11, STATUS_PANICKED, 5)
+        );
+        // Answering needs a `Taken`, which only `take` hands out: there is no way to answer a
+        // slot from any other state.
+    }
+
+    #[test]
+    fn collect_returns_an_answered_slot_to_idle_only() {
+        let h = header(RESPONSE_READY);
+        assert!(h.collect());
+        assert_eq!((h.state(), h.owner()), (IDLE, me()));
+        refused_elsewhere(&[RESPONSE_READY], SlotHeader::collect);
+    }
+
+    #[test]
+    fn retract_withdraws_an_untaken_request_only() {
+        let h = header(REQUEST_READY);
+        assert!(h.retract());
+        assert_eq!((h.state(), h.owner()), (IDLE, me()));
+        refused_elsewhere(&[REQUEST_READY], SlotHeader::retract);
+    }
+
+    #[test]
+    fn release_frees_a_slot_with_no_call_in_flight_only() {
+        for s in [IDLE, RESPONSE_READY] {
+            let h = header(s);
+            assert!(h.release());
+            assert_eq!((h.state(), h.owner()), (FREE, no_owner()));
+        }
+        refused_elsewhere(&[IDLE, RESPONSE_READY], SlotHeader::release);
+    }
+
+    #[test]
+    fn disown_clears_the_owner_and_keeps_the_state() {
+        for s in ALL {
+            let h = header(s);
+            h.disown();
+            assert_eq!((h.state(), h.owner()), (s, no_owner()));
+        }
+    }
+
+    #[test]
+    fn reap_frees_any_slot_no_worker_holds() {
+        for s in [IDLE, REQUEST_READY, RESPONSE_READY, 0xDEAD_BEEF] {
+            let h = header(s);
+            assert!(h.reap(), "state {s:#x}");
+            assert_eq!((h.state(), h.owner()), (FREE, no_owner()));
+            assert!(h.claim(me()), "a reaped slot is claimable");
+        }
+        refused_elsewhere(
+            &[IDLE, REQUEST_READY, RESPONSE_READY, 0xDEAD_BEEF],
+            SlotHeader::reap,
+        );
+    }
+
+    #[test]
+    fn a_reaped_request_is_never_taken() {
+        let h = header(IDLE);
+        assert!(h.submit(1, 1));
+        assert!(h.reap());
+        assert!(h.take().is_none());
+    }
+
+    #[test]
+    fn full_cycles_answer_each_request_with_its_own_sequence_number() {
+        let h = header(FREE);
+        assert!(h.claim(me()));
+        for seq in 0..N {
+            assert!(h.submit(seq, seq % 512));
+            let t = h.take().unwrap();
+            assert_eq!(t.len(), (seq % 512) as usize);
+            let len = t.len() as u32;
+            t.answer(STATUS_OK, len);
+            assert_eq!(h.state(), RESPONSE_READY);
+            assert_eq!((h.resp_seq(), h.resp_len()), (seq, seq % 512));
+            assert!(h.collect());
+        }
+        assert!(h.release());
+        assert_eq!(h.state(), FREE);
+    }
+
+    /// A client retracting after a timeout races with a worker taking the request: every
+    /// request is either retracted or served, never both, never neither.
+    #[test]
+    fn retract_and_take_race_exactly_one_wins() {
+        let h: Arc<SlotHeader> = Arc::from(header(IDLE));
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = {
+            let (h, stop) = (Arc::clone(&h), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut served = 0u32;
+                while !stop.load(Ordering::Acquire) {
+                    if let Some(t) = h.take() {
+                        t.answer(STATUS_OK, 0);
+                        served += 1;
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+                served
+            })
+        };
+        let mut retracted = 0u32;
+        for seq in 0..N {
+            assert!(h.submit(seq, 0));
+            for _ in 0..seq % 8 {
+                std::hint::spin_loop();
+            }
+            if h.retract() {
+                retracted += 1;
+                continue;
+            }
+            // Taken: the answer comes, for this request.
+            while h.state() != RESPONSE_READY {
+                std::hint::spin_loop();
+            }
+            assert_eq!(h.resp_seq(), seq);
+            assert!(h.collect());
+        }
+        stop.store(true, Ordering::Release);
+        let served = worker.join().unwrap();
+        assert_eq!(served + retracted, N);
+        assert_eq!(h.state(), IDLE);
     }
 }

@@ -43,15 +43,18 @@ const _: () = assert!(std::mem::size_of::<EventCell>() == EVENT_STORAGE);
 
 /// How a waiter waits before the event is set.
 ///
-/// This VM-class hardware punishes both naive choices: waking a sleeping vCPU costs ~75 us,
-/// so sleeping at once is slow when the peer runs on another CPU; and spinning starves a peer
-/// that needs the CPU we spin on. [`WaitStrategy::Adaptive`] gets both right.
+/// Sleeping at once makes every hand-off pay for a kernel wake-up, which is slow when the
+/// peer runs on another CPU (slowest on virtual machines); spinning keeps a peer that needs
+/// this CPU from running. [`WaitStrategy::Adaptive`], the default, avoids both; the others
+/// trade CPU time for latency on purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum WaitStrategy {
-    /// Sleep in the kernel at once.
+    /// Sleep in the kernel at once. Uses no CPU while waiting; pick it when waits are long
+    /// (slow handlers, rare events) or CPU time matters more than latency.
     Block,
-    /// Spin `spins` times (a CPU pause each), then sleep.
+    /// Spin `spins` times (a CPU pause each), then sleep. Pick it when you know how long
+    /// waits take and want a fixed spin instead of a learnt one.
     SpinThenBlock {
         /// Number of spin iterations.
         spins: u32,
@@ -61,7 +64,8 @@ pub enum WaitStrategy {
     Spin,
     /// The default. Spin while the last setter runs on another CPU, for a budget learnt from
     /// recent waits (about twice the recent wait, at most 50 us); yield a few times (that
-    /// lets a setter on our CPU run); then sleep.
+    /// lets a setter on our CPU run); then sleep. Right for most uses, whatever the
+    /// placement of the two sides.
     #[default]
     Adaptive,
 }

@@ -1,0 +1,456 @@
+//! A client's connection: the mapped segment and the slot it claimed; one call's steps
+//! (settle, submit, poll, wait) and releasing the slot.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::error::CallError;
+use super::layout::{Config, Layout, Mapped, SlotRef, KIND_VERSION};
+use super::ring::Ring;
+use super::slot::{
+    SlotHeader, FREE, IDLE, IN_SERVICE, REQUEST_READY, RESPONSE_READY, STATUS_BAD_LENGTH,
+    STATUS_OK, STATUS_PANICKED, STATUS_REFUSED,
+};
+use crate::error::Error;
+use crate::name::ServiceName;
+use crate::process::ProcessId;
+use crate::segment::{Segment, SegmentKind};
+use crate::sync::atomic::{prefetch_write, Ordering};
+use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
+
+/// How long claiming or releasing a slot waits for the slot mutex when the caller gave no
+/// deadline (a healthy holder keeps it for microseconds; a dead one's is taken over).
+pub(super) const LOCK_WAIT: Duration = Duration::from_secs(2);
+/// How many times a call polls for its answer inline before the general wait (a CPU pause
+/// each: a few microseconds in all).
+const FAST_POLLS: u32 = 64;
+/// Calls made without the inline poll after one that ran out while the server's worker runs
+/// on our CPU (it cannot answer while we poll, so polling would only delay the general wait).
+const POLL_BACKOFF: u32 = 64;
+
+/// How waiting for an answer ended, before the client turns it into a result.
+pub(super) enum Waited {
+    Answer(usize),
+    Timeout,
+    Gone { retracted: bool, graceful: bool },
+    Failed(CallError),
+}
+
+/// The error for a slot whose state word holds what no step of ours left there.
+pub(super) fn overwritten() -> CallError {
+    CallError::Protocol {
+        reason: "this client's slot state was overwritten",
+    }
+}
+
+/// One connection: the mapped segment and the claimed slot.
+pub(super) struct Conn {
+    /// The claimed slot's addresses (declared before `map`, which they point into).
+    me_slot: SlotRef,
+    pub(super) map: Mapped,
+    ring: Ring,
+    mutex: Mutex,
+    bell: Event,
+    pub(super) done: Event,
+    pub(super) slot: u32,
+    /// Sequence number of the last request sent from this slot.
+    seq: u32,
+    /// Calls left before the inline poll is tried again (see [`Conn::poll_answer`]).
+    poll_backoff: u32,
+    server: ProcessId,
+    me: ProcessId,
+}
+
+/// What is left of `deadline`, or `default` without one.
+fn wait_until(deadline: Option<Instant>, default: Duration) -> Duration {
+    deadline.map_or(default, |d| d.saturating_duration_since(Instant::now()))
+}
+
+impl Conn {
+    /// Opens the channel `name` and claims a slot. Its waits (for a segment being published,
+    /// for the slot mutex) end at `deadline`, or without one after the segment's own ready
+    /// wait and [`LOCK_WAIT`].
+    pub(super) fn open(
+        name: &str,
+        me: ProcessId,
+        strategy: WaitStrategy,
+        deadline: Option<Instant>,
+    ) -> Result<Conn, CallError> {
+        let sname = ServiceName::new(name)?;
+        let (kind, tag) = (SegmentKind::Channel, "chan");
+        let seg = Arc::new(match deadline {
+            None => Segment::open_kind(&sname, tag, kind, KIND_VERSION)?,
+            Some(d) => Segment::open_kind_timeout(
+                &sname,
+                tag,
+                kind,
+                KIND_VERSION,
+                d.saturating_duration_since(Instant::now()),
+            )?,
+        });
+        let server = seg.owner();
+        if !server.is_alive() {
+            // A crashed server's segment: nobody will answer.
+            return Err(CallError::NoServer {
+                name: name.to_owned(),
+            });
+        }
+        let corrupt = |reason: &str| {
+            CallError::Setup(Error::Corrupt {
+                name: name.to_owned(),
+                reason: reason.to_owned(),
+            })
+        };
+        if seg.len() < std::mem::size_of::<Config>() {
+            return Err(corrupt("channel segment smaller than its configuration"));
+        }
+        let config = seg.as_ptr().cast::<Config>();
+        // SAFETY: the config lies at the start of the data region (length checked above); the
+        // server wrote it before publishing, volatile since it is another process's memory.
+        let (slots, max) = unsafe {
+            (
+                std::ptr::read_volatile(&(*config).slots),
+                std::ptr::read_volatile(&(*config).max_message),
+            )
+        };
+        let layout = Layout::new(slots, max as usize)
+            .filter(|l| l.total <= seg.len())
+            .ok_or_else(|| corrupt("configuration does not fit the segment"))?;
+        // SAFETY: checked just above that the layout fits the data region.
+        let map = unsafe { Mapped::new(Arc::clone(&seg), layout) };
+        if map.flags().closed.load(Ordering::Acquire) != 0 {
+            return Err(CallError::NoServer {
+                name: name.to_owned(),
+            });
+        }
+        if map.flags().shutting_down.load(Ordering::Acquire) != 0 {
+            return Err(CallError::ShuttingDown);
+        }
+        // SAFETY: the server initialised the mutex, the doorbell and the ring at these layout
+        // offsets (inside the data region) before publishing.
+        let (mutex, bell, ring) = unsafe {
+            (
+                Mutex::open_at(&seg, layout.mutex)?,
+                Event::open_at(&seg, layout.doorbell)?,
+                Ring::attach(map.ring_ptr(), layout.ring_cap),
+            )
+        };
+        let (slot, done) = claim(&map, &mutex, me, name, wait_until(deadline, LOCK_WAIT))?;
+        let seq = map.slot(slot).seq();
+        // SAFETY: stored beside `map` in the Conn and dropped before it.
+        let me_slot = unsafe { map.slot_ref(slot) };
+        Ok(Conn {
+            me_slot,
+            map,
+            ring,
+            mutex,
+            bell,
+            done: done.with_strategy(strategy),
+            slot,
+            seq,
+            poll_backoff: 0,
+            server,
+            me,
+        })
+    }
+
+    #[inline]
+    fn slot(&self) -> &SlotHeader {
+        self.me_slot.header()
+    }
+
+    #[inline]
+    pub(super) fn closed(&self) -> bool {
+        self.map.flags().closed.load(Ordering::Relaxed) != 0
+    }
+
+    #[inline]
+    pub(super) fn shutting_down(&self) -> bool {
+        self.map.flags().shutting_down.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether the server can still answer (run every ~20 ms while waiting).
+    fn server_alive(&self) -> bool {
+        !self.closed() && self.server.is_alive()
+    }
+
+    #[inline]
+    pub(super) fn request_buf(&mut self) -> &mut [u8] {
+        // SAFETY: the slot is ours and IDLE (settled), so nobody else touches its request
+        // bytes; max_message of them lie inside the mapping; &mut self keeps this unique.
+        unsafe { std::slice::from_raw_parts_mut(self.me_slot.request(), self.me_slot.max_message) }
+    }
+
+    #[inline]
+    pub(super) fn response(&self, n: usize) -> &[u8] {
+        debug_assert!(n <= self.me_slot.max_message);
+        // SAFETY: n <= max_message was checked by `answer`; in RESPONSE_READY the response
+        // bytes are no longer written by the server.
+        unsafe { std::slice::from_raw_parts(self.me_slot.response(), n) }
+    }
+
+    /// Makes the slot IDLE before a call: discards the late answer of a call that timed out
+    /// (waiting for it if the server is still working on it).
+    #[inline]
+    pub(super) fn settle(&self, deadline: Option<Instant>) -> Result<(), Waited> {
+        if self.slot().state() == IDLE {
+            return Ok(()); // the last call was answered (or this is the first)
+        }
+        self.settle_slow(deadline)
+    }
+
+    #[cold]
+    fn settle_slow(&self, deadline: Option<Instant>) -> Result<(), Waited> {
+        let slot = self.slot();
+        loop {
+            match slot.state() {
+                IDLE => break,
+                RESPONSE_READY => {
+                    if slot.collect() {
+                        break;
+                    }
+                }
+                REQUEST_READY => {
+                    if slot.retract() {
+                        break;
+                    }
+                }
+                IN_SERVICE => match self.done.wait_for(
+                    |_| slot.state() != IN_SERVICE,
+                    deadline,
+                    Some(&mut || self.server_alive()),
+                ) {
+                    WaitOutcome::Set => {}
+                    WaitOutcome::TimedOut => return Err(Waited::Timeout),
+                    WaitOutcome::Aborted => {
+                        return Err(Waited::Gone {
+                            retracted: false,
+                            graceful: false,
+                        })
+                    }
+                },
+                _ => return Err(Waited::Failed(overwritten())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts fetching the lines a call writes, which a worker touched last: the request's
+    /// first line, the slot header and the ring cell (`push` asks for the cell again: a
+    /// spinning worker may have read it back meanwhile). Their transfers then overlap
+    /// instead of adding up.
+    #[inline]
+    pub(super) fn prefetch(&self) {
+        prefetch_write(self.me_slot.request());
+        prefetch_write(self.slot());
+        self.ring.prefetch_push();
+    }
+
+    /// Submits the `len` request bytes written into [`request_buf`](Conn::request_buf);
+    /// `false` (nothing submitted) if the slot is not IDLE, which only another process
+    /// scribbling on it can cause after [`settle`](Conn::settle).
+    #[inline]
+    pub(super) fn submit(&mut self, len: usize) -> bool {
+        let seq = self.seq.wrapping_add(1);
+        // The fence in `bell.notify()` below also pairs the state store with the server's
+        // `closed` store and fence: either its final scan sees REQUEST_READY, or our liveness
+        // check sees `closed`.
+        if !self.slot().submit(seq, len as u32) {
+            return false;
+        }
+        self.seq = seq;
+        if self.ring.push(self.slot).is_err() {
+            self.map.flags().need_scan.store(1, Ordering::Release);
+        }
+        // Wakes a worker only if all of them sleep; a spinning one sees the ring entry.
+        self.bell.notify();
+        true
+    }
+
+    /// The length of a successful answer to the current request if it comes within
+    /// [`FAST_POLLS`] inline polls of the state word; `None` leaves everything (a slow
+    /// answer, a failure status, garbage) to [`wait`](Conn::wait), which reads the same words.
+    ///
+    /// Most answers come while the client spins, and whatever runs between an answer's
+    /// arrival and the next request is on the round trip's critical path: this plain loop is
+    /// the shortest such path. It is skipped for the `Block` strategy, and for
+    /// [`POLL_BACKOFF`] calls after it ran out with the worker on our CPU (it cannot answer
+    /// while we poll). A poll that ran out with the worker elsewhere (a long handler, a
+    /// preempted CPU) does not back off: the next answer is likely fast again. It looks at no
+    /// deadline: at most [`FAST_POLLS`] pauses, a few microseconds.
+    #[inline]
+    pub(super) fn poll_answer(&mut self) -> Option<usize> {
+        if self.poll_backoff > 0 {
+            self.poll_backoff -= 1;
+            return None;
+        }
+        if matches!(
+            self.done.strategy(),
+            WaitStrategy::Block | WaitStrategy::SpinThenBlock { spins: 0 }
+        ) {
+            return None;
+        }
+        let slot = self.slot();
+        let mut polls = FAST_POLLS;
+        let mut state = slot.state();
+        while matches!(state, REQUEST_READY | IN_SERVICE) {
+            polls -= 1;
+            if polls == 0 {
+                self.poll_backoff = if self.done.setter_shares_cpu() {
+                    POLL_BACKOFF
+                } else {
+                    0 // only a slow answer this time (a long handler, a preempted worker)
+                };
+                return None;
+            }
+            std::hint::spin_loop();
+            state = slot.state();
+        }
+        let ok =
+            state == RESPONSE_READY && slot.resp_seq() == self.seq && slot.status() == STATUS_OK;
+        let len = slot.resp_len() as usize;
+        (ok && len <= self.me_slot.max_message).then_some(len)
+    }
+
+    /// After the answer was read: the slot is IDLE again. (The next call's `prefetch` asks
+    /// for the request line; asking here as well only adds a transfer.)
+    #[inline]
+    pub(super) fn end_call(&self) {
+        // Refused only if another process scribbled on the word since the answer came; the
+        // next call's `settle` reports that.
+        let _ = self.slot().collect();
+    }
+
+    /// The answer to the current request if it is there.
+    fn answer(&self) -> Option<Waited> {
+        let slot = self.slot();
+        if slot.state() != RESPONSE_READY || slot.resp_seq() != self.seq {
+            return None;
+        }
+        let len = slot.resp_len() as usize;
+        let status = slot.status();
+        let failed = |e| {
+            // A refusal is read once: the slot is IDLE again (as in `end_call`).
+            let _ = slot.collect();
+            Some(Waited::Failed(e))
+        };
+        match status {
+            STATUS_OK if len <= self.me_slot.max_message => Some(Waited::Answer(len)),
+            STATUS_OK => failed(CallError::Protocol {
+                reason: "response length exceeds max_message",
+            }),
+            STATUS_REFUSED => failed(CallError::ShuttingDown),
+            STATUS_BAD_LENGTH => failed(CallError::Protocol {
+                reason: "the server refused the request length",
+            }),
+            STATUS_PANICKED => failed(CallError::HandlerPanicked),
+            _ => failed(CallError::Protocol {
+                reason: "unknown response status",
+            }),
+        }
+    }
+
+    pub(super) fn wait(&self, deadline: Option<Instant>) -> Waited {
+        let slot = self.slot();
+        loop {
+            // Spins on (or sleeps until) the slot's state word leaving the two "in flight"
+            // states: the worker changes it, then notifies `done`.
+            let outcome = self.done.wait_for(
+                |_| !matches!(slot.state(), REQUEST_READY | IN_SERVICE),
+                deadline,
+                Some(&mut || self.server_alive()),
+            );
+            if let Some(w) = self.answer() {
+                return w;
+            }
+            match outcome {
+                WaitOutcome::Set => {
+                    let now = slot.state();
+                    if matches!(now, REQUEST_READY | IN_SERVICE) {
+                        continue; // a stale signal
+                    }
+                    // The state left the in-flight pair: the answer is there (it may have
+                    // come since `answer` looked), or a broken peer wrote the slot.
+                    if let Some(w) = self.answer() {
+                        return w;
+                    }
+                    return Waited::Failed(if now == RESPONSE_READY {
+                        CallError::Protocol {
+                            reason: "the response answers another request",
+                        }
+                    } else {
+                        overwritten()
+                    });
+                }
+                WaitOutcome::TimedOut | WaitOutcome::Aborted => {
+                    let retracted = slot.retract();
+                    if !retracted {
+                        if let Some(w) = self.answer() {
+                            return w;
+                        }
+                    }
+                    return if outcome == WaitOutcome::TimedOut {
+                        Waited::Timeout
+                    } else {
+                        Waited::Gone {
+                            retracted,
+                            graceful: self.closed(),
+                        }
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Claims a free slot (or one whose owner died) under the slot mutex, waiting at most
+/// `lock_wait` for it, and resets the slot's `done` event.
+fn claim(
+    map: &Mapped,
+    mutex: &Mutex,
+    me: ProcessId,
+    name: &str,
+    lock_wait: Duration,
+) -> Result<(u32, Event), CallError> {
+    // Either outcome is fine: the slot words are atomics, every claim step below is
+    // re-checked, so a holder that died mid-claim left nothing to repair.
+    let _guard = mutex.lock_timeout(lock_wait)?;
+    for i in 0..map.layout.slots {
+        let slot = map.slot(i);
+        let usable = match slot.state() {
+            FREE => true,
+            IN_SERVICE => false, // a worker still owns the bytes; reap it later
+            _ => !slot.owner().is_alive() && slot.reap(),
+        };
+        if usable {
+            // SAFETY: the layout places slot i's done event here; the server initialised it.
+            let done = unsafe { Event::open_at(&map.seg, map.layout.done_event(i)) }?;
+            done.reset();
+            if slot.claim(me) {
+                return Ok((i, done));
+            }
+        }
+    }
+    Err(CallError::ServerBusy {
+        name: name.to_owned(),
+        slots: map.layout.slots,
+    })
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Should the wait fail, release anyway: the transitions below are safe without the
+        // mutex (see `SlotHeader::release`), and a drop must not hang.
+        let _guard = self.mutex.lock_timeout(LOCK_WAIT);
+        let slot = self.slot();
+        if slot.owner() != self.me {
+            return; // reaped or scribbled over: not ours to release
+        }
+        // A request no worker took is withdrawn; one being served is left ownerless, to be
+        // reaped once answered.
+        let _ = slot.retract();
+        if !slot.release() {
+            slot.disown();
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The channel segment's layout: configuration, flags, the slot-claim mutex, the doorbell,
+//! the submission ring and the slots; and typed views of a mapped segment.
+//!
+//! ```text
+//! data region of the channel segment (every part 64-aligned)
+//!  0    Config     slots, max_message          written once before the segment is published
+//!  64   Flags      shutting_down, closed       set by the server, read by clients
+//!  128  Mutex      guards claiming / releasing slots
+//!  ..   doorbell   Event: "a slot number was pushed", waited on by the workers
+//!  ..   ring       Vyukov MPMC ring of slot numbers (see ring.rs)
+//!  ..   slot 0     SlotHeader | done Event | request bytes | response bytes
+//!  ..   slot 1 ...
+//! ```
+//!
+//! Everything after `Config` is written by processes the server does not trust. The server
+//! never reads the layout back from shared memory (it keeps its own [`Layout`]), and clients
+//! recompute it from `Config` and check that it fits the segment.
+
+use std::sync::Arc;
+
+use super::ring::ring_bytes;
+use super::slot::SlotHeader;
+use crate::segment::Segment;
+use crate::sync::atomic::AtomicU32;
+use crate::sync::{EVENT_STORAGE, MUTEX_STORAGE};
+
+/// Layout version of the channel segment.
+pub(crate) const KIND_VERSION: u32 = 1;
+/// Largest `max_message` a channel accepts (1 GiB).
+pub(crate) const MAX_MESSAGE_LIMIT: usize = 1 << 30;
+/// Most slots a channel accepts.
+pub(crate) const MAX_SLOTS: u32 = 1 << 16;
+
+/// Written once by the server before publishing; read (and validated) by clients.
+#[repr(C, align(64))]
+pub(crate) struct Config {
+    pub(crate) slots: u32,
+    pub(crate) max_message: u32,
+}
+
+/// Server-wide flags (`0` / `1`).
+#[repr(C, align(64))]
+pub(crate) struct Flags {
+    /// Set when a graceful shutdown starts: clients stop submitting (`ShuttingDown`).
+    pub(crate) shutting_down: AtomicU32,
+    /// Set when the workers have stopped: nothing in the segment will be answered any more.
+    pub(crate) closed: AtomicU32,
+    /// Set by a client whose ring push failed: the workers should scan the slots.
+    pub(crate) need_scan: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<Config>() == 64 && std::mem::size_of::<Flags>() == 64);
+
+/// Offsets of everything in the data region, computed from the two configuration values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub(crate) slots: u32,
+    pub(crate) max_message: usize,
+    pub(crate) ring_cap: u32,
+    pub(crate) mutex: usize,
+    pub(crate) doorbell: usize,
+    pub(crate) ring: usize,
+    slots_at: usize,
+    area: usize,
+    stride: usize,
+    pub(crate) total: usize,
+}
+
+impl Layout {
+    const CONFIG: usize = 0;
+    const FLAGS: usize = 64;
+
+    /// The layout for `slots` slots of `max_message` bytes each way; `None` if out of range.
+    pub(crate) fn new(slots: u32, max_message: usize) -> Option<Layout> {
+        if slots == 0 || slots > MAX_SLOTS || max_message == 0 || max_message > MAX_MESSAGE_LIMIT {
+            return None;
+        }
+        // Room for every slot plus as many stale entries (retracted requests), so a push
+        // fails only when the ring was tampered with.
+        let ring_cap = (2 * slots).next_power_of_two().max(2);
+        let mutex = 128;
+        let doorbell = mutex + MUTEX_STORAGE.next_multiple_of(64);
+        let ring = doorbell + EVENT_STORAGE;
+        let slots_at = ring + ring_bytes(ring_cap);
+        let area = max_message.next_multiple_of(64);
+        let stride = 64 + EVENT_STORAGE + 2 * area;
+        let total = stride.checked_mul(slots as usize)?.checked_add(slots_at)?;
+        Some(Layout {
+            slots,
+            max_message,
+            ring_cap,
+            mutex,
+            doorbell,
+            ring,
+            slots_at,
+            area,
+            stride,
+            total,
+        })
+    }
+
+    fn slot_at(&self, i: u32) -> usize {
+        assert!(i < self.slots, "slot {i} out of range");
+        self.slots_at + i as usize * self.stride
+    }
+
+    /// Offset of slot `i`'s `done` event.
+    pub(crate) fn done_event(&self, i: u32) -> usize {
+        self.slot_at(i) + 64
+    }
+}
+
+/// A mapped channel segment with its layout: typed access to the shared parts.
+#[derive(Debug, Clone)]
+pub(crate) struct Mapped {
+    pub(crate) seg: Arc<Segment>,
+    /// `seg.as_ptr()`, kept here: the mapping never moves while `seg` lives, and every slot
+    /// access on a call's path starts from it (through the `Arc` it would be dependent loads
+    /// after every acquire load).
+    base: *mut u8,
+    pub(crate) layout: Layout,
+}
+
+// SAFETY: `base` points into the mapping `seg` owns (and `Segment` is Send + Sync); all
+// shared-memory access through it goes through atomics or is guarded by the slot protocol.
+unsafe impl Send for Mapped {}
+// SAFETY: as for Send.
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    /// # Safety
+    /// `seg`'s data region is at least `layout.total` bytes.
+    pub(crate) unsafe fn new(seg: Arc<Segment>, layout: Layout) -> Mapped {
+        debug_assert!(seg.len() >= layout.total);
+        let base = seg.as_ptr();
+        Mapped { seg, base, layout }
+    }
+
+    pub(crate) fn config_ptr(&self) -> *mut Config {
+        // SAFETY: Config lies at offset CONFIG < total <= len.
+        unsafe { self.base.add(Layout::CONFIG) }.cast()
+    }
+
+    #[inline]
+    pub(crate) fn flags(&self) -> &Flags {
+        // SAFETY: Flags lies at offset FLAGS, 64-aligned, inside the data region (total <=
+        // len, see `new`); it holds atomics only.
+        unsafe { &*self.base.add(Layout::FLAGS).cast::<Flags>() }
+    }
+
+    /// The header of slot `i` (panics if `i >= slots`: callers validate untrusted numbers).
+    #[inline]
+    pub(crate) fn slot(&self, i: u32) -> &SlotHeader {
+        // SAFETY: slot_at checks i < slots, so the header lies inside the data region; it is
+        // 64-aligned and holds atomics only.
+        unsafe { &*self.base.add(self.layout.slot_at(i)).cast::<SlotHeader>() }
+    }
+
+    /// Start of slot `i`'s request bytes (`max_message` of them).
+    #[inline]
+    pub(crate) fn request(&self, i: u32) -> *mut u8 {
+        // SAFETY: inside the data region, as for `slot`.
+        unsafe { self.base.add(self.layout.slot_at(i) + 64 + EVENT_STORAGE) }
+    }
+
+    /// Start of slot `i`'s response bytes (`max_message` of them).
+    #[inline]
+    pub(crate) fn response(&self, i: u32) -> *mut u8 {
+        // SAFETY: inside the data region, as for `slot`.
+        unsafe {
+            self.base
+                .add(self.layout.slot_at(i) + 64 + EVENT_STORAGE + self.layout.area)
+        }
+    }
+
+    /// Slot `i`'s addresses, computed once (a client uses its slot on every call).
+    ///
+    /// # Safety
+    /// The returned value must not be used after `self` is dropped.
+    pub(crate) unsafe fn slot_ref(&self, i: u32) -> SlotRef {
+        SlotRef {
+            header: self.slot(i),
+            request: self.request(i),
+            response: self.response(i),
+            max_message: self.layout.max_message,
+        }
+    }
+
+    pub(crate) fn ring_ptr(&self) -> *mut u8 {
+        // SAFETY: the ring lies inside the data region (total <= len).
+        unsafe { self.base.add(self.layout.ring) }
+    }
+}
+
+/// One slot's addresses inside a [`Mapped`] (see [`Mapped::slot_ref`]), so that a call's
+/// path does no address arithmetic.
+pub(crate) struct SlotRef {
+    header: *const SlotHeader,
+    request: *mut u8,
+    response: *mut u8,
+    pub(crate) max_message: usize,
+}
+
+// SAFETY: the pointers point into a mapping (Send + Sync) that outlives this value (the
+// contract of `slot_ref`); the header holds atomics only, and the byte areas are accessed
+// under the slot protocol.
+unsafe impl Send for SlotRef {}
+
+impl SlotRef {
+    #[inline]
+    pub(crate) fn header(&self) -> &SlotHeader {
+        // SAFETY: a live slot header (see `slot_ref`): 64-aligned atomics.
+        unsafe { &*self.header }
+    }
+
+    /// Start of the request bytes (`max_message` of them).
+    #[inline]
+    pub(crate) fn request(&self) -> *mut u8 {
+        self.request
+    }
+
+    /// Start of the response bytes (`max_message` of them).
+    #[inline]
+    pub(crate) fn response(&self) -> *mut u8 {
+        self.response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// tests/channel.rs (the hostile client) writes these offsets by hand (the slot header's
+    /// field offsets are pinned in slot.rs).
+    #[test]
+    fn offsets_the_hostile_client_test_relies_on() {
+        let l = Layout::new(8, 512).unwrap();
+        assert_eq!((l.mutex, l.doorbell, l.ring), (128, 192, 256));
+        assert_eq!(l.slots_at % 64, 0);
+    }
+
+    #[test]
+    fn layouts_out_of_range_are_refused() {
+        assert!(Layout::new(0, 64).is_none());
+        assert!(Layout::new(1, 0).is_none());
+        assert!(Layout::new(MAX_SLOTS + 1, 64).is_none());
+        assert!(Layout::new(1, MAX_MESSAGE_LIMIT + 1).is_none());
+        let big = Layout::new(MAX_SLOTS, MAX_MESSAGE_LIMIT);
+        assert!(big.is_none() || big.unwrap().total > MAX_MESSAGE_LIMIT);
+    }
+}

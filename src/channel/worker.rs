@@ -1,0 +1,309 @@
+//! The serving side's engine: what the workers share, the worker loop, serving one slot,
+//! and the last steps of a graceful shutdown.
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use super::layout::Mapped;
+use super::ring::Ring;
+use super::slot::{STATUS_BAD_LENGTH, STATUS_OK, STATUS_PANICKED, STATUS_REFUSED};
+use crate::sync::atomic::{fence, prefetch_read, prefetch_write, AtomicBool, AtomicU32, Ordering};
+use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
+
+/// How often an idle worker wakes up to look for requests whose ring entry was lost and to
+/// repair a ring that stopped moving.
+const TICK: Duration = Duration::from_millis(50);
+
+/// How many polls of a spinning worker between looks at whether the ring's head entry is
+/// claimed but unpublished (that look reads the clients' enqueue position, whose cache line
+/// would otherwise stay with them).
+const STUCK_CHECK: u32 = 64;
+
+/// What the workers share.
+pub(super) struct Core {
+    pub(super) map: Mapped,
+    ring: Ring,
+    /// The doorbell, for setting (each worker waits on a handle of its own).
+    bell: Event,
+    /// Slot `i`'s done event.
+    done: Vec<Event>,
+    _mutex: Mutex,
+    /// Local stop request (the shared `shutting_down` flag is only advice to clients).
+    stop: AtomicBool,
+    strategy: WaitStrategy,
+    pub(super) workers: usize,
+    /// Where the next slot scan starts (round robin, so no slot is always last).
+    scan_from: AtomicU32,
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core")
+            .field("name", &self.map.seg.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// The shared state of a server whose segment `map` holds the initialised `mutex`, the
+    /// doorbell `bell`, the `ring` and the slots' `done` events.
+    pub(super) fn new(
+        map: Mapped,
+        ring: Ring,
+        bell: Event,
+        done: Vec<Event>,
+        mutex: Mutex,
+        strategy: WaitStrategy,
+        workers: usize,
+    ) -> Core {
+        Core {
+            map,
+            ring,
+            bell,
+            done,
+            _mutex: mutex,
+            stop: AtomicBool::new(false),
+            strategy,
+            workers,
+            scan_from: AtomicU32::new(0),
+        }
+    }
+
+    pub(super) fn request_stop(&self) {
+        self.map.flags().shutting_down.store(1, Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
+        self.bell.set();
+    }
+
+    /// One worker: drain the ring, wait on the doorbell, repeat; after a stop request, serve
+    /// what is left and return.
+    pub(super) fn run_worker(&self, handler: &mut dyn FnMut(&[u8], &mut [u8]) -> usize) {
+        // SAFETY: the doorbell was initialised at this offset before publishing.
+        let bell = match unsafe { Event::open_at(&self.map.seg, self.map.layout.doorbell) } {
+            Ok(bell) => bell.with_strategy(self.strategy),
+            Err(_) => return,
+        };
+        let mut scan = true;
+        let sole = self.workers == 1;
+        let mut last_deq = self.ring.dequeue_pos();
+        // The tick's deadline is refreshed only when it passes: no clock read per request.
+        let mut tick_at = Instant::now() + TICK;
+        loop {
+            let n = self.serve_available(handler, scan, sole);
+            if self.stop.load(Ordering::Acquire) {
+                // Drain: whatever was submitted before the flag is answered.
+                while self.serve_available(handler, true, sole) > 0 {}
+                self.bell.set(); // pass the wake-up on to the next worker
+                return;
+            }
+            scan = false;
+            if n > 0 {
+                continue;
+            }
+            // Spin on the ring's next cell (or sleep until a client notifies the bell). No
+            // liveness check: `request_stop` rings the bell, and each stopping worker rings
+            // it again for the next, so an idle worker wakes only once per TICK.
+            let (mut work, mut stuck, mut polls) = (false, false, 0u32);
+            let outcome = bell.wait_for(
+                |thorough| {
+                    work = self.work_waiting();
+                    polls = polls.wrapping_add(1);
+                    // Always on the rare looks before a sleep: a client that pushed behind the
+                    // stuck head while we were not yet registered as asleep did not wake us.
+                    if !work
+                        && (thorough || polls % STUCK_CHECK == 0)
+                        && self.ring.head_unpublished()
+                    {
+                        // A client was preempted (or died) between claiming its ring cell
+                        // and publishing it: whoever pushed after it waits behind it.
+                        stuck = true;
+                    }
+                    work || stuck
+                },
+                Some(tick_at),
+                None,
+            );
+            match outcome {
+                WaitOutcome::Set if stuck => scan = true,
+                WaitOutcome::Set if work => {}
+                // Rung, yet the ring looked empty (an entry lost to a dead or broken client,
+                // or stuck behind one): look at the slots themselves.
+                WaitOutcome::Set => scan = true,
+                WaitOutcome::Aborted => {}
+                WaitOutcome::TimedOut => {
+                    scan = true;
+                    tick_at = Instant::now() + TICK;
+                    if self.ring.dequeue_pos() == last_deq {
+                        // No entry came out for a whole tick: if one was claimed and never
+                        // published (its producer died mid-push), skip it; the scan finds
+                        // what waited behind it.
+                        self.ring.skip_stuck();
+                    }
+                    last_deq = self.ring.dequeue_pos();
+                }
+            }
+        }
+    }
+
+    /// One step for callers with their own loop (see `Server::poll`).
+    pub(super) fn poll(
+        &self,
+        handler: &mut dyn FnMut(&[u8], &mut [u8]) -> usize,
+        timeout: Duration,
+    ) -> usize {
+        let n = self.serve_available(handler, false, false);
+        if n > 0 {
+            return n;
+        }
+        let mut work = false;
+        self.bell.wait_for(
+            |_| {
+                work = self.work_waiting();
+                work
+            },
+            Some(Instant::now() + timeout),
+            None,
+        );
+        // Scan the slots unless the ring showed work: after a signal with an empty ring (an
+        // entry lost), and after a quiet timeout.
+        self.serve_available(handler, !work, false)
+    }
+
+    /// What a waiting worker spins on: the ring's next entry is published, or a stop or a
+    /// slot scan is asked for. Reads no line a client writes unless there is work.
+    fn work_waiting(&self) -> bool {
+        if let Some(i) = self.ring.peek() {
+            // Its lines then travel while the worker returns from its wait and pops.
+            self.prefetch_slot(i);
+            return true;
+        }
+        self.stop.load(Ordering::Relaxed) || self.map.flags().need_scan.load(Ordering::Relaxed) != 0
+    }
+
+    /// Starts fetching the lines serving slot `i` touches (its client wrote them last), all at
+    /// once rather than one after another. `i` is untrusted: out of range, nothing happens.
+    #[inline]
+    fn prefetch_slot(&self, i: u32) {
+        if i < self.map.layout.slots {
+            prefetch_write(self.map.slot(i));
+            prefetch_read(self.map.request(i));
+            prefetch_write(self.map.response(i));
+        }
+    }
+
+    /// Serves everything the ring holds; if it held nothing and a scan is asked for (by the
+    /// caller, or by a client whose push failed), scans the slots. Returns how many requests
+    /// were answered.
+    ///
+    /// `sole_consumer`: see [`Ring::pop`] (true only for the one worker of a one-worker
+    /// server; `poll` may be called from several threads).
+    fn serve_available(
+        &self,
+        handler: &mut dyn FnMut(&[u8], &mut [u8]) -> usize,
+        force_scan: bool,
+        sole_consumer: bool,
+    ) -> usize {
+        let mut n = 0;
+        while let Some(i) = self.ring.pop(sole_consumer) {
+            if self.workers > 1 && self.ring.has_more() {
+                self.bell.notify(); // let another worker take the next one meanwhile
+            }
+            n += usize::from(self.serve_slot(i, handler, false));
+        }
+        if n == 0 {
+            let flags = self.map.flags();
+            let asked = flags.need_scan.load(Ordering::Relaxed) != 0
+                && flags.need_scan.swap(0, Ordering::AcqRel) != 0;
+            // (Not `ring.looks_nonempty()`: reading the clients' enqueue position here would
+            // pull its cache line away from them on every round trip.)
+            if force_scan || asked {
+                n += self.scan(handler, false);
+            }
+        }
+        n
+    }
+
+    /// Serves every slot found in `REQUEST_READY` (ground truth when ring entries were lost).
+    fn scan(&self, handler: &mut dyn FnMut(&[u8], &mut [u8]) -> usize, refuse: bool) -> usize {
+        let slots = self.map.layout.slots;
+        let start = self.scan_from.fetch_add(1, Ordering::Relaxed) % slots;
+        let mut n = 0;
+        for k in 0..slots {
+            let i = (start + k) % slots;
+            if self.map.slot(i).has_request() {
+                n += usize::from(self.serve_slot(i, handler, refuse));
+            }
+        }
+        n
+    }
+
+    /// Serves slot `i` if it really holds a request (the number is untrusted). With `refuse`,
+    /// answers [`STATUS_REFUSED`] without running the handler.
+    fn serve_slot(
+        &self,
+        i: u32,
+        handler: &mut dyn FnMut(&[u8], &mut [u8]) -> usize,
+        refuse: bool,
+    ) -> bool {
+        let layout = &self.map.layout;
+        if i >= layout.slots {
+            return false; // bogus ring entry
+        }
+        let slot = self.map.slot(i);
+        self.prefetch_slot(i);
+        let Some(taken) = slot.take() else {
+            return false; // stale, duplicated or forged entry
+        };
+        let len = taken.len();
+        let max = layout.max_message;
+        let (status, out) = if len > max {
+            (STATUS_BAD_LENGTH, 0)
+        } else if refuse {
+            (STATUS_REFUSED, 0)
+        } else {
+            // SAFETY: i < slots and len <= max_message, so both ranges lie in slot i's byte
+            // areas, which do not overlap. In IN_SERVICE the slot's bytes are ours by
+            // protocol; a misbehaving client can still write them concurrently, which can
+            // only garble its own call (u8 has no invalid values, lengths are rechecked).
+            let (req, resp) = unsafe {
+                (
+                    std::slice::from_raw_parts(self.map.request(i), len),
+                    std::slice::from_raw_parts_mut(self.map.response(i), max),
+                )
+            };
+            match catch_unwind(AssertUnwindSafe(|| {
+                let n = handler(req, resp);
+                assert!(
+                    n <= max,
+                    "handler returned {n}, more than the {max}-byte response buffer"
+                );
+                n
+            })) {
+                Ok(n) => (STATUS_OK, n),
+                Err(_) => (STATUS_PANICKED, 0),
+            }
+        };
+        taken.answer(status, out as u32);
+        // Wakes the client only if it sleeps; a spinning one sees the state word change.
+        // (The fence in `notify` publishes the answer.)
+        self.done[i as usize].notify();
+        true
+    }
+
+    /// After the workers stopped: mark the channel closed (waiting clients learn it within
+    /// their liveness check) and refuse what slipped in after the drain.
+    pub(super) fn finish(&self) {
+        self.map.flags().closed.store(1, Ordering::SeqCst);
+        // Pairs with the fence in the clients' `notify` after their REQUEST_READY store.
+        fence(Ordering::SeqCst);
+        self.scan(&mut |_: &[u8], _: &mut [u8]| 0, true);
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        // A server dropped without serving: tell clients nobody will answer.
+        self.map.flags().closed.store(1, Ordering::SeqCst);
+    }
+}
