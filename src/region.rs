@@ -10,9 +10,9 @@
 //!   ([`ShmAtomic`]). A shared reference to an atomic stays sound while a peer stores to it;
 //!   a scribbling peer can only make the value wrong, and every reader validates the value it
 //!   loaded.
-//! * **Copies** ([`Region::read`], [`Region::copy_out`], [`Region::copy_in`]): plain data
-//!   ([`ShmSafe`]) and byte runs are copied through relaxed atomic loads and stores into or
-//!   out of private memory, once; the caller validates the copy, never the shared original.
+//! * **Copies** ([`Region::copy_out`]): byte runs copied through relaxed atomic loads into
+//!   private memory, each byte read once; the caller validates the copy, never the shared
+//!   original.
 //! * **Protocol-owned bytes** ([`Region::bytes`], [`Region::bytes_mut`]): the zero-copy
 //!   views of payloads. These are `unsafe`: the caller states why the protocol gives this
 //!   process the bytes for the view's lifetime (a slot in `IN_SERVICE` belongs to its
@@ -28,24 +28,6 @@ use std::mem::{align_of, size_of};
 use std::ptr::NonNull;
 
 use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
-
-/// Plain data that may be copied into and out of shared memory.
-///
-/// # Safety
-/// Implementors are `#[repr(C)]` structs of, or are themselves, integers or arrays of
-/// integers: every bit pattern is a valid value, there is no padding a copy could leak, and
-/// there are no pointers, references or handles (they mean nothing in another process).
-#[allow(dead_code)] // used as the channel and pool move onto regions
-pub(crate) unsafe trait ShmSafe: Copy + 'static {}
-
-// SAFETY: integers: any bit pattern is valid, no padding, no pointers.
-unsafe impl ShmSafe for u8 {}
-// SAFETY: as for u8.
-unsafe impl ShmSafe for u32 {}
-// SAFETY: as for u8.
-unsafe impl ShmSafe for u64 {}
-// SAFETY: an array of a ShmSafe type has no padding between elements and no pointers.
-unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
 
 /// A type that may be viewed in place in shared memory through a shared reference.
 ///
@@ -90,7 +72,6 @@ impl std::fmt::Debug for Region<'_> {
     }
 }
 
-#[allow(dead_code)] // used as the channel and pool move onto regions
 impl<'a> Region<'a> {
     /// A view of `len` bytes at `base`.
     ///
@@ -192,31 +173,6 @@ impl<'a> Region<'a> {
         Some(unsafe { std::slice::from_raw_parts(p.cast::<T>(), n) })
     }
 
-    /// A copy of the plain value at `offset` (`None` if it does not fit).
-    ///
-    /// The copy is taken once through relaxed atomic loads of its bytes; validate the copy.
-    pub(crate) fn read<T: ShmSafe>(&self, offset: usize) -> Option<T> {
-        let mut value = std::mem::MaybeUninit::<T>::zeroed();
-        // SAFETY: the MaybeUninit is zero-initialised, so viewing its bytes is sound; we
-        // only write them.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(value.as_mut_ptr().cast::<u8>(), size_of::<T>())
-        };
-        self.copy_out(offset, bytes)?;
-        // SAFETY: every bit pattern is a valid T (`ShmSafe`), and all bytes were written.
-        Some(unsafe { value.assume_init() })
-    }
-
-    /// Writes the plain value `value` at `offset` (`None` if it does not fit).
-    pub(crate) fn write<T: ShmSafe>(&self, offset: usize, value: T) -> Option<()> {
-        // SAFETY: T has no padding and no pointers (`ShmSafe`), so its bytes are initialised
-        // and meaningful to copy; `value` lives for the whole call.
-        let bytes = unsafe {
-            std::slice::from_raw_parts((&value as *const T).cast::<u8>(), size_of::<T>())
-        };
-        self.copy_in(offset, bytes)
-    }
-
     /// Copies `dst.len()` bytes starting at `offset` into `dst` (`None` if they do not fit).
     ///
     /// Each byte is read exactly once, through relaxed atomic loads (8 bytes at a time where
@@ -239,31 +195,6 @@ impl<'a> Region<'a> {
         while i < n {
             // SAFETY: as in the first loop.
             dst[i] = unsafe { &*src.add(i).cast::<AtomicU8>() }.load(Relaxed);
-            i += 1;
-        }
-        Some(())
-    }
-
-    /// Copies `src` into the region at `offset` (`None` if it does not fit), through relaxed
-    /// atomic stores.
-    pub(crate) fn copy_in(&self, offset: usize, src: &[u8]) -> Option<()> {
-        let dst = self.check(offset, src.len())?;
-        let mut i = 0;
-        let n = src.len();
-        while i < n && (dst as usize + i) % 8 != 0 {
-            // SAFETY: dst + i is inside the checked range; AtomicU8 has alignment 1.
-            unsafe { &*dst.add(i).cast::<AtomicU8>() }.store(src[i], Relaxed);
-            i += 1;
-        }
-        while i + 8 <= n {
-            let word = u64::from_ne_bytes(src[i..i + 8].try_into().expect("8 bytes"));
-            // SAFETY: inside the checked range and 8-aligned.
-            unsafe { &*dst.add(i).cast::<AtomicU64>() }.store(word, Relaxed);
-            i += 8;
-        }
-        while i < n {
-            // SAFETY: as in the first loop.
-            unsafe { &*dst.add(i).cast::<AtomicU8>() }.store(src[i], Relaxed);
             i += 1;
         }
         Some(())
@@ -366,8 +297,6 @@ mod tests {
         assert!(r.slice::<AtomicU32>(4, 32).is_none());
         assert!(r.slice::<AtomicU32>(0, usize::MAX / 2).is_none());
         assert!(r.sub(64, 64).is_some() && r.sub(65, 64).is_none());
-        assert!(r.read::<u64>(121).is_none());
-        assert!(r.write::<u32>(125, 1).is_none());
         let mut big = [0u8; 129];
         assert!(r.copy_out(0, &mut big).is_none());
         assert!(r.ptr(0, 129).is_none());
@@ -376,30 +305,28 @@ mod tests {
     }
 
     #[test]
-    fn copies_round_trip_at_every_alignment() {
+    fn copies_see_every_byte_at_every_alignment() {
         let heap = HeapRegion::new(256);
         let r = heap.region();
-        let src: Vec<u8> = (0..100u8).collect();
+        for (i, word) in r.slice::<AtomicU64>(0, 32).unwrap().iter().enumerate() {
+            let b = (i * 8) as u64;
+            word.store(
+                u64::from_le_bytes(std::array::from_fn(|k| (b + k as u64) as u8)),
+                SeqCst,
+            );
+        }
         for offset in 0..16 {
             for len in [0, 1, 7, 8, 9, 63, 100] {
-                r.copy_in(offset, &src[..len]).unwrap();
                 let mut dst = vec![0xAA; len];
                 r.copy_out(offset, &mut dst).unwrap();
-                assert_eq!(dst, &src[..len], "offset {offset} len {len}");
+                let want: Vec<u8> = (offset..offset + len).map(|b| b as u8).collect();
+                assert_eq!(dst, want, "offset {offset} len {len}");
             }
         }
-    }
-
-    #[test]
-    fn typed_reads_see_atomic_stores() {
-        let heap = HeapRegion::new(64);
-        let r = heap.region();
         r.at::<AtomicU32>(8).store(0xdead_beef, SeqCst);
-        assert_eq!(r.read::<u32>(8), Some(0xdead_beef));
-        r.write::<[u8; 4]>(12, *b"abcd").unwrap();
-        assert_eq!(r.read::<[u8; 4]>(12), Some(*b"abcd"));
         // SAFETY: nothing else uses the heap region.
-        assert_eq!(unsafe { r.bytes(12, 4) }.unwrap(), b"abcd");
+        let view = unsafe { r.bytes(8, 4) }.unwrap();
+        assert_eq!(view, 0xdead_beef_u32.to_ne_bytes());
     }
 
     #[test]

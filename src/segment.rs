@@ -440,7 +440,6 @@ impl Segment {
 
     /// The data region (after the header): the only way the crate's other modules reach a
     /// segment's memory.
-    #[allow(dead_code)] // used as the channel and pool move onto regions
     pub(crate) fn data(&self) -> Region<'_> {
         self.region()
             .sub(self.data_offset, self.len())

@@ -343,15 +343,14 @@ impl Client {
                         self.conn = Some(new);
                         return Err(CallError::TooLarge { len, max });
                     }
-                    // SAFETY: len <= both max_messages; the areas belong to different mappings
-                    // and each is ours (slot IDLE / retracted).
+                    // SAFETY: both request areas are ours (slot IDLE / retracted) and belong to
+                    // different mappings; both views end within this statement.
                     unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            old.map.request(old.slot),
-                            new.map.request(new.slot),
-                            len,
-                        )
-                    };
+                        let from = old.map.request(old.slot).bytes(0, len);
+                        let to = new.map.request(new.slot).bytes_mut(0, len);
+                        to.zip(from).map(|(to, from)| to.copy_from_slice(from))
+                    }
+                    .expect("len <= both max_messages");
                     drop(old);
                     if !new.submit(len) {
                         return Err(self.fail(Waited::Failed(overwritten())));

@@ -66,6 +66,13 @@ fn wait_until(deadline: Option<Instant>, default: Duration) -> Duration {
     deadline.map_or(default, |d| d.saturating_duration_since(Instant::now()))
 }
 
+/// The ring's start, for `Ring` (which takes an address and its capacity).
+pub(super) fn ring_ptr(map: &Mapped) -> *mut u8 {
+    let ring = map.ring();
+    ring.ptr(0, ring.len())
+        .expect("the ring lies in its region")
+}
+
 impl Conn {
     /// Opens the channel `name` and claims a slot. Its waits (for a segment being published,
     /// for the slot mutex) end at `deadline`, or without one after the segment's own ready
@@ -101,23 +108,16 @@ impl Conn {
                 reason: reason.to_owned(),
             })
         };
-        if seg.len() < std::mem::size_of::<Config>() {
+        let Some(config) = seg.data().get::<Config>(0) else {
             return Err(corrupt("channel segment smaller than its configuration"));
-        }
-        let config = seg.as_ptr().cast::<Config>();
-        // SAFETY: the config lies at the start of the data region (length checked above); the
-        // server wrote it before publishing, volatile since it is another process's memory.
-        let (slots, max) = unsafe {
-            (
-                std::ptr::read_volatile(&(*config).slots),
-                std::ptr::read_volatile(&(*config).max_message),
-            )
         };
-        let layout = Layout::new(slots, max as usize)
-            .filter(|l| l.total <= seg.len())
+        // Read once; the server wrote them before publishing.
+        let slots = config.slots.load(Ordering::Relaxed);
+        let max = config.max_message.load(Ordering::Relaxed);
+        let map = Layout::new(slots, max as usize)
+            .and_then(|layout| Mapped::new(Arc::clone(&seg), layout))
             .ok_or_else(|| corrupt("configuration does not fit the segment"))?;
-        // SAFETY: checked just above that the layout fits the data region.
-        let map = unsafe { Mapped::new(Arc::clone(&seg), layout) };
+        let layout = map.layout;
         if map.flags().closed.load(Ordering::Acquire) != 0 {
             return Err(CallError::NoServer {
                 name: name.to_owned(),
@@ -132,7 +132,7 @@ impl Conn {
             (
                 Mutex::open_at(&seg, layout.mutex)?,
                 Event::open_at(&seg, layout.doorbell)?,
-                Ring::attach(map.ring_ptr(), layout.ring_cap),
+                Ring::attach(ring_ptr(&map), layout.ring_cap),
             )
         };
         let (slot, done) = claim(&map, &mutex, me, name, wait_until(deadline, LOCK_WAIT))?;
@@ -176,17 +176,17 @@ impl Conn {
 
     #[inline]
     pub(super) fn request_buf(&mut self) -> &mut [u8] {
-        // SAFETY: the slot is ours and IDLE (settled), so nobody else touches its request
-        // bytes; max_message of them lie inside the mapping; &mut self keeps this unique.
-        unsafe { std::slice::from_raw_parts_mut(self.me_slot.request(), self.me_slot.max_message) }
+        let max = self.me_slot.max_message();
+        // SAFETY: the slot is ours and IDLE (settled), so no protocol-following process
+        // touches its request bytes; &mut self keeps this the only view in this process.
+        unsafe { self.me_slot.request.bytes_mut(0, max) }.expect("max_message bytes")
     }
 
     #[inline]
     pub(super) fn response(&self, n: usize) -> &[u8] {
-        debug_assert!(n <= self.me_slot.max_message);
-        // SAFETY: n <= max_message was checked by `answer`; in RESPONSE_READY the response
-        // bytes are no longer written by the server.
-        unsafe { std::slice::from_raw_parts(self.me_slot.response(), n) }
+        // SAFETY: in RESPONSE_READY the response bytes are no longer written by the server
+        // (n <= max_message was checked by `answer`, and again by the region).
+        unsafe { self.me_slot.response.bytes(0, n) }.expect("n <= max_message")
     }
 
     /// Makes the slot IDLE before a call: discards the late answer of a call that timed out
@@ -241,7 +241,12 @@ impl Conn {
     /// instead of adding up.
     #[inline]
     pub(super) fn prefetch(&self) {
-        prefetch_write(self.me_slot.request());
+        prefetch_write(
+            self.me_slot
+                .request
+                .ptr(0, 0)
+                .unwrap_or(std::ptr::null_mut()),
+        );
         prefetch_write(self.slot());
         self.ring.prefetch_push();
     }
@@ -309,7 +314,7 @@ impl Conn {
         let ok =
             state == RESPONSE_READY && slot.resp_seq() == self.seq && slot.status() == STATUS_OK;
         let len = slot.resp_len() as usize;
-        (ok && len <= self.me_slot.max_message).then_some(len)
+        (ok && len <= self.me_slot.max_message()).then_some(len)
     }
 
     /// After the answer was read: the slot is IDLE again. (The next call's `prefetch` asks
@@ -335,7 +340,7 @@ impl Conn {
             Some(Waited::Failed(e))
         };
         match status {
-            STATUS_OK if len <= self.me_slot.max_message => Some(Waited::Answer(len)),
+            STATUS_OK if len <= self.me_slot.max_message() => Some(Waited::Answer(len)),
             STATUS_OK => failed(CallError::Protocol {
                 reason: "response length exceeds max_message",
             }),

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use super::ring::ring_bytes;
 use super::slot::SlotHeader;
+use crate::region::{Region, ShmAtomic};
 use crate::segment::Segment;
 use crate::sync::atomic::AtomicU32;
 use crate::sync::{EVENT_STORAGE, MUTEX_STORAGE};
@@ -34,8 +35,8 @@ pub(crate) const MAX_SLOTS: u32 = 1 << 16;
 /// Written once by the server before publishing; read (and validated) by clients.
 #[repr(C, align(64))]
 pub(crate) struct Config {
-    pub(crate) slots: u32,
-    pub(crate) max_message: u32,
+    pub(crate) slots: AtomicU32,
+    pub(crate) max_message: AtomicU32,
 }
 
 /// Server-wide flags (`0` / `1`).
@@ -50,6 +51,11 @@ pub(crate) struct Flags {
 }
 
 const _: () = assert!(std::mem::size_of::<Config>() == 64 && std::mem::size_of::<Flags>() == 64);
+
+// SAFETY: `#[repr(C, align(64))]`, atomics only; any bit pattern is valid.
+unsafe impl ShmAtomic for Config {}
+// SAFETY: as for Config.
+unsafe impl ShmAtomic for Flags {}
 
 /// Offsets of everything in the data region, computed from the two configuration values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,115 +120,102 @@ impl Layout {
 #[derive(Debug, Clone)]
 pub(crate) struct Mapped {
     pub(crate) seg: Arc<Segment>,
-    /// `seg.as_ptr()`, kept here: the mapping never moves while `seg` lives, and every slot
-    /// access on a call's path starts from it (through the `Arc` it would be dependent loads
-    /// after every acquire load).
-    base: *mut u8,
+    /// `seg`'s data region, kept here: the mapping never moves while `seg` lives, and every
+    /// slot access on a call's path starts from it.
+    data: Region<'static>,
     pub(crate) layout: Layout,
 }
 
-// SAFETY: `base` points into the mapping `seg` owns (and `Segment` is Send + Sync); all
-// shared-memory access through it goes through atomics or is guarded by the slot protocol.
-unsafe impl Send for Mapped {}
-// SAFETY: as for Send.
-unsafe impl Sync for Mapped {}
-
 impl Mapped {
-    /// # Safety
-    /// `seg`'s data region is at least `layout.total` bytes.
-    pub(crate) unsafe fn new(seg: Arc<Segment>, layout: Layout) -> Mapped {
-        debug_assert!(seg.len() >= layout.total);
-        let base = seg.as_ptr();
-        Mapped { seg, base, layout }
+    /// `None` if `layout` does not fit `seg`'s data region.
+    pub(crate) fn new(seg: Arc<Segment>, layout: Layout) -> Option<Mapped> {
+        // SAFETY: `seg` is stored beside the region and outlives every view of it: views
+        // borrow `self`, and `SlotRef`s are dropped before their `Mapped` (see `slot_ref`).
+        let data = unsafe { seg.data().detach() };
+        let data = data.sub(0, layout.total)?;
+        Some(Mapped { seg, data, layout })
     }
 
-    pub(crate) fn config_ptr(&self) -> *mut Config {
-        // SAFETY: Config lies at offset CONFIG < total <= len.
-        unsafe { self.base.add(Layout::CONFIG) }.cast()
+    pub(crate) fn config(&self) -> &Config {
+        self.data.at(Layout::CONFIG)
     }
 
     #[inline]
     pub(crate) fn flags(&self) -> &Flags {
-        // SAFETY: Flags lies at offset FLAGS, 64-aligned, inside the data region (total <=
-        // len, see `new`); it holds atomics only.
-        unsafe { &*self.base.add(Layout::FLAGS).cast::<Flags>() }
+        self.data.at(Layout::FLAGS)
     }
 
     /// The header of slot `i` (panics if `i >= slots`: callers validate untrusted numbers).
     #[inline]
     pub(crate) fn slot(&self, i: u32) -> &SlotHeader {
-        // SAFETY: slot_at checks i < slots, so the header lies inside the data region; it is
-        // 64-aligned and holds atomics only.
-        unsafe { &*self.base.add(self.layout.slot_at(i)).cast::<SlotHeader>() }
+        self.data.at(self.layout.slot_at(i))
     }
 
-    /// Start of slot `i`'s request bytes (`max_message` of them).
+    fn request_at(&self, i: u32) -> usize {
+        self.layout.slot_at(i) + 64 + EVENT_STORAGE
+    }
+
+    /// Slot `i`'s request bytes (`max_message` of them) as a region.
     #[inline]
-    pub(crate) fn request(&self, i: u32) -> *mut u8 {
-        // SAFETY: inside the data region, as for `slot`.
-        unsafe { self.base.add(self.layout.slot_at(i) + 64 + EVENT_STORAGE) }
+    pub(crate) fn request(&self, i: u32) -> Region<'_> {
+        let at = self.request_at(i);
+        self.data
+            .sub(at, self.layout.max_message)
+            .expect("inside the layout")
     }
 
-    /// Start of slot `i`'s response bytes (`max_message` of them).
+    /// Slot `i`'s response bytes (`max_message` of them) as a region.
     #[inline]
-    pub(crate) fn response(&self, i: u32) -> *mut u8 {
-        // SAFETY: inside the data region, as for `slot`.
-        unsafe {
-            self.base
-                .add(self.layout.slot_at(i) + 64 + EVENT_STORAGE + self.layout.area)
-        }
+    pub(crate) fn response(&self, i: u32) -> Region<'_> {
+        let at = self.request_at(i) + self.layout.area;
+        self.data
+            .sub(at, self.layout.max_message)
+            .expect("inside the layout")
     }
 
-    /// Slot `i`'s addresses, computed once (a client uses its slot on every call).
+    /// Slot `i`'s views, computed once (a client uses its slot on every call).
     ///
     /// # Safety
     /// The returned value must not be used after `self` is dropped.
     pub(crate) unsafe fn slot_ref(&self, i: u32) -> SlotRef {
-        SlotRef {
-            header: self.slot(i),
-            request: self.request(i),
-            response: self.response(i),
-            max_message: self.layout.max_message,
+        // SAFETY: the caller keeps `self` (and so the mapping) alive while it uses these.
+        unsafe {
+            SlotRef {
+                header: self.data.at(self.layout.slot_at(i)),
+                request: self.request(i).detach(),
+                response: self.response(i).detach(),
+            }
         }
     }
 
-    pub(crate) fn ring_ptr(&self) -> *mut u8 {
-        // SAFETY: the ring lies inside the data region (total <= len).
-        unsafe { self.base.add(self.layout.ring) }
+    /// The submission ring's bytes.
+    pub(crate) fn ring(&self) -> Region<'_> {
+        self.data
+            .sub(self.layout.ring, self.layout.slots_at - self.layout.ring)
+            .expect("inside the layout")
     }
 }
 
-/// One slot's addresses inside a [`Mapped`] (see [`Mapped::slot_ref`]), so that a call's
-/// path does no address arithmetic.
+/// One slot's views inside a [`Mapped`] (see [`Mapped::slot_ref`]), so that a call's path
+/// does no address arithmetic.
 pub(crate) struct SlotRef {
-    header: *const SlotHeader,
-    request: *mut u8,
-    response: *mut u8,
-    pub(crate) max_message: usize,
+    header: &'static SlotHeader,
+    /// The request bytes (`max_message`).
+    pub(crate) request: Region<'static>,
+    /// The response bytes (`max_message`).
+    pub(crate) response: Region<'static>,
 }
-
-// SAFETY: the pointers point into a mapping (Send + Sync) that outlives this value (the
-// contract of `slot_ref`); the header holds atomics only, and the byte areas are accessed
-// under the slot protocol.
-unsafe impl Send for SlotRef {}
 
 impl SlotRef {
     #[inline]
     pub(crate) fn header(&self) -> &SlotHeader {
-        // SAFETY: a live slot header (see `slot_ref`): 64-aligned atomics.
-        unsafe { &*self.header }
+        self.header
     }
 
-    /// Start of the request bytes (`max_message` of them).
+    /// Bytes per direction.
     #[inline]
-    pub(crate) fn request(&self) -> *mut u8 {
-        self.request
-    }
-
-    /// Start of the response bytes (`max_message` of them).
-    #[inline]
-    pub(crate) fn response(&self) -> *mut u8 {
-        self.response
+    pub(crate) fn max_message(&self) -> usize {
+        self.request.len()
     }
 }
 

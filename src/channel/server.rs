@@ -12,6 +12,7 @@ use super::layout::{Layout, Mapped, KIND_VERSION, MAX_MESSAGE_LIMIT, MAX_SLOTS};
 use super::ring::Ring;
 use super::worker::Core;
 use crate::segment::{Segment, SegmentKind, DEFAULT_MODE};
+use crate::sync::atomic::Ordering;
 use crate::sync::{Event, Mutex, WaitStrategy};
 
 /// Threading model marker: one worker, handler `FnMut` (calls are serialised).
@@ -122,21 +123,19 @@ impl<M> ServerBuilder<M> {
                 .mode(self.mode)
                 .create_unpublished()?,
         );
-        // SAFETY: the segment's data region is layout.total bytes.
-        let map = unsafe { Mapped::new(Arc::clone(&seg), layout) };
-        let config = map.config_ptr();
-        // SAFETY: unpublished: nobody else reads the config yet; it lies in the data region.
-        unsafe {
-            (*config).slots = layout.slots;
-            (*config).max_message = layout.max_message as u32;
-        }
+        let map = Mapped::new(Arc::clone(&seg), layout).expect("created with layout.total bytes");
+        let config = map.config();
+        config.slots.store(layout.slots, Ordering::Relaxed);
+        config
+            .max_message
+            .store(layout.max_message as u32, Ordering::Relaxed);
         // SAFETY: the offsets come from the layout: disjoint, 64-aligned, inside the data
         // region, used for nothing else, and the segment is not published yet.
         let (mutex, bell, ring) = unsafe {
             (
                 Mutex::init_at(&seg, layout.mutex)?,
                 Event::init_at(&seg, layout.doorbell)?,
-                Ring::init(map.ring_ptr(), layout.ring_cap),
+                Ring::init(super::conn::ring_ptr(&map), layout.ring_cap),
             )
         };
         let done = (0..layout.slots)

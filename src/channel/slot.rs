@@ -66,7 +66,7 @@ pub(crate) struct SlotHeader {
     status: AtomicU32,
     /// Owner pid (0: none; valid in every state but `FREE`).
     owner_pid: AtomicU32,
-    _pad: u32,
+    _pad: AtomicU32,
     /// Owner start time (with the pid: an identity that survives pid reuse).
     owner_start: AtomicU64,
 }
@@ -81,6 +81,10 @@ pub(crate) struct Taken<'a> {
     seq: u32,
     len: u32,
 }
+
+// SAFETY: `#[repr(C, align(64))]`, atomics only (the padding word too); any bit pattern is
+// valid.
+unsafe impl crate::region::ShmAtomic for SlotHeader {}
 
 impl SlotHeader {
     /// The state word (Acquire: what the state vouches for is visible after it).
@@ -299,7 +303,7 @@ mod tests {
             resp_len: AtomicU32::new(0),
             status: AtomicU32::new(0),
             owner_pid: AtomicU32::new(0),
-            _pad: 0,
+            _pad: AtomicU32::new(0),
             owner_start: AtomicU64::new(0),
         });
         if state != FREE {

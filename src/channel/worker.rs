@@ -187,8 +187,18 @@ impl Core {
     fn prefetch_slot(&self, i: u32) {
         if i < self.map.layout.slots {
             prefetch_write(self.map.slot(i));
-            prefetch_read(self.map.request(i));
-            prefetch_write(self.map.response(i));
+            prefetch_read(
+                self.map
+                    .request(i)
+                    .ptr(0, 0)
+                    .unwrap_or(std::ptr::null_mut()),
+            );
+            prefetch_write(
+                self.map
+                    .response(i)
+                    .ptr(0, 0)
+                    .unwrap_or(std::ptr::null_mut()),
+            );
         }
     }
 
@@ -262,14 +272,20 @@ impl Core {
         } else if refuse {
             (STATUS_REFUSED, 0)
         } else {
-            // SAFETY: i < slots and len <= max_message, so both ranges lie in slot i's byte
-            // areas, which do not overlap. In IN_SERVICE the slot's bytes are ours by
-            // protocol; a misbehaving client can still write them concurrently, which can
-            // only garble its own call (u8 has no invalid values, lengths are rechecked).
+            // SAFETY: in IN_SERVICE the slot's bytes are this worker's by protocol (a
+            // misbehaving client writing them anyway can only garble its own call); the
+            // request and response areas do not overlap, and len <= max_message is checked
+            // above and by the region.
             let (req, resp) = unsafe {
                 (
-                    std::slice::from_raw_parts(self.map.request(i), len),
-                    std::slice::from_raw_parts_mut(self.map.response(i), max),
+                    self.map
+                        .request(i)
+                        .bytes(0, len)
+                        .expect("len <= max_message"),
+                    self.map
+                        .response(i)
+                        .bytes_mut(0, max)
+                        .expect("max_message bytes"),
                 )
             };
             match catch_unwind(AssertUnwindSafe(|| {
