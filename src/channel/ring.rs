@@ -340,35 +340,44 @@ impl fmt::Debug for Ring {
     }
 }
 
+/// Heap memory standing in for a segment, for tests: 64-aligned, and every 4-byte word a
+/// constructed atomic (under loom, atomics must be made by `new`).
 #[cfg(test)]
+struct Mem {
+    buf: Vec<Line>,
+}
+
+#[cfg(test)]
+#[repr(C, align(64))]
+struct Line([AtomicU32; 16]);
+
+#[cfg(test)]
+impl Mem {
+    fn new(cap: u32) -> Mem {
+        let lines = ring_bytes(cap) / 64;
+        Mem {
+            buf: (0..lines)
+                .map(|_| Line(std::array::from_fn(|_| AtomicU32::new(0))))
+                .collect(),
+        }
+    }
+
+    /// A ring of `cap` cells in this memory.
+    fn ring(&mut self, cap: u32) -> Ring {
+        assert!(self.buf.len() * 64 >= ring_bytes(cap));
+        // SAFETY: the buffer holds ring_bytes(cap) 64-aligned bytes of atomics; every test
+        // keeps `self` alive for as long as the ring.
+        unsafe { Ring::init(self.buf.as_mut_ptr().cast(), cap) }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
 
-    /// Heap memory standing in for a segment, 64-aligned.
-    struct Mem {
-        buf: Vec<RingPos>,
-    }
-
-    impl Mem {
-        fn new(cap: u32) -> Mem {
-            let lines = ring_bytes(cap) / 64;
-            Mem {
-                buf: (0..lines)
-                    .map(|_| RingPos {
-                        pos: AtomicU32::new(0),
-                    })
-                    .collect(),
-            }
-        }
-        fn ptr(&mut self) -> *mut u8 {
-            self.buf.as_mut_ptr().cast()
-        }
-    }
-
     fn ring(mem: &mut Mem, cap: u32) -> Ring {
-        // SAFETY: mem holds ring_bytes(cap) 64-aligned bytes and outlives the ring in every test.
-        unsafe { Ring::init(mem.ptr(), cap) }
+        mem.ring(cap)
     }
 
     const N: u32 = if cfg!(miri) { 100 } else { 100_000 };
@@ -540,5 +549,111 @@ mod tests {
         assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
         drop(r);
         drop(mem);
+    }
+}
+
+/// Loom models of the hand-off through the ring: every value whose push returned `Ok` comes
+/// out exactly once, in its producer's order, whoever wins the races and however late stores
+/// become visible.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use loom::thread;
+    use std::sync::Arc;
+
+    /// `producers` threads push `per` values each into a ring of `cap` cells, giving up on a
+    /// value when the ring is full (as a client does: the slot scan covers it), so that only
+    /// the consumer spins (loom cannot bound two threads spinning on a third). The model's
+    /// main thread pops, as the server's sole consumer or with the CAS, until the producers
+    /// are done and the ring is empty.
+    fn hand_off(producers: u32, per: u32, cap: u32, sole_consumer: bool) {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound.get_or_insert(2);
+        b.check(move || {
+            let mut mem = Mem::new(cap);
+            let ring = Arc::new(mem.ring(cap));
+            let done = Arc::new(AtomicU32::new(0));
+            let threads: Vec<_> = (0..producers)
+                .map(|p| {
+                    let (ring, done) = (Arc::clone(&ring), Arc::clone(&done));
+                    thread::spawn(move || {
+                        let pushed: Vec<u32> = (p * per..(p + 1) * per)
+                            .filter(|&v| match ring.push(v) {
+                                Ok(()) => true,
+                                Err(PushError::Full) => false,
+                                Err(e) => panic!("{e:?}"),
+                            })
+                            .collect();
+                        done.fetch_add(1, Ordering::Release);
+                        pushed
+                    })
+                })
+                .collect();
+            let mut got = Vec::new();
+            loop {
+                // Read before popping: once every producer is done, an empty pop is final.
+                let finished = done.load(Ordering::Acquire) == producers;
+                match ring.pop(sole_consumer) {
+                    Some(v) => got.push(v),
+                    None if finished => break,
+                    None => thread::yield_now(),
+                }
+            }
+            for (p, t) in (0..producers).zip(threads) {
+                let pushed = t.join().unwrap();
+                let out: Vec<u32> = got.iter().copied().filter(|v| v / per == p).collect();
+                assert_eq!(out, pushed, "lost, duplicated or out of order: {got:?}");
+            }
+            drop(ring);
+            drop(mem);
+        });
+    }
+
+    #[test]
+    fn two_producers_sole_consumer_ring_full() {
+        hand_off(2, 2, 2, true);
+    }
+
+    #[test]
+    fn two_producers_cas_consumer_ring_full() {
+        hand_off(2, 2, 2, false);
+    }
+
+    /// Two consumers race (with the CAS) for entries a producer is still pushing; each pops
+    /// twice without waiting and the main thread drains the rest after them.
+    #[test]
+    fn two_consumers_race() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound.get_or_insert(2);
+        b.check(|| {
+            let mut mem = Mem::new(2);
+            let ring = Arc::new(mem.ring(2));
+            ring.push(0).unwrap();
+            let consumers: Vec<_> = (0..2)
+                .map(|_| {
+                    let ring = Arc::clone(&ring);
+                    thread::spawn(move || [ring.pop(false), ring.pop(false)])
+                })
+                .collect();
+            let pushed_1 = ring.push(1).is_ok();
+            let mut got: Vec<u32> = consumers
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .flatten()
+                .collect();
+            got.sort_unstable();
+            while let Some(v) = ring.pop(false) {
+                got.push(v); // after every racer's: still in order
+            }
+            let want: &[u32] = if pushed_1 { &[0, 1] } else { &[0] };
+            assert_eq!(got, want, "lost or duplicated");
+            drop(ring);
+            drop(mem);
+        });
+    }
+
+    #[test]
+    fn one_producer_laps_the_ring() {
+        hand_off(1, 3, 2, true);
     }
 }

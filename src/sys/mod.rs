@@ -31,20 +31,30 @@
 //!   zombies count as dead), so that a (pid, start time) pair identifies one process even
 //!   after its pid is reused.
 //! * Scheduling: `current_cpu()`, `yield_now()`.
+//!
+//! Under `cfg(loom)` (model checking, see `sync::atomic`), `Waiter` and `yield_now()` are
+//! loom models (`model` below) and the rest is compiled but not run; under loom and Miri,
+//! `current_cpu()` is unknown (`u32::MAX`).
 
 use std::time::Duration;
 
 #[cfg_attr(target_os = "linux", path = "linux.rs")]
 #[cfg_attr(target_os = "macos", path = "macos.rs")]
 #[cfg_attr(windows, path = "windows.rs")]
+#[cfg_attr(any(loom, miri), allow(dead_code))] // see `Waiter` and `current_cpu` below
 mod os;
 
 #[cfg(unix)]
 mod unix;
 
+#[cfg(loom)]
+pub(crate) use model::Waiter;
+#[cfg(not(any(loom, miri)))]
+pub(crate) use os::current_cpu;
+#[cfg(not(loom))]
+pub(crate) use os::Waiter;
 pub(crate) use os::{
-    current_cpu, current_pid, start_time, RawMutex, Shm, Waiter, MAX_OS_NAME, OS_NAME_PREFIX,
-    SIZE_ROUNDING,
+    current_pid, start_time, RawMutex, Shm, MAX_OS_NAME, OS_NAME_PREFIX, SIZE_ROUNDING,
 };
 
 /// Bytes reserved in shared memory for one mutex (the largest backend need, rounded to a
@@ -79,7 +89,61 @@ pub(crate) enum LockFail {
 /// Gives up the CPU to another runnable thread, if any.
 #[inline]
 pub(crate) fn yield_now() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
     std::thread::yield_now();
+}
+
+/// The kernel sleep as loom sees it: `wait` re-checks the word under one lock shared by all
+/// words and sleeps on one condition variable (a timed wait may end at any time: it yields);
+/// `wake` wakes every sleeper, which the contract allows.
+#[cfg(loom)]
+mod model {
+    use crate::sync::atomic::{AtomicU32, Ordering};
+    use loom::sync::{Condvar, Mutex};
+
+    loom::lazy_static! {
+        static ref FUTEX: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+    }
+
+    #[derive(Debug)]
+    pub(crate) struct Waiter;
+
+    impl Waiter {
+        pub(crate) fn new(_key: &str) -> std::io::Result<Self> {
+            Ok(Waiter)
+        }
+
+        pub(crate) fn wait(
+            &self,
+            word: &AtomicU32,
+            expected: u32,
+            timeout: Option<super::Duration>,
+        ) {
+            let guard = FUTEX.0.lock().unwrap();
+            if word.load(Ordering::Relaxed) != expected {
+                return;
+            }
+            if timeout.is_some() {
+                drop(guard);
+                return loom::thread::yield_now();
+            }
+            drop(FUTEX.1.wait(guard).unwrap());
+        }
+
+        pub(crate) fn wake(&self, _word: &AtomicU32) {
+            drop(FUTEX.0.lock().unwrap());
+            FUTEX.1.notify_all();
+        }
+    }
+}
+
+/// Unknown (`u32::MAX`) where the CPU number would make a run unrepeatable (loom replays
+/// runs) or cannot be asked for (Miri).
+#[cfg(any(loom, miri))]
+pub(crate) fn current_cpu() -> u32 {
+    u32::MAX
 }
 
 /// Splits an optional timeout into an absolute deadline, saturating far in the future.
