@@ -272,9 +272,9 @@ fn classify(name: &ServiceName, os_name: &str, mut shm: sys::Shm) -> Result<Foun
                 });
             } else if settled {
                 // Sized and zero: a creator that died before writing anything.
-                let mut bytes = [0u8; HEADER_SIZE];
-                let all_zero =
-                    region.copy_out(0, &mut bytes).is_some() && bytes.iter().all(|&b| b == 0);
+                let all_zero = region
+                    .slice::<AtomicU64>(0, HEADER_SIZE / 8)
+                    .is_some_and(|words| words.iter().all(|w| w.load(Ordering::Relaxed) == 0));
                 return if all_zero {
                     Ok(Found::Stale(shm))
                 } else {

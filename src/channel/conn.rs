@@ -66,13 +66,6 @@ fn wait_until(deadline: Option<Instant>, default: Duration) -> Duration {
     deadline.map_or(default, |d| d.saturating_duration_since(Instant::now()))
 }
 
-/// The ring's start, for `Ring` (which takes an address and its capacity).
-pub(super) fn ring_ptr(map: &Mapped) -> *mut u8 {
-    let ring = map.ring();
-    ring.ptr(0, ring.len())
-        .expect("the ring lies in its region")
-}
-
 impl Conn {
     /// Opens the channel `name` and claims a slot. Its waits (for a segment being published,
     /// for the slot mutex) end at `deadline`, or without one after the segment's own ready
@@ -132,7 +125,7 @@ impl Conn {
             (
                 Mutex::open_at(&seg, layout.mutex)?,
                 Event::open_at(&seg, layout.doorbell)?,
-                Ring::attach(ring_ptr(&map), layout.ring_cap),
+                Ring::attach(map.ring(), layout.ring_cap).expect("the layout holds the ring"),
             )
         };
         let (slot, done) = claim(&map, &mutex, me, name, wait_until(deadline, LOCK_WAIT))?;

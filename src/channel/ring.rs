@@ -21,6 +21,7 @@
 
 use std::fmt;
 
+use crate::region::{Region, ShmAtomic};
 use crate::sync::atomic::{prefetch_write, AtomicU32, Ordering};
 
 /// A position counter on a cache line of its own (producers and consumers never share one).
@@ -63,50 +64,47 @@ pub(crate) enum PushError {
     Contended,
 }
 
+// SAFETY: `#[repr(C, align(64))]`, one atomic and padding that is never read.
+unsafe impl ShmAtomic for RingPos {}
+// SAFETY: `#[repr(C)]`, atomics only; any bit pattern is valid.
+unsafe impl ShmAtomic for RingCell {}
+
 /// A view of a ring placed in memory shared with other processes.
 pub(crate) struct Ring {
-    enq: *const RingPos,
-    deq: *const RingPos,
-    cells: *const RingCell,
+    enq: &'static RingPos,
+    deq: &'static RingPos,
+    cells: &'static [RingCell],
     mask: u32,
 }
 
-// SAFETY: the pointers lead to atomics only; whoever makes a Ring keeps the memory alive for
-// as long as the Ring (see `attach`).
-unsafe impl Send for Ring {}
-// SAFETY: as above; all access is through atomics.
-unsafe impl Sync for Ring {}
-
 impl Ring {
-    /// Initialises an empty ring of `cap` cells at `base` and attaches to it.
+    /// Initialises an empty ring of `cap` cells in `mem` and attaches to it.
     ///
     /// # Safety
     /// As [`Ring::attach`], and nobody else uses the ring while it is initialised.
-    pub(crate) unsafe fn init(base: *mut u8, cap: u32) -> Ring {
+    pub(crate) unsafe fn init(mem: Region<'_>, cap: u32) -> Option<Ring> {
         // SAFETY: forwarded.
-        let ring = unsafe { Ring::attach(base, cap) };
+        let ring = unsafe { Ring::attach(mem, cap) }?;
         ring.reset();
-        ring
+        Some(ring)
     }
 
-    /// Attaches to the ring of `cap` cells at `base`.
+    /// Attaches to the ring of `cap` cells (a power of two >= 2) at the start of `mem`;
+    /// `None` if `ring_bytes(cap)` bytes do not fit.
     ///
     /// # Safety
-    /// `cap` is a power of two >= 2; `base` is 64-aligned and `base..base + ring_bytes(cap)`
-    /// stays mapped, and is used only as a ring, for as long as the returned `Ring` lives.
-    pub(crate) unsafe fn attach(base: *mut u8, cap: u32) -> Ring {
-        debug_assert!(cap.is_power_of_two() && cap >= 2 && base as usize % 64 == 0);
-        let enq = base.cast::<RingPos>();
-        // SAFETY: the caller guarantees ring_bytes(cap) bytes at base.
-        let deq = unsafe { enq.add(1) };
-        // SAFETY: as above; the cells follow the header.
-        let cells = unsafe { base.add(RING_HEADER) }.cast::<RingCell>();
-        Ring {
-            enq,
-            deq,
-            cells,
+    /// The memory behind `mem` stays mapped, and is used only as a ring, for as long as the
+    /// returned `Ring` lives.
+    pub(crate) unsafe fn attach(mem: Region<'_>, cap: u32) -> Option<Ring> {
+        debug_assert!(cap.is_power_of_two() && cap >= 2);
+        // SAFETY: the caller keeps the memory alive for as long as the Ring.
+        let mem = unsafe { mem.detach() };
+        Some(Ring {
+            enq: mem.get(0)?,
+            deq: mem.get(std::mem::size_of::<RingPos>())?,
+            cells: mem.slice(RING_HEADER, cap as usize)?,
             mask: cap - 1,
-        }
+        })
     }
 
     /// Empties the ring. Only for a ring nobody else uses yet: a producer that claimed a cell
@@ -122,20 +120,18 @@ impl Ring {
 
     #[inline]
     fn enq(&self) -> &AtomicU32 {
-        // SAFETY: see `attach`.
-        unsafe { &(*self.enq).pos }
+        &self.enq.pos
     }
 
     #[inline]
     fn deq(&self) -> &AtomicU32 {
-        // SAFETY: see `attach`.
-        unsafe { &(*self.deq).pos }
+        &self.deq.pos
     }
 
     #[inline]
     fn cell(&self, pos: u32) -> &RingCell {
-        // SAFETY: `pos & mask < cap`, and `attach` guarantees cap cells.
-        unsafe { &*self.cells.add((pos & self.mask) as usize) }
+        // `pos & mask < cap == cells.len()`.
+        &self.cells[(pos & self.mask) as usize]
     }
 
     /// Starts fetching the cell the next `push` writes (a consumer wrote it last).
@@ -364,10 +360,11 @@ impl Mem {
 
     /// A ring of `cap` cells in this memory.
     fn ring(&mut self, cap: u32) -> Ring {
-        assert!(self.buf.len() * 64 >= ring_bytes(cap));
-        // SAFETY: the buffer holds ring_bytes(cap) 64-aligned bytes of atomics; every test
-        // keeps `self` alive for as long as the ring.
-        unsafe { Ring::init(self.buf.as_mut_ptr().cast(), cap) }
+        // SAFETY: the buffer is 64-aligned, initialised atomics, only ever used as such;
+        // every test keeps `self` alive for as long as the ring.
+        let mem = unsafe { Region::new(self.buf.as_mut_ptr().cast(), self.buf.len() * 64) };
+        // SAFETY: as above.
+        unsafe { Ring::init(mem, cap) }.expect("ring_bytes(cap) bytes")
     }
 }
 

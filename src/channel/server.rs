@@ -135,7 +135,7 @@ impl<M> ServerBuilder<M> {
             (
                 Mutex::init_at(&seg, layout.mutex)?,
                 Event::init_at(&seg, layout.doorbell)?,
-                Ring::init(super::conn::ring_ptr(&map), layout.ring_cap),
+                Ring::init(map.ring(), layout.ring_cap).expect("the layout holds the ring"),
             )
         };
         let done = (0..layout.slots)

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::atomic::{fence, AtomicU32, Ordering};
 use crate::error::{Error, Result};
 use crate::name::ServiceName;
+use crate::region::{Region, ShmAtomic};
 use crate::segment::{Segment, SegmentKind};
 use crate::sys;
 
@@ -40,6 +41,40 @@ pub(crate) struct EventCell {
 }
 
 const _: () = assert!(std::mem::size_of::<EventCell>() == EVENT_STORAGE);
+
+// SAFETY: `#[repr(C, align(64))]`, atomics only and padding never read; any bit pattern is
+// valid.
+unsafe impl ShmAtomic for EventCell {}
+
+/// The event cell at `offset` of `seg`'s data region (an error if it does not fit).
+fn cell_at(seg: &Segment, offset: usize) -> Result<CellRef<'_>> {
+    seg.data()
+        .sub(offset, EVENT_STORAGE)
+        .map(CellRef)
+        .ok_or_else(|| Error::Corrupt {
+            name: seg.name().into(),
+            reason: format!("no event fits at offset {offset}"),
+        })
+}
+
+/// An event cell's memory, borrowed from its segment.
+struct CellRef<'a>(Region<'a>);
+
+impl<'a> std::ops::Deref for CellRef<'a> {
+    type Target = EventCell;
+    fn deref(&self) -> &EventCell {
+        self.0.at(0)
+    }
+}
+
+impl CellRef<'_> {
+    /// # Safety
+    /// The caller keeps the mapping alive as long as it uses the result.
+    unsafe fn detach(self) -> &'static EventCell {
+        // SAFETY: forwarded.
+        unsafe { self.0.detach() }.at(0)
+    }
+}
 
 /// How a waiter waits before the event is set.
 ///
@@ -110,7 +145,7 @@ pub(crate) enum WaitOutcome {
 /// # Ok::<(), shmlink::Error>(())
 /// ```
 pub struct Event {
-    cell: *const EventCell,
+    cell: &'static EventCell,
     waiter: sys::Waiter,
     strategy: WaitStrategy,
     /// Adaptive spin budget in iterations, learnt from this handle's recent waits.
@@ -118,12 +153,6 @@ pub struct Event {
     /// What holds the cell: the segment, or (in tests) the heap cell itself.
     _mem: Arc<dyn Send + Sync>,
 }
-
-// SAFETY: `cell` points into `_mem` (a segment's mapping or a heap cell), which the Arc keeps
-// alive; the cell is only accessed through atomics.
-unsafe impl Send for Event {}
-// SAFETY: as above.
-unsafe impl Sync for Event {}
 
 impl Event {
     /// Creates the event `name` in a segment of its own, not set.
@@ -171,14 +200,10 @@ impl Event {
     /// `offset..offset + EVENT_STORAGE` lies in the data region, is 64-aligned and is used
     /// for nothing else.
     pub(crate) unsafe fn init_at(seg: &Arc<Segment>, offset: usize) -> Result<Event> {
-        // SAFETY: forwarded from the caller's contract.
-        let cell = unsafe { seg.as_ptr().add(offset) }.cast::<EventCell>();
-        // SAFETY: as above; atomics tolerate concurrent readers.
-        unsafe {
-            (*cell).word.store(0, Ordering::Release);
-            (*cell).setter_cpu.store(u32::MAX, Ordering::Relaxed);
-        }
-        // SAFETY: the cell was just initialised.
+        let cell = cell_at(seg, offset)?;
+        cell.word.store(0, Ordering::Release);
+        cell.setter_cpu.store(u32::MAX, Ordering::Relaxed);
+        // SAFETY: the cell was just initialised; forwarded from the caller's contract.
         unsafe { Event::open_at(seg, offset) }
     }
 
@@ -190,8 +215,8 @@ impl Event {
         debug_assert!(offset + EVENT_STORAGE <= seg.len() && offset % EVENT_STORAGE == 0);
         let key = format!("{}.e{offset}", seg.os_name());
         let waiter = sys::Waiter::new(&key).map_err(|e| Error::os("event open", seg.name(), e))?;
-        // SAFETY: forwarded from the caller's contract.
-        let cell = unsafe { seg.as_ptr().add(offset) }.cast::<EventCell>();
+        // SAFETY: `_mem` below keeps the segment, and so the mapping, alive as long as self.
+        let cell = unsafe { cell_at(seg, offset)?.detach() };
         Ok(Event {
             cell,
             waiter,
@@ -216,8 +241,10 @@ impl Event {
             word: AtomicU32::new(0),
             setter_cpu: AtomicU32::new(u32::MAX),
         });
+        // SAFETY: `_mem` below keeps the heap cell alive as long as self.
+        let cell_ref: &'static EventCell = unsafe { &*Arc::as_ptr(&cell) };
         Event {
-            cell: Arc::as_ptr(&cell),
+            cell: cell_ref,
             waiter: sys::Waiter::new(&key).unwrap(),
             strategy,
             spin_iters: AtomicU32::new(1024),
@@ -243,8 +270,7 @@ impl Event {
 
     #[inline]
     fn cell(&self) -> &EventCell {
-        // SAFETY: the segment (kept alive by self) maps the cell; see the constructors.
-        unsafe { &*self.cell }
+        self.cell
     }
 
     /// Resets the event to "not set, no sleepers" (for reusing a slot whose waiter died).

@@ -39,6 +39,17 @@ pub struct Mutex {
     _segment: Arc<Segment>,
 }
 
+/// The address of the `MUTEX_STORAGE` bytes at `offset` of `seg`'s data region, checked to
+/// lie inside it.
+fn mutex_storage(seg: &Segment, offset: usize) -> Result<*mut u8> {
+    seg.data()
+        .ptr(offset, sys::MUTEX_STORAGE)
+        .ok_or_else(|| Error::Corrupt {
+            name: seg.name().into(),
+            reason: format!("no mutex fits at offset {offset}"),
+        })
+}
+
 impl Mutex {
     /// Creates the mutex `name` in a segment of its own.
     ///
@@ -86,8 +97,10 @@ impl Mutex {
     /// nothing else, and the segment is not published yet (nobody else uses those bytes).
     pub(crate) unsafe fn init_at(seg: &Arc<Segment>, offset: usize) -> Result<Mutex> {
         let key = format!("{}.m{offset}", seg.os_name());
-        // SAFETY: forwarded from the caller's contract.
-        let raw = unsafe { sys::RawMutex::init(seg.as_ptr().add(offset), &key) }
+        let at = mutex_storage(seg, offset)?;
+        // SAFETY: `at` is MUTEX_STORAGE bytes inside the mapping (checked); the rest is
+        // forwarded from the caller's contract.
+        let raw = unsafe { sys::RawMutex::init(at, &key) }
             .map_err(|e| Error::os("mutex init", seg.name(), e))?;
         Ok(Mutex {
             raw,
@@ -101,8 +114,10 @@ impl Mutex {
     /// A mutex was initialised at `offset` of the published segment `seg`.
     pub(crate) unsafe fn open_at(seg: &Arc<Segment>, offset: usize) -> Result<Mutex> {
         let key = format!("{}.m{offset}", seg.os_name());
-        // SAFETY: forwarded from the caller's contract.
-        let raw = unsafe { sys::RawMutex::open(seg.as_ptr().add(offset), &key) }
+        let at = mutex_storage(seg, offset)?;
+        // SAFETY: `at` is MUTEX_STORAGE bytes inside the mapping (checked); the rest is
+        // forwarded from the caller's contract.
+        let raw = unsafe { sys::RawMutex::open(at, &key) }
             .map_err(|e| Error::os("mutex open", seg.name(), e))?;
         Ok(Mutex {
             raw,
