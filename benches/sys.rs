@@ -152,7 +152,7 @@ mod linux {
                 futex_wake(&sh.pong_futex.0);
             },
             ev => {
-                let pair = EventPair::open(&name).unwrap().with_strategy(strategy(ev));
+                let pair = EventPair::open(&name).unwrap().wait_strategy(strategy(ev));
                 loop {
                     pair.exec().wait();
                     if sh.stop.0.load(Ordering::Acquire) != 0 {
@@ -273,7 +273,7 @@ mod linux {
                 futex_wake(&sh.ping_futex.0);
             }
             ev => {
-                let pair = pair.with_strategy(strategy(ev));
+                let pair = pair.wait_strategy(strategy(ev));
                 c.bench_function(&id, |b| {
                     b.iter_custom(|iters| {
                         let t = Instant::now();

@@ -11,8 +11,9 @@ pub const MAX_NAME_LEN: usize = 200;
 /// A validated service name: 1 to 200 characters of `[A-Za-z0-9._-]`.
 ///
 /// Every shared object of a service derives its OS name from this name deterministically
-/// (see [`ServiceName::os_name`]), so two processes that agree on the service name find the
-/// same objects.
+/// (`/shmlink.<name>.<kind>` on Linux; on macOS, whose limit is 31 bytes, a stable hash
+/// replaces the tail), so two processes that agree on the service name find the same
+/// objects.
 ///
 /// # Examples
 /// ```
@@ -63,7 +64,7 @@ impl ServiceName {
     /// Linux: `/shmlink.<name>.<tag>`; Windows: `Local\shmlink.<name>.<tag>`; macOS, whose
     /// limit is 31 bytes: the same when it fits, else a prefix of the name and a stable
     /// 64-bit FNV-1a hash of the full name and tag.
-    pub fn os_name(&self, tag: &str) -> String {
+    pub(crate) fn os_name(&self, tag: &str) -> String {
         os_name_with_limit(&self.0, tag, sys::MAX_OS_NAME)
     }
 }

@@ -16,7 +16,9 @@ const MAGIC: u64 = u64::from_le_bytes(*b"shmlink\x01");
 /// Version of the common header layout below.
 pub(crate) const HEADER_VERSION: u32 = 1;
 /// Bytes before the data region of every segment (header, padded to a cache-line multiple).
-pub const HEADER_SIZE: usize = 512;
+pub(crate) const HEADER_SIZE: usize = 512;
+// The hostile-peer tests write behind the header by hand (tests/common/mod.rs).
+const _: () = assert!(HEADER_SIZE == 512);
 /// How long openers wait for a segment's creator to publish it.
 const READY_WAIT: Duration = Duration::from_secs(2);
 /// Default permission bits: owner read/write only.
@@ -36,7 +38,7 @@ const STATE_READY: u32 = 2;
 /// What a segment holds, recorded in its header so that openers refuse the wrong kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum SegmentKind {
+pub(crate) enum SegmentKind {
     /// Raw bytes for the caller ([`Segment::builder`]).
     Raw,
     /// A standalone [`Mutex`](crate::Mutex).

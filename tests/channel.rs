@@ -446,7 +446,7 @@ fn eight_processes_racing_server_or_client_elect_exactly_one_server() {
 /// Offsets inside the channel segment file, mirroring `src/channel/layout.rs`, `slot.rs` and
 /// `ring.rs` (unit tests there pin them): the segment header, then the data region.
 mod raw {
-    pub(crate) const DATA: usize = shmlink::HEADER_SIZE;
+    pub(crate) const DATA: usize = crate::common::HEADER_SIZE;
     pub(crate) const RING: usize = DATA + 256;
     pub(crate) const RING_CELLS: usize = RING + 128;
     /// Slot header fields.

@@ -411,7 +411,7 @@ fn a_buffer_from_a_reader_whose_index_cannot_be_adopted_is_copied_on_send() {
                 .write(true)
                 .open(&index)
                 .unwrap();
-            f.write_all_at(b"garbage!", shmlink::HEADER_SIZE as u64)
+            f.write_all_at(b"garbage!", common::HEADER_SIZE as u64)
                 .unwrap();
         } else {
             std::fs::remove_file(&index).unwrap();
@@ -442,7 +442,7 @@ fn a_buffer_from_a_reader_whose_index_cannot_be_adopted_is_copied_on_send() {
 /// the `layout_is_pinned` unit test in src/pool/index.rs).
 fn entry_offset(i: u64, at: u64) -> u64 {
     const DIR_OFFSET: u64 = 832;
-    shmlink::HEADER_SIZE as u64 + DIR_OFFSET + 64 * i + at
+    common::HEADER_SIZE as u64 + DIR_OFFSET + 64 * i + at
 }
 
 #[test]

@@ -132,7 +132,7 @@ impl Write for Scribbler {
                 .write(true)
                 .open(format!("/dev/shm/{f}"))?;
             // Past the segment header and the 32-byte chunk header: the chunk's bytes.
-            file.write_all_at(&[0xEE; 4096], shmlink::HEADER_SIZE as u64 + 32)?;
+            file.write_all_at(&[0xEE; 4096], common::HEADER_SIZE as u64 + 32)?;
         }
         self.out.extend_from_slice(bytes);
         Ok(bytes.len())

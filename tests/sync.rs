@@ -14,7 +14,7 @@ use shmlink::{Error, Event, EventPair, Locked, Mutex, ProcessId, Segment, WaitSt
 /// bit 31 (FUTEX_WAITERS) is set once a waiter sleeps in the kernel.
 fn mutex_has_sleeping_waiter(name: &str) -> bool {
     let bytes = std::fs::read(format!("/dev/shm/shmlink.{name}.mutex")).unwrap();
-    let at = shmlink::HEADER_SIZE;
+    let at = common::HEADER_SIZE;
     u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap()) & 0x8000_0000 != 0
 }
 
@@ -164,7 +164,7 @@ fn mutex_timeouts_try_lock_and_relock_errors() {
 
 /// Child side of the ping-pong: answers `rounds` exec signals, echoing the round number.
 fn pong(name: &str, strategy: WaitStrategy, rounds: u64) {
-    let pair = EventPair::open(name).unwrap().with_strategy(strategy);
+    let pair = EventPair::open(name).unwrap().wait_strategy(strategy);
     let seg = Segment::open(name).unwrap();
     let round = seg.as_ptr().cast::<u64>();
     tell_parent("ready");
@@ -186,7 +186,7 @@ fn ping_pong(test: &str, strategy: WaitStrategy, label: &str) {
     const ROUNDS: u64 = 100_000;
     let _w = watchdog(test, Duration::from_secs(240));
     let name = TestName::new(label);
-    let pair = EventPair::create(&name).unwrap().with_strategy(strategy);
+    let pair = EventPair::create(&name).unwrap().wait_strategy(strategy);
     let seg = Segment::builder(&name).size(64).create().unwrap();
     let round = seg.as_ptr().cast::<u64>();
     let mut child = spawn(test, "pong", &[&name]);
@@ -242,7 +242,7 @@ fn event_wait_timeout_without_set_returns_false_after_the_timeout() {
         WaitStrategy::Spin,
         WaitStrategy::SpinThenBlock { spins: 100 },
     ] {
-        let ev = Event::create(&name).unwrap().with_strategy(strategy);
+        let ev = Event::create(&name).unwrap().wait_strategy(strategy);
         let start = Instant::now();
         assert!(!ev.wait_timeout(Duration::from_millis(50)), "{strategy:?}");
         let took = start.elapsed();
@@ -274,7 +274,7 @@ fn event_waiter_killed_inside_wait_does_not_break_the_next_pair() {
     if let Some((_, args)) = child_role() {
         let ev = Event::open(&args[0])
             .unwrap()
-            .with_strategy(WaitStrategy::Block);
+            .wait_strategy(WaitStrategy::Block);
         tell_parent("waiting");
         ev.wait();
         child_exit(1); // never set: we get killed in there

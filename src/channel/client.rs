@@ -134,7 +134,7 @@ impl Client {
     pub fn wait_strategy(mut self, strategy: WaitStrategy) -> Self {
         self.strategy = strategy;
         if let Some(c) = self.conn.as_mut() {
-            c.done.set_strategy(strategy);
+            c.done.set_wait_strategy(strategy);
         }
         self
     }

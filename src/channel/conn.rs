@@ -138,7 +138,7 @@ impl Conn {
             ring,
             mutex,
             bell,
-            done: done.with_strategy(strategy),
+            done: done.wait_strategy(strategy),
             slot,
             seq,
             poll_backoff: 0,
@@ -283,7 +283,7 @@ impl Conn {
             return None;
         }
         if matches!(
-            self.done.strategy(),
+            self.done.current_wait_strategy(),
             WaitStrategy::Block | WaitStrategy::SpinThenBlock { spins: 0 }
         ) {
             return None;

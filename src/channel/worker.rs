@@ -81,7 +81,7 @@ impl Core {
     pub(super) fn run_worker(&self, handler: &mut dyn FnMut(&[u8], &mut [u8]) -> usize) {
         // SAFETY: the doorbell was initialised at this offset before publishing.
         let bell = match unsafe { Event::open_at(&self.map.seg, self.map.layout.doorbell) } {
-            Ok(bell) => bell.with_strategy(self.strategy),
+            Ok(bell) => bell.wait_strategy(self.strategy),
             Err(_) => return,
         };
         let mut scan = true;

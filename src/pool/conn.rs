@@ -52,7 +52,7 @@ pub(super) fn create_buffer(
 
 /// Makes `ev`'s waits use `strategy`: the pool's one call into [`Event`]'s strategy setter.
 pub(super) fn set_wait_strategy(ev: &mut Event, strategy: WaitStrategy) {
-    ev.set_strategy(strategy);
+    ev.set_wait_strategy(strategy);
 }
 
 /// A snapshot of a pool's lists and counters.

@@ -17,6 +17,10 @@ const SEP: char = '\u{1f}';
 /// Marks handshake lines: the child's stdout also carries the test harness's own output.
 const TAG: &str = "@shmlink-test:";
 
+/// Bytes of the common segment header before a segment's data region (the layout that the
+/// hostile-peer tests write into by hand; pinned by `src/segment.rs`).
+pub const HEADER_SIZE: usize = 512;
+
 /// Generous bound for any single handshake step; a hang becomes a failure with a message.
 pub const STEP: Duration = Duration::from_secs(30);
 

@@ -1,0 +1,151 @@
+//! Unit tests and loom models of the event word (on heap events).
+
+#[cfg(all(test, not(loom)))]
+mod unit {
+    use super::super::*;
+
+    const ROUNDS: u32 = if cfg!(miri) { 100 } else { 100_000 };
+    /// A lost wake-up fails the test after this long instead of hanging it.
+    const WATCHDOG: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn set_is_consumed_once() {
+        let ev = Event::on_heap(WaitStrategy::Block);
+        assert!(!ev.try_wait());
+        ev.set();
+        ev.set(); // signals do not count
+        assert!(ev.try_wait());
+        assert!(!ev.try_wait());
+        assert!(!ev.wait_timeout(Duration::from_millis(1)));
+        assert_eq!(ev.sleepers(), 0, "a timed-out sleeper unregisters");
+    }
+
+    /// Ping-pong through two events: every `set` wakes the waiter, sleeping or spinning.
+    fn ping_pong(strategy: WaitStrategy, rounds: u32) {
+        let (ping, pong) = (Event::on_heap(strategy), Event::on_heap(strategy));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..rounds {
+                    assert!(ping.wait_timeout(WATCHDOG), "lost wake-up");
+                    pong.set();
+                }
+            });
+            for _ in 0..rounds {
+                ping.set();
+                assert!(pong.wait_timeout(WATCHDOG), "lost wake-up");
+            }
+        });
+        assert_eq!((ping.sleepers(), pong.sleepers()), (0, 0));
+        assert!(!ping.try_wait() && !pong.try_wait());
+    }
+
+    #[test]
+    fn ping_pong_block() {
+        ping_pong(WaitStrategy::Block, ROUNDS);
+    }
+
+    #[test]
+    fn ping_pong_adaptive() {
+        ping_pong(WaitStrategy::Adaptive, ROUNDS);
+    }
+
+    /// The eventcount: `notify` after the store that makes `wait_for`'s condition true.
+    #[test]
+    fn notify_wakes_wait_for() {
+        let ev = Event::on_heap(WaitStrategy::Block);
+        let back = Event::on_heap(WaitStrategy::Block);
+        let flag = AtomicU32::new(0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 1..=ROUNDS {
+                    let seen = |_| flag.load(Ordering::Acquire) >= i;
+                    while !seen(true) {
+                        let deadline = sys::deadline_after(Some(WATCHDOG));
+                        assert_eq!(ev.wait_for(seen, deadline, None), WaitOutcome::Set);
+                    }
+                    back.set();
+                }
+            });
+            for i in 1..=ROUNDS {
+                flag.store(i, Ordering::Release);
+                ev.notify();
+                assert!(back.wait_timeout(WATCHDOG), "lost wake-up");
+            }
+        });
+        assert_eq!(ev.sleepers(), 0);
+    }
+}
+
+/// Loom models of the two hand-offs and of the sleeper count. The kernel sleep is modelled
+/// in `sys` (`cfg(loom)`); waits use `Block` and no deadline, so every run is replayable.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::super::*;
+    use loom::thread;
+
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound.get_or_insert(3);
+        b.check(f);
+    }
+
+    fn word(ev: &Event) -> u32 {
+        ev.cell().word.load(Ordering::Relaxed)
+    }
+
+    /// `set` then `wait`: the waiter returns (a lost wake-up is a loom deadlock), and leaves
+    /// the event reset with no sleeper counted.
+    #[test]
+    fn set_wakes_a_waiter() {
+        model(|| {
+            let ev = Arc::new(Event::on_heap(WaitStrategy::Block));
+            let w = Arc::clone(&ev);
+            let t = thread::spawn(move || w.wait());
+            ev.set();
+            t.join().unwrap();
+            assert_eq!(word(&ev), 0);
+        });
+    }
+
+    /// The eventcount: the notifier stores, then `notify` wakes only a counted sleeper; the
+    /// waiter registers, then re-checks. It always sees the store, and the count is 0 after.
+    #[test]
+    fn notify_wakes_a_wait_for() {
+        model(|| {
+            let ev = Arc::new(Event::on_heap(WaitStrategy::Block));
+            let flag = Arc::new(AtomicU32::new(0));
+            let (w, f) = (Arc::clone(&ev), Arc::clone(&flag));
+            let t = thread::spawn(move || {
+                let out = w.wait_for(|_| f.load(Ordering::Acquire) == 1, None, None);
+                assert_eq!(out, WaitOutcome::Set);
+                assert_eq!(f.load(Ordering::Relaxed), 1, "returned before the store");
+            });
+            flag.store(1, Ordering::Release);
+            ev.notify();
+            t.join().unwrap();
+            assert_eq!(ev.sleepers(), 0);
+        });
+    }
+
+    /// Two waiters that give up after one sleep race one `set`: the sleeper count never
+    /// underflows or leaks, and the signal is consumed by exactly one waiter or still set.
+    #[test]
+    fn sleepers_are_counted_exactly_and_no_signal_is_lost() {
+        model(|| {
+            let ev = Arc::new(Event::on_heap(WaitStrategy::Block));
+            let waiter = |ev: Arc<Event>| {
+                thread::spawn(move || {
+                    let mut give_up = || false;
+                    let out = ev.wait_until(None, Some(&mut give_up));
+                    assert!(ev.sleepers() <= 2, "underflow: {:#x}", word(&ev));
+                    out == WaitOutcome::Set
+                })
+            };
+            let (a, b) = (waiter(Arc::clone(&ev)), waiter(Arc::clone(&ev)));
+            ev.set();
+            let woken = u32::from(a.join().unwrap()) + u32::from(b.join().unwrap());
+            assert_eq!(woken + (word(&ev) & SET), 1, "signal lost or doubled");
+            assert_eq!(ev.sleepers(), 0);
+        });
+    }
+}
