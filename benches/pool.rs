@@ -7,7 +7,9 @@
 //! * `pool/1MiB`, `pool/16MiB`: throughput, the writer fills every byte of each buffer, the
 //!   reader reads (checksums) every byte, several buffers in flight;
 //! * beside them, in the same run: in-process `memcpy + checksum` of the same sizes, and a
-//!   Unix socket carrying the same messages (writer fills, reader reads + checksums).
+//!   Unix socket carrying the same messages (writer fills, reader reads + checksums);
+//! * `read_view/{in-place,copy_to}/<size>`: checksumming a received message where it lies
+//!   against copying it out first with `ReadBuf::copy_to` (the view for untrusted Writers).
 //!
 //! `cargo bench --bench pool`; prints a table at the end (also written to
 //! `target/shmlink-bench-pool.md`).
@@ -243,8 +245,35 @@ mod linux {
         bench_memcpy(&mut c);
         bench_socket(&mut c, &mut peer);
         drop(peer);
+        bench_read_view(&mut c);
         c.final_summary();
         report();
+    }
+
+    /// What the copying view costs: one received message, read in place or copied out.
+    fn bench_read_view(c: &mut Criterion) {
+        let mut g = c.benchmark_group("read_view");
+        for (label, size) in SIZES {
+            let name = format!("bench-view-{}-{label}", std::process::id());
+            let reader = Reader::create(&name, pool_config(size)).unwrap();
+            let writer = Writer::connect(&name).unwrap();
+            let mut buf = writer.acquire().unwrap();
+            buf.extend_from_slice(&vec![0x5a; size]).unwrap();
+            writer.send(buf).unwrap();
+            let msg = reader.recv_timeout(Duration::from_secs(5)).unwrap();
+            let mut copy = vec![0u8; size];
+            g.throughput(Throughput::Bytes(size as u64));
+            g.bench_function(format!("in-place/{label}"), |b| {
+                b.iter(|| checksum(std::hint::black_box(&msg[..])))
+            });
+            g.bench_function(format!("copy_to/{label}"), |b| {
+                b.iter(|| {
+                    msg.copy_to(&mut copy);
+                    checksum(std::hint::black_box(&copy))
+                })
+            });
+        }
+        g.finish();
     }
 
     fn report() {

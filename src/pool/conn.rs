@@ -102,6 +102,9 @@ pub(super) struct Mapped {
 /// mappings cache. Shared by the Reader and by Writers.
 pub(super) struct Conn {
     pub(super) seg: Arc<Segment>,
+    /// The index header and directory inside `seg` (which keeps them mapped), found once.
+    hdr: &'static IndexHeader,
+    dir: &'static [index::Entry],
     pub(super) mutex: Mutex,
     pub(super) alive: Mutex,
     pub(super) queue_ev: Event,
@@ -175,10 +178,20 @@ impl Conn {
                 Event::open_at(&seg, index::SERVICE_EVENT_OFFSET)?,
             )
         };
+        // SAFETY: `seg` is stored in the Conn beside these views, so the mapping outlives
+        // them (they are only handed out borrowed from the Conn).
+        let data = unsafe { seg.data().detach() };
+        let corrupt = || PoolError::Corrupt("the index does not hold its directory".into());
+        let hdr = data.get::<IndexHeader>(0).ok_or_else(corrupt)?;
+        let dir = data
+            .slice::<index::Entry>(index::DIR_OFFSET, max_buffers as usize)
+            .ok_or_else(corrupt)?;
         let token = seg.token();
         let cache = parking_lot::Mutex::new((0..max_buffers).map(|_| None).collect());
         let mut conn = Conn {
             seg,
+            hdr,
+            dir,
             mutex,
             alive,
             queue_ev,
@@ -213,20 +226,13 @@ impl Conn {
     }
 
     pub(super) fn hdr(&self) -> &IndexHeader {
-        // `attach` checked that the data region holds the header.
-        self.seg.data().at::<IndexHeader>(0)
+        self.hdr
     }
 
     pub(super) fn index(&self) -> Index<'_> {
-        // `attach` checked that the segment holds index_size(max_buffers) bytes.
-        let dir = self
-            .seg
-            .data()
-            .slice::<index::Entry>(index::DIR_OFFSET, self.max_buffers as usize)
-            .expect("the directory fits (checked when attached)");
         Index {
-            hdr: self.hdr(),
-            dir,
+            hdr: self.hdr,
+            dir: self.dir,
             max_size: self.max_buffer_size as u64,
         }
     }
