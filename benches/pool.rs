@@ -125,7 +125,7 @@ mod linux {
             max_buffer_size: size.max(4096),
             start_buffers: buffers,
             max_buffers: buffers,
-            min_buffers: buffers,
+            min_buffers: Some(buffers),
             resize_threshold: 0,
             ..PoolConfig::default()
         }

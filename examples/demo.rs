@@ -249,7 +249,7 @@ fn buffer_pool(name: &str) -> DynResult {
         max_buffer_size: 1 << 20,
         start_buffers: 8,
         max_buffers: 16,
-        min_buffers: 4,
+        min_buffers: Some(4),
         ..PoolConfig::default()
     };
     let reader = Reader::create(name, config)?;

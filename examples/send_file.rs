@@ -57,7 +57,7 @@ fn run() -> DynResult {
         max_buffer_size: 1 << 20,
         start_buffers: 4,
         max_buffers: 4,
-        min_buffers: 4,
+        min_buffers: Some(4),
         resize_threshold: 0,
         ..PoolConfig::default()
     };

@@ -81,8 +81,8 @@ fn small_config() -> PoolConfig {
         max_buffer_size: 4096,
         start_buffers: 32,
         max_buffers: 64,
-        min_buffers: 8,
-        resize_increment: 8,
+        min_buffers: Some(8),
+        resize_increment: Some(8),
         resize_threshold: 4,
         sweep_timeout: Duration::from_secs(30),
     }
@@ -159,8 +159,8 @@ fn a_burst_grows_the_pool_to_max_buffers_and_idle_time_sweeps_it_to_min_buffers(
         max_buffer_size: 4096,
         start_buffers: 2,
         max_buffers: 16,
-        min_buffers: 2,
-        resize_increment: 4,
+        min_buffers: Some(2),
+        resize_increment: Some(4),
         resize_threshold: 2,
         sweep_timeout: Duration::from_millis(300),
     };
@@ -507,7 +507,7 @@ fn a_hostile_process_corrupting_the_directory_cannot_crash_or_hang_the_reader() 
         let config = PoolConfig {
             start_buffers: 16,
             max_buffers: 16,
-            min_buffers: 16,
+            min_buffers: Some(16),
             ..small_config()
         };
         let reader = Reader::create(&name, config).unwrap();
@@ -689,7 +689,7 @@ fn a_writer_waiting_for_a_buffer_learns_that_the_reader_was_killed() {
         let config = PoolConfig {
             start_buffers: 2,
             max_buffers: 2,
-            min_buffers: 2,
+            min_buffers: Some(2),
             resize_threshold: 0,
             ..small_config()
         };
@@ -751,7 +751,7 @@ fn swept_buffers_are_unmapped_by_writers_too() {
     let name = TestName::new("pool-unmap");
     let config = PoolConfig {
         start_buffers: 8,
-        min_buffers: 1,
+        min_buffers: Some(1),
         resize_threshold: 0,
         sweep_timeout: Duration::from_millis(100),
         ..small_config()

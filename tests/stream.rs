@@ -72,8 +72,8 @@ fn stream_file(test: &str, size: u64) {
         max_buffer_size: 1 << 20,
         start_buffers: 4,
         max_buffers: 4,
-        min_buffers: 4,
-        resize_increment: 1,
+        min_buffers: Some(4),
+        resize_increment: Some(1),
         resize_threshold: 0,
         sweep_timeout: Duration::from_secs(60),
     };
@@ -152,7 +152,7 @@ fn a_peer_changing_a_chunk_after_it_was_checksummed_cannot_change_what_is_writte
         max_buffer_size: 4096,
         start_buffers: 4,
         max_buffers: 4,
-        min_buffers: 4,
+        min_buffers: Some(4),
         resize_threshold: 0,
         ..PoolConfig::default()
     };

@@ -11,13 +11,20 @@ pub(super) const MAX_BUFFERS_LIMIT: u32 = 1 << 20;
 
 /// The sizes and limits of a pool. Every field has a default ([`PoolConfig::default`]).
 ///
+/// The optional fields follow `start_buffers` unless set: the pool never shrinks below the
+/// size it started with (`min_buffers` = `start_buffers`), and grows by half its start size
+/// at a time (`resize_increment` = `start_buffers / 2`, at least 1).
+///
 /// # Examples
 /// ```
 /// use std::time::Duration;
 /// use shmlink::PoolConfig;
-/// let config = PoolConfig { start_buffers: 4, max_buffers: 64, sweep_timeout: Duration::from_secs(5), ..PoolConfig::default() };
+/// let config = PoolConfig { start_buffers: 2, max_buffers: 8, ..PoolConfig::default() };
 /// assert!(config.validate().is_ok());
-/// assert!(PoolConfig { min_buffers: 100, ..config }.validate().is_err());
+/// assert_eq!((config.min_buffers(), config.resize_increment()), (2, 1));
+/// let swept = PoolConfig { min_buffers: Some(0), sweep_timeout: Duration::from_secs(5), ..config };
+/// assert_eq!(swept.min_buffers(), 0);
+/// assert!(PoolConfig { min_buffers: Some(100), ..config }.validate().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
@@ -29,10 +36,10 @@ pub struct PoolConfig {
     pub start_buffers: u32,
     /// The pool never holds more buffers (default 256).
     pub max_buffers: u32,
-    /// The sweeper never shrinks the pool below this (default 4).
-    pub min_buffers: u32,
-    /// Buffers added per growth step (default 8).
-    pub resize_increment: u32,
+    /// The sweeper never shrinks the pool below this (default: `start_buffers`).
+    pub min_buffers: Option<u32>,
+    /// Buffers added per growth step (default: `start_buffers / 2`, at least 1).
+    pub resize_increment: Option<u32>,
     /// A Writer asks the Reader to grow when fewer buffers than this are free (default 4);
     /// with 0, only when none is free.
     pub resize_threshold: u32,
@@ -47,8 +54,8 @@ impl Default for PoolConfig {
             max_buffer_size: 16 * 1024 * 1024,
             start_buffers: 16,
             max_buffers: 256,
-            min_buffers: 4,
-            resize_increment: 8,
+            min_buffers: None,
+            resize_increment: None,
             resize_threshold: 4,
             sweep_timeout: Duration::from_secs(30),
         }
@@ -56,6 +63,18 @@ impl Default for PoolConfig {
 }
 
 impl PoolConfig {
+    /// The sweeper's floor: `min_buffers`, or `start_buffers` when unset.
+    pub fn min_buffers(&self) -> u32 {
+        self.min_buffers.unwrap_or(self.start_buffers)
+    }
+
+    /// Buffers per growth step: `resize_increment`, or `start_buffers / 2` (at least 1) when
+    /// unset.
+    pub fn resize_increment(&self) -> u32 {
+        self.resize_increment
+            .unwrap_or((self.start_buffers / 2).max(1))
+    }
+
     /// Checks that the values fit together.
     ///
     /// # Errors
@@ -92,13 +111,14 @@ impl PoolConfig {
                 self.start_buffers, self.max_buffers
             ));
         }
-        if self.min_buffers > self.start_buffers {
+        if self.min_buffers() > self.start_buffers {
             return bad(format!(
                 "min_buffers {} exceeds start_buffers {}",
-                self.min_buffers, self.start_buffers
+                self.min_buffers(),
+                self.start_buffers
             ));
         }
-        if self.resize_increment == 0 {
+        if self.resize_increment() == 0 {
             return bad("resize_increment must be at least 1".into());
         }
         if self.resize_threshold > self.max_buffers {
@@ -119,6 +139,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn optional_values_follow_start_buffers() {
+        let small = PoolConfig {
+            start_buffers: 2,
+            max_buffers: 8,
+            ..PoolConfig::default()
+        };
+        assert!(
+            small.validate().is_ok(),
+            "a small pool needs no other field"
+        );
+        assert_eq!((small.min_buffers(), small.resize_increment()), (2, 1));
+        let d = PoolConfig::default();
+        assert_eq!((d.min_buffers(), d.resize_increment()), (16, 8));
+        let empty = PoolConfig {
+            start_buffers: 0,
+            ..d.clone()
+        };
+        assert_eq!((empty.min_buffers(), empty.resize_increment()), (0, 1));
+        let set = PoolConfig {
+            min_buffers: Some(3),
+            resize_increment: Some(5),
+            ..d
+        };
+        assert_eq!((set.min_buffers(), set.resize_increment()), (3, 5));
+    }
+
+    #[test]
     fn config_rules() {
         assert!(PoolConfig::default().validate().is_ok());
         let d = PoolConfig::default;
@@ -134,7 +181,7 @@ mod tests {
             PoolConfig {
                 max_buffers: 0,
                 start_buffers: 0,
-                min_buffers: 0,
+                min_buffers: Some(0),
                 resize_threshold: 0,
                 ..d()
             },
@@ -143,11 +190,11 @@ mod tests {
                 ..d()
             },
             PoolConfig {
-                min_buffers: 17,
+                min_buffers: Some(17),
                 ..d()
             },
             PoolConfig {
-                resize_increment: 0,
+                resize_increment: Some(0),
                 ..d()
             },
             PoolConfig {

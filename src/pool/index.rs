@@ -118,8 +118,8 @@ impl<'a> Index<'a> {
         c.max_buffer_size.store(cfg.max_buffer_size as u64, Relaxed);
         c.start_buffers.store(cfg.start_buffers, Relaxed);
         c.max_buffers.store(cfg.max_buffers, Relaxed);
-        c.min_buffers.store(cfg.min_buffers, Relaxed);
-        c.resize_increment.store(cfg.resize_increment, Relaxed);
+        c.min_buffers.store(cfg.min_buffers(), Relaxed);
+        c.resize_increment.store(cfg.resize_increment(), Relaxed);
         c.resize_threshold.store(cfg.resize_threshold, Relaxed);
         c.sweep_timeout_ns.store(
             u64::try_from(cfg.sweep_timeout.as_nanos()).unwrap_or(u64::MAX),

@@ -122,7 +122,7 @@ impl ReaderShared {
             let _g = conn.locked()?;
             let ix = conn.index();
             let room = self.config.max_buffers.saturating_sub(ix.buffers());
-            let n = room.min(self.config.resize_increment);
+            let n = room.min(self.config.resize_increment());
             let mut picked = Vec::new();
             let mut cur = ix
                 .front(List::Disposed)
@@ -182,7 +182,7 @@ impl ReaderShared {
             let ix = conn.index();
             let now = index::now_ns();
             let mut gone = Vec::new();
-            while ix.buffers() > self.config.min_buffers {
+            while ix.buffers() > self.config.min_buffers() {
                 let Some(i) = ix.back(List::Free) else { break };
                 let e = &ix.dir[i as usize];
                 if now.saturating_sub(e.released_at.load(Ordering::Relaxed)) <= timeout {

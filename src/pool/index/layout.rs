@@ -93,8 +93,8 @@ impl RawConfig {
             max_buffer_size: usize::try_from(self.max_buffer_size.load(r)).unwrap_or(usize::MAX),
             start_buffers: self.start_buffers.load(r),
             max_buffers: self.max_buffers.load(r),
-            min_buffers: self.min_buffers.load(r),
-            resize_increment: self.resize_increment.load(r),
+            min_buffers: Some(self.min_buffers.load(r)),
+            resize_increment: Some(self.resize_increment.load(r)),
             resize_threshold: self.resize_threshold.load(r),
             sweep_timeout: Duration::from_nanos(self.sweep_timeout_ns.load(r)),
         }

@@ -22,7 +22,7 @@ fn heap(start: u32, max: u32) -> Heap {
     let cfg = PoolConfig {
         start_buffers: start,
         max_buffers: max,
-        min_buffers: 0,
+        min_buffers: Some(0),
         resize_threshold: 0,
         ..PoolConfig::default()
     };
