@@ -104,6 +104,12 @@ impl<'a> Region<'a> {
         }
     }
 
+    /// The first byte's address (for prefetch hints; dereferencing it is this module's job).
+    #[inline]
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
     /// Length in bytes.
     #[inline]
     pub(crate) fn len(&self) -> usize {

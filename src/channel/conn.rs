@@ -234,12 +234,7 @@ impl Conn {
     /// instead of adding up.
     #[inline]
     pub(super) fn prefetch(&self) {
-        prefetch_write(
-            self.me_slot
-                .request
-                .ptr(0, 0)
-                .unwrap_or(std::ptr::null_mut()),
-        );
+        prefetch_write(self.me_slot.request.as_ptr());
         prefetch_write(self.slot());
         self.ring.prefetch_push();
     }

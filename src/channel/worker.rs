@@ -187,18 +187,8 @@ impl Core {
     fn prefetch_slot(&self, i: u32) {
         if i < self.map.layout.slots {
             prefetch_write(self.map.slot(i));
-            prefetch_read(
-                self.map
-                    .request(i)
-                    .ptr(0, 0)
-                    .unwrap_or(std::ptr::null_mut()),
-            );
-            prefetch_write(
-                self.map
-                    .response(i)
-                    .ptr(0, 0)
-                    .unwrap_or(std::ptr::null_mut()),
-            );
+            prefetch_read(self.map.request(i).as_ptr());
+            prefetch_write(self.map.response(i).as_ptr());
         }
     }
 
