@@ -57,8 +57,8 @@ mod sync;
 mod sys;
 
 pub use channel::{
-    server_or_client, CallError, Client, Free, Role, Server, ServerBuilder, ServerHandle,
-    ShutdownHandle, Single,
+    server_or_client, AppError, Bytes, CallError, CallInfo, Client, ClientId, Free, Handler, Role,
+    Server, ServerBuilder, ServerHandle, SharedHandler, ShutdownHandle, Single, WithInfo,
 };
 pub use error::{Error, Result};
 pub use name::{ServiceName, MAX_NAME_LEN};

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use common::{
     child_exit, child_role, hear_parent, poll_until, spawn, tell_parent, watchdog, TestName,
 };
-use shmlink::{server_or_client, CallError, Client, Role, Server, WaitStrategy};
+use shmlink::{
+    server_or_client, AppError, CallError, CallInfo, Client, Role, Server, WaitStrategy,
+};
 
 /// The answer every test server gives: the request reversed.
 fn reverse(req: &[u8], resp: &mut [u8]) -> usize {
@@ -708,7 +710,7 @@ fn too_large_requests_and_panicking_handlers_fail_only_that_call() {
     assert!(matches!(c.call(b"panic"), Err(CallError::HandlerPanicked)));
     assert!(matches!(
         c.call(b"overlong"),
-        Err(CallError::HandlerPanicked)
+        Err(CallError::BadResponse { len: 101, max: 100 })
     ));
     // Zero-copy form; the connection survived the failures.
     let req = [7u8; 100];
@@ -823,4 +825,129 @@ fn a_push_stalled_halfway_holds_up_no_other_call() {
     );
     drop(c);
     handle.shutdown();
+}
+
+/// Client role for `the_handler_sees_each_client_process_by_id_and_pid`: two calls, each
+/// answered with the caller's id and pid as the handler saw them; prints both answers.
+fn identity_caller(name: &str) -> ! {
+    let mut c = Client::connect_timeout(name, Duration::from_secs(10)).unwrap();
+    let first = c.call(b"who").unwrap();
+    let second = c.call(b"who").unwrap();
+    assert_eq!(first, second, "one connection, one identity");
+    tell_parent(&format!(
+        "{} {}",
+        std::process::id(),
+        String::from_utf8(first).unwrap()
+    ));
+    hear_parent();
+    child_exit(0)
+}
+
+#[test]
+fn the_handler_sees_each_client_process_by_id_and_pid() {
+    if let Some((_, args)) = child_role() {
+        identity_caller(&args[0]);
+    }
+    let _w = watchdog("handler_identity", Duration::from_secs(60));
+    let name = TestName::new("chan-ident");
+    let handle = Server::builder(&name)
+        .slots(4)
+        .workers(2)
+        .create()
+        .unwrap()
+        .spawn(
+            |call: &CallInfo, _: &[u8], resp: &mut [u8]| -> Result<usize, AppError> {
+                let me = format!("{} {} {}", call.client().as_u64(), call.pid(), call.slot());
+                resp[..me.len()].copy_from_slice(me.as_bytes());
+                Ok(me.len())
+            },
+        )
+        .unwrap();
+    let mut kids: Vec<_> = (0..4)
+        .map(|_| {
+            spawn(
+                "the_handler_sees_each_client_process_by_id_and_pid",
+                "client",
+                &[&name],
+            )
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    let mut slots = std::collections::HashSet::new();
+    for k in &mut kids {
+        let line = k.expect_line();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f.len(), 4, "{line}");
+        assert_eq!(
+            f[0], f[2],
+            "the handler saw another pid than the caller's: {line}"
+        );
+        assert_eq!(f[0], k.pid().to_string());
+        ids.insert(f[1].to_owned());
+        slots.insert(f[3].to_owned());
+    }
+    assert_eq!(ids.len(), 4, "four connections, four ids: {ids:?}");
+    assert_eq!(slots.len(), 4, "four clients, four slots: {slots:?}");
+    for k in &mut kids {
+        k.send("done");
+        k.wait_ok();
+    }
+    // A new connection on a slot used before gets a new id.
+    let mut again = Client::connect(&name).unwrap();
+    let me = String::from_utf8(again.call(b"who").unwrap()).unwrap();
+    let id = me.split_whitespace().next().unwrap().to_owned();
+    assert!(!ids.contains(&id), "id {id} reused from {ids:?}");
+    drop(again);
+    handle.shutdown();
+    assert!(name.leftovers().is_empty(), "left: {:?}", name.leftovers());
+}
+
+#[test]
+fn application_errors_and_oversized_lengths_fail_only_that_call() {
+    let _w = watchdog("app_errors", Duration::from_secs(60));
+    let name = TestName::new("chan-apperr");
+    let handle = Server::builder(&name)
+        .max_message(64)
+        .create()
+        .unwrap()
+        .spawn(
+            |_: &CallInfo, req: &[u8], resp: &mut [u8]| -> Result<usize, AppError> {
+                match req {
+                    b"refuse" => {
+                        resp[..4].copy_from_slice(b"nope");
+                        Err(AppError::with_detail(42, 4))
+                    }
+                    b"bare" => Err(AppError::new(7)),
+                    b"too long" => Ok(resp.len() + 1),
+                    b"too much detail" => Err(AppError::with_detail(1, resp.len() + 1)),
+                    _ => {
+                        resp[..req.len()].copy_from_slice(req);
+                        Ok(req.len())
+                    }
+                }
+            },
+        )
+        .unwrap();
+    let mut c = Client::connect(&name).unwrap();
+    match c.call(b"refuse") {
+        Err(CallError::Application { code: 42, detail }) => assert_eq!(detail, b"nope"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        c.call(b"bare"),
+        Err(CallError::Application { code: 7, ref detail }) if detail.is_empty()
+    ));
+    assert_eq!(c.call(b"echo").unwrap(), b"echo");
+    match c.call(b"too long") {
+        Err(CallError::BadResponse { len: 65, max: 64 }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        c.call(b"too much detail"),
+        Err(CallError::BadResponse { .. })
+    ));
+    assert_eq!(c.call(b"still served").unwrap(), b"still served");
+    drop(c);
+    handle.shutdown();
+    assert!(name.leftovers().is_empty(), "left: {:?}", name.leftovers());
 }

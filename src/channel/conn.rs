@@ -8,8 +8,8 @@ use super::error::CallError;
 use super::layout::{Config, Layout, Mapped, SlotRef, KIND_VERSION};
 use super::ring::Ring;
 use super::slot::{
-    SlotHeader, FREE, IDLE, IN_SERVICE, REQUEST_READY, RESPONSE_READY, STATUS_BAD_LENGTH,
-    STATUS_OK, STATUS_PANICKED, STATUS_REFUSED,
+    SlotHeader, FREE, IDLE, IN_SERVICE, REQUEST_READY, RESPONSE_READY, STATUS_APP_ERROR,
+    STATUS_BAD_LENGTH, STATUS_BAD_RESPONSE, STATUS_OK, STATUS_PANICKED, STATUS_REFUSED,
 };
 use crate::error::Error;
 use crate::name::ServiceName;
@@ -337,6 +337,15 @@ impl Conn {
                 reason: "the server refused the request length",
             }),
             STATUS_PANICKED => failed(CallError::HandlerPanicked),
+            STATUS_APP_ERROR if len <= self.me_slot.max_message() => {
+                let code = slot.app_code();
+                let detail = self.response(len).to_vec();
+                failed(CallError::Application { code, detail })
+            }
+            STATUS_BAD_RESPONSE => failed(CallError::BadResponse {
+                len,
+                max: self.me_slot.max_message(),
+            }),
             _ => failed(CallError::Protocol {
                 reason: "unknown response status",
             }),

@@ -48,6 +48,26 @@ pub enum CallError {
     /// The server's handler panicked while serving this call (the server keeps running).
     #[error("the server's handler panicked")]
     HandlerPanicked,
+    /// The server's handler answered the call with an application error: `code` and the
+    /// `detail` bytes it wrote (the request was executed as far as the handler decided).
+    #[error("the server's handler failed the call with application error {code}")]
+    Application {
+        /// The handler's error code.
+        code: u32,
+        /// The detail bytes the handler wrote (may be empty).
+        detail: Vec<u8>,
+    },
+    /// The server's handler returned a response length beyond its response buffer; the call
+    /// failed (the request was executed), the server keeps serving.
+    #[error(
+        "the server's handler returned a {len}-byte response, more than the {max}-byte buffer"
+    )]
+    BadResponse {
+        /// The length the handler returned.
+        len: usize,
+        /// The response buffer's size (`max_message`).
+        max: usize,
+    },
     /// The server refused the request as malformed, or this client's slot holds values no
     /// correct peer writes (another process scribbled on it).
     #[error("protocol violation: {reason}")]

@@ -63,6 +63,7 @@
 mod client;
 mod conn;
 mod error;
+mod handler;
 mod layout;
 mod ring;
 mod server;
@@ -73,6 +74,7 @@ use std::time::Duration;
 
 pub use client::Client;
 pub use error::CallError;
+pub use handler::{AppError, Bytes, CallInfo, ClientId, Handler, SharedHandler, WithInfo};
 pub use server::{Free, Server, ServerBuilder, ServerHandle, ShutdownHandle, Single};
 
 /// What [`server_or_client`] made of this process.

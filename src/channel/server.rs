@@ -8,6 +8,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::error::CallError;
+#[cfg(doc)]
+use super::handler::{AppError, CallInfo};
+use super::handler::{Handler, SharedHandler};
 use super::layout::{Layout, Mapped, KIND_VERSION, MAX_MESSAGE_LIMIT, MAX_SLOTS};
 use super::ring::Ring;
 use super::worker::Core;
@@ -191,8 +194,12 @@ impl<M> ServerBuilder<M> {
 ///
 /// The handler gets the request bytes and the response buffer (`max_message` bytes, both in
 /// shared memory), writes the response at the start of the buffer and returns its length.
-/// A handler that panics (or returns more than the buffer's length) fails that call with
-/// [`CallError::HandlerPanicked`]; the server keeps serving.
+/// It comes in two shapes ([`Handler`]): `|req, resp| -> usize`, or
+/// `|call: &CallInfo, req, resp| -> Result<usize, AppError>` to learn who calls
+/// ([`CallInfo`]: client id, pid, slot, sequence number) and to fail a call with an
+/// application error ([`CallError::Application`] at the caller). A handler that panics
+/// fails that call with [`CallError::HandlerPanicked`], one that returns more than the
+/// buffer's length with [`CallError::BadResponse`]; the server keeps serving.
 ///
 /// # Examples
 /// ```
@@ -270,8 +277,8 @@ impl Server<Single> {
     /// });
     /// # Ok::<(), shmlink::CallError>(())
     /// ```
-    pub fn serve<H: FnMut(&[u8], &mut [u8]) -> usize>(self, mut handler: H) {
-        self.core.run_worker(&mut handler);
+    pub fn serve<A, H: Handler<A>>(self, mut handler: H) {
+        self.core.run_worker(&mut |c, q, r| handler.handle(c, q, r));
         self.core.finish();
     }
 
@@ -279,12 +286,14 @@ impl Server<Single> {
     ///
     /// # Errors
     /// [`CallError::Setup`] if the thread cannot be started.
-    pub fn spawn<H: FnMut(&[u8], &mut [u8]) -> usize + Send + 'static>(
+    pub fn spawn<A, H: Handler<A> + Send + 'static>(
         self,
         mut handler: H,
     ) -> Result<ServerHandle, CallError> {
         let core = Arc::clone(&self.core);
-        let t = spawn_worker(0, move || core.run_worker(&mut handler))?;
+        let t = spawn_worker(0, move || {
+            core.run_worker(&mut |c, q, r| handler.handle(c, q, r))
+        })?;
         Ok(ServerHandle {
             core: Arc::clone(&self.core),
             threads: vec![t],
@@ -296,16 +305,12 @@ impl Server<Free> {
     /// Serves with the configured number of worker threads until
     /// [`shutdown_handle`](Server::shutdown_handle)'s `shutdown` is called; then answers what
     /// is in flight, refuses what comes later, and removes the channel.
-    pub fn serve<H: Fn(&[u8], &mut [u8]) -> usize + Send + Sync>(self, handler: H) {
+    pub fn serve<A, H: SharedHandler<A> + Send>(self, handler: H) {
         std::thread::scope(|s| {
             for _ in 1..self.core.workers {
-                s.spawn(|| {
-                    self.core
-                        .run_worker(&mut |req: &[u8], resp: &mut [u8]| handler(req, resp))
-                });
+                s.spawn(|| self.core.run_worker(&mut |c, q, r| handler.handle(c, q, r)));
             }
-            self.core
-                .run_worker(&mut |req: &[u8], resp: &mut [u8]| handler(req, resp));
+            self.core.run_worker(&mut |c, q, r| handler.handle(c, q, r));
         });
         self.core.finish();
     }
@@ -315,7 +320,7 @@ impl Server<Free> {
     ///
     /// # Errors
     /// [`CallError::Setup`] if a thread cannot be started (those started are stopped).
-    pub fn spawn<H: Fn(&[u8], &mut [u8]) -> usize + Send + Sync + 'static>(
+    pub fn spawn<A: 'static, H: SharedHandler<A> + Send + 'static>(
         self,
         handler: H,
     ) -> Result<ServerHandle, CallError> {
@@ -328,7 +333,7 @@ impl Server<Free> {
             let (core, handler) = (Arc::clone(&self.core), Arc::clone(&handler));
             // On error `handle` drops, which stops the workers already started.
             handle.threads.push(spawn_worker(i, move || {
-                core.run_worker(&mut |req: &[u8], resp: &mut [u8]| handler(req, resp))
+                core.run_worker(&mut |c, q, r| handler.handle(c, q, r))
             })?);
         }
         Ok(handle)
@@ -392,12 +397,9 @@ impl<M> Server<M> {
     /// }
     /// # Ok::<(), shmlink::CallError>(())
     /// ```
-    pub fn poll<H: FnMut(&[u8], &mut [u8]) -> usize>(
-        &self,
-        handler: &mut H,
-        timeout: Duration,
-    ) -> usize {
-        self.core.poll(handler, timeout)
+    pub fn poll<A, H: Handler<A>>(&self, handler: &mut H, timeout: Duration) -> usize {
+        self.core
+            .poll(&mut |c, q, r| handler.handle(c, q, r), timeout)
     }
 }
 

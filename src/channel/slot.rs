@@ -34,6 +34,11 @@ pub(crate) const STATUS_REFUSED: u32 = 1;
 pub(crate) const STATUS_BAD_LENGTH: u32 = 2;
 /// The handler panicked.
 pub(crate) const STATUS_PANICKED: u32 = 3;
+/// The handler answered with an application error: its code is in `app_code`, `resp_len`
+/// bytes of detail in the response bytes.
+pub(crate) const STATUS_APP_ERROR: u32 = 4;
+/// The handler returned a length (in `resp_len`) beyond the response buffer.
+pub(crate) const STATUS_BAD_RESPONSE: u32 = 5;
 
 /// The hot words of one slot, on a cache line of their own.
 #[repr(C, align(64))]
@@ -66,9 +71,13 @@ pub(crate) struct SlotHeader {
     status: AtomicU32,
     /// Owner pid (0: none; valid in every state but `FREE`).
     owner_pid: AtomicU32,
-    _pad: AtomicU32,
+    /// Connections made to this slot so far: bumped by every claim, so that the slot number
+    /// and this count name one connection.
+    epoch: AtomicU32,
     /// Owner start time (with the pid: an identity that survives pid reuse).
     owner_start: AtomicU64,
+    /// The application error code (valid in `RESPONSE_READY` with [`STATUS_APP_ERROR`]).
+    app_code: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<SlotHeader>() == 64);
@@ -138,13 +147,30 @@ impl SlotHeader {
         self.owner_pid.store(pid, Ordering::Release);
     }
 
-    /// `FREE -> IDLE`: `me` owns the slot. The caller holds the slot mutex (the only writer
-    /// of a `FREE` slot), so a check and two stores suffice: owner first, then the state.
+    /// The slot's connection count (see [`claim`](Self::claim)).
+    #[inline]
+    pub(crate) fn epoch(&self) -> u32 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// The application error code of a [`STATUS_APP_ERROR`] answer. Read as
+    /// [`resp_seq`](Self::resp_seq).
+    pub(crate) fn app_code(&self) -> u32 {
+        self.app_code.load(Ordering::Relaxed)
+    }
+
+    /// `FREE -> IDLE`: `me` owns the slot, as its next connection. The caller holds the slot
+    /// mutex (the only writer of a `FREE` slot), so a check and plain stores suffice: owner
+    /// and connection count first, then the state.
     pub(crate) fn claim(&self, me: ProcessId) -> bool {
         if self.state.load(Ordering::Acquire) != FREE {
             return false;
         }
         self.set_owner(Some(me));
+        self.epoch.store(
+            self.epoch.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
         self.state.store(IDLE, Ordering::Release);
         true
     }
@@ -253,6 +279,18 @@ impl Taken<'_> {
         self.len as usize
     }
 
+    /// The request's sequence number.
+    #[inline]
+    pub(crate) fn seq(&self) -> u32 {
+        self.seq
+    }
+
+    /// As [`answer`](Self::answer) with [`STATUS_APP_ERROR`]: `code` first, then the rest.
+    pub(crate) fn answer_app_error(self, code: u32, len: u32) {
+        self.slot.app_code.store(code, Ordering::Relaxed);
+        self.answer(STATUS_APP_ERROR, len);
+    }
+
     /// `IN_SERVICE -> RESPONSE_READY`: publishes the response (`status`, `len` bytes written
     /// into the response bytes before) as the answer to the request taken. The caller then
     /// notifies the slot's `done` event.
@@ -303,8 +341,9 @@ mod tests {
             resp_len: AtomicU32::new(0),
             status: AtomicU32::new(0),
             owner_pid: AtomicU32::new(0),
-            _pad: AtomicU32::new(0),
+            epoch: AtomicU32::new(0),
             owner_start: AtomicU64::new(0),
+            app_code: AtomicU32::new(0),
         });
         if state != FREE {
             h.set_owner(Some(me()));

@@ -5,9 +5,15 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+use super::handler::{CallInfo, ClientId, Outcome};
 use super::layout::Mapped;
 use super::ring::Ring;
-use super::slot::{STATUS_BAD_LENGTH, STATUS_OK, STATUS_PANICKED, STATUS_REFUSED};
+use super::slot::{
+    STATUS_BAD_LENGTH, STATUS_BAD_RESPONSE, STATUS_OK, STATUS_PANICKED, STATUS_REFUSED,
+};
+
+/// The handler as the workers call it (both closure shapes, wrapped).
+pub(super) type Serve<'a> = dyn FnMut(&CallInfo, &[u8], &mut [u8]) -> Outcome + 'a;
 use crate::sync::atomic::{fence, prefetch_read, prefetch_write, AtomicBool, AtomicU32, Ordering};
 use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
 
@@ -78,7 +84,7 @@ impl Core {
 
     /// One worker: drain the ring, wait on the doorbell, repeat; after a stop request, serve
     /// what is left and return.
-    pub(super) fn run_worker(&self, handler: &mut dyn FnMut(&[u8], &mut [u8]) -> usize) {
+    pub(super) fn run_worker(&self, handler: &mut Serve<'_>) {
         // SAFETY: the doorbell was initialised at this offset before publishing.
         let bell = match unsafe { Event::open_at(&self.map.seg, self.map.layout.doorbell) } {
             Ok(bell) => bell.wait_strategy(self.strategy),
@@ -147,11 +153,7 @@ impl Core {
     }
 
     /// One step for callers with their own loop (see `Server::poll`).
-    pub(super) fn poll(
-        &self,
-        handler: &mut dyn FnMut(&[u8], &mut [u8]) -> usize,
-        timeout: Duration,
-    ) -> usize {
+    pub(super) fn poll(&self, handler: &mut Serve<'_>, timeout: Duration) -> usize {
         let n = self.serve_available(handler, false, false);
         if n > 0 {
             return n;
@@ -200,7 +202,7 @@ impl Core {
     /// server; `poll` may be called from several threads).
     fn serve_available(
         &self,
-        handler: &mut dyn FnMut(&[u8], &mut [u8]) -> usize,
+        handler: &mut Serve<'_>,
         force_scan: bool,
         sole_consumer: bool,
     ) -> usize {
@@ -225,7 +227,7 @@ impl Core {
     }
 
     /// Serves every slot found in `REQUEST_READY` (ground truth when ring entries were lost).
-    fn scan(&self, handler: &mut dyn FnMut(&[u8], &mut [u8]) -> usize, refuse: bool) -> usize {
+    fn scan(&self, handler: &mut Serve<'_>, refuse: bool) -> usize {
         let slots = self.map.layout.slots;
         let start = self.scan_from.fetch_add(1, Ordering::Relaxed) % slots;
         let mut n = 0;
@@ -240,12 +242,7 @@ impl Core {
 
     /// Serves slot `i` if it really holds a request (the number is untrusted). With `refuse`,
     /// answers [`STATUS_REFUSED`] without running the handler.
-    fn serve_slot(
-        &self,
-        i: u32,
-        handler: &mut dyn FnMut(&[u8], &mut [u8]) -> usize,
-        refuse: bool,
-    ) -> bool {
+    fn serve_slot(&self, i: u32, handler: &mut Serve<'_>, refuse: bool) -> bool {
         let layout = &self.map.layout;
         if i >= layout.slots {
             return false; // bogus ring entry
@@ -278,15 +275,21 @@ impl Core {
                         .expect("max_message bytes"),
                 )
             };
-            match catch_unwind(AssertUnwindSafe(|| {
-                let n = handler(req, resp);
-                assert!(
-                    n <= max,
-                    "handler returned {n}, more than the {max}-byte response buffer"
-                );
-                n
-            })) {
-                Ok(n) => (STATUS_OK, n),
+            let call = CallInfo {
+                client: ClientId::new(i, slot.epoch()),
+                pid: slot.owner().pid(),
+                slot: i,
+                seq: taken.seq(),
+            };
+            match catch_unwind(AssertUnwindSafe(|| handler(&call, req, resp))) {
+                Ok(Ok(n)) if n <= max => (STATUS_OK, n),
+                Ok(Err(e)) if e.detail_len() <= max => {
+                    taken.answer_app_error(e.code(), e.detail_len() as u32);
+                    self.done[i as usize].notify();
+                    return true;
+                }
+                Ok(Ok(n)) => (STATUS_BAD_RESPONSE, n.min(u32::MAX as usize)),
+                Ok(Err(e)) => (STATUS_BAD_RESPONSE, e.detail_len().min(u32::MAX as usize)),
                 Err(_) => (STATUS_PANICKED, 0),
             }
         };
@@ -303,7 +306,7 @@ impl Core {
         self.map.flags().closed.store(1, Ordering::SeqCst);
         // Pairs with the fence in the clients' `notify` after their REQUEST_READY store.
         fence(Ordering::SeqCst);
-        self.scan(&mut |_: &[u8], _: &mut [u8]| 0, true);
+        self.scan(&mut |_, _, _| Ok(0), true);
     }
 }
 
