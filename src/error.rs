@@ -50,6 +50,19 @@ pub enum Error {
         /// The service name.
         name: String,
     },
+    /// The name is taken by an object this process must not use or remove: owned by another
+    /// user, a symbolic link, a FIFO or other non-regular file, writable by group or others
+    /// without that being asked for, or a segment whose header names another service. It is
+    /// never connected to, and never removed by shmlink (stale cleanup included).
+    #[error("{name:?} is squatted: {reason} (owner uid {owner_uid}); left untouched")]
+    Squatted {
+        /// The service name.
+        name: String,
+        /// What is wrong with the object.
+        reason: String,
+        /// The uid that owns the object (the link itself, for a symbolic link).
+        owner_uid: u32,
+    },
     /// The segment was written by an incompatible layout version.
     #[error("{name:?} has layout version {found}, this build understands {expected}")]
     VersionMismatch {

@@ -1,5 +1,5 @@
-//! Linux backend: POSIX shm (see `unix.rs`), futex waits, robust process-shared pthread
-//! mutexes, `/proc` for process start times.
+//! Linux backend: POSIX shm objects as files in /dev/shm (see `unix.rs`), futex waits,
+//! robust process-shared pthread mutexes, `/proc` for process start times.
 
 use std::fs::File;
 use std::io;
@@ -7,9 +7,11 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
+use rustix::io::Errno;
 use rustix::thread::futex;
 
-use super::{LockFail, LockStatus, MUTEX_STORAGE};
+use super::{LockFail, LockStatus, OpenError, MUTEX_STORAGE};
 
 pub(crate) use super::unix::Shm;
 
@@ -29,6 +31,57 @@ pub(super) fn reserve(file: &File, size: usize) -> io::Result<()> {
         // Filesystems without fallocate: nothing to reserve with, go on unreserved.
         Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+// ---------------------------------------------------------------------------- shm objects
+//
+// POSIX shm objects are files in /dev/shm (where glibc's and musl's `shm_open` put them), so
+// we open them with `openat` and the flags `shm_open` cannot take: O_NOFOLLOW (a symbolic
+// link under our name is refused, ELOOP) and O_NONBLOCK (opening a FIFO or a file with a
+// lease returns at once).
+
+/// Where POSIX shm objects live.
+const SHM_DIR: &str = "/dev/shm";
+
+/// `/dev/shm/<name>` for an OS name (which starts with a slash, see `OS_NAME_PREFIX`).
+fn shm_path(os_name: &str) -> String {
+    format!("{SHM_DIR}{os_name}")
+}
+
+/// Opens the object `os_name` read-write without following a symbolic link and without
+/// blocking; what is not a regular file is refused here or by the caller's `fstat` checks.
+pub(super) fn open_object(os_name: &str) -> Result<File, OpenError> {
+    let path = shm_path(os_name);
+    let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    match rustix::fs::openat(CWD, &path, flags, Mode::empty()) {
+        Ok(fd) => Ok(File::from(fd)),
+        // ELOOP: a symbolic link (O_NOFOLLOW); ENXIO: a socket; EISDIR: a directory.
+        Err(e @ (Errno::LOOP | Errno::NXIO | Errno::ISDIR)) => {
+            match rustix::fs::statat(CWD, &path, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => Err(squatted_by(&path, &st)),
+                Err(_) => Err(OpenError::Os(e.into())),
+            }
+        }
+        Err(e) => Err(OpenError::Os(e.into())),
+    }
+}
+
+/// The refusal for the non-regular file at `path` described by `st`.
+fn squatted_by(path: &str, st: &Stat) -> OpenError {
+    let kind = FileType::from_raw_mode(st.st_mode);
+    let mut reason = format!("it is {}, not a regular file", super::unix::describe(kind));
+    if kind == FileType::Symlink {
+        if let Ok(target) = rustix::fs::readlinkat(CWD, path, Vec::new()) {
+            reason = format!(
+                "it is a symbolic link (to {}), not a regular file",
+                target.to_string_lossy()
+            );
+        }
+    }
+    OpenError::Squatted {
+        reason,
+        owner_uid: st.st_uid,
     }
 }
 

@@ -27,6 +27,21 @@ pub(super) fn reserve(_file: &File, _size: usize) -> io::Result<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------- shm objects
+//
+// macOS shm names are not filesystem paths: nothing but shm objects can be created under
+// them (no symbolic links, FIFOs or devices), and `shm_open` takes no O_NOFOLLOW or
+// O_NONBLOCK (nor needs them: it never blocks). The owner and permission checks of
+// `unix.rs` apply through `fstat`.
+
+/// Opens the object `os_name` read-write.
+pub(super) fn open_object(os_name: &str) -> Result<File, super::OpenError> {
+    use rustix::shm;
+    let fd = shm::open(os_name, shm::OFlags::RDWR, rustix::fs::Mode::empty())
+        .map_err(io::Error::from)?;
+    Ok(File::from(fd))
+}
+
 // ---------------------------------------------------------------------------------- ulock
 
 /// `__ulock_wait`/`__ulock_wake` operation: compare-and-wait on a 32-bit word that may be

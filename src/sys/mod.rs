@@ -9,8 +9,11 @@
 //! * `Shm`: a named shared-memory object mapped read-write into this process.
 //!   `Shm::create(os_name, size, mode)` creates exclusively (an existing object gives
 //!   `io::ErrorKind::AlreadyExists`), sizes it and reserves its memory up front so that a full
-//!   /dev/shm is an error now, never a SIGBUS later; `Shm::open(os_name)` maps an existing
-//!   object at its current size (which may be 0 if its creator has not sized it yet);
+//!   /dev/shm is an error now, never a SIGBUS later; `Shm::open(os_name, &Expect)` maps an
+//!   existing object at its current size (which may be 0 if its creator has not sized it
+//!   yet), without following a symbolic link and without blocking (a FIFO or a leased file
+//!   under the name cannot hang it), and refuses what `Expect` does not allow
+//!   (`OpenError::Squatted`: another owner, not a regular file, writable by group or others);
 //!   `Shm::unlink_stale(os_name, &shm)` removes the name if it still names that object
 //!   (mappings stay valid; Windows has nothing to remove). `as_ptr()`/`len()`: the mapping,
 //!   page-aligned, zero-filled at creation, valid while the `Shm` lives.
@@ -56,6 +59,36 @@ pub(crate) use os::Waiter;
 pub(crate) use os::{
     current_pid, start_time, RawMutex, Shm, MAX_OS_NAME, OS_NAME_PREFIX, SIZE_ROUNDING,
 };
+
+/// What an opener accepts besides an object that is a regular file owned by this process's
+/// effective uid and writable by nobody else.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Expect {
+    /// The uid that must own the object (`None`: this process's effective uid).
+    #[cfg_attr(windows, allow(dead_code))]
+    pub(crate) owner: Option<u32>,
+    /// Whether group or other write permission is acceptable.
+    #[cfg_attr(windows, allow(dead_code))]
+    pub(crate) shared_write: bool,
+}
+
+/// Why `Shm::open` refused.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    /// The OS call failed (no such object, permission denied, ...).
+    Os(std::io::Error),
+    /// The name is taken by something this process must not use or remove: a symbolic link,
+    /// a FIFO or other non-regular file, an object of another owner, or one writable by
+    /// others. `reason` says which, `owner_uid` who owns it.
+    #[cfg_attr(windows, allow(dead_code))]
+    Squatted { reason: String, owner_uid: u32 },
+}
+
+impl From<std::io::Error> for OpenError {
+    fn from(e: std::io::Error) -> Self {
+        OpenError::Os(e)
+    }
+}
 
 /// Bytes reserved in shared memory for one mutex (the largest backend need, rounded to a
 /// cache line).

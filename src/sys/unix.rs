@@ -1,11 +1,15 @@
-//! POSIX shared memory, common to Linux and macOS: `shm_open` + `mmap` (through memmap2).
+//! POSIX shared memory, common to Linux and macOS: `shm_open` + `mmap` (through memmap2),
+//! and the checks every opened object passes. How an existing object is opened is the
+//! backend's (`linux.rs`: files in /dev/shm; `macos.rs`: `shm_open`).
 
 use std::fs::File;
 use std::io;
 
 use memmap2::{MmapOptions, MmapRaw};
-use rustix::fs::Mode;
+use rustix::fs::{FileType, Mode, Stat};
 use rustix::shm;
+
+use super::{Expect, OpenError};
 
 /// A mapped POSIX shared-memory object.
 #[derive(Debug)]
@@ -13,7 +17,7 @@ pub(crate) struct Shm {
     /// `None` while the object has size 0 (its creator has not sized it yet).
     map: Option<MmapRaw>,
     // Kept open for `fstat` checks; the mapping does not need it.
-    _file: File,
+    file: File,
 }
 
 impl Shm {
@@ -38,7 +42,7 @@ impl Shm {
         match init {
             Ok(map) => Ok(Shm {
                 map: Some(map),
-                _file: file,
+                file,
             }),
             Err(e) => {
                 let _ = shm::unlink(os_name);
@@ -47,23 +51,21 @@ impl Shm {
         }
     }
 
-    /// Opens and maps an existing object at its current size (macOS: rounded up to pages).
-    pub(crate) fn open(os_name: &str) -> io::Result<Shm> {
-        let fd = shm::open(os_name, shm::OFlags::RDWR, Mode::empty())?;
-        let file = File::from(fd);
-        let size = rustix::fs::fstat(&file)?.st_size;
-        let size = usize::try_from(size)
+    /// Opens and maps an existing object at its current size (macOS: rounded up to pages),
+    /// after checking that `expect` allows it.
+    pub(crate) fn open(os_name: &str, expect: &Expect) -> Result<Shm, OpenError> {
+        let file = super::os::open_object(os_name)?;
+        let st = rustix::fs::fstat(&file).map_err(io::Error::from)?;
+        check_object(&st, expect)?;
+        let size = usize::try_from(st.st_size)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "object size out of range"))?;
         if size == 0 {
-            return Ok(Shm {
-                map: None,
-                _file: file,
-            });
+            return Ok(Shm { map: None, file });
         }
         let map = MmapOptions::new().len(size).map_raw(&file)?;
         Ok(Shm {
             map: Some(map),
-            _file: file,
+            file,
         })
     }
 
@@ -76,6 +78,11 @@ impl Shm {
     pub(crate) fn len(&self) -> usize {
         self.map.as_ref().map_or(0, MmapRaw::len)
     }
+
+    /// The uid that owns the object.
+    pub(crate) fn owner_uid(&self) -> Option<u32> {
+        rustix::fs::fstat(&self.file).ok().map(|st| st.st_uid)
+    }
 }
 
 impl Shm {
@@ -86,13 +93,13 @@ impl Shm {
     pub(crate) fn unlink_stale(os_name: &str, stale: &Shm) -> io::Result<bool> {
         use rustix::fs::{flock, FlockOperation};
         // Where flock is unsupported (it is on Linux tmpfs), fall back to the identity check.
-        let _ = flock(&stale._file, FlockOperation::LockExclusive);
+        let _ = flock(&stale.file, FlockOperation::LockExclusive);
         let current = match shm::open(os_name, shm::OFlags::RDONLY, Mode::empty()) {
             Ok(fd) => rustix::fs::fstat(&fd)?,
             Err(rustix::io::Errno::NOENT) => return Ok(false),
             Err(e) => return Err(e.into()),
         };
-        let held = rustix::fs::fstat(&stale._file)?;
+        let held = rustix::fs::fstat(&stale.file)?;
         if (current.st_dev, current.st_ino) != (held.st_dev, held.st_ino) {
             return Ok(false);
         }
@@ -101,5 +108,51 @@ impl Shm {
             Err(rustix::io::Errno::NOENT) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// The checks every opened object passes: a regular file (where the OS reports file types
+/// for shm objects: Linux), owned by the expected uid, not writable by group or others unless
+/// the caller allows it.
+fn check_object(st: &Stat, expect: &Expect) -> Result<(), OpenError> {
+    let owner_uid = st.st_uid;
+    let squatted = |reason: String| Err(OpenError::Squatted { reason, owner_uid });
+    // macOS reports a shm object's permission bits without a file type, and its shm
+    // namespace holds nothing else, so only Linux checks the type.
+    if cfg!(target_os = "linux") {
+        let kind = FileType::from_raw_mode(st.st_mode as _);
+        if kind != FileType::RegularFile {
+            return squatted(format!("it is {}, not a regular file", describe(kind)));
+        }
+    }
+    let want = expect
+        .owner
+        .unwrap_or_else(|| rustix::process::geteuid().as_raw());
+    if owner_uid != want {
+        return squatted(format!(
+            "it is owned by uid {owner_uid}, not by uid {want} as expected"
+        ));
+    }
+    #[allow(clippy::unnecessary_cast)] // mode_t is u16 on macOS
+    let mode = st.st_mode as u32 & 0o7777;
+    if mode & 0o022 != 0 && !expect.shared_write {
+        return squatted(format!(
+            "it is writable by group or others (mode {mode:o}), which was not asked for"
+        ));
+    }
+    Ok(())
+}
+
+/// "a FIFO", "a directory", ... for messages.
+pub(super) fn describe(kind: FileType) -> &'static str {
+    match kind {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symbolic link",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        _ => "an object of unknown type",
     }
 }

@@ -174,8 +174,16 @@ impl Shm {
 
     /// Opens and maps an existing section. Its length is what `VirtualQuery` reports: the
     /// creator's size rounded up to whole pages (see [`SIZE_ROUNDING`]).
+    ///
+    /// `_expect` has nothing to check here: named sections live in the object manager's
+    /// session namespace, which holds no symbolic links, FIFOs or files under our names, and
+    /// who may open a section is decided by its DACL (the creator's default: owner-only).
     #[doc(alias = "OpenFileMappingW")]
-    pub(crate) fn open(os_name: &str) -> io::Result<Shm> {
+    pub(crate) fn open(os_name: &str, _expect: &super::Expect) -> Result<Shm, super::OpenError> {
+        Ok(Self::open_section(os_name)?)
+    }
+
+    fn open_section(os_name: &str) -> io::Result<Shm> {
         let name = wide(os_name)?;
         // SAFETY: `name` is NUL-terminated and outlives the call. Read + write access is all
         // we need, so a DACL granting only that suffices.
@@ -202,6 +210,11 @@ impl Shm {
     /// `Ok(false)`.
     pub(crate) fn unlink_stale(_os_name: &str, _stale: &Shm) -> io::Result<bool> {
         Ok(false)
+    }
+
+    /// Sections carry no owner uid.
+    pub(crate) fn owner_uid(&self) -> Option<u32> {
+        None
     }
 }
 
