@@ -21,11 +21,11 @@ pub enum Error {
         reason: &'static str,
     },
     /// A live process already owns an object of this name.
-    #[error("{name:?} is already owned by running process {pid}")]
+    #[error("{name:?} is already owned by {}", running(*pid))]
     AlreadyRunning {
         /// The service name.
         name: String,
-        /// The process that owns it.
+        /// The process that owns it (0: a creator that has not recorded itself yet).
         pid: u32,
     },
     /// No object of this name exists.
@@ -146,6 +146,14 @@ impl Error {
                 source,
             },
         }
+    }
+}
+
+/// "running process 42", or a creator whose pid is not known yet.
+fn running(pid: u32) -> String {
+    match pid {
+        0 => "a running process that is still creating it".to_owned(),
+        pid => format!("running process {pid}"),
     }
 }
 

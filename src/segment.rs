@@ -146,6 +146,9 @@ impl SegmentBuilder {
 
     /// Creates the segment and publishes it at once (its data region is zero-filled).
     ///
+    /// An object left under the name by a dead owner is removed first; one whose creator is
+    /// still alive (however slowly it initialises) is not.
+    ///
     /// # Errors
     /// [`Error::AlreadyRunning`] if a live process owns the name, [`Error::Foreign`] if an
     /// object of that name was not made by shmlink, [`Error::Squatted`] if the name is taken
@@ -259,8 +262,14 @@ fn remove_if_stale(name: &ServiceName, os_name: &str, expect: &sys::Expect) -> R
     }
 }
 
-/// Waits (bounded) for a creator that is still writing the header, then decides. A
-/// published header that names another service is [`Error::Squatted`], never stale.
+/// Decides whether the object `shm` (opened as `os_name`) is live or stale.
+///
+/// Where the OS has a liveness token (Linux), the creator took it before sizing the object
+/// and holds it while it lives, so a held token means live however slowly the creator
+/// initialises, and a free one means it is gone: no waiting. Elsewhere an object without a
+/// header yet is given [`READY_WAIT`] / 4 to get one before it is judged stale. A published
+/// header that names another service is [`Error::Squatted`]; an object without our magic is
+/// [`Error::Foreign`]; neither is ever judged stale.
 fn classify(
     name: &ServiceName,
     os_name: &str,
@@ -268,39 +277,35 @@ fn classify(
     mut shm: sys::Shm,
 ) -> Result<Found> {
     let start = Instant::now();
+    let foreign = || {
+        Err(Error::Foreign {
+            name: name.to_string(),
+        })
+    };
     loop {
         let settled = start.elapsed() > READY_WAIT / 4;
-        if shm.len() < HEADER_SIZE {
-            if shm.len() == 0 {
-                // A creator between shm_open and ftruncate, or one that crashed there.
-                if settled {
-                    return Ok(Found::Stale(shm));
-                }
-            } else {
-                // We size objects in one ftruncate, so a short object is not ours.
-                return Err(Error::Foreign {
-                    name: name.to_string(),
-                });
-            }
-        } else {
+        let token = shm.token();
+        if shm.len() >= HEADER_SIZE {
             let region = shm_region(&shm);
             let h = region.at::<Header>(0);
             let magic = h.magic.load(Ordering::Acquire);
             if magic == MAGIC {
+                // The owner's identity is written before the magic (Release / Acquire).
                 check_name(h, name, &shm)?;
                 let owner = ProcessId::from_raw(
                     h.owner_pid.load(Ordering::Acquire),
                     h.owner_start.load(Ordering::Acquire),
                 );
-                if owner.is_alive() {
+                if token == sys::Token::Held || owner.is_alive() {
                     return Ok(Found::Live(owner.pid()));
                 }
                 return Ok(Found::Stale(shm));
             } else if magic != 0 {
-                return Err(Error::Foreign {
-                    name: name.to_string(),
-                });
-            } else if settled {
+                return foreign();
+            } else if token == sys::Token::Held {
+                // Its creator is alive and has not written the header yet.
+                return Ok(Found::Live(0));
+            } else if token == sys::Token::Free || settled {
                 // Sized and zero: a creator that died before writing anything.
                 let all_zero = region
                     .slice::<AtomicU64>(0, HEADER_SIZE / 8)
@@ -308,10 +313,19 @@ fn classify(
                 return if all_zero {
                     Ok(Found::Stale(shm))
                 } else {
-                    Err(Error::Foreign {
-                        name: name.to_string(),
-                    })
+                    foreign()
                 };
+            }
+        } else if shm.len() > 0 {
+            // We size objects in one ftruncate, so a short object is not ours.
+            return foreign();
+        } else {
+            // Not sized yet: a creator still at work, or one that died there.
+            match token {
+                sys::Token::Held => return Ok(Found::Live(0)),
+                sys::Token::Free => return Ok(Found::Stale(shm)),
+                sys::Token::Unknown if settled => return Ok(Found::Stale(shm)),
+                sys::Token::Unknown => {}
             }
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -683,6 +697,10 @@ impl Segment {
         let h = self.header();
         h.owner_start.store(me.start_time(), Ordering::Release);
         h.owner_pid.store(me.pid(), Ordering::Release);
+        // The dead owner's token went with it. If another process took it first (two
+        // adopters racing), the caller's own election decides; the identity above still
+        // marks this process as the owner.
+        let _ = self.shm.take_token();
         self.owner = true;
     }
 

@@ -432,3 +432,66 @@ fn header_naming_another_service_is_squatted() {
     );
     assert_eq!(Segment::open(&theirs).unwrap().token(), seg_b.token());
 }
+
+const SLOW_TEST: &str = "slow_creator_holding_its_token_is_not_judged_stale";
+
+#[test]
+fn slow_creator_holding_its_token_is_not_judged_stale() {
+    if let Some((_, args)) = child_role() {
+        // A creator that has taken its liveness token (an open-file-description lock on the
+        // object's first byte, see src/sys/mod.rs) and sized the object, and then takes its
+        // time: it never writes a header while the parent watches.
+        let c = std::ffi::CString::new(args[0].clone()).unwrap();
+        // SAFETY: valid path; flags and mode are plain values.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                0o600,
+            )
+        };
+        assert!(fd >= 0, "open: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` is open; `lock` is a valid flock with l_pid 0, as F_OFD_SETLK needs.
+        unsafe {
+            let mut lock: libc::flock = std::mem::zeroed();
+            lock.l_type = libc::F_WRLCK as _;
+            lock.l_whence = libc::SEEK_SET as _;
+            lock.l_len = 1;
+            assert_eq!(libc::fcntl(fd, libc::F_OFD_SETLK, &lock), 0, "F_OFD_SETLK");
+            assert_eq!(libc::ftruncate(fd, 4096), 0, "ftruncate");
+        }
+        tell_parent("sized");
+        common::hear_parent(); // until killed
+        child_exit(0);
+    }
+    let _w = watchdog(SLOW_TEST, Duration::from_secs(60));
+    let name = TestName::new("slow");
+    let path = shm_path(&format!("/shmlink.{}.seg", name.as_str()));
+    let mut child = spawn(SLOW_TEST, "slow-creator", &[&path]);
+    child.expect("sized");
+    let ino = inode(&path);
+    // Well past the half second after which a sized, all-zero object used to be judged
+    // stale (and removed under its live creator), the verdict is still "live".
+    let since = std::time::Instant::now();
+    let mut tries = 0;
+    while since.elapsed() < Duration::from_millis(1500) || tries < 3 {
+        match Segment::builder(&name).size(64).create() {
+            Err(Error::AlreadyRunning { pid: 0, .. }) => {}
+            other => panic!("expected AlreadyRunning from a slow creator, got {other:?}"),
+        }
+        assert!(matches!(
+            Segment::remove(&name, false),
+            Err(Error::AlreadyRunning { .. })
+        ));
+        assert_eq!(inode(&path), ino, "the slow creator's object was replaced");
+        tries += 1;
+        // Let time pass: the age of the object is what this test is about.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Once the creator is gone, its all-zero object is stale at once.
+    child.kill();
+    let seg = Segment::builder(&name).size(64).create().unwrap();
+    assert_ne!(inode(&path), ino);
+    drop(seg);
+    name.assert_no_leftovers();
+}

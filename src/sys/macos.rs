@@ -21,18 +21,42 @@ pub(crate) const MAX_OS_NAME: usize = 31;
 /// than its creator asked for. 64 KiB covers every page size.
 pub(crate) const SIZE_ROUNDING: usize = 64 * 1024;
 
-/// Nothing to reserve beyond `ftruncate`: macOS backs shm objects with anonymous VM memory,
-/// allocated (and refused with ENOMEM) when the object is sized.
-pub(super) fn reserve(_file: &File, _size: usize) -> io::Result<()> {
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------- shm objects
 //
 // macOS shm names are not filesystem paths: nothing but shm objects can be created under
 // them (no symbolic links, FIFOs or devices), and `shm_open` takes no O_NOFOLLOW or
 // O_NONBLOCK (nor needs them: it never blocks). The owner and permission checks of
-// `unix.rs` apply through `fstat`.
+// `unix.rs` apply through `fstat`. Shm objects take no `flock` or `fcntl` locks, so there is
+// no liveness token (`Token::Unknown`): stale objects are judged by the header alone.
+
+/// Creates `os_name` exclusively, sized and mapped. Nothing to reserve beyond `ftruncate`:
+/// macOS backs shm objects with anonymous VM memory, allocated (and refused with ENOMEM) when
+/// the object is sized.
+pub(super) fn create_object(
+    os_name: &str,
+    size: usize,
+    mode: u32,
+) -> io::Result<(File, memmap2::MmapRaw)> {
+    use rustix::shm;
+    // macOS applies no umask to shm objects (and refuses fchmod on them).
+    let fd = shm::open(
+        os_name,
+        shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR,
+        rustix::fs::Mode::from_raw_mode(mode as _),
+    )?;
+    let file = File::from(fd);
+    let init = (|| {
+        rustix::fs::ftruncate(&file, size as u64)?;
+        super::unix::map(&file, size)
+    })();
+    match init {
+        Ok(map) => Ok((file, map)),
+        Err(e) => {
+            let _ = shm::unlink(os_name);
+            Err(e)
+        }
+    }
+}
 
 /// Opens the object `os_name` read-write.
 pub(super) fn open_object(os_name: &str) -> Result<File, super::OpenError> {
@@ -40,6 +64,16 @@ pub(super) fn open_object(os_name: &str) -> Result<File, super::OpenError> {
     let fd = shm::open(os_name, shm::OFlags::RDWR, rustix::fs::Mode::empty())
         .map_err(io::Error::from)?;
     Ok(File::from(fd))
+}
+
+/// No liveness token on macOS (see above).
+pub(super) fn probe_token(_file: &File) -> super::Token {
+    super::Token::Unknown
+}
+
+/// No liveness token on macOS (see above).
+pub(super) fn take_token(_file: &File) -> bool {
+    false
 }
 
 // ---------------------------------------------------------------------------------- ulock

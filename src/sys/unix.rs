@@ -1,54 +1,35 @@
-//! POSIX shared memory, common to Linux and macOS: `shm_open` + `mmap` (through memmap2),
-//! and the checks every opened object passes. How an existing object is opened is the
+//! POSIX shared memory, common to Linux and macOS: the object checks, the mapping (through
+//! memmap2) and removing a stale name. How an object is created, opened and locked is the
 //! backend's (`linux.rs`: files in /dev/shm; `macos.rs`: `shm_open`).
 
 use std::fs::File;
 use std::io;
 
 use memmap2::{MmapOptions, MmapRaw};
-use rustix::fs::{FileType, Mode, Stat};
-use rustix::shm;
+use rustix::fs::{FileType, Stat};
 
-use super::{Expect, OpenError};
+use super::{Expect, OpenError, Token};
 
 /// A mapped POSIX shared-memory object.
 #[derive(Debug)]
 pub(crate) struct Shm {
     /// `None` while the object has size 0 (its creator has not sized it yet).
     map: Option<MmapRaw>,
-    // Kept open for `fstat` checks; the mapping does not need it.
+    /// Kept open for `fstat` and the liveness token (a lock that belongs to this open file
+    /// description and goes with its last reference, the mapping included).
     file: File,
 }
 
 impl Shm {
-    /// Creates `os_name` exclusively with permission bits `mode`, sized `size` and reserved.
+    /// Creates `os_name` exclusively with permission bits `mode`, sized `size` and reserved,
+    /// holding its liveness token.
     #[doc(alias = "shm_open")]
     pub(crate) fn create(os_name: &str, size: usize, mode: u32) -> io::Result<Shm> {
-        let fd = shm::open(
-            os_name,
-            shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR,
-            Mode::from_raw_mode(mode as _),
-        )?;
-        let file = File::from(fd);
-        let init = (|| {
-            // Linux's shm_open applies the umask; set exactly what the caller asked for.
-            // (macOS applies no umask to shm objects, and refuses fchmod on them.)
-            #[cfg(not(target_os = "macos"))]
-            rustix::fs::fchmod(&file, Mode::from_raw_mode(mode as _))?;
-            rustix::fs::ftruncate(&file, size as u64)?;
-            super::os::reserve(&file, size)?;
-            MmapOptions::new().len(size).map_raw(&file)
-        })();
-        match init {
-            Ok(map) => Ok(Shm {
-                map: Some(map),
-                file,
-            }),
-            Err(e) => {
-                let _ = shm::unlink(os_name);
-                Err(e)
-            }
-        }
+        let (file, map) = super::os::create_object(os_name, size, mode)?;
+        Ok(Shm {
+            map: Some(map),
+            file,
+        })
     }
 
     /// Opens and maps an existing object at its current size (macOS: rounded up to pages),
@@ -62,7 +43,7 @@ impl Shm {
         if size == 0 {
             return Ok(Shm { map: None, file });
         }
-        let map = MmapOptions::new().len(size).map_raw(&file)?;
+        let map = map(&file, size)?;
         Ok(Shm {
             map: Some(map),
             file,
@@ -83,15 +64,24 @@ impl Shm {
     pub(crate) fn owner_uid(&self) -> Option<u32> {
         rustix::fs::fstat(&self.file).ok().map(|st| st.st_uid)
     }
-}
 
-impl Shm {
+    /// Whether another open of the object holds its liveness token.
+    pub(crate) fn token(&self) -> Token {
+        super::os::probe_token(&self.file)
+    }
+
+    /// Takes the liveness token if nobody holds it; returns whether this `Shm` holds it now.
+    pub(crate) fn take_token(&self) -> bool {
+        super::os::take_token(&self.file)
+    }
+
     /// Removes `os_name` if it still names the same object as `stale` (which the caller found
     /// dead). Holding an exclusive `flock` on the stale object while re-checking the name
     /// means two processes cleaning up the same stale object at once cannot remove the fresh
     /// object one of them created meanwhile. Returns whether it removed it.
     pub(crate) fn unlink_stale(os_name: &str, stale: &Shm) -> io::Result<bool> {
         use rustix::fs::{flock, FlockOperation};
+        use rustix::{fs::Mode, shm};
         // Where flock is unsupported (it is on Linux tmpfs), fall back to the identity check.
         let _ = flock(&stale.file, FlockOperation::LockExclusive);
         let current = match shm::open(os_name, shm::OFlags::RDONLY, Mode::empty()) {
@@ -109,6 +99,11 @@ impl Shm {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Maps `size` bytes of `file` read-write.
+pub(super) fn map(file: &File, size: usize) -> io::Result<MmapRaw> {
+    MmapOptions::new().len(size).map_raw(file)
 }
 
 /// The checks every opened object passes: a regular file (where the OS reports file types

@@ -216,6 +216,17 @@ impl Shm {
     pub(crate) fn owner_uid(&self) -> Option<u32> {
         None
     }
+
+    /// No liveness token: a section vanishes with its last handle, so a section that exists
+    /// is in use; the header decides the rest.
+    pub(crate) fn token(&self) -> super::Token {
+        super::Token::Unknown
+    }
+
+    /// No liveness token (see [`Shm::token`]).
+    pub(crate) fn take_token(&self) -> bool {
+        false
+    }
 }
 
 /// Maps all of `section` read-write; returns the view and its size in whole pages.
