@@ -21,6 +21,9 @@ pub(crate) const HEADER_SIZE: usize = 512;
 const _: () = assert!(HEADER_SIZE == 512);
 /// How long openers wait for a segment's creator to publish it.
 const READY_WAIT: Duration = Duration::from_secs(2);
+/// How long removing a name tries the object's cleanup lock (held for microseconds by a
+/// healthy remover) before giving up: stale cleanup then fails, `Drop` leaves the name.
+const CLEANUP_LOCK_WAIT: Duration = Duration::from_millis(150);
 /// Default permission bits: owner read/write only.
 pub const DEFAULT_MODE: u32 = 0o600;
 
@@ -241,6 +244,18 @@ fn open_shm(name: &ServiceName, os_name: &str, expect: &sys::Expect) -> Result<s
     })
 }
 
+/// Removes the name `os_name` if it still names `shm`, giving up after [`CLEANUP_LOCK_WAIT`].
+fn unlink(name: &ServiceName, os_name: &str, shm: &sys::Shm) -> Result<bool> {
+    sys::Shm::unlink_stale(os_name, shm, CLEANUP_LOCK_WAIT).map_err(|e| {
+        let op = if e.kind() == io::ErrorKind::WouldBlock {
+            "cleanup lock"
+        } else {
+            "shm_unlink"
+        };
+        Error::os(op, name.as_str(), e)
+    })
+}
+
 /// Removes the object `os_name` if it is ours and its owner is dead; errors if it is live,
 /// foreign or squatted. Returns when the caller may try to create again.
 fn remove_if_stale(name: &ServiceName, os_name: &str, expect: &sys::Expect) -> Result<()> {
@@ -254,11 +269,7 @@ fn remove_if_stale(name: &ServiceName, os_name: &str, expect: &sys::Expect) -> R
             name: name.to_string(),
             pid,
         }),
-        Found::Stale(shm) => {
-            sys::Shm::unlink_stale(os_name, &shm)
-                .map_err(|e| Error::os("shm_unlink", name.as_str(), e))?;
-            Ok(())
-        }
+        Found::Stale(shm) => unlink(name, os_name, &shm).map(drop),
     }
 }
 
@@ -365,7 +376,9 @@ fn check_name(h: &Header, name: &ServiceName, shm: &sys::Shm) -> Result<()> {
 ///
 /// The process that creates a segment owns it and removes its name when the `Segment` is
 /// dropped; openers only unmap. A segment left behind by a crashed owner is detected and
-/// replaced by the next `create` of the same name.
+/// replaced by the next `create` of the same name. Dropping never waits for long: if another
+/// process keeps the object's cleanup lock, the drop leaves the name, marked as ownerless,
+/// for the next `create` to replace.
 ///
 /// # Examples
 /// ```
@@ -431,7 +444,8 @@ impl Segment {
     ///
     /// # Errors
     /// [`Error::AlreadyRunning`] if its owner is alive and `force` is false;
-    /// [`Error::Foreign`] or [`Error::Squatted`] if it is not ours.
+    /// [`Error::Foreign`] or [`Error::Squatted`] if it is not ours; [`Error::Os`] if another
+    /// process keeps its cleanup lock for longer than a short bound.
     pub fn remove(name: &str, force: bool) -> Result<bool> {
         let name = ServiceName::new(name)?;
         Self::remove_tagged(&name, "seg", force)
@@ -460,8 +474,7 @@ impl Segment {
             Found::Live(_) => open_shm(name, &os_name, &expect)?,
             Found::Stale(shm) => shm,
         };
-        sys::Shm::unlink_stale(&os_name, &shm)
-            .map_err(|e| Error::os("shm_unlink", name.as_str(), e))
+        unlink(name, &os_name, &shm)
     }
 
     pub(crate) fn open_kind(
@@ -719,8 +732,13 @@ fn shm_region(shm: &sys::Shm) -> Region<'_> {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        if self.owner {
-            let _ = sys::Shm::unlink_stale(&self.os_name, &self.shm);
+        if self.owner && unlink(&self.name, &self.os_name, &self.shm).is_err() {
+            // Gave up rather than wait (another process keeps the cleanup lock): the name
+            // stays. Record that its owner is gone, so the next `create` finds it stale even
+            // while this process lives on (our liveness token goes with our mapping).
+            let h = self.header();
+            h.owner_pid.store(0, Ordering::Release);
+            h.owner_start.store(0, Ordering::Release);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Segments across real processes: stale objects, live owners, foreign objects, bad headers,
-//! permissions, squatted names (other users, links, FIFOs), and no leftovers.
+//! permissions, squatted names (other users, links, FIFOs), cleanup that never blocks, and no
+//! leftovers.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -301,7 +302,10 @@ fn another_users_world_writable_object_is_squatted_never_served_or_removed() {
         child_exit(0);
     }
     if !common::is_root() {
-        eprintln!("SKIPPED another_users_world_writable_object_is_squatted_never_served_or_removed: needs root to switch a child to another uid");
+        eprintln!(
+            "SKIPPED another_users_world_writable_object_is_squatted_never_served_or_removed: \
+             needs root to switch a child to another uid"
+        );
         return;
     }
     let _w = watchdog("other_user_squat", Duration::from_secs(60));
@@ -401,6 +405,16 @@ fn fifo_under_our_name_fails_at_once_instead_of_blocking() {
     assert_squatted(Segment::remove(&name, true), why, me);
     assert_squatted(Server::builder(&name).create(), why, me);
     assert_squatted(Client::connect(&name), why, me);
+    // A live owner whose name was swapped for a FIFO: its drop neither opens nor removes it.
+    let swapped = TestName::new("fifo-swap");
+    let seg = Segment::builder(&swapped).size(64).create().unwrap();
+    let path = shm_path(seg.os_name());
+    std::fs::remove_file(&path).unwrap();
+    let c = std::ffi::CString::new(path.clone()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    fifos.push(path);
+    drop(seg);
     for f in &fifos {
         assert!(
             std::os::unix::fs::FileTypeExt::is_fifo(
@@ -408,6 +422,101 @@ fn fifo_under_our_name_fails_at_once_instead_of_blocking() {
             ),
             "the FIFO was removed"
         );
+    }
+}
+
+// --------------------------------------------------------------- cleanup never blocks
+
+/// Child role: takes `how` ("flock-sh", "flock-ex", or "range": a write lock on every byte
+/// of the object but the first, the liveness token's) on the object at `args[0]`, says
+/// "locked", and keeps it until the parent says "release".
+fn lock_holder(args: &[String]) -> ! {
+    let file = std::fs::File::open(&args[0]).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    // SAFETY: `fd` is open; `lock` is a valid flock for F_SETLK.
+    let ok = unsafe {
+        match args[1].as_str() {
+            "flock-sh" => libc::flock(fd, libc::LOCK_SH) == 0,
+            "flock-ex" => libc::flock(fd, libc::LOCK_EX) == 0,
+            "range" => {
+                let mut lock: libc::flock = std::mem::zeroed();
+                lock.l_type = libc::F_RDLCK as _;
+                lock.l_whence = libc::SEEK_SET as _;
+                lock.l_start = 1;
+                lock.l_len = 0; // to the end, however far
+                libc::fcntl(fd, libc::F_SETLK, &lock) == 0
+            }
+            other => panic!("unknown lock {other}"),
+        }
+    };
+    assert!(ok, "{}: {}", args[1], std::io::Error::last_os_error());
+    tell_parent("locked");
+    while let Some(line) = common::hear_parent() {
+        if line == "release" {
+            break;
+        }
+    }
+    drop(file);
+    tell_parent("released");
+    child_exit(0);
+}
+
+const LOCK_TEST: &str = "a_peer_holding_a_flock_blocks_neither_drop_nor_stale_cleanup";
+
+#[test]
+fn a_peer_holding_a_flock_blocks_neither_drop_nor_stale_cleanup() {
+    if let Some((role, args)) = child_role() {
+        if role == "creator" {
+            let _seg = Segment::builder(&args[0]).size(64).create().unwrap();
+            tell_parent("created");
+            common::hear_parent(); // SIGKILLed holding the segment
+            child_exit(0);
+        }
+        lock_holder(&args);
+    }
+    // A drop or cleanup that waited for the lock would hang here until the watchdog fires.
+    let _w = watchdog(LOCK_TEST, Duration::from_secs(60));
+    // A server's shutdown removes its channel while a read-only peer keeps a shared flock.
+    let name = TestName::new("flock-server");
+    let server = Server::builder(&name).create().unwrap();
+    let handle = server.spawn(|_: &[u8], _: &mut [u8]| 0).unwrap();
+    let path = shm_path(&format!("/shmlink.{}.chan", name.as_str()));
+    let mut peer = spawn(LOCK_TEST, "locker", &[&path, "flock-sh"]);
+    peer.expect("locked");
+    handle.shutdown();
+    name.assert_no_leftovers();
+    peer.send("release");
+    peer.expect("released");
+
+    for how in ["flock-sh", "flock-ex"] {
+        // The owner's drop removes the name while the peer keeps its lock.
+        let name = TestName::new(how);
+        let seg = Segment::builder(&name).size(64).create().unwrap();
+        let path = shm_path(seg.os_name());
+        let mut peer = spawn(LOCK_TEST, "locker", &[&path, how]);
+        peer.expect("locked");
+        drop(seg);
+        name.assert_no_leftovers();
+        peer.send("release");
+        peer.expect("released");
+
+        // Stale cleanup over a killed owner's object removes it while the peer keeps its lock.
+        let name = TestName::new(how);
+        let mut creator = spawn(LOCK_TEST, "creator", &[&name]);
+        creator.expect("created");
+        let path = shm_path(&format!("/shmlink.{}.seg", name.as_str()));
+        let mut peer = spawn(LOCK_TEST, "locker", &[&path, how]);
+        peer.expect("locked");
+        creator.kill();
+        let seg = Segment::builder(&name)
+            .size(64)
+            .create()
+            .unwrap_or_else(|e| panic!("create over a stale object locked with {how}: {e}"));
+        assert_ne!(inode(&path), 0);
+        drop(seg);
+        name.assert_no_leftovers();
+        peer.send("release");
+        peer.expect("released");
     }
 }
 
@@ -431,6 +540,38 @@ fn header_naming_another_service_is_squatted() {
         "the linked object was replaced"
     );
     assert_eq!(Segment::open(&theirs).unwrap().token(), seg_b.token());
+}
+
+const RANGE_TEST: &str = "a_peer_holding_the_cleanup_lock_makes_drop_give_up_not_wait";
+
+#[test]
+fn a_peer_holding_the_cleanup_lock_makes_drop_give_up_not_wait() {
+    if let Some((_, args)) = child_role() {
+        lock_holder(&args);
+    }
+    let _w = watchdog(RANGE_TEST, Duration::from_secs(60));
+    let name = TestName::new("range");
+    let seg = Segment::builder(&name).size(64).create().unwrap();
+    let path = shm_path(seg.os_name());
+    let mut peer = spawn(RANGE_TEST, "locker", &[&path, "range"]);
+    peer.expect("locked");
+    // Drop gives up after a short bound and leaves the name, marked as having no owner.
+    drop(seg);
+    assert!(std::fs::metadata(&path).is_ok(), "the name should be left");
+    // Stale cleanup gives up too, with an error that says why.
+    match Segment::builder(&name).size(64).create() {
+        Err(e @ Error::Os { .. }) => {
+            let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+            assert!(chain.contains("cleanup lock"), "{chain}");
+        }
+        other => panic!("expected an error while the cleanup lock is held, got {other:?}"),
+    }
+    peer.send("release");
+    peer.expect("released");
+    // Left stale, not live: this process (its owner) still runs, and cleanup now succeeds.
+    let seg = Segment::builder(&name).size(64).create().unwrap();
+    drop(seg);
+    name.assert_no_leftovers();
 }
 
 const SLOW_TEST: &str = "slow_creator_holding_its_token_is_not_judged_stale";

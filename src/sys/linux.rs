@@ -6,14 +6,14 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicU32;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use memmap2::MmapRaw;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
 use rustix::io::Errno;
 use rustix::thread::futex;
 
-use super::{LockFail, LockStatus, OpenError, Token, MUTEX_STORAGE, TOKEN_BYTE};
+use super::{LockFail, LockStatus, OpenError, Token, CLEANUP_BYTE, MUTEX_STORAGE, TOKEN_BYTE};
 
 pub(crate) use super::unix::Shm;
 
@@ -191,6 +191,36 @@ pub(super) fn probe_token(file: &File) -> Token {
         Ok(l) if l.l_type == libc::F_UNLCK as _ => Token::Free,
         Ok(_) => Token::Held,
         Err(_) => Token::Unknown,
+    }
+}
+
+/// Takes the cleanup lock of `file`'s object, retrying without blocking for at most `wait`;
+/// `WouldBlock` if another process kept it that long. Where OFD locks are unsupported (EINVAL:
+/// kernels before 3.15), goes on without it.
+pub(super) fn cleanup_lock(file: &File, wait: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match ofd_lock(file, CLEANUP_BYTE, libc::F_OFD_SETLK) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(()),
+            Err(e)
+                if e.kind() != io::ErrorKind::WouldBlock
+                    && e.raw_os_error() != Some(libc::EACCES) =>
+            {
+                return Err(e)
+            }
+            Err(_) => {}
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "another process keeps the object's cleanup lock",
+            ));
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 

@@ -27,7 +27,8 @@ pub(crate) const SIZE_ROUNDING: usize = 64 * 1024;
 // them (no symbolic links, FIFOs or devices), and `shm_open` takes no O_NOFOLLOW or
 // O_NONBLOCK (nor needs them: it never blocks). The owner and permission checks of
 // `unix.rs` apply through `fstat`. Shm objects take no `flock` or `fcntl` locks, so there is
-// no liveness token (`Token::Unknown`): stale objects are judged by the header alone.
+// no liveness token (`Token::Unknown`) and no cleanup lock: stale objects are judged by the
+// header alone, and removal relies on the identity re-check.
 
 /// Creates `os_name` exclusively, sized and mapped. Nothing to reserve beyond `ftruncate`:
 /// macOS backs shm objects with anonymous VM memory, allocated (and refused with ENOMEM) when
@@ -66,6 +67,16 @@ pub(super) fn open_object(os_name: &str) -> Result<File, super::OpenError> {
     Ok(File::from(fd))
 }
 
+/// What the name `os_name` is now (`None`: nothing). Opening cannot block here (see above).
+pub(super) fn stat_name(os_name: &str) -> io::Result<Option<rustix::fs::Stat>> {
+    use rustix::shm;
+    match shm::open(os_name, shm::OFlags::RDONLY, rustix::fs::Mode::empty()) {
+        Ok(fd) => Ok(Some(rustix::fs::fstat(&fd)?)),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// No liveness token on macOS (see above).
 pub(super) fn probe_token(_file: &File) -> super::Token {
     super::Token::Unknown
@@ -74,6 +85,11 @@ pub(super) fn probe_token(_file: &File) -> super::Token {
 /// No liveness token on macOS (see above).
 pub(super) fn take_token(_file: &File) -> bool {
     false
+}
+
+/// No cleanup lock on macOS (see above): removal relies on the identity re-check.
+pub(super) fn cleanup_lock(_file: &File, _wait: Duration) -> io::Result<()> {
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------- ulock

@@ -14,16 +14,17 @@
 //!   (which may be 0 if its creator has not sized it yet), without following a symbolic link
 //!   and without blocking (a FIFO or a leased file under the name cannot hang it), and refuses
 //!   what `Expect` does not allow (`OpenError::Squatted`: another owner, not a regular file,
-//!   writable by group or others). `Shm::unlink_stale(os_name, &shm)` removes the name if it
-//!   still names that object (mappings stay valid; Windows has nothing to remove).
-//!   `as_ptr()`/`len()`: the mapping, page-aligned, zero-filled at creation, valid while the
-//!   `Shm` lives.
+//!   writable by group or others). `Shm::unlink_stale(os_name, &shm, wait)` removes the name
+//!   if it still names that object, trying the cleanup lock for at most `wait`
+//!   (`io::ErrorKind::WouldBlock` when it gives up); mappings stay valid; Windows has nothing
+//!   to remove. `as_ptr()`/`len()`: the mapping, page-aligned, zero-filled at creation, valid
+//!   while the `Shm` lives.
 //! * Liveness token: a lock the kernel drops when the holder's last reference to the object
 //!   goes (process death included, in any PID namespace). The creator holds it from before
 //!   the object is sized until its `Shm` is dropped; `Shm::take_token` takes a free one over;
 //!   `Shm::token()` tells another holder's token apart (`Token::Unknown` where the OS has no
 //!   such lock: macOS and Windows). Linux: an open-file-description lock on byte
-//!   [`TOKEN_BYTE`] of the object.
+//!   [`TOKEN_BYTE`] of the object; the cleanup lock is one on byte [`CLEANUP_BYTE`].
 //! * `SIZE_ROUNDING`: an opened object's `len()` may exceed the size its creator asked for by
 //!   less than this, because macOS and Windows only report sizes in whole pages (1 on Linux:
 //!   exact). The segment header records the exact size.
@@ -71,6 +72,9 @@ pub(crate) use os::{
 /// above). Locks on bytes beyond the object's end are allowed, so it is taken before sizing.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) const TOKEN_BYTE: u64 = 0;
+/// Byte of an object whose lock serialises the processes removing its name (Linux).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) const CLEANUP_BYTE: u64 = 1;
 
 /// What an opener accepts besides an object that is a regular file owned by this process's
 /// effective uid and writable by nobody else.

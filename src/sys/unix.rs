@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io;
+use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::{FileType, Stat};
@@ -15,8 +16,8 @@ use super::{Expect, OpenError, Token};
 pub(crate) struct Shm {
     /// `None` while the object has size 0 (its creator has not sized it yet).
     map: Option<MmapRaw>,
-    /// Kept open for `fstat` and the liveness token (a lock that belongs to this open file
-    /// description and goes with its last reference, the mapping included).
+    /// Kept open for `fstat`, the liveness token and the cleanup lock (the locks belong to
+    /// this open file description and go with its last reference, the mapping included).
     file: File,
 }
 
@@ -76,24 +77,22 @@ impl Shm {
     }
 
     /// Removes `os_name` if it still names the same object as `stale` (which the caller found
-    /// dead). Holding an exclusive `flock` on the stale object while re-checking the name
+    /// dead, or owns). Holding the cleanup lock on the stale object while re-checking the name
     /// means two processes cleaning up the same stale object at once cannot remove the fresh
-    /// object one of them created meanwhile. Returns whether it removed it.
-    pub(crate) fn unlink_stale(os_name: &str, stale: &Shm) -> io::Result<bool> {
-        use rustix::fs::{flock, FlockOperation};
-        use rustix::{fs::Mode, shm};
-        // Where flock is unsupported (it is on Linux tmpfs), fall back to the identity check.
-        let _ = flock(&stale.file, FlockOperation::LockExclusive);
-        let current = match shm::open(os_name, shm::OFlags::RDONLY, Mode::empty()) {
-            Ok(fd) => rustix::fs::fstat(&fd)?,
-            Err(rustix::io::Errno::NOENT) => return Ok(false),
-            Err(e) => return Err(e.into()),
+    /// object one of them created meanwhile. The lock is tried without blocking for at most
+    /// `wait` (`WouldBlock` after that: another process keeps it); the name is re-checked with
+    /// a stat that neither follows a link nor opens what is there. Returns whether it removed
+    /// the name.
+    pub(crate) fn unlink_stale(os_name: &str, stale: &Shm, wait: Duration) -> io::Result<bool> {
+        super::os::cleanup_lock(&stale.file, wait)?;
+        let Some(current) = super::os::stat_name(os_name)? else {
+            return Ok(false);
         };
         let held = rustix::fs::fstat(&stale.file)?;
         if (current.st_dev, current.st_ino) != (held.st_dev, held.st_ino) {
             return Ok(false);
         }
-        match shm::unlink(os_name) {
+        match rustix::shm::unlink(os_name) {
             Ok(()) => Ok(true),
             Err(rustix::io::Errno::NOENT) => Ok(false),
             Err(e) => Err(e.into()),

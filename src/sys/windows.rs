@@ -208,7 +208,7 @@ impl Shm {
     /// Windows removes a section when its last handle closes, so there is never a stale
     /// object to remove (and no way to remove a name others still hold open): returns
     /// `Ok(false)`.
-    pub(crate) fn unlink_stale(_os_name: &str, _stale: &Shm) -> io::Result<bool> {
+    pub(crate) fn unlink_stale(_os_name: &str, _stale: &Shm, _wait: Duration) -> io::Result<bool> {
         Ok(false)
     }
 
