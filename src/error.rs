@@ -21,11 +21,11 @@ pub enum Error {
         reason: &'static str,
     },
     /// A live process already owns an object of this name.
-    #[error("{name:?} is already owned by running process {pid}")]
+    #[error("{name:?} is already owned by {}", running(*pid))]
     AlreadyRunning {
         /// The service name.
         name: String,
-        /// The process that owns it.
+        /// The process that owns it (0: a creator that has not recorded itself yet).
         pid: u32,
     },
     /// No object of this name exists.
@@ -49,6 +49,19 @@ pub enum Error {
     Foreign {
         /// The service name.
         name: String,
+    },
+    /// The name is taken by an object this process must not use or remove: owned by another
+    /// user, a symbolic link, a FIFO or other non-regular file, writable by group or others
+    /// without that being asked for, or a segment whose header names another service. It is
+    /// never connected to, and never removed by shmlink (stale cleanup included).
+    #[error("{name:?} is squatted: {reason} (owner uid {owner_uid}); left untouched")]
+    Squatted {
+        /// The service name.
+        name: String,
+        /// What is wrong with the object.
+        reason: String,
+        /// The uid that owns the object (the link itself, for a symbolic link).
+        owner_uid: u32,
     },
     /// The segment was written by an incompatible layout version.
     #[error("{name:?} has layout version {found}, this build understands {expected}")]
@@ -133,6 +146,14 @@ impl Error {
                 source,
             },
         }
+    }
+}
+
+/// "running process 42", or a creator whose pid is not known yet.
+fn running(pid: u32) -> String {
+    match pid {
+        0 => "a running process that is still creating it".to_owned(),
+        pid => format!("running process {pid}"),
     }
 }
 

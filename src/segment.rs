@@ -21,6 +21,9 @@ pub(crate) const HEADER_SIZE: usize = 512;
 const _: () = assert!(HEADER_SIZE == 512);
 /// How long openers wait for a segment's creator to publish it.
 const READY_WAIT: Duration = Duration::from_secs(2);
+/// How long removing a name tries the object's cleanup lock (held for microseconds by a
+/// healthy remover) before giving up: stale cleanup then fails, `Drop` leaves the name.
+const CLEANUP_LOCK_WAIT: Duration = Duration::from_millis(150);
 /// Default permission bits: owner read/write only.
 pub const DEFAULT_MODE: u32 = 0o600;
 
@@ -146,10 +149,16 @@ impl SegmentBuilder {
 
     /// Creates the segment and publishes it at once (its data region is zero-filled).
     ///
+    /// An object left under the name by a dead owner is removed first; one whose creator is
+    /// still alive (however slowly it initialises) is not.
+    ///
     /// # Errors
     /// [`Error::AlreadyRunning`] if a live process owns the name, [`Error::Foreign`] if an
-    /// object of that name was not made by shmlink, [`Error::NoSpace`] if the memory cannot
-    /// be reserved, [`Error::InvalidName`] for a bad name.
+    /// object of that name was not made by shmlink, [`Error::Squatted`] if the name is taken
+    /// by something this user must not touch (another user's object, a symbolic link, a
+    /// FIFO, an object writable by others when `mode` does not ask for that, another
+    /// service's segment), [`Error::NoSpace`] if the memory cannot be reserved,
+    /// [`Error::InvalidName`] for a bad name.
     pub fn create(self) -> Result<Segment> {
         let seg = self.create_unpublished()?;
         seg.publish();
@@ -169,6 +178,12 @@ impl SegmentBuilder {
                 size: self.size,
                 source: io::Error::new(io::ErrorKind::InvalidInput, "size overflows"),
             })?;
+        // What may stand under our name and be judged (and removed if stale): an object of
+        // ours, writable by others only if we are about to make one so.
+        let expect = sys::Expect {
+            owner: None,
+            shared_write: self.mode & 0o022 != 0,
+        };
         // A few rounds: each round either creates, or finds and removes a stale object.
         for _ in 0..8 {
             match sys::Shm::create(&os_name, total, self.mode) {
@@ -186,7 +201,7 @@ impl SegmentBuilder {
                     return Ok(seg);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    remove_if_stale(&name, &os_name)?;
+                    remove_if_stale(&name, &os_name, &expect)?;
                 }
                 Err(e) if is_no_space(&e) => {
                     return Err(Error::NoSpace {
@@ -217,62 +232,91 @@ enum Found {
     Stale(sys::Shm),
 }
 
-/// Removes the object `os_name` if it is ours and its owner is dead; errors if it is live or
-/// foreign. Returns when the caller may try to create again.
-fn remove_if_stale(name: &ServiceName, os_name: &str) -> Result<()> {
-    let shm = match sys::Shm::open(os_name) {
+/// Opens the object `os_name` of `name` if `expect` allows it ([`Error::Squatted`] if not).
+fn open_shm(name: &ServiceName, os_name: &str, expect: &sys::Expect) -> Result<sys::Shm> {
+    sys::Shm::open(os_name, expect).map_err(|e| match e {
+        sys::OpenError::Os(e) => Error::os("shm_open", name.as_str(), e),
+        sys::OpenError::Squatted { reason, owner_uid } => Error::Squatted {
+            name: name.to_string(),
+            reason,
+            owner_uid,
+        },
+    })
+}
+
+/// Removes the name `os_name` if it still names `shm`, giving up after [`CLEANUP_LOCK_WAIT`].
+fn unlink(name: &ServiceName, os_name: &str, shm: &sys::Shm) -> Result<bool> {
+    sys::Shm::unlink_stale(os_name, shm, CLEANUP_LOCK_WAIT).map_err(|e| {
+        let op = if e.kind() == io::ErrorKind::WouldBlock {
+            "cleanup lock"
+        } else {
+            "shm_unlink"
+        };
+        Error::os(op, name.as_str(), e)
+    })
+}
+
+/// Removes the object `os_name` if it is ours and its owner is dead; errors if it is live,
+/// foreign or squatted. Returns when the caller may try to create again.
+fn remove_if_stale(name: &ServiceName, os_name: &str, expect: &sys::Expect) -> Result<()> {
+    let shm = match open_shm(name, os_name, expect) {
         Ok(shm) => shm,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()), // gone meanwhile
-        Err(e) => return Err(Error::os("shm_open", name.as_str(), e)),
+        Err(Error::NotFound { .. }) => return Ok(()), // gone meanwhile
+        Err(e) => return Err(e),
     };
-    match classify(name, os_name, shm)? {
+    match classify(name, os_name, expect, shm)? {
         Found::Live(pid) => Err(Error::AlreadyRunning {
             name: name.to_string(),
             pid,
         }),
-        Found::Stale(shm) => {
-            sys::Shm::unlink_stale(os_name, &shm)
-                .map_err(|e| Error::os("shm_unlink", name.as_str(), e))?;
-            Ok(())
-        }
+        Found::Stale(shm) => unlink(name, os_name, &shm).map(drop),
     }
 }
 
-/// Waits (bounded) for a creator that is still writing the header, then decides.
-fn classify(name: &ServiceName, os_name: &str, mut shm: sys::Shm) -> Result<Found> {
+/// Decides whether the object `shm` (opened as `os_name`) is live or stale.
+///
+/// Where the OS has a liveness token (Linux), the creator took it before sizing the object
+/// and holds it while it lives, so a held token means live however slowly the creator
+/// initialises, and a free one means it is gone: no waiting. Elsewhere an object without a
+/// header yet is given [`READY_WAIT`] / 4 to get one before it is judged stale. A published
+/// header that names another service is [`Error::Squatted`]; an object without our magic is
+/// [`Error::Foreign`]; neither is ever judged stale.
+fn classify(
+    name: &ServiceName,
+    os_name: &str,
+    expect: &sys::Expect,
+    mut shm: sys::Shm,
+) -> Result<Found> {
     let start = Instant::now();
+    let foreign = || {
+        Err(Error::Foreign {
+            name: name.to_string(),
+        })
+    };
     loop {
         let settled = start.elapsed() > READY_WAIT / 4;
-        if shm.len() < HEADER_SIZE {
-            if shm.len() == 0 {
-                // A creator between shm_open and ftruncate, or one that crashed there.
-                if settled {
-                    return Ok(Found::Stale(shm));
-                }
-            } else {
-                // We size objects in one ftruncate, so a short object is not ours.
-                return Err(Error::Foreign {
-                    name: name.to_string(),
-                });
-            }
-        } else {
+        let token = shm.token();
+        if shm.len() >= HEADER_SIZE {
             let region = shm_region(&shm);
             let h = region.at::<Header>(0);
             let magic = h.magic.load(Ordering::Acquire);
             if magic == MAGIC {
+                // The owner's identity is written before the magic (Release / Acquire).
+                check_name(h, name, &shm)?;
                 let owner = ProcessId::from_raw(
                     h.owner_pid.load(Ordering::Acquire),
                     h.owner_start.load(Ordering::Acquire),
                 );
-                if owner.is_alive() {
+                if token == sys::Token::Held || owner.is_alive() {
                     return Ok(Found::Live(owner.pid()));
                 }
                 return Ok(Found::Stale(shm));
             } else if magic != 0 {
-                return Err(Error::Foreign {
-                    name: name.to_string(),
-                });
-            } else if settled {
+                return foreign();
+            } else if token == sys::Token::Held {
+                // Its creator is alive and has not written the header yet.
+                return Ok(Found::Live(0));
+            } else if token == sys::Token::Free || settled {
                 // Sized and zero: a creator that died before writing anything.
                 let all_zero = region
                     .slice::<AtomicU64>(0, HEADER_SIZE / 8)
@@ -280,22 +324,61 @@ fn classify(name: &ServiceName, os_name: &str, mut shm: sys::Shm) -> Result<Foun
                 return if all_zero {
                     Ok(Found::Stale(shm))
                 } else {
-                    Err(Error::Foreign {
-                        name: name.to_string(),
-                    })
+                    foreign()
                 };
+            }
+        } else if shm.len() > 0 {
+            // We size objects in one ftruncate, so a short object is not ours.
+            return foreign();
+        } else {
+            // Not sized yet: a creator still at work, or one that died there.
+            match token {
+                sys::Token::Held => return Ok(Found::Live(0)),
+                sys::Token::Free => return Ok(Found::Stale(shm)),
+                sys::Token::Unknown if settled => return Ok(Found::Stale(shm)),
+                sys::Token::Unknown => {}
             }
         }
         std::thread::sleep(Duration::from_millis(2));
-        shm = sys::Shm::open(os_name).map_err(|e| Error::os("shm_open", name.as_str(), e))?;
+        shm = open_shm(name, os_name, expect)?;
     }
+}
+
+/// Refuses a published segment whose header names another service than `name` (a peer
+/// linked another service's object under this name, or two names hash alike on macOS).
+fn check_name(h: &Header, name: &ServiceName, shm: &sys::Shm) -> Result<()> {
+    // Nothing is trusted before READY, and the name's place depends on the header version.
+    if h.state.load(Ordering::Acquire) != STATE_READY
+        || h.header_version.load(Ordering::Relaxed) != HEADER_VERSION
+    {
+        return Ok(());
+    }
+    // Read once: a peer could change the length under us; clamp it to the field.
+    let len = (h.name_len.load(Ordering::Relaxed) as usize).min(MAX_NAME_LEN);
+    let found: Vec<u8> = h.name[..len]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .collect();
+    if found == name.as_str().as_bytes() {
+        return Ok(());
+    }
+    Err(Error::Squatted {
+        name: name.to_string(),
+        reason: format!(
+            "its header names service {:?}",
+            String::from_utf8_lossy(&found)
+        ),
+        owner_uid: shm.owner_uid().unwrap_or(u32::MAX),
+    })
 }
 
 /// A named shared-memory segment: a common header followed by a data region.
 ///
 /// The process that creates a segment owns it and removes its name when the `Segment` is
 /// dropped; openers only unmap. A segment left behind by a crashed owner is detected and
-/// replaced by the next `create` of the same name.
+/// replaced by the next `create` of the same name. Dropping never waits for long: if another
+/// process keeps the object's cleanup lock, the drop leaves the name, marked as ownerless,
+/// for the next `create` to replace.
 ///
 /// # Examples
 /// ```
@@ -343,10 +426,15 @@ impl Segment {
 
     /// Opens the raw segment `name` created by another process.
     ///
+    /// The object must be a regular file owned by this process's effective uid and not
+    /// writable by group or others (no symbolic link is followed, and opening a FIFO put under
+    /// the name does not block), and its header must name the service `name`.
+    ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::Foreign`],
-    /// [`Error::VersionMismatch`], [`Error::WrongKind`], [`Error::Corrupt`] (truncated),
-    /// [`Error::NotReady`] if its creator does not publish it within 2 s.
+    /// [`Error::Squatted`] (see above), [`Error::VersionMismatch`], [`Error::WrongKind`],
+    /// [`Error::Corrupt`] (truncated), [`Error::NotReady`] if its creator does not publish it
+    /// within 2 s.
     pub fn open(name: &str) -> Result<Segment> {
         Self::open_kind(&ServiceName::new(name)?, "seg", SegmentKind::Raw, 1)
     }
@@ -356,7 +444,8 @@ impl Segment {
     ///
     /// # Errors
     /// [`Error::AlreadyRunning`] if its owner is alive and `force` is false;
-    /// [`Error::Foreign`] if it is not ours.
+    /// [`Error::Foreign`] or [`Error::Squatted`] if it is not ours; [`Error::Os`] if another
+    /// process keeps its cleanup lock for longer than a short bound.
     pub fn remove(name: &str, force: bool) -> Result<bool> {
         let name = ServiceName::new(name)?;
         Self::remove_tagged(&name, "seg", force)
@@ -364,25 +453,28 @@ impl Segment {
 
     pub(crate) fn remove_tagged(name: &ServiceName, tag: &str, force: bool) -> Result<bool> {
         let os_name = name.os_name(tag);
-        let shm = match sys::Shm::open(&os_name) {
-            Ok(shm) => shm,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(Error::os("shm_open", name.as_str(), e)),
+        // Removing never uses the object, so one of ours that others may write is still ours
+        // to remove; another owner's object, a link or a FIFO is not.
+        let expect = sys::Expect {
+            owner: None,
+            shared_write: true,
         };
-        let shm = match classify(name, &os_name, shm)? {
+        let shm = match open_shm(name, &os_name, &expect) {
+            Ok(shm) => shm,
+            Err(Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let shm = match classify(name, &os_name, &expect, shm)? {
             Found::Live(pid) if !force => {
                 return Err(Error::AlreadyRunning {
                     name: name.to_string(),
                     pid,
                 })
             }
-            Found::Live(_) => {
-                sys::Shm::open(&os_name).map_err(|e| Error::os("shm_open", name.as_str(), e))?
-            }
+            Found::Live(_) => open_shm(name, &os_name, &expect)?,
             Found::Stale(shm) => shm,
         };
-        sys::Shm::unlink_stale(&os_name, &shm)
-            .map_err(|e| Error::os("shm_unlink", name.as_str(), e))
+        unlink(name, &os_name, &shm)
     }
 
     pub(crate) fn open_kind(
@@ -401,11 +493,24 @@ impl Segment {
         kind_version: u32,
         ready_wait: Duration,
     ) -> Result<Segment> {
+        let expect = sys::Expect::default();
+        Self::open_kind_expect(name, tag, kind, kind_version, ready_wait, &expect)
+    }
+
+    /// Opens a segment whose object `expect` allows (another owner, write access for others:
+    /// a service shared between users).
+    pub(crate) fn open_kind_expect(
+        name: &ServiceName,
+        tag: &str,
+        kind: SegmentKind,
+        kind_version: u32,
+        ready_wait: Duration,
+        expect: &sys::Expect,
+    ) -> Result<Segment> {
         let os_name = name.os_name(tag);
         let start = Instant::now();
         loop {
-            let shm =
-                sys::Shm::open(&os_name).map_err(|e| Error::os("shm_open", name.as_str(), e))?;
+            let shm = open_shm(name, &os_name, expect)?;
             let size = shm.len();
             let mut seg = Segment {
                 data: shm.as_ptr().wrapping_add(HEADER_SIZE),
@@ -516,6 +621,7 @@ impl Segment {
                 expected: HEADER_VERSION,
             });
         }
+        check_name(h, &self.name, &self.shm)?;
         let found_kind = h.kind.load(Ordering::Relaxed);
         if found_kind != kind.code() {
             return Err(Error::WrongKind {
@@ -604,6 +710,10 @@ impl Segment {
         let h = self.header();
         h.owner_start.store(me.start_time(), Ordering::Release);
         h.owner_pid.store(me.pid(), Ordering::Release);
+        // The dead owner's token went with it. If another process took it first (two
+        // adopters racing), the caller's own election decides; the identity above still
+        // marks this process as the owner.
+        let _ = self.shm.take_token();
         self.owner = true;
     }
 
@@ -622,8 +732,13 @@ fn shm_region(shm: &sys::Shm) -> Region<'_> {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        if self.owner {
-            let _ = sys::Shm::unlink_stale(&self.os_name, &self.shm);
+        if self.owner && unlink(&self.name, &self.os_name, &self.shm).is_err() {
+            // Gave up rather than wait (another process keeps the cleanup lock): the name
+            // stays. Record that its owner is gone, so the next `create` finds it stale even
+            // while this process lives on (our liveness token goes with our mapping).
+            let h = self.header();
+            h.owner_pid.store(0, Ordering::Release);
+            h.owner_start.store(0, Ordering::Release);
         }
     }
 }

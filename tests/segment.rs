@@ -1,13 +1,14 @@
 //! Segments across real processes: stale objects, live owners, foreign objects, bad headers,
-//! permissions, and no leftovers.
+//! permissions, squatted names (other users, links, FIFOs), cleanup that never blocks, and no
+//! leftovers.
 #![cfg(target_os = "linux")]
 
 mod common;
 
 use std::time::Duration;
 
-use common::{child_exit, child_role, spawn, tell_parent, watchdog, TestName};
-use shmlink::{Error, Segment};
+use common::{child_exit, child_role, spawn, tell_parent, watchdog, TestName, NOBODY};
+use shmlink::{server_or_client, CallError, Client, Error, Segment, Server};
 
 fn shm_path(seg_os_name: &str) -> String {
     format!("/dev/shm{seg_os_name}")
@@ -175,17 +176,14 @@ fn impossible_size_is_an_error_not_a_sigbus() {
 #[test]
 fn owner_only_segment_refuses_another_uid() {
     if let Some((_, args)) = child_role() {
-        // SAFETY: single-threaded child (apart from the watchdog) dropping privileges.
-        let ok = unsafe { libc::setgid(65534) == 0 && libc::setuid(65534) == 0 };
-        assert!(ok, "setuid failed");
+        common::become_nobody();
         match Segment::open(&args[0]) {
             Err(Error::PermissionDenied { .. }) => tell_parent("denied"),
             other => tell_parent(&format!("unexpected: {other:?}")),
         }
         child_exit(0);
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !common::is_root() {
         eprintln!(
             "SKIPPED owner_only_segment_refuses_another_uid: needs root to switch to another uid"
         );
@@ -244,5 +242,397 @@ fn remove_refuses_a_live_owner_and_removes_a_dead_one() {
     child.kill();
     assert!(Segment::remove(&name, false).unwrap());
     assert!(!Segment::remove(&name, false).unwrap());
+    name.assert_no_leftovers();
+}
+
+// ------------------------------------------------------------------------ squatted names
+
+/// Inode of the /dev/shm entry `file` (not following a link).
+fn inode(file: &str) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::symlink_metadata(file).unwrap())
+}
+
+/// Whether `e` is `Error::Squatted` (also wrapped in a channel error) whose reason contains
+/// `why`, owned by `uid`.
+fn is_squatted(e: &(dyn std::error::Error + 'static), why: &str, uid: u32) -> bool {
+    let err = match e.downcast_ref::<CallError>() {
+        Some(CallError::Setup(inner)) => inner,
+        Some(_) => return false,
+        None => match e.downcast_ref::<Error>() {
+            Some(inner) => inner,
+            None => return false,
+        },
+    };
+    matches!(err, Error::Squatted { reason, owner_uid, .. }
+        if reason.contains(why) && *owner_uid == uid)
+}
+
+#[track_caller]
+fn assert_squatted<T: std::fmt::Debug, E: std::error::Error + 'static>(
+    r: Result<T, E>,
+    why: &str,
+    uid: u32,
+) {
+    match r {
+        Err(e) if is_squatted(&e, why, uid) => {
+            // The message names what is wrong and who owns the object.
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("uid {uid}")), "{msg}");
+        }
+        other => panic!("expected Squatted ({why}, uid {uid}), got {other:?}"),
+    }
+}
+
+#[test]
+fn another_users_world_writable_object_is_squatted_never_served_or_removed() {
+    if let Some((_, args)) = child_role() {
+        common::become_nobody();
+        let server = Server::builder(&args[0]).mode(0o666).create().unwrap();
+        let handle = server
+            .spawn(|_req: &[u8], resp: &mut [u8]| {
+                resp[..8].copy_from_slice(b"hijacked");
+                8
+            })
+            .unwrap();
+        let seg = Segment::builder(&args[0]).mode(0o666).size(64).create();
+        tell_parent(&format!("ready {}", seg.is_ok()));
+        common::hear_parent(); // until the parent says so (or kills us)
+        handle.shutdown();
+        drop(seg);
+        child_exit(0);
+    }
+    if !common::is_root() {
+        eprintln!(
+            "SKIPPED another_users_world_writable_object_is_squatted_never_served_or_removed: \
+             needs root to switch a child to another uid"
+        );
+        return;
+    }
+    let _w = watchdog("other_user_squat", Duration::from_secs(60));
+    let name = TestName::new("squat");
+    let mut child = spawn(
+        "another_users_world_writable_object_is_squatted_never_served_or_removed",
+        "squatter",
+        &[&name],
+    );
+    child.expect("ready true");
+    let chan = shm_path(&format!("/shmlink.{}.chan", name.as_str()));
+    let seg = shm_path(&format!("/shmlink.{}.seg", name.as_str()));
+    let before = (inode(&chan), inode(&seg));
+    for f in [&chan, &seg] {
+        let m = std::fs::metadata(f).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&m), NOBODY);
+        assert_eq!(std::os::unix::fs::MetadataExt::mode(&m) & 0o777, 0o666);
+    }
+    let why = &format!("owned by uid {NOBODY}");
+    // Our server does not start (and is not told "already running"), our client is not
+    // answered by the other user's server, and nothing of theirs is removed.
+    assert_squatted(Server::builder(&name).create(), why, NOBODY);
+    assert_squatted(Client::connect(&name), why, NOBODY);
+    assert_squatted(server_or_client(&name), why, NOBODY);
+    assert_squatted(Segment::builder(&name).size(64).create(), why, NOBODY);
+    assert_squatted(Segment::open(&name), why, NOBODY);
+    assert_squatted(Segment::remove(&name, true), why, NOBODY);
+    assert_eq!(
+        (inode(&chan), inode(&seg)),
+        before,
+        "squatted objects were replaced"
+    );
+    child.send("quit");
+    child.wait_ok();
+}
+
+#[test]
+fn symlink_under_our_name_is_refused_and_its_target_untouched() {
+    let _w = watchdog("symlink_squat", Duration::from_secs(60));
+    let ours = TestName::new("link-a");
+    let theirs = TestName::new("link-b");
+    // Service B runs; a symbolic link to its objects is planted under service A's names.
+    let server = Server::builder(&theirs).create().unwrap();
+    let handle = server
+        .spawn(|req: &[u8], resp: &mut [u8]| {
+            resp[..req.len()].copy_from_slice(req);
+            req.len()
+        })
+        .unwrap();
+    let seg_b = Segment::builder(&theirs).size(64).create().unwrap();
+    let mut planted = Vec::new();
+    for tag in ["chan", "seg"] {
+        let target = shm_path(&format!("/shmlink.{}.{tag}", theirs.as_str()));
+        let link = shm_path(&format!("/shmlink.{}.{tag}", ours.as_str()));
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        planted.push((link, target.clone(), inode(&target)));
+    }
+    let me = common::euid();
+    let why = "symbolic link";
+    assert_squatted(Client::connect(&ours), why, me);
+    assert_squatted(Server::builder(&ours).create(), why, me);
+    assert_squatted(Segment::open(&ours), why, me);
+    assert_squatted(Segment::builder(&ours).size(64).create(), why, me);
+    assert_squatted(Segment::remove(&ours, true), why, me);
+    for (link, target, ino) in &planted {
+        assert!(std::fs::symlink_metadata(link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(inode(target), *ino, "the link's target was replaced");
+    }
+    // Service B is untouched and still serves its own clients.
+    let mut client = Client::connect(&theirs).unwrap();
+    assert_eq!(client.call(b"still B").unwrap(), b"still B");
+    assert_eq!(Segment::open(&theirs).unwrap().token(), seg_b.token());
+    drop(client);
+    handle.shutdown();
+}
+
+#[test]
+fn fifo_under_our_name_fails_at_once_instead_of_blocking() {
+    // A blocked open would hang here: the watchdog turns that into a failure.
+    let _w = watchdog("fifo_squat", Duration::from_secs(60));
+    let name = TestName::new("fifo");
+    let mut fifos = Vec::new();
+    for tag in ["seg", "chan"] {
+        let path = shm_path(&format!("/shmlink.{}.{tag}", name.as_str()));
+        let c = std::ffi::CString::new(path.clone()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        fifos.push(path);
+    }
+    let me = common::euid();
+    let why = "a FIFO";
+    assert_squatted(Segment::builder(&name).size(64).create(), why, me);
+    assert_squatted(Segment::open(&name), why, me);
+    assert_squatted(Segment::remove(&name, true), why, me);
+    assert_squatted(Server::builder(&name).create(), why, me);
+    assert_squatted(Client::connect(&name), why, me);
+    // A live owner whose name was swapped for a FIFO: its drop neither opens nor removes it.
+    let swapped = TestName::new("fifo-swap");
+    let seg = Segment::builder(&swapped).size(64).create().unwrap();
+    let path = shm_path(seg.os_name());
+    std::fs::remove_file(&path).unwrap();
+    let c = std::ffi::CString::new(path.clone()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    fifos.push(path);
+    drop(seg);
+    for f in &fifos {
+        assert!(
+            std::os::unix::fs::FileTypeExt::is_fifo(
+                &std::fs::symlink_metadata(f).unwrap().file_type()
+            ),
+            "the FIFO was removed"
+        );
+    }
+}
+
+// --------------------------------------------------------------- cleanup never blocks
+
+/// Child role: takes `how` ("flock-sh", "flock-ex", or "range": a write lock on every byte
+/// of the object but the first, the liveness token's) on the object at `args[0]`, says
+/// "locked", and keeps it until the parent says "release".
+fn lock_holder(args: &[String]) -> ! {
+    let file = std::fs::File::open(&args[0]).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    // SAFETY: `fd` is open; `lock` is a valid flock for F_SETLK.
+    let ok = unsafe {
+        match args[1].as_str() {
+            "flock-sh" => libc::flock(fd, libc::LOCK_SH) == 0,
+            "flock-ex" => libc::flock(fd, libc::LOCK_EX) == 0,
+            "range" => {
+                let mut lock: libc::flock = std::mem::zeroed();
+                lock.l_type = libc::F_RDLCK as _;
+                lock.l_whence = libc::SEEK_SET as _;
+                lock.l_start = 1;
+                lock.l_len = 0; // to the end, however far
+                libc::fcntl(fd, libc::F_SETLK, &lock) == 0
+            }
+            other => panic!("unknown lock {other}"),
+        }
+    };
+    assert!(ok, "{}: {}", args[1], std::io::Error::last_os_error());
+    tell_parent("locked");
+    while let Some(line) = common::hear_parent() {
+        if line == "release" {
+            break;
+        }
+    }
+    drop(file);
+    tell_parent("released");
+    child_exit(0);
+}
+
+const LOCK_TEST: &str = "a_peer_holding_a_flock_blocks_neither_drop_nor_stale_cleanup";
+
+#[test]
+fn a_peer_holding_a_flock_blocks_neither_drop_nor_stale_cleanup() {
+    if let Some((role, args)) = child_role() {
+        if role == "creator" {
+            let _seg = Segment::builder(&args[0]).size(64).create().unwrap();
+            tell_parent("created");
+            common::hear_parent(); // SIGKILLed holding the segment
+            child_exit(0);
+        }
+        lock_holder(&args);
+    }
+    // A drop or cleanup that waited for the lock would hang here until the watchdog fires.
+    let _w = watchdog(LOCK_TEST, Duration::from_secs(60));
+    // A server's shutdown removes its channel while a read-only peer keeps a shared flock.
+    let name = TestName::new("flock-server");
+    let server = Server::builder(&name).create().unwrap();
+    let handle = server.spawn(|_: &[u8], _: &mut [u8]| 0).unwrap();
+    let path = shm_path(&format!("/shmlink.{}.chan", name.as_str()));
+    let mut peer = spawn(LOCK_TEST, "locker", &[&path, "flock-sh"]);
+    peer.expect("locked");
+    handle.shutdown();
+    name.assert_no_leftovers();
+    peer.send("release");
+    peer.expect("released");
+
+    for how in ["flock-sh", "flock-ex"] {
+        // The owner's drop removes the name while the peer keeps its lock.
+        let name = TestName::new(how);
+        let seg = Segment::builder(&name).size(64).create().unwrap();
+        let path = shm_path(seg.os_name());
+        let mut peer = spawn(LOCK_TEST, "locker", &[&path, how]);
+        peer.expect("locked");
+        drop(seg);
+        name.assert_no_leftovers();
+        peer.send("release");
+        peer.expect("released");
+
+        // Stale cleanup over a killed owner's object removes it while the peer keeps its lock.
+        let name = TestName::new(how);
+        let mut creator = spawn(LOCK_TEST, "creator", &[&name]);
+        creator.expect("created");
+        let path = shm_path(&format!("/shmlink.{}.seg", name.as_str()));
+        let mut peer = spawn(LOCK_TEST, "locker", &[&path, how]);
+        peer.expect("locked");
+        creator.kill();
+        let seg = Segment::builder(&name)
+            .size(64)
+            .create()
+            .unwrap_or_else(|e| panic!("create over a stale object locked with {how}: {e}"));
+        assert_ne!(inode(&path), 0);
+        drop(seg);
+        name.assert_no_leftovers();
+        peer.send("release");
+        peer.expect("released");
+    }
+}
+
+#[test]
+fn header_naming_another_service_is_squatted() {
+    let ours = TestName::new("hdr-a");
+    let theirs = TestName::new("hdr-b");
+    let seg_b = Segment::builder(&theirs).size(64).create().unwrap();
+    let target = shm_path(seg_b.os_name());
+    let link = shm_path(&format!("/shmlink.{}.seg", ours.as_str()));
+    // A same-user peer links service B's object under service A's name.
+    std::fs::hard_link(&target, &link).unwrap();
+    let why = &format!("header names service {:?}", theirs.as_str());
+    let me = common::euid();
+    assert_squatted(Segment::open(&ours), why, me);
+    assert_squatted(Segment::builder(&ours).size(64).create(), why, me);
+    assert_squatted(Segment::remove(&ours, true), why, me);
+    assert_eq!(
+        inode(&link),
+        inode(&target),
+        "the linked object was replaced"
+    );
+    assert_eq!(Segment::open(&theirs).unwrap().token(), seg_b.token());
+}
+
+const RANGE_TEST: &str = "a_peer_holding_the_cleanup_lock_makes_drop_give_up_not_wait";
+
+#[test]
+fn a_peer_holding_the_cleanup_lock_makes_drop_give_up_not_wait() {
+    if let Some((_, args)) = child_role() {
+        lock_holder(&args);
+    }
+    let _w = watchdog(RANGE_TEST, Duration::from_secs(60));
+    let name = TestName::new("range");
+    let seg = Segment::builder(&name).size(64).create().unwrap();
+    let path = shm_path(seg.os_name());
+    let mut peer = spawn(RANGE_TEST, "locker", &[&path, "range"]);
+    peer.expect("locked");
+    // Drop gives up after a short bound and leaves the name, marked as having no owner.
+    drop(seg);
+    assert!(std::fs::metadata(&path).is_ok(), "the name should be left");
+    // Stale cleanup gives up too, with an error that says why.
+    match Segment::builder(&name).size(64).create() {
+        Err(e @ Error::Os { .. }) => {
+            let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+            assert!(chain.contains("cleanup lock"), "{chain}");
+        }
+        other => panic!("expected an error while the cleanup lock is held, got {other:?}"),
+    }
+    peer.send("release");
+    peer.expect("released");
+    // Left stale, not live: this process (its owner) still runs, and cleanup now succeeds.
+    let seg = Segment::builder(&name).size(64).create().unwrap();
+    drop(seg);
+    name.assert_no_leftovers();
+}
+
+const SLOW_TEST: &str = "slow_creator_holding_its_token_is_not_judged_stale";
+
+#[test]
+fn slow_creator_holding_its_token_is_not_judged_stale() {
+    if let Some((_, args)) = child_role() {
+        // A creator that has taken its liveness token (an open-file-description lock on the
+        // object's first byte, see src/sys/mod.rs) and sized the object, and then takes its
+        // time: it never writes a header while the parent watches.
+        let c = std::ffi::CString::new(args[0].clone()).unwrap();
+        // SAFETY: valid path; flags and mode are plain values.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                0o600,
+            )
+        };
+        assert!(fd >= 0, "open: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` is open; `lock` is a valid flock with l_pid 0, as F_OFD_SETLK needs.
+        unsafe {
+            let mut lock: libc::flock = std::mem::zeroed();
+            lock.l_type = libc::F_WRLCK as _;
+            lock.l_whence = libc::SEEK_SET as _;
+            lock.l_len = 1;
+            assert_eq!(libc::fcntl(fd, libc::F_OFD_SETLK, &lock), 0, "F_OFD_SETLK");
+            assert_eq!(libc::ftruncate(fd, 4096), 0, "ftruncate");
+        }
+        tell_parent("sized");
+        common::hear_parent(); // until killed
+        child_exit(0);
+    }
+    let _w = watchdog(SLOW_TEST, Duration::from_secs(60));
+    let name = TestName::new("slow");
+    let path = shm_path(&format!("/shmlink.{}.seg", name.as_str()));
+    let mut child = spawn(SLOW_TEST, "slow-creator", &[&path]);
+    child.expect("sized");
+    let ino = inode(&path);
+    // Well past the half second after which a sized, all-zero object used to be judged
+    // stale (and removed under its live creator), the verdict is still "live".
+    let since = std::time::Instant::now();
+    let mut tries = 0;
+    while since.elapsed() < Duration::from_millis(1500) || tries < 3 {
+        match Segment::builder(&name).size(64).create() {
+            Err(Error::AlreadyRunning { pid: 0, .. }) => {}
+            other => panic!("expected AlreadyRunning from a slow creator, got {other:?}"),
+        }
+        assert!(matches!(
+            Segment::remove(&name, false),
+            Err(Error::AlreadyRunning { .. })
+        ));
+        assert_eq!(inode(&path), ino, "the slow creator's object was replaced");
+        tries += 1;
+        // Let time pass: the age of the object is what this test is about.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Once the creator is gone, its all-zero object is stale at once.
+    child.kill();
+    let seg = Segment::builder(&name).size(64).create().unwrap();
+    assert_ne!(inode(&path), ino);
+    drop(seg);
     name.assert_no_leftovers();
 }

@@ -1,15 +1,19 @@
-//! Linux backend: POSIX shm (see `unix.rs`), futex waits, robust process-shared pthread
-//! mutexes, `/proc` for process start times.
+//! Linux backend: POSIX shm objects as files in /dev/shm (see `unix.rs`), futex waits,
+//! robust process-shared pthread mutexes, `/proc` for process start times.
 
 use std::fs::File;
 use std::io;
 use std::mem::MaybeUninit;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicU32;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use memmap2::MmapRaw;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
+use rustix::io::Errno;
 use rustix::thread::futex;
 
-use super::{LockFail, LockStatus, MUTEX_STORAGE};
+use super::{LockFail, LockStatus, OpenError, Token, CLEANUP_BYTE, MUTEX_STORAGE, TOKEN_BYTE};
 
 pub(crate) use super::unix::Shm;
 
@@ -23,12 +27,200 @@ pub(crate) const SIZE_ROUNDING: usize = 1;
 /// Reserves the pages of a new object so that a full /dev/shm fails here, not with SIGBUS
 /// on first touch.
 #[doc(alias = "fallocate")]
-pub(super) fn reserve(file: &File, size: usize) -> io::Result<()> {
+fn reserve(file: &File, size: usize) -> io::Result<()> {
     match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size as u64) {
         Ok(()) => Ok(()),
         // Filesystems without fallocate: nothing to reserve with, go on unreserved.
         Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+// ---------------------------------------------------------------------------- shm objects
+//
+// POSIX shm objects are files in /dev/shm (where glibc's and musl's `shm_open` put them), so
+// we reach them with `openat`-family calls and the flags `shm_open` cannot take: O_NOFOLLOW
+// (a symbolic link under our name is refused, ELOOP), O_NONBLOCK (opening a FIFO or a file
+// with a lease returns at once), O_TMPFILE (the object appears under its name complete).
+
+/// Where POSIX shm objects live.
+const SHM_DIR: &str = "/dev/shm";
+
+/// `/dev/shm/<name>` for an OS name (which starts with a slash, see `OS_NAME_PREFIX`).
+fn shm_path(os_name: &str) -> String {
+    format!("{SHM_DIR}{os_name}")
+}
+
+/// Creates the object `os_name`: sized, reserved, mapped, owner-checked, holding its
+/// liveness token, and only then linked under its name (`linkat`, which fails with EEXIST if
+/// the name is taken), so no other process ever sees it half made. Where /dev/shm has no
+/// O_TMPFILE (or /proc is not mounted) it is created under its name, taking the token first.
+pub(super) fn create_object(os_name: &str, size: usize, mode: u32) -> io::Result<(File, MmapRaw)> {
+    let path = shm_path(os_name);
+    let mode_bits = Mode::from_raw_mode(mode as _);
+    match rustix::fs::openat(
+        CWD,
+        SHM_DIR,
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        mode_bits,
+    ) {
+        Ok(fd) => {
+            let file = File::from(fd);
+            let map = prepare(&file, size, mode)?;
+            let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+            match rustix::fs::linkat(CWD, &fd_path, CWD, &path, AtFlags::SYMLINK_FOLLOW) {
+                Ok(()) => return Ok((file, map)),
+                // No /proc to name the file by: create under the name below.
+                Err(Errno::NOENT) if !std::path::Path::new("/proc/self/fd").exists() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // No O_TMPFILE on this filesystem or kernel.
+        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let fd = rustix::fs::openat(
+        CWD,
+        &path,
+        OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::RDWR | OFlags::CLOEXEC,
+        mode_bits,
+    )?;
+    let file = File::from(fd);
+    match prepare(&file, size, mode) {
+        Ok(map) => Ok((file, map)),
+        Err(e) => {
+            if let (Ok(Some(there)), Ok(ours)) = (stat_name(os_name), rustix::fs::fstat(&file)) {
+                if (there.st_dev, there.st_ino) == (ours.st_dev, ours.st_ino) {
+                    let _ = rustix::fs::unlink(&path);
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Everything a new object needs before others may see it: exact permission bits, the
+/// liveness token (before sizing), its size and reserved memory, the mapping.
+fn prepare(file: &File, size: usize, mode: u32) -> io::Result<MmapRaw> {
+    // The umask applies at creation; set exactly what the caller asked for.
+    rustix::fs::fchmod(file, Mode::from_raw_mode(mode as _))?;
+    if !take_token(file) {
+        return Err(io::Error::other(
+            "cannot take the liveness token of a new object",
+        ));
+    }
+    rustix::fs::ftruncate(file, size as u64)?;
+    reserve(file, size)?;
+    super::unix::map(file, size)
+}
+
+/// Opens the object `os_name` read-write without following a symbolic link and without
+/// blocking; what is not a regular file is refused here or by the caller's `fstat` checks.
+pub(super) fn open_object(os_name: &str) -> Result<File, OpenError> {
+    let path = shm_path(os_name);
+    let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    match rustix::fs::openat(CWD, &path, flags, Mode::empty()) {
+        Ok(fd) => Ok(File::from(fd)),
+        // ELOOP: a symbolic link (O_NOFOLLOW); ENXIO: a socket; EISDIR: a directory.
+        Err(e @ (Errno::LOOP | Errno::NXIO | Errno::ISDIR)) => {
+            match rustix::fs::statat(CWD, &path, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => Err(squatted_by(&path, &st)),
+                Err(_) => Err(OpenError::Os(e.into())),
+            }
+        }
+        Err(e) => Err(OpenError::Os(e.into())),
+    }
+}
+
+/// The refusal for the non-regular file at `path` described by `st`.
+fn squatted_by(path: &str, st: &Stat) -> OpenError {
+    let kind = FileType::from_raw_mode(st.st_mode);
+    let mut reason = format!("it is {}, not a regular file", super::unix::describe(kind));
+    if kind == FileType::Symlink {
+        if let Ok(target) = rustix::fs::readlinkat(CWD, path, Vec::new()) {
+            reason = format!(
+                "it is a symbolic link (to {}), not a regular file",
+                target.to_string_lossy()
+            );
+        }
+    }
+    OpenError::Squatted {
+        reason,
+        owner_uid: st.st_uid,
+    }
+}
+
+/// What the name `os_name` is now, without following a link or opening it (`None`: nothing).
+pub(super) fn stat_name(os_name: &str) -> io::Result<Option<Stat>> {
+    match rustix::fs::statat(CWD, shm_path(os_name), AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// An open-file-description lock on `byte` of `file` (`F_OFD_SETLK`, never waits), or a
+/// query for a conflicting one (`F_OFD_GETLK`). OFD locks belong to the open file
+/// description, not to the process: they survive other opens and closes of the same object
+/// in this process, are released with the description's last reference (the mapping
+/// included) or the process's death, and are seen across PID namespaces.
+fn ofd_lock(file: &File, byte: u64, cmd: libc::c_int) -> io::Result<libc::flock> {
+    // SAFETY: flock is plain data, valid when zeroed.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as _;
+    lock.l_whence = libc::SEEK_SET as _;
+    lock.l_start = byte as _;
+    lock.l_len = 1;
+    // l_pid stays 0, as OFD locks require.
+    // SAFETY: the fd is open for the call; `lock` is a valid flock the kernel reads and
+    // (for F_OFD_GETLK) writes.
+    if unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut lock) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(lock)
+}
+
+/// Takes the liveness token of `file` if nobody holds it.
+pub(super) fn take_token(file: &File) -> bool {
+    ofd_lock(file, TOKEN_BYTE, libc::F_OFD_SETLK).is_ok()
+}
+
+/// Whether another open file description holds the liveness token of `file`'s object.
+pub(super) fn probe_token(file: &File) -> Token {
+    match ofd_lock(file, TOKEN_BYTE, libc::F_OFD_GETLK) {
+        Ok(l) if l.l_type == libc::F_UNLCK as _ => Token::Free,
+        Ok(_) => Token::Held,
+        Err(_) => Token::Unknown,
+    }
+}
+
+/// Takes the cleanup lock of `file`'s object, retrying without blocking for at most `wait`;
+/// `WouldBlock` if another process kept it that long. Where OFD locks are unsupported (EINVAL:
+/// kernels before 3.15), goes on without it.
+pub(super) fn cleanup_lock(file: &File, wait: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match ofd_lock(file, CLEANUP_BYTE, libc::F_OFD_SETLK) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(()),
+            Err(e)
+                if e.kind() != io::ErrorKind::WouldBlock
+                    && e.raw_os_error() != Some(libc::EACCES) =>
+            {
+                return Err(e)
+            }
+            Err(_) => {}
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "another process keeps the object's cleanup lock",
+            ));
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 

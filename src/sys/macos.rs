@@ -21,9 +21,74 @@ pub(crate) const MAX_OS_NAME: usize = 31;
 /// than its creator asked for. 64 KiB covers every page size.
 pub(crate) const SIZE_ROUNDING: usize = 64 * 1024;
 
-/// Nothing to reserve beyond `ftruncate`: macOS backs shm objects with anonymous VM memory,
-/// allocated (and refused with ENOMEM) when the object is sized.
-pub(super) fn reserve(_file: &File, _size: usize) -> io::Result<()> {
+// ---------------------------------------------------------------------------- shm objects
+//
+// macOS shm names are not filesystem paths: nothing but shm objects can be created under
+// them (no symbolic links, FIFOs or devices), and `shm_open` takes no O_NOFOLLOW or
+// O_NONBLOCK (nor needs them: it never blocks). The owner and permission checks of
+// `unix.rs` apply through `fstat`. Shm objects take no `flock` or `fcntl` locks, so there is
+// no liveness token (`Token::Unknown`) and no cleanup lock: stale objects are judged by the
+// header alone, and removal relies on the identity re-check.
+
+/// Creates `os_name` exclusively, sized and mapped. Nothing to reserve beyond `ftruncate`:
+/// macOS backs shm objects with anonymous VM memory, allocated (and refused with ENOMEM) when
+/// the object is sized.
+pub(super) fn create_object(
+    os_name: &str,
+    size: usize,
+    mode: u32,
+) -> io::Result<(File, memmap2::MmapRaw)> {
+    use rustix::shm;
+    // macOS applies no umask to shm objects (and refuses fchmod on them).
+    let fd = shm::open(
+        os_name,
+        shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR,
+        rustix::fs::Mode::from_raw_mode(mode as _),
+    )?;
+    let file = File::from(fd);
+    let init = (|| {
+        rustix::fs::ftruncate(&file, size as u64)?;
+        super::unix::map(&file, size)
+    })();
+    match init {
+        Ok(map) => Ok((file, map)),
+        Err(e) => {
+            let _ = shm::unlink(os_name);
+            Err(e)
+        }
+    }
+}
+
+/// Opens the object `os_name` read-write.
+pub(super) fn open_object(os_name: &str) -> Result<File, super::OpenError> {
+    use rustix::shm;
+    let fd = shm::open(os_name, shm::OFlags::RDWR, rustix::fs::Mode::empty())
+        .map_err(io::Error::from)?;
+    Ok(File::from(fd))
+}
+
+/// What the name `os_name` is now (`None`: nothing). Opening cannot block here (see above).
+pub(super) fn stat_name(os_name: &str) -> io::Result<Option<rustix::fs::Stat>> {
+    use rustix::shm;
+    match shm::open(os_name, shm::OFlags::RDONLY, rustix::fs::Mode::empty()) {
+        Ok(fd) => Ok(Some(rustix::fs::fstat(&fd)?)),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// No liveness token on macOS (see above).
+pub(super) fn probe_token(_file: &File) -> super::Token {
+    super::Token::Unknown
+}
+
+/// No liveness token on macOS (see above).
+pub(super) fn take_token(_file: &File) -> bool {
+    false
+}
+
+/// No cleanup lock on macOS (see above): removal relies on the identity re-check.
+pub(super) fn cleanup_lock(_file: &File, _wait: Duration) -> io::Result<()> {
     Ok(())
 }
 

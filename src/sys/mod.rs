@@ -8,12 +8,23 @@
 //!   be (macOS: 31 bytes).
 //! * `Shm`: a named shared-memory object mapped read-write into this process.
 //!   `Shm::create(os_name, size, mode)` creates exclusively (an existing object gives
-//!   `io::ErrorKind::AlreadyExists`), sizes it and reserves its memory up front so that a full
-//!   /dev/shm is an error now, never a SIGBUS later; `Shm::open(os_name)` maps an existing
-//!   object at its current size (which may be 0 if its creator has not sized it yet);
-//!   `Shm::unlink_stale(os_name, &shm)` removes the name if it still names that object
-//!   (mappings stay valid; Windows has nothing to remove). `as_ptr()`/`len()`: the mapping,
-//!   page-aligned, zero-filled at creation, valid while the `Shm` lives.
+//!   `io::ErrorKind::AlreadyExists`), takes the object's *liveness token* before sizing it,
+//!   sizes it and reserves its memory up front so that a full /dev/shm is an error now, never
+//!   a SIGBUS later. `Shm::open(os_name, &Expect)` maps an existing object at its current size
+//!   (which may be 0 if its creator has not sized it yet), without following a symbolic link
+//!   and without blocking (a FIFO or a leased file under the name cannot hang it), and refuses
+//!   what `Expect` does not allow (`OpenError::Squatted`: another owner, not a regular file,
+//!   writable by group or others). `Shm::unlink_stale(os_name, &shm, wait)` removes the name
+//!   if it still names that object, trying the cleanup lock for at most `wait`
+//!   (`io::ErrorKind::WouldBlock` when it gives up); mappings stay valid; Windows has nothing
+//!   to remove. `as_ptr()`/`len()`: the mapping, page-aligned, zero-filled at creation, valid
+//!   while the `Shm` lives.
+//! * Liveness token: a lock the kernel drops when the holder's last reference to the object
+//!   goes (process death included, in any PID namespace). The creator holds it from before
+//!   the object is sized until its `Shm` is dropped; `Shm::take_token` takes a free one over;
+//!   `Shm::token()` tells another holder's token apart (`Token::Unknown` where the OS has no
+//!   such lock: macOS and Windows). Linux: an open-file-description lock on byte
+//!   [`TOKEN_BYTE`] of the object; the cleanup lock is one on byte [`CLEANUP_BYTE`].
 //! * `SIZE_ROUNDING`: an opened object's `len()` may exceed the size its creator asked for by
 //!   less than this, because macOS and Windows only report sizes in whole pages (1 on Linux:
 //!   exact). The segment header records the exact size.
@@ -56,6 +67,56 @@ pub(crate) use os::Waiter;
 pub(crate) use os::{
     current_pid, start_time, RawMutex, Shm, MAX_OS_NAME, OS_NAME_PREFIX, SIZE_ROUNDING,
 };
+
+/// Byte of an object whose lock is the creator's liveness token (Linux; see the contract
+/// above). Locks on bytes beyond the object's end are allowed, so it is taken before sizing.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) const TOKEN_BYTE: u64 = 0;
+/// Byte of an object whose lock serialises the processes removing its name (Linux).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) const CLEANUP_BYTE: u64 = 1;
+
+/// What an opener accepts besides an object that is a regular file owned by this process's
+/// effective uid and writable by nobody else.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Expect {
+    /// The uid that must own the object (`None`: this process's effective uid).
+    #[cfg_attr(windows, allow(dead_code))]
+    pub(crate) owner: Option<u32>,
+    /// Whether group or other write permission is acceptable.
+    #[cfg_attr(windows, allow(dead_code))]
+    pub(crate) shared_write: bool,
+}
+
+/// Why `Shm::open` refused.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    /// The OS call failed (no such object, permission denied, ...).
+    Os(std::io::Error),
+    /// The name is taken by something this process must not use or remove: a symbolic link,
+    /// a FIFO or other non-regular file, an object of another owner, or one writable by
+    /// others. `reason` says which, `owner_uid` who owns it.
+    #[cfg_attr(windows, allow(dead_code))]
+    Squatted { reason: String, owner_uid: u32 },
+}
+
+impl From<std::io::Error> for OpenError {
+    fn from(e: std::io::Error) -> Self {
+        OpenError::Os(e)
+    }
+}
+
+/// What a probe of an object's liveness token found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Token {
+    /// Another open of the object holds it: its creator (or adopter) is alive.
+    Held,
+    /// Nobody holds it: whoever created the object has closed it or died.
+    Free,
+    /// The OS cannot tell (no such lock here, or the probe failed).
+    #[cfg_attr(target_os = "linux", allow(dead_code))]
+    Unknown,
+}
 
 /// Bytes reserved in shared memory for one mutex (the largest backend need, rounded to a
 /// cache line).

@@ -1,69 +1,53 @@
-//! POSIX shared memory, common to Linux and macOS: `shm_open` + `mmap` (through memmap2).
+//! POSIX shared memory, common to Linux and macOS: the object checks, the mapping (through
+//! memmap2) and removing a stale name. How an object is created, opened and locked is the
+//! backend's (`linux.rs`: files in /dev/shm; `macos.rs`: `shm_open`).
 
 use std::fs::File;
 use std::io;
+use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
-use rustix::fs::Mode;
-use rustix::shm;
+use rustix::fs::{FileType, Stat};
+
+use super::{Expect, OpenError, Token};
 
 /// A mapped POSIX shared-memory object.
 #[derive(Debug)]
 pub(crate) struct Shm {
     /// `None` while the object has size 0 (its creator has not sized it yet).
     map: Option<MmapRaw>,
-    // Kept open for `fstat` checks; the mapping does not need it.
-    _file: File,
+    /// Kept open for `fstat`, the liveness token and the cleanup lock (the locks belong to
+    /// this open file description and go with its last reference, the mapping included).
+    file: File,
 }
 
 impl Shm {
-    /// Creates `os_name` exclusively with permission bits `mode`, sized `size` and reserved.
+    /// Creates `os_name` exclusively with permission bits `mode`, sized `size` and reserved,
+    /// holding its liveness token.
     #[doc(alias = "shm_open")]
     pub(crate) fn create(os_name: &str, size: usize, mode: u32) -> io::Result<Shm> {
-        let fd = shm::open(
-            os_name,
-            shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR,
-            Mode::from_raw_mode(mode as _),
-        )?;
-        let file = File::from(fd);
-        let init = (|| {
-            // Linux's shm_open applies the umask; set exactly what the caller asked for.
-            // (macOS applies no umask to shm objects, and refuses fchmod on them.)
-            #[cfg(not(target_os = "macos"))]
-            rustix::fs::fchmod(&file, Mode::from_raw_mode(mode as _))?;
-            rustix::fs::ftruncate(&file, size as u64)?;
-            super::os::reserve(&file, size)?;
-            MmapOptions::new().len(size).map_raw(&file)
-        })();
-        match init {
-            Ok(map) => Ok(Shm {
-                map: Some(map),
-                _file: file,
-            }),
-            Err(e) => {
-                let _ = shm::unlink(os_name);
-                Err(e)
-            }
-        }
-    }
-
-    /// Opens and maps an existing object at its current size (macOS: rounded up to pages).
-    pub(crate) fn open(os_name: &str) -> io::Result<Shm> {
-        let fd = shm::open(os_name, shm::OFlags::RDWR, Mode::empty())?;
-        let file = File::from(fd);
-        let size = rustix::fs::fstat(&file)?.st_size;
-        let size = usize::try_from(size)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "object size out of range"))?;
-        if size == 0 {
-            return Ok(Shm {
-                map: None,
-                _file: file,
-            });
-        }
-        let map = MmapOptions::new().len(size).map_raw(&file)?;
+        let (file, map) = super::os::create_object(os_name, size, mode)?;
         Ok(Shm {
             map: Some(map),
-            _file: file,
+            file,
+        })
+    }
+
+    /// Opens and maps an existing object at its current size (macOS: rounded up to pages),
+    /// after checking that `expect` allows it.
+    pub(crate) fn open(os_name: &str, expect: &Expect) -> Result<Shm, OpenError> {
+        let file = super::os::open_object(os_name)?;
+        let st = rustix::fs::fstat(&file).map_err(io::Error::from)?;
+        check_object(&st, expect)?;
+        let size = usize::try_from(st.st_size)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "object size out of range"))?;
+        if size == 0 {
+            return Ok(Shm { map: None, file });
+        }
+        let map = map(&file, size)?;
+        Ok(Shm {
+            map: Some(map),
+            file,
         })
     }
 
@@ -76,30 +60,93 @@ impl Shm {
     pub(crate) fn len(&self) -> usize {
         self.map.as_ref().map_or(0, MmapRaw::len)
     }
-}
 
-impl Shm {
+    /// The uid that owns the object.
+    pub(crate) fn owner_uid(&self) -> Option<u32> {
+        rustix::fs::fstat(&self.file).ok().map(|st| st.st_uid)
+    }
+
+    /// Whether another open of the object holds its liveness token.
+    pub(crate) fn token(&self) -> Token {
+        super::os::probe_token(&self.file)
+    }
+
+    /// Takes the liveness token if nobody holds it; returns whether this `Shm` holds it now.
+    pub(crate) fn take_token(&self) -> bool {
+        super::os::take_token(&self.file)
+    }
+
     /// Removes `os_name` if it still names the same object as `stale` (which the caller found
-    /// dead). Holding an exclusive `flock` on the stale object while re-checking the name
+    /// dead, or owns). Holding the cleanup lock on the stale object while re-checking the name
     /// means two processes cleaning up the same stale object at once cannot remove the fresh
-    /// object one of them created meanwhile. Returns whether it removed it.
-    pub(crate) fn unlink_stale(os_name: &str, stale: &Shm) -> io::Result<bool> {
-        use rustix::fs::{flock, FlockOperation};
-        // Where flock is unsupported (it is on Linux tmpfs), fall back to the identity check.
-        let _ = flock(&stale._file, FlockOperation::LockExclusive);
-        let current = match shm::open(os_name, shm::OFlags::RDONLY, Mode::empty()) {
-            Ok(fd) => rustix::fs::fstat(&fd)?,
-            Err(rustix::io::Errno::NOENT) => return Ok(false),
-            Err(e) => return Err(e.into()),
+    /// object one of them created meanwhile. The lock is tried without blocking for at most
+    /// `wait` (`WouldBlock` after that: another process keeps it); the name is re-checked with
+    /// a stat that neither follows a link nor opens what is there. Returns whether it removed
+    /// the name.
+    pub(crate) fn unlink_stale(os_name: &str, stale: &Shm, wait: Duration) -> io::Result<bool> {
+        super::os::cleanup_lock(&stale.file, wait)?;
+        let Some(current) = super::os::stat_name(os_name)? else {
+            return Ok(false);
         };
-        let held = rustix::fs::fstat(&stale._file)?;
+        let held = rustix::fs::fstat(&stale.file)?;
         if (current.st_dev, current.st_ino) != (held.st_dev, held.st_ino) {
             return Ok(false);
         }
-        match shm::unlink(os_name) {
+        match rustix::shm::unlink(os_name) {
             Ok(()) => Ok(true),
             Err(rustix::io::Errno::NOENT) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Maps `size` bytes of `file` read-write.
+pub(super) fn map(file: &File, size: usize) -> io::Result<MmapRaw> {
+    MmapOptions::new().len(size).map_raw(file)
+}
+
+/// The checks every opened object passes: a regular file (where the OS reports file types
+/// for shm objects: Linux), owned by the expected uid, not writable by group or others unless
+/// the caller allows it.
+fn check_object(st: &Stat, expect: &Expect) -> Result<(), OpenError> {
+    let owner_uid = st.st_uid;
+    let squatted = |reason: String| Err(OpenError::Squatted { reason, owner_uid });
+    // macOS reports a shm object's permission bits without a file type, and its shm
+    // namespace holds nothing else, so only Linux checks the type.
+    if cfg!(target_os = "linux") {
+        let kind = FileType::from_raw_mode(st.st_mode as _);
+        if kind != FileType::RegularFile {
+            return squatted(format!("it is {}, not a regular file", describe(kind)));
+        }
+    }
+    let want = expect
+        .owner
+        .unwrap_or_else(|| rustix::process::geteuid().as_raw());
+    if owner_uid != want {
+        return squatted(format!(
+            "it is owned by uid {owner_uid}, not by uid {want} as expected"
+        ));
+    }
+    #[allow(clippy::unnecessary_cast)] // mode_t is u16 on macOS
+    let mode = st.st_mode as u32 & 0o7777;
+    if mode & 0o022 != 0 && !expect.shared_write {
+        return squatted(format!(
+            "it is writable by group or others (mode {mode:o}), which was not asked for"
+        ));
+    }
+    Ok(())
+}
+
+/// "a FIFO", "a directory", ... for messages.
+pub(super) fn describe(kind: FileType) -> &'static str {
+    match kind {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symbolic link",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        _ => "an object of unknown type",
     }
 }

@@ -174,8 +174,16 @@ impl Shm {
 
     /// Opens and maps an existing section. Its length is what `VirtualQuery` reports: the
     /// creator's size rounded up to whole pages (see [`SIZE_ROUNDING`]).
+    ///
+    /// `_expect` has nothing to check here: named sections live in the object manager's
+    /// session namespace, which holds no symbolic links, FIFOs or files under our names, and
+    /// who may open a section is decided by its DACL (the creator's default: owner-only).
     #[doc(alias = "OpenFileMappingW")]
-    pub(crate) fn open(os_name: &str) -> io::Result<Shm> {
+    pub(crate) fn open(os_name: &str, _expect: &super::Expect) -> Result<Shm, super::OpenError> {
+        Ok(Self::open_section(os_name)?)
+    }
+
+    fn open_section(os_name: &str) -> io::Result<Shm> {
         let name = wide(os_name)?;
         // SAFETY: `name` is NUL-terminated and outlives the call. Read + write access is all
         // we need, so a DACL granting only that suffices.
@@ -200,8 +208,24 @@ impl Shm {
     /// Windows removes a section when its last handle closes, so there is never a stale
     /// object to remove (and no way to remove a name others still hold open): returns
     /// `Ok(false)`.
-    pub(crate) fn unlink_stale(_os_name: &str, _stale: &Shm) -> io::Result<bool> {
+    pub(crate) fn unlink_stale(_os_name: &str, _stale: &Shm, _wait: Duration) -> io::Result<bool> {
         Ok(false)
+    }
+
+    /// Sections carry no owner uid.
+    pub(crate) fn owner_uid(&self) -> Option<u32> {
+        None
+    }
+
+    /// No liveness token: a section vanishes with its last handle, so a section that exists
+    /// is in use; the header decides the rest.
+    pub(crate) fn token(&self) -> super::Token {
+        super::Token::Unknown
+    }
+
+    /// No liveness token (see [`Shm::token`]).
+    pub(crate) fn take_token(&self) -> bool {
+        false
     }
 }
 

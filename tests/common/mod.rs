@@ -307,6 +307,28 @@ pub fn poll_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// This process's effective uid.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// Whether this process runs as root (tests that switch a child to another uid need it).
+pub fn is_root() -> bool {
+    euid() == 0
+}
+
+/// The uid and gid [`become_nobody`] switches to.
+pub const NOBODY: u32 = 65534;
+
+/// Switches this (child) process to uid and gid [`NOBODY`]; panics if it cannot.
+pub fn become_nobody() {
+    // SAFETY: setgid/setuid have no memory preconditions; the child is single-threaded apart
+    // from its watchdog, which uses no credentials.
+    let ok = unsafe { libc::setgid(NOBODY) == 0 && libc::setuid(NOBODY) == 0 };
+    assert!(ok, "setuid({NOBODY}) failed");
+}
+
 /// Pins the calling thread to `cpu` (benches and placement tests).
 pub fn pin_to_cpu(cpu: usize) -> bool {
     // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it.
