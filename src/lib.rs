@@ -55,6 +55,9 @@ mod segment;
 mod stream;
 mod sync;
 mod sys;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod typed;
 
 pub use channel::{
     server_or_client, AppError, Bytes, CallError, CallInfo, Client, ClientId, Free, Handler, Role,
