@@ -45,6 +45,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+pub mod admin;
 mod channel;
 mod error;
 mod name;
