@@ -373,6 +373,34 @@ fn a_reader_killed_mid_stream_is_replaced_and_nothing_sent_is_lost() {
 }
 
 #[test]
+fn a_buffer_held_across_two_graceful_restarts_is_copied_into_the_newest_pool() {
+    let _w = watchdog("held across two restarts", Duration::from_secs(60));
+    let name = TestName::new("pool-twice");
+    let reader = Reader::create(&name, small_config()).unwrap();
+    let w = Writer::connect(&name).unwrap();
+    let mut held = w.acquire().unwrap();
+    held.extend_from_slice(b"held").unwrap();
+    drop(reader); // nothing queued: this pool goes
+    let reader = Reader::create(&name, small_config()).unwrap();
+    assert!(!reader.adopted());
+    // The Writer moves to the second pool and maps one of its buffers...
+    drop(w.acquire().unwrap());
+    drop(reader); // ...which goes as well
+    let reader = Reader::create(&name, small_config()).unwrap();
+    // The held buffer follows the name to the third pool, not to the retired second one
+    // (whose buffer names the third pool reuses).
+    w.send(held).unwrap();
+    let m = reader.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!((&*m, m.redelivered()), (&b"held"[..], false));
+    drop(m);
+    assert!(matches!(reader.try_recv(), Ok(None)));
+    reader.validate().unwrap();
+    drop(w);
+    drop(reader);
+    name.assert_no_leftovers();
+}
+
+#[test]
 fn a_buffer_from_a_reader_whose_index_cannot_be_adopted_is_copied_on_send() {
     const TEST: &str = "a_buffer_from_a_reader_whose_index_cannot_be_adopted_is_copied_on_send";
     if let Some((role, args)) = child_role() {

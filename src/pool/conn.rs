@@ -11,7 +11,7 @@ use super::index::{self, bump, Index, IndexHeader, List, Slot, DISPOSED};
 use crate::error::Error;
 use crate::name::ServiceName;
 use crate::segment::{Segment, SegmentKind};
-use crate::sync::atomic::{AtomicU32, Ordering};
+use crate::sync::atomic::{fence, AtomicU32, Ordering};
 use crate::sync::{Event, Locked, Mutex, MutexGuard, WaitStrategy};
 
 /// Segment kind version of the index and buffer segments.
@@ -299,6 +299,13 @@ impl Conn {
             SegmentKind::PoolBuffer,
             KIND_VERSION,
         )?;
+        // What the name opened is this index's buffer only if the index was not retired
+        // before the open: a Reader retires its index before it removes the buffers, and a
+        // newer pool of the same name may then reuse their names.
+        fence(Ordering::SeqCst);
+        if self.retired() {
+            return Err(PoolError::NoReader);
+        }
         if seg.len() < slot.capacity {
             return Err(PoolError::Corrupt(format!(
                 "buffer {} holds {} bytes, its entry says {}",

@@ -144,15 +144,22 @@ impl Writer {
     /// Looks for a new pool replacing `old`: `Some(new)` if the name now names another
     /// index, `None` if it still names `old`'s. (Attachments are told apart by their index's
     /// instance token: `wait_strategy` may have attached to the same index again.)
+    ///
+    /// The Writer's current attachment is taken as the new pool only while it is not retired
+    /// itself: a buffer held across two Reader restarts follows the name to the newest pool.
     #[cold]
     fn refresh(&self, old: &Arc<Conn>) -> Result<Option<Arc<Conn>>, PoolError> {
         let mut cur = self.conn.lock();
-        if cur.token != old.token {
+        if cur.token != old.token && !cur.retired() {
             return Ok(Some(Arc::clone(&cur)));
         }
         let conn = Self::open(&self.name, Duration::from_millis(500), self.strategy)?;
         if conn.token == old.token {
             return Ok(None);
+        }
+        if conn.token == cur.token {
+            // The name still names our retired attachment's index: it says NoReader.
+            return Ok(Some(Arc::clone(&cur)));
         }
         let conn = Arc::new(conn);
         *cur = Arc::clone(&conn);
