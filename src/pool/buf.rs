@@ -25,6 +25,9 @@ pub struct ReadBuf {
 impl ReadBuf {
     /// Whether this message was received before by a Reader that died before releasing it
     /// (it may have been processed already).
+    ///
+    /// Never set after a graceful restart: a Reader's stop waits for its `ReadBuf`s (see
+    /// [`Reader`](crate::Reader), "Stopping").
     pub fn redelivered(&self) -> bool {
         self.redelivered
     }
@@ -100,8 +103,8 @@ impl AsRef<[u8]> for ReadBuf {
     }
 }
 
-impl Drop for ReadBuf {
-    fn drop(&mut self) {
+impl ReadBuf {
+    fn release(&self) {
         let conn = &self.shared.conn;
         let Ok(g) = conn.locked() else { return };
         let ix = conn.index();
@@ -113,6 +116,15 @@ impl Drop for ReadBuf {
         }
         drop(g);
         conn.freed_ev.set();
+    }
+}
+
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        self.release();
+        // After the release: the last ReadBuf of a dropped Reader finishes its stop, which
+        // then finds nothing of ours received.
+        self.shared.buf_back();
     }
 }
 

@@ -50,6 +50,24 @@ pub(super) fn create_buffer(
         .map_err(PoolError::Setup)
 }
 
+/// Removes the index segment `name` if it is still `ours` (the same instance token).
+///
+/// A Reader's handles on its index never remove it when dropped: the index outlives a
+/// Reader that parks it, so the Reader removes it deliberately, here, when it stops with
+/// nothing pending or replaces an index it cannot adopt.
+pub(super) fn remove_index(name: &ServiceName, ours: &Segment) {
+    let found = Segment::open_kind_timeout(
+        name,
+        INDEX_TAG,
+        SegmentKind::PoolIndex,
+        KIND_VERSION,
+        Duration::ZERO,
+    );
+    if found.is_ok_and(|seg| seg.token() == ours.token()) {
+        let _ = Segment::remove_tagged(name, INDEX_TAG, true);
+    }
+}
+
 /// Makes `ev`'s waits use `strategy`: the pool's one call into [`Event`]'s strategy setter.
 pub(super) fn set_wait_strategy(ev: &mut Event, strategy: WaitStrategy) {
     ev.set_wait_strategy(strategy);

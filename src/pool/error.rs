@@ -78,6 +78,7 @@ impl From<Error> for PoolError {
 ///     eprintln!("not sent: {}", e.error());
 ///     let _buf = e.into_inner(); // retry later, or drop it to release it
 /// }
+/// # drop(reader.try_recv()?); // leave nothing queued: the pool goes with the Reader
 /// # Ok::<(), shmlink::PoolError>(())
 /// ```
 pub struct SendError(Box<(WriteBuf, PoolError)>);

@@ -23,7 +23,11 @@ const PRUNE_EVERY: u32 = 256;
 ///
 /// A Writer follows its pool across Reader restarts: when a new Reader adopts the pool,
 /// nothing changes for the Writer; when a new Reader had to start a fresh pool, buffers
-/// acquired from the old one are copied into the new one when sent.
+/// acquired from the old one are copied into the new one when sent. While no Reader serves
+/// the pool (its Reader died, or stopped with messages queued), the buffers still free are
+/// handed out and what is sent waits for the next Reader; a Reader that stopped with
+/// nothing queued removed the pool, and the Writer gets [`PoolError::NoReader`] until a new
+/// one starts.
 ///
 /// # Examples
 /// ```
