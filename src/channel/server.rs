@@ -149,6 +149,7 @@ impl<M> ServerBuilder<M> {
         let core = Core::new(map, ring, bell, done, mutex, self.strategy, self.workers);
         Ok(Server {
             core: Arc::new(core),
+            detached: false,
             _model: PhantomData,
         })
     }
@@ -212,6 +213,8 @@ impl<M> ServerBuilder<M> {
 /// ```
 pub struct Server<M = Single> {
     core: Arc<Core>,
+    /// Handed to a [`ServerHandle`] by `spawn`, which ends the server from then on.
+    detached: bool,
     _model: PhantomData<M>,
 }
 
@@ -280,11 +283,12 @@ impl Server<Single> {
     /// # Errors
     /// [`CallError::Setup`] if the thread cannot be started.
     pub fn spawn<H: FnMut(&[u8], &mut [u8]) -> usize + Send + 'static>(
-        self,
+        mut self,
         mut handler: H,
     ) -> Result<ServerHandle, CallError> {
         let core = Arc::clone(&self.core);
         let t = spawn_worker(0, move || core.run_worker(&mut handler))?;
+        self.detached = true;
         Ok(ServerHandle {
             core: Arc::clone(&self.core),
             threads: vec![t],
@@ -316,7 +320,7 @@ impl Server<Free> {
     /// # Errors
     /// [`CallError::Setup`] if a thread cannot be started (those started are stopped).
     pub fn spawn<H: Fn(&[u8], &mut [u8]) -> usize + Send + Sync + 'static>(
-        self,
+        mut self,
         handler: H,
     ) -> Result<ServerHandle, CallError> {
         let handler = Arc::new(handler);
@@ -331,6 +335,7 @@ impl Server<Free> {
                 core.run_worker(&mut |req: &[u8], resp: &mut [u8]| handler(req, resp))
             })?);
         }
+        self.detached = true;
         Ok(handle)
     }
 }
@@ -401,6 +406,17 @@ impl<M> Server<M> {
     }
 }
 
+impl<M> Drop for Server<M> {
+    /// Closes the channel and removes its name (clients get [`CallError::ShuttingDown`] or
+    /// [`CallError::ServerGone`]), unless [`spawn`](Server::spawn) handed it to a
+    /// [`ServerHandle`]. After [`serve`](Server::serve) this has been done already.
+    fn drop(&mut self) {
+        if !self.detached {
+            self.core.finish();
+        }
+    }
+}
+
 /// Stops a server that runs [`Server::serve`]; cheap to clone and send to another thread.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
@@ -410,8 +426,10 @@ pub struct ShutdownHandle {
 
 impl ShutdownHandle {
     /// Starts a graceful shutdown: clients get [`CallError::ShuttingDown`] for new calls, the
-    /// workers answer what is in flight, then `serve` returns. Does not wait for any of that
-    /// (join the thread that runs `serve` to wait); does nothing if the server is gone.
+    /// workers answer what is in flight, the channel's name is removed, then `serve` returns.
+    /// Does not wait for any of that (it may be called from a handler): join the thread that
+    /// runs `serve` to wait; once `serve` has returned, nothing of the channel is left in the
+    /// system, even if the process exits at once. Does nothing if the server is gone.
     ///
     /// # Examples
     /// ```
@@ -440,7 +458,8 @@ pub struct ServerHandle {
 
 impl ServerHandle {
     /// Gracefully stops the server: new calls get [`CallError::ShuttingDown`], calls in flight
-    /// are answered, then the workers stop and the channel is removed. Waits for all that,
+    /// are answered, then the workers stop and the channel is removed (nothing is left in the
+    /// system when this returns, nor when the handle's drop returns). Waits for all that,
     /// with no time limit: a handler that never returns keeps it waiting. To start the
     /// shutdown without waiting, use a [`ShutdownHandle`].
     ///
