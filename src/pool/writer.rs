@@ -352,14 +352,18 @@ impl Writer {
     /// for copy-on-send (below), which waits as long as it takes for a buffer of the new
     /// pool, or until it is clear that no Reader serves it.
     ///
-    /// If the Reader died and nobody replaced the pool yet, the message is queued for the
-    /// Reader that will adopt it. If a new Reader started a fresh pool, the bytes are copied
-    /// into one of its buffers (copy-on-send).
+    /// `Ok` means the message is queued: it is delivered, in this Writer's send order, to
+    /// the Reader serving the pool or, if that one stops or dies first, to the next Reader of
+    /// the name (see the crate's [delivery guarantees](crate#delivery)). If the Reader died,
+    /// or stopped with messages queued, and nobody replaced it yet, the message is queued
+    /// for the Reader that will adopt the pool. If a new Reader started a fresh pool, the
+    /// bytes are copied into one of its buffers (copy-on-send).
     ///
     /// # Errors
-    /// Gives the buffer back with [`PoolError::NoReader`] (the pool was closed, or removed,
-    /// and no Reader replaced it), [`PoolError::NotOwner`], [`PoolError::TooLarge`] (a copy
-    /// that does not fit the new pool), [`PoolError::Corrupt`].
+    /// Every error hands the buffer back and means the message was **not** queued (retrying
+    /// it cannot duplicate it): [`PoolError::NoReader`] (the pool was removed, or closed, and
+    /// no Reader replaced it), [`PoolError::NotOwner`], [`PoolError::TooLarge`] (a copy that
+    /// does not fit the new pool), [`PoolError::Corrupt`], [`PoolError::Setup`].
     pub fn send(&self, buf: WriteBuf) -> Result<(), SendError> {
         self.send_deadline(buf, None)
     }
