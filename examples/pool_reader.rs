@@ -1,12 +1,14 @@
-//! The receiving end of a buffer pool: creates the pool (or adopts the one a crashed Reader
-//! left) and prints what Writers send.
+//! The receiving end of a buffer pool: creates the pool (or adopts the one a crashed or
+//! stopped Reader left) and prints what Writers send.
 //!
 //! ```text
 //! cargo run --example pool_reader -- my-pool          # in one terminal
 //! cargo run --example pool_writer -- my-pool 5        # in another
 //! ```
 //! Kill the reader while writers run and start it again: it adopts the pool, delivers what
-//! was queued (and redelivers what it had not finished), and the writers carry on.
+//! was queued (and redelivers what it had not finished), and the writers carry on. A reader
+//! that stops by itself (the limit, or 10 s without a message) leaves what is still queued
+//! to the next one the same way, and removes the pool if nothing is.
 
 use std::time::Duration;
 
@@ -28,7 +30,7 @@ fn run() -> Result<(), PoolError> {
 
     let reader = Reader::create(&name, PoolConfig::default())?;
     if reader.adopted() {
-        println!("adopted the pool {name:?} of a Reader that died");
+        println!("adopted the pool {name:?} (its last Reader died or left messages queued)");
     } else if let Some(why) = reader.adoption_refused() {
         println!("could not adopt the old pool ({why}); started a fresh one");
     }

@@ -37,6 +37,37 @@
 //! assert!(peer_pair.done().wait_timeout(Duration::from_secs(1)));
 //! # Ok::<(), shmlink::Error>(())
 //! ```
+//!
+//! # Delivery
+//!
+//! Per message, what success promises and what each error tells (the full page, with the
+//! reasons: `docs/ARCHITECTURE.md`, "Delivery guarantees"):
+//!
+//! - **A call.** `Ok` from [`Client::call`] (and its other forms) is the answer of one run of
+//!   the server's handler for this request. Each [`CallError`] says whether the request was
+//!   *not executed* (the handler never saw it: [`ShuttingDown`](CallError::ShuttingDown),
+//!   [`NoServer`](CallError::NoServer), [`ServerBusy`](CallError::ServerBusy),
+//!   [`TooLarge`](CallError::TooLarge), [`Setup`](CallError::Setup)) or *maybe executed*
+//!   ([`Timeout`](CallError::Timeout), [`ServerGone`](CallError::ServerGone),
+//!   [`HandlerPanicked`](CallError::HandlerPanicked), [`Protocol`](CallError::Protocol)).
+//!   The channel never runs a request twice; retrying after "maybe executed" is the
+//!   caller's choice.
+//! - **A message.** `Ok` from [`Writer::send`] means the message is queued: it is delivered
+//!   to the Reader serving the pool or, if that Reader stops or dies first, to the next
+//!   [`Reader`] of the name. Every send error hands the buffer back and means *not sent*.
+//! - **Exactly once** without crashes, across graceful Reader restarts too: a stopping
+//!   Reader leaves what is queued to the next one (see [`Reader`], "Stopping").
+//! - **At least once** across crashes: what a dead Reader had received and not released is
+//!   delivered again, marked [`ReadBuf::redelivered`]; nothing queued is lost. (Unless the
+//!   dead Reader's index is corrupt and cannot be adopted:
+//!   [`Reader::adoption_refused`] says why.)
+//! - **Order.** Each Writer's messages arrive in the order its sends returned, across
+//!   restarts (after a crash, the redelivered ones come first). A client makes one call at
+//!   a time, so its calls run in order.
+//! - **Nothing left behind.** After a server's [`serve`](Server::serve) or
+//!   [`ServerHandle::shutdown`] returns, or its handle is dropped, its channel is gone. A
+//!   pool goes when its Reader stops with nothing queued; with messages queued it stays for
+//!   the next Reader.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

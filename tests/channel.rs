@@ -12,7 +12,8 @@ use common::{
     child_exit, child_role, hear_parent, poll_until, spawn, tell_parent, watchdog, TestName,
 };
 use shmlink::{
-    server_or_client, AppError, CallError, CallInfo, Client, Role, Server, WaitStrategy,
+    server_or_client, AppError, CallError, CallInfo, Client, Role, Server, ShutdownHandle,
+    WaitStrategy,
 };
 
 /// The answer every test server gives: the request reversed.
@@ -675,6 +676,88 @@ fn graceful_shutdown_answers_in_flight_calls_and_refuses_new_ones() {
     busy.wait_ok();
     drop(late);
     assert!(name.leftovers().is_empty(), "left: {:?}", name.leftovers());
+}
+
+/// Server role for the shutdown test: serves one call, shuts down the way `how` says, and
+/// exits the process the moment the shutdown returns (no destructor of ours runs after).
+fn shut_down_and_exit(name: &str, how: &str) -> ! {
+    // Workers that sleep in the kernel at once: the stopping thread's wake-up can then hand
+    // its CPU to the worker, which ends the server while the stopping thread still runs.
+    let builder = Server::builder(name)
+        .slots(2)
+        .max_message(256)
+        .wait_strategy(WaitStrategy::Block);
+    // A client in a helper thread: its call proves the server serves; then it stops the
+    // server through a ShutdownHandle, as a signal handler's helper thread would.
+    let call_then_stop = |stop: ShutdownHandle| {
+        let name = name.to_owned();
+        std::thread::spawn(move || {
+            let mut c = Client::connect_timeout(&name, Duration::from_secs(10)).unwrap();
+            assert_eq!(c.call(b"ping").unwrap(), b"gnip");
+            drop(c);
+            stop.shutdown();
+        })
+    };
+    match how {
+        // `serve` on this thread, stopped from another; exit as soon as it returns.
+        "serve" => {
+            let server = builder.create().unwrap();
+            let _helper = call_then_stop(server.shutdown_handle());
+            server.serve(reverse);
+        }
+        "serve-free" => {
+            let server = builder.workers(2).create().unwrap();
+            let _helper = call_then_stop(server.shutdown_handle());
+            server.serve(reverse);
+        }
+        // `spawn`, stopped with `ServerHandle::shutdown` or by dropping the handle.
+        "spawn" | "spawn-drop" => {
+            let handle = builder.create().unwrap().spawn(reverse).unwrap();
+            let mut c = Client::connect(name).unwrap();
+            assert_eq!(c.call(b"ping").unwrap(), b"gnip");
+            if how == "spawn" {
+                handle.shutdown();
+            } else {
+                drop(handle);
+            }
+        }
+        // Never served: dropped while another thread asks it to stop.
+        "unserved" => {
+            let server = builder.create().unwrap();
+            let stop = server.shutdown_handle();
+            let _helper = std::thread::spawn(move || stop.shutdown());
+            drop(server);
+        }
+        _ => unreachable!("{how}"),
+    }
+    child_exit(0)
+}
+
+#[test]
+fn graceful_shutdown_in_a_process_that_exits_at_once_leaves_nothing_behind() {
+    const TEST: &str = "graceful_shutdown_in_a_process_that_exits_at_once_leaves_nothing_behind";
+    if let Some((_, args)) = child_role() {
+        shut_down_and_exit(&args[0], &args[1]);
+    }
+    let _w = watchdog(TEST, Duration::from_secs(120));
+    let start = Instant::now();
+    let hows = ["serve", "serve-free", "spawn", "spawn-drop", "unserved"];
+    let mut left = Vec::new();
+    for round in 0..50 {
+        let how = hows[round % hows.len()];
+        let name = TestName::new("chan-exit");
+        let mut child = spawn(TEST, "server", &[&name, how]);
+        child.wait_ok();
+        if !name.leftovers().is_empty() {
+            left.push(format!("round {round} ({how}): {:?}", name.leftovers()));
+        }
+    }
+    eprintln!("50 shutdowns in {:?}", start.elapsed());
+    assert!(
+        left.is_empty(),
+        "{} of 50 left objects: {left:#?}",
+        left.len()
+    );
 }
 
 #[test]

@@ -1,16 +1,30 @@
 //! [`CallError`]: what can go wrong in a channel operation.
 
 /// What went wrong in a channel operation.
+///
+/// **Did the request run?** Each variant says, for an error of a call
+/// ([`Client::call`](crate::Client::call) and its forms), whether the server's handler ran
+/// for the request:
+/// - *not executed*: the handler never saw it; calling again cannot run it twice
+///   ([`NoServer`](Self::NoServer), [`ServerBusy`](Self::ServerBusy),
+///   [`TooLarge`](Self::TooLarge), [`ShuttingDown`](Self::ShuttingDown),
+///   [`Setup`](Self::Setup));
+/// - *maybe executed*: it may have run, once, or be running still
+///   ([`Timeout`](Self::Timeout), [`ServerGone`](Self::ServerGone),
+///   [`HandlerPanicked`](Self::HandlerPanicked), [`Protocol`](Self::Protocol)).
+///
+/// A request is never run twice by the channel itself. See the crate's
+/// [delivery guarantees](crate#delivery).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CallError {
-    /// No live server serves this name.
+    /// No live server serves this name. Not executed.
     #[error("no server is running for {name:?}")]
     NoServer {
         /// The service name.
         name: String,
     },
-    /// Every slot of the server is owned by a connected client.
+    /// Every slot of the server is owned by a connected client. Not executed.
     #[error("server {name:?} is busy: all {slots} slots are taken")]
     ServerBusy {
         /// The service name.
@@ -18,7 +32,7 @@ pub enum CallError {
         /// The server's slot count.
         slots: u32,
     },
-    /// The request is larger than the server's `max_message`.
+    /// The request is larger than the server's `max_message`. Not executed.
     #[error("request of {len} bytes exceeds the server's max_message of {max} bytes")]
     TooLarge {
         /// The request length.
@@ -26,18 +40,22 @@ pub enum CallError {
         /// The server's limit.
         max: usize,
     },
-    /// No answer arrived in time. The server may still be working on the request; its late
-    /// answer is discarded and never returned by a later call.
+    /// No answer arrived in time. Maybe executed: the server may have served the request or
+    /// still be working on it; its late answer is discarded and never returned by a later
+    /// call.
     #[error("no answer within the timeout")]
     Timeout,
     /// The server died or stopped while the call was in flight (or before a request could be
-    /// submitted to a new one). The next call tries to reconnect.
+    /// submitted to a new one). Maybe executed: it may have died while running the handler.
+    /// The next call tries to reconnect.
     #[error("the server went away during the call")]
     ServerGone,
-    /// The server is shutting down and accepts no new calls.
+    /// The server is shutting down and accepts no new calls. Not executed: the request was
+    /// refused or withdrawn before any handler saw it.
     #[error("the server is shutting down")]
     ShuttingDown,
-    /// A live server already serves this name.
+    /// A live server already serves this name (from creating a server; no request
+    /// involved).
     #[error("a server for {name:?} is already running (pid {pid})")]
     AlreadyRunning {
         /// The service name.
@@ -46,6 +64,7 @@ pub enum CallError {
         pid: u32,
     },
     /// The server's handler panicked while serving this call (the server keeps running).
+    /// Maybe executed: the handler ran, and whatever it did before panicking is done.
     #[error("the server's handler panicked")]
     HandlerPanicked,
     /// The server's handler answered the call with an application error: `code` and the
@@ -69,17 +88,19 @@ pub enum CallError {
         max: usize,
     },
     /// The server refused the request as malformed, or this client's slot holds values no
-    /// correct peer writes (another process scribbled on it).
+    /// correct peer writes (another process scribbled on it). Maybe executed: a scribbled
+    /// slot cannot tell.
     #[error("protocol violation: {reason}")]
     Protocol {
         /// What was wrong.
         reason: &'static str,
     },
     /// The [`ServerBuilder`](crate::ServerBuilder) values are out of range (the message
-    /// names the first one).
+    /// names the first one). No request involved.
     #[error("invalid channel configuration: {0}")]
     InvalidConfig(String),
-    /// Setting up the channel failed (names, segments, mutexes, events).
+    /// Setting up the channel failed (names, segments, mutexes, events). From a call (while
+    /// connecting): not executed.
     #[error(transparent)]
     Setup(crate::Error),
 }

@@ -152,6 +152,7 @@ impl<M> ServerBuilder<M> {
         let core = Core::new(map, ring, bell, done, mutex, self.strategy, self.workers);
         Ok(Server {
             core: Arc::new(core),
+            detached: false,
             _model: PhantomData,
         })
     }
@@ -219,6 +220,8 @@ impl<M> ServerBuilder<M> {
 /// ```
 pub struct Server<M = Single> {
     core: Arc<Core>,
+    /// Handed to a [`ServerHandle`] by `spawn`, which ends the server from then on.
+    detached: bool,
     _model: PhantomData<M>,
 }
 
@@ -287,13 +290,14 @@ impl Server<Single> {
     /// # Errors
     /// [`CallError::Setup`] if the thread cannot be started.
     pub fn spawn<A, H: Handler<A> + Send + 'static>(
-        self,
+        mut self,
         mut handler: H,
     ) -> Result<ServerHandle, CallError> {
         let core = Arc::clone(&self.core);
         let t = spawn_worker(0, move || {
             core.run_worker(&mut |c, q, r| handler.handle(c, q, r))
         })?;
+        self.detached = true;
         Ok(ServerHandle {
             core: Arc::clone(&self.core),
             threads: vec![t],
@@ -321,7 +325,7 @@ impl Server<Free> {
     /// # Errors
     /// [`CallError::Setup`] if a thread cannot be started (those started are stopped).
     pub fn spawn<A: 'static, H: SharedHandler<A> + Send + 'static>(
-        self,
+        mut self,
         handler: H,
     ) -> Result<ServerHandle, CallError> {
         let handler = Arc::new(handler);
@@ -336,6 +340,7 @@ impl Server<Free> {
                 core.run_worker(&mut |c, q, r| handler.handle(c, q, r))
             })?);
         }
+        self.detached = true;
         Ok(handle)
     }
 }
@@ -403,6 +408,17 @@ impl<M> Server<M> {
     }
 }
 
+impl<M> Drop for Server<M> {
+    /// Closes the channel and removes its name (clients get [`CallError::ShuttingDown`] or
+    /// [`CallError::ServerGone`]), unless [`spawn`](Server::spawn) handed it to a
+    /// [`ServerHandle`]. After [`serve`](Server::serve) this has been done already.
+    fn drop(&mut self) {
+        if !self.detached {
+            self.core.finish();
+        }
+    }
+}
+
 /// Stops a server that runs [`Server::serve`]; cheap to clone and send to another thread.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
@@ -412,8 +428,10 @@ pub struct ShutdownHandle {
 
 impl ShutdownHandle {
     /// Starts a graceful shutdown: clients get [`CallError::ShuttingDown`] for new calls, the
-    /// workers answer what is in flight, then `serve` returns. Does not wait for any of that
-    /// (join the thread that runs `serve` to wait); does nothing if the server is gone.
+    /// workers answer what is in flight, the channel's name is removed, then `serve` returns.
+    /// Does not wait for any of that (it may be called from a handler): join the thread that
+    /// runs `serve` to wait; once `serve` has returned, nothing of the channel is left in the
+    /// system, even if the process exits at once. Does nothing if the server is gone.
     ///
     /// # Examples
     /// ```
@@ -442,7 +460,8 @@ pub struct ServerHandle {
 
 impl ServerHandle {
     /// Gracefully stops the server: new calls get [`CallError::ShuttingDown`], calls in flight
-    /// are answered, then the workers stop and the channel is removed. Waits for all that,
+    /// are answered, then the workers stop and the channel is removed (nothing is left in the
+    /// system when this returns, nor when the handle's drop returns). Waits for all that,
     /// with no time limit: a handler that never returns keeps it waiting. To start the
     /// shutdown without waiting, use a [`ShutdownHandle`].
     ///

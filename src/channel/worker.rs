@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::handler::{CallInfo, ClientId, Outcome};
 use super::layout::Mapped;
+use super::layout::KIND_VERSION;
 use super::ring::Ring;
 use super::slot::{
     STATUS_BAD_LENGTH, STATUS_BAD_RESPONSE, STATUS_OK, STATUS_PANICKED, STATUS_REFUSED,
@@ -14,6 +15,8 @@ use super::slot::{
 
 /// The handler as the workers call it (both closure shapes, wrapped).
 pub(super) type Serve<'a> = dyn FnMut(&CallInfo, &[u8], &mut [u8]) -> Outcome + 'a;
+use crate::name::ServiceName;
+use crate::segment::{Segment, SegmentKind};
 use crate::sync::atomic::{fence, prefetch_read, prefetch_write, AtomicBool, AtomicU32, Ordering};
 use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
 
@@ -37,6 +40,8 @@ pub(super) struct Core {
     _mutex: Mutex,
     /// Local stop request (the shared `shutting_down` flag is only advice to clients).
     stop: AtomicBool,
+    /// Set by the first [`finish`](Core::finish): the channel is closed and its name removed.
+    finished: AtomicBool,
     strategy: WaitStrategy,
     pub(super) workers: usize,
     /// Where the next slot scan starts (round robin, so no slot is always last).
@@ -70,6 +75,7 @@ impl Core {
             done,
             _mutex: mutex,
             stop: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
             strategy,
             workers,
             scan_from: AtomicU32::new(0),
@@ -300,13 +306,42 @@ impl Core {
         true
     }
 
-    /// After the workers stopped: mark the channel closed (waiting clients learn it within
-    /// their liveness check) and refuse what slipped in after the drain.
+    /// After the workers stopped (or with none running): mark the channel closed (waiting
+    /// clients learn it within their liveness check), refuse what slipped in after the drain,
+    /// and remove the channel's name. Once; later calls return at once.
+    ///
+    /// The name goes here, on the thread that ends the server, rather than with the last
+    /// handle on the segment: a [`ShutdownHandle`](super::ShutdownHandle) may hold the
+    /// server for an instant on another thread, and the process may exit before that
+    /// thread lets go.
     pub(super) fn finish(&self) {
+        if self.finished.swap(true, Ordering::SeqCst) {
+            return;
+        }
         self.map.flags().closed.store(1, Ordering::SeqCst);
         // Pairs with the fence in the clients' `notify` after their REQUEST_READY store.
         fence(Ordering::SeqCst);
         self.scan(&mut |_, _, _| Ok(0), true);
+        self.remove_name();
+    }
+
+    /// Removes the channel segment's name if it still names this server's segment. Clients
+    /// keep their mappings; the memory goes with the last of them.
+    fn remove_name(&self) {
+        let seg = &self.map.seg;
+        let Ok(name) = ServiceName::new(seg.name()) else {
+            return;
+        };
+        let found = Segment::open_kind_timeout(
+            &name,
+            "chan",
+            SegmentKind::Channel,
+            KIND_VERSION,
+            Duration::ZERO,
+        );
+        if found.is_ok_and(|s| s.token() == seg.token()) {
+            let _ = Segment::remove_tagged(&name, "chan", true);
+        }
     }
 }
 

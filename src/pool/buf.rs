@@ -25,6 +25,9 @@ pub struct ReadBuf {
 impl ReadBuf {
     /// Whether this message was received before by a Reader that died before releasing it
     /// (it may have been processed already).
+    ///
+    /// Never set after a graceful restart: a Reader's stop waits for its `ReadBuf`s (see
+    /// [`Reader`](crate::Reader), "Stopping").
     pub fn redelivered(&self) -> bool {
         self.redelivered
     }
@@ -100,8 +103,8 @@ impl AsRef<[u8]> for ReadBuf {
     }
 }
 
-impl Drop for ReadBuf {
-    fn drop(&mut self) {
+impl ReadBuf {
+    fn release(&self) {
         let conn = &self.shared.conn;
         let Ok(g) = conn.locked() else { return };
         let ix = conn.index();
@@ -113,6 +116,15 @@ impl Drop for ReadBuf {
         }
         drop(g);
         conn.freed_ev.set();
+    }
+}
+
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        self.release();
+        // After the release: the last ReadBuf of a dropped Reader finishes its stop, which
+        // then finds nothing of ours received.
+        self.shared.buf_back();
     }
 }
 
@@ -243,11 +255,9 @@ impl WriteBuf {
     fn grow(&mut self, capacity: usize) -> Result<(), PoolError> {
         let (i, old_gen) = (self.slot.index, self.slot.generation);
         let new_gen = next_generation(old_gen);
-        let new_tag = buffer_tag(i, new_gen);
         let name = &self.conn.name;
+        // Owned (removed when dropped) until the index names it.
         let mut seg = create_buffer(name, i, new_gen, capacity)?;
-        // The Reader owns the pool's buffers: it removes this one when it disposes of it.
-        seg.disown();
         // SAFETY: the old buffer is ALLOCATED to us and the new one is ours alone until the
         // index names it, so no protocol-following process writes either; they are distinct
         // objects, and both views end within this statement.
@@ -257,27 +267,37 @@ impl WriteBuf {
             new.zip(old).map(|(new, old)| new.copy_from_slice(old))
         }
         .expect("len <= old capacity < new capacity");
-        let updated = (|| {
+        let recorded = {
             let conn = &self.conn;
             let _g = conn.locked()?;
-            conn.index()
-                .replace_buffer(i, self.me, old_gen, new_gen, capacity as u64)
-                .map_err(|_| PoolError::NotOwner)
-        })();
-        if let Err(e) = updated {
-            let _ = Segment::remove_tagged(name, &new_tag, true);
-            return Err(e);
-        }
-        let _ = Segment::remove_tagged(name, &buffer_tag(i, old_gen), true);
+            let ix = conn.index();
+            if ix.hdr.is_retired() {
+                // No Reader reads this pool again, and its Reader may be removing its
+                // buffers right now: the bigger buffer stays private to this WriteBuf (for a
+                // copy-on-send) and is removed with it, so that nothing is left behind.
+                false
+            } else {
+                ix.replace_buffer(i, self.me, old_gen, new_gen, capacity as u64)
+                    .map_err(|_| PoolError::NotOwner)?;
+                // The Reader owns the pool's buffers: it removes this one when it disposes
+                // of it.
+                seg.disown();
+                true
+            }
+        };
         let seg = Arc::new(seg);
-        if let Some(cell) = self.conn.cache.lock().get_mut(i as usize) {
-            *cell = Some(Mapped {
-                generation: new_gen,
-                seg: Arc::clone(&seg),
-            });
+        if recorded {
+            let _ = Segment::remove_tagged(name, &buffer_tag(i, old_gen), true);
+            if let Some(cell) = self.conn.cache.lock().get_mut(i as usize) {
+                *cell = Some(Mapped {
+                    generation: new_gen,
+                    seg: Arc::clone(&seg),
+                });
+            }
         }
-        self.seg = seg;
+        // Unrecorded, the generation only keeps a second growth from reusing the name.
         self.slot.generation = new_gen;
+        self.seg = seg;
         self.slot.capacity = capacity;
         Ok(())
     }

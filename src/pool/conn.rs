@@ -11,7 +11,7 @@ use super::index::{self, bump, Index, IndexHeader, List, Slot, DISPOSED};
 use crate::error::Error;
 use crate::name::ServiceName;
 use crate::segment::{Segment, SegmentKind};
-use crate::sync::atomic::{AtomicU32, Ordering};
+use crate::sync::atomic::{fence, AtomicU32, Ordering};
 use crate::sync::{Event, Locked, Mutex, MutexGuard, WaitStrategy};
 
 /// Segment kind version of the index and buffer segments.
@@ -48,6 +48,24 @@ pub(super) fn create_buffer(
         .size(size)
         .create()
         .map_err(PoolError::Setup)
+}
+
+/// Removes the index segment `name` if it is still `ours` (the same instance token).
+///
+/// A Reader's handles on its index never remove it when dropped: the index outlives a
+/// Reader that parks it, so the Reader removes it deliberately, here, when it stops with
+/// nothing pending or replaces an index it cannot adopt.
+pub(super) fn remove_index(name: &ServiceName, ours: &Segment) {
+    let found = Segment::open_kind_timeout(
+        name,
+        INDEX_TAG,
+        SegmentKind::PoolIndex,
+        KIND_VERSION,
+        Duration::ZERO,
+    );
+    if found.is_ok_and(|seg| seg.token() == ours.token()) {
+        let _ = Segment::remove_tagged(name, INDEX_TAG, true);
+    }
 }
 
 /// Makes `ev`'s waits use `strategy`: the pool's one call into [`Event`]'s strategy setter.
@@ -299,6 +317,13 @@ impl Conn {
             SegmentKind::PoolBuffer,
             KIND_VERSION,
         )?;
+        // What the name opened is this index's buffer only if the index was not retired
+        // before the open: a Reader retires its index before it removes the buffers, and a
+        // newer pool of the same name may then reuse their names.
+        fence(Ordering::SeqCst);
+        if self.retired() {
+            return Err(PoolError::NoReader);
+        }
         if seg.len() < slot.capacity {
             return Err(PoolError::Corrupt(format!(
                 "buffer {} holds {} bytes, its entry says {}",

@@ -6,14 +6,22 @@ use super::buf::WriteBuf;
 use crate::error::Error;
 
 /// What went wrong in a pool operation.
+///
+/// **Was the message sent?** Every error of [`Writer::send`](crate::Writer::send) and
+/// [`send_timeout`](crate::Writer::send_timeout) hands the buffer back in a [`SendError`]
+/// and means *not sent*: the message was not queued, so nobody will receive it and sending
+/// it again cannot duplicate it. No pool error means "maybe sent". The other calls (create,
+/// connect, acquire, receive) have no message in flight. See the crate's
+/// [delivery guarantees](crate#delivery).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PoolError {
     /// Setting up or opening the pool's shared objects failed (names, segments, mutexes,
-    /// events, the service thread).
+    /// events, the service thread). From a send (copy-on-send into a new pool): not sent.
     #[error(transparent)]
     Setup(Error),
-    /// A live Reader already serves this name.
+    /// A live Reader already serves this name (from [`Reader::create`](crate::Reader::create);
+    /// no message involved).
     #[error("a Reader for {name:?} is already running (pid {pid})")]
     AlreadyRunning {
         /// The service name.
@@ -21,22 +29,24 @@ pub enum PoolError {
         /// The running Reader's process id.
         pid: u32,
     },
-    /// The [`PoolConfig`](crate::PoolConfig) values do not fit together.
+    /// The [`PoolConfig`](crate::PoolConfig) values do not fit together (no message
+    /// involved).
     #[error("invalid pool configuration: {0}")]
     InvalidConfig(String),
-    /// No Reader serves the pool (none was started, it exited, or it died and no new one
-    /// has adopted the pool yet).
+    /// No Reader serves the pool (none was started, it stopped and removed the pool, or it
+    /// died and no new one has adopted the pool yet). From a send: not sent.
     #[error("no Reader serves this pool")]
     NoReader,
-    /// No buffer became free within the timeout.
+    /// No buffer became free within the timeout. From a send (copy-on-send): not sent.
     #[error(
         "no free buffer within the timeout (the pool is at its maximum or the Reader is slow)"
     )]
     PoolFull,
-    /// No message arrived within the timeout.
+    /// No message arrived within the timeout (a receive: nothing was taken from the queue).
     #[error("no message within the timeout")]
     Timeout,
-    /// A buffer cannot grow this large.
+    /// A buffer cannot grow this large. From a send (a copy that does not fit the new pool):
+    /// not sent.
     #[error("{requested} bytes exceed the pool's max_buffer_size of {max}")]
     TooLarge {
         /// Bytes asked for.
@@ -44,12 +54,13 @@ pub enum PoolError {
         /// The pool's `max_buffer_size`.
         max: usize,
     },
-    /// The buffer is no longer held by this Writer (the index was repaired or reset).
+    /// The buffer is no longer held by this Writer (the index was repaired or reset). From a
+    /// send: not sent.
     #[error("this buffer is no longer held by this Writer")]
     NotOwner,
     /// The pool's shared state is inconsistent (a crashed or hostile process); the text says
     /// what. The Reader repairs what it can and counts it in
-    /// [`PoolStats::repairs`](crate::PoolStats::repairs).
+    /// [`PoolStats::repairs`](crate::PoolStats::repairs). From a send: not sent.
     #[error("pool index is corrupt: {0}")]
     Corrupt(String),
 }
@@ -78,6 +89,7 @@ impl From<Error> for PoolError {
 ///     eprintln!("not sent: {}", e.error());
 ///     let _buf = e.into_inner(); // retry later, or drop it to release it
 /// }
+/// # drop(reader.try_recv()?); // leave nothing queued: the pool goes with the Reader
 /// # Ok::<(), shmlink::PoolError>(())
 /// ```
 pub struct SendError(Box<(WriteBuf, PoolError)>);

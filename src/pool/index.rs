@@ -35,7 +35,7 @@
 //! | `Index::redeliver` | RECEIVED | QUEUED | [`Index::repair`] when a Reader adopts the index |
 //!
 //! The header's [`state`](IndexHeader::state) word changes only through
-//! [`IndexHeader::open`] and [`IndexHeader::retire`].
+//! [`IndexHeader::open`], [`IndexHeader::park`] and [`IndexHeader::retire`].
 //!
 //! Lists are doubly linked through entry indices (`prev`/`next`, [`NIL`] = none), in the
 //! style of an intrusive free list (the classic "directory + links" of the Win32 buffer pool):
@@ -212,7 +212,7 @@ impl<'a> Index<'a> {
             )));
         }
         let state = h.state.load(Relaxed);
-        if state != STATE_OPEN && state != STATE_RETIRED {
+        if !matches!(state, STATE_OPEN | STATE_RETIRED | STATE_PARKED) {
             return Err(Corruption(format!("index state {state}")));
         }
         let mut seen = vec![false; n as usize];
@@ -375,6 +375,19 @@ impl IndexHeader {
     /// -> RETIRED (from any state): no Reader will read this index again.
     pub(crate) fn retire(&self) {
         self.state.store(STATE_RETIRED, Release);
+    }
+
+    /// Whether a Reader stopped gracefully and left this index to the next one.
+    pub(crate) fn is_parked(&self) -> bool {
+        self.state() == STATE_PARKED
+    }
+
+    /// OPEN -> PARKED: the Reader stops gracefully and leaves what is pending to the next
+    /// Reader. Refused (`false`, nothing changed) from any other state.
+    pub(crate) fn park(&self) -> bool {
+        self.state
+            .compare_exchange(STATE_OPEN, STATE_PARKED, AcqRel, Acquire)
+            .is_ok()
     }
 
     /// Asks the service thread for more buffers; `false` if a request is pending already.

@@ -33,6 +33,28 @@
 //! not released. Blocking calls sleep on an event, notice within 100 ms that the Reader is
 //! gone, and each has a `_timeout` form.
 //!
+//! **Stopping, and who removes what.** A Reader's graceful stop (dropping it) finishes once
+//! its last [`ReadBuf`] is dropped too, so a message the application holds is released
+//! normally, never delivered again. Then, still holding the alive lock and under the pool
+//! mutex, it looks at the directory:
+//!
+//! - a message is *pending* (queued, or received and never released): it **parks** the index
+//!   (header state PARKED). Index and buffers stay; Writers go on queueing into it; the next
+//!   Reader of the name adopts it as after a crash, even while the stopped Reader's process
+//!   lives on, and delivers what is queued, in order, unmarked;
+//! - nothing is pending: it **retires** the index and removes the index and every buffer
+//!   segment. A Writer's held buffer then fails to send with `NoReader` (handed back), or is
+//!   copied into the next Reader's fresh pool.
+//!
+//! Writers never remove anything: a parked pool holds messages whose send returned `Ok`, and
+//! only a Reader can take them. So when the last process leaves a pool with nothing queued,
+//! nothing is left; a pool left with messages queued stays until a Reader of the name comes
+//! back (or someone removes it). The Reader's handle on the index never removes it when
+//! dropped, and its buffer handles are disowned when it parks: removal is a decision of the
+//! stop, never a side effect of a drop. (On
+//! Windows, where a named object lives only while a process holds it open, a parked pool's
+//! objects survive only as far as connected Writers hold them.)
+//!
 //! | file | what |
 //! |---|---|
 //! | `index.rs`, `index/` | the index layout, the entry states and every transition, the lists |
@@ -40,7 +62,7 @@
 //! | `error.rs` | [`PoolError`], [`SendError`] |
 //! | `conn.rs` | one process's attachment: index segment, locks, events, mapped buffers |
 //! | `reader.rs` | [`Reader`]: create or adopt a pool, receive |
-//! | `service.rs` | the Reader's service thread: grow, sweep, reclaim |
+//! | `service.rs` | the Reader's service thread: grow, sweep, reclaim; the graceful stop |
 //! | `writer.rs` | [`Writer`]: connect, acquire, send, copy-on-send |
 //! | `buf.rs` | [`ReadBuf`], [`WriteBuf`] |
 

@@ -2,20 +2,19 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::buf::ReadBuf;
 use super::config::{PoolConfig, MAX_BUFFERS_LIMIT};
 use super::conn::PoolStats;
 use super::conn::{
-    buffer_tag, check_header, create_buffer, set_wait_strategy, Conn, Mapped, INDEX_TAG,
-    KIND_VERSION, LOCK_TIMEOUT,
+    buffer_tag, check_header, create_buffer, remove_index, set_wait_strategy, Conn, Mapped,
+    INDEX_TAG, KIND_VERSION, LOCK_TIMEOUT,
 };
 use super::error::PoolError;
 use super::index::{
     self, bump, Index, IndexHeader, List, Refused, DISPOSED, FLAG_REDELIVERED, QUEUED, RECEIVED,
-    STATE_OPEN,
+    STATE_OPEN, STATE_PARKED,
 };
 use super::service::ReaderShared;
 use crate::error::Error;
@@ -44,6 +43,23 @@ enum Adopt {
 /// of the same name adopts its pool: nothing queued is lost, messages it had received but
 /// not released are delivered again ([`ReadBuf::redelivered`]), and Writers carry on.
 ///
+/// # Stopping
+/// Dropping a Reader stops it gracefully, and loses nothing whose send returned `Ok`:
+/// - The stop waits for the Reader's [`ReadBuf`]s: if some are still alive, the pool stays
+///   served until the last of them is dropped, and that drop finishes the stop. Messages
+///   the application received are so released normally, never delivered again.
+/// - With messages still queued, the pool is left to the next Reader of the name (in this
+///   process or another), which [adopts](Reader::adopted) it and delivers them, in order
+///   and unmarked; meanwhile Writers fill its free buffers and queue them, as after a
+///   crash.
+/// - With nothing queued, the pool is removed: nothing is left in the system. Writers then
+///   get [`PoolError::NoReader`] (a held buffer is handed back by `send`) until a new Reader
+///   of the name starts, and follow it by themselves.
+///
+/// Either way the stop is over when the drop that finishes it returns, so the process may
+/// exit at once. To leave nothing behind for good, drain the queue (e.g. with
+/// [`try_iter`](Reader::try_iter)) after the Writers stopped, then drop the Reader.
+///
 /// # Examples
 /// ```
 /// use std::time::Duration;
@@ -63,7 +79,6 @@ enum Adopt {
 /// ```
 pub struct Reader {
     shared: Arc<ReaderShared>,
-    service: Option<JoinHandle<()>>,
     adopted: bool,
     refused: Option<String>,
     /// This Reader's handle on the queue event, for its waits (see `wait_strategy`).
@@ -80,7 +95,8 @@ impl fmt::Debug for Reader {
 }
 
 impl Reader {
-    /// Creates the pool `name`, or adopts the pool of a Reader of that name that died.
+    /// Creates the pool `name`, or adopts the pool of a Reader of that name that died, or
+    /// that stopped with messages queued (see "Stopping" above).
     ///
     /// When adopting, the pool keeps the configuration it was created with (`config` is
     /// still validated). An index that cannot be adopted (corrupt header, incompatible
@@ -89,7 +105,8 @@ impl Reader {
     ///
     /// # Errors
     /// [`PoolError::InvalidConfig`]; [`PoolError::AlreadyRunning`] if a live Reader serves
-    /// the name; [`PoolError::Setup`] for another setup error (bad name, no memory).
+    /// the name (also one that was dropped while its `ReadBuf`s live on);
+    /// [`PoolError::Setup`] for another setup error (bad name, no memory).
     pub fn create(name: &str, config: PoolConfig) -> Result<Reader, PoolError> {
         config.validate()?;
         let sname = ServiceName::new(name)?;
@@ -103,7 +120,8 @@ impl Reader {
         ) {
             Ok(seg) => {
                 let owner = seg.owner();
-                if owner.is_alive() {
+                // A parked index is left to whoever comes next, even by a process still alive.
+                if owner.is_alive() && !Self::parked(&seg) {
                     return Err(Error::AlreadyRunning {
                         name: name.into(),
                         pid: owner.pid(),
@@ -137,7 +155,7 @@ impl Reader {
             .kind(SegmentKind::PoolIndex, KIND_VERSION)
             .size(index::index_size(config.max_buffers))
             .create_unpublished()?;
-        let seg = Arc::new(seg);
+        let mut seg = Arc::new(seg);
         let data = seg.data();
         let hdr = data.at::<IndexHeader>(0);
         // SAFETY: the fixed offsets are disjoint, 64-aligned and inside the region; nobody
@@ -158,6 +176,14 @@ impl Reader {
             max_size: config.max_buffer_size as u64,
         }
         .init(&config);
+        // The index may outlive this Reader (a graceful stop parks it for the next one), so
+        // no handle of ours removes it when dropped: it is removed deliberately, by
+        // `remove_index` when the Reader stops with nothing pending, and by `unpublished`
+        // below if creating fails before it is published.
+        Arc::get_mut(&mut seg)
+            .expect("the initialising handles are dropped")
+            .disown();
+        let unpublished = RemoveUnpublished(Some(name));
         let conn = Conn::attach(Arc::clone(&seg), name.clone(), WaitStrategy::default())?;
         let recv_ev = conn.queue_waiter(WaitStrategy::default())?;
         let shared = Arc::new(ReaderShared::new(conn, config.clone()));
@@ -171,29 +197,34 @@ impl Reader {
         }
         shared.set_identity();
         let (service, go) = ReaderShared::start_service(&shared, LOCK_TIMEOUT)?;
+        shared.keep_service(service);
         let _ = go.send(());
         seg.publish();
+        unpublished.disarm();
         Ok(Reader {
             shared,
-            service: Some(service),
             adopted: false,
             refused: None,
             recv_ev,
         })
     }
 
-    /// Adopts a dead Reader's index, or says why not (`Refused`, after retiring it).
+    /// Adopts the index of a Reader that died or parked it, or says why not (`Refused`,
+    /// after retiring it).
     ///
     /// Two processes may try to adopt the same index at once: the alive lock decides. Only
     /// the one whose service thread holds it repairs the index and serves it; the other
     /// gets `AlreadyRunning` and leaves the index alone.
     fn adopt(mut seg: Segment, name: &ServiceName) -> Result<Reader, Adopt> {
         if let Err(why) = check_header(&seg) {
-            Self::retire_foreign(&seg, name);
+            Self::retire_foreign(&seg, name, false);
+            remove_index(name, &seg);
             return Err(Adopt::Refused(why));
         }
         let owner = seg.owner();
         seg.take_over();
+        // As in `create_fresh`: the index is removed deliberately, never by a drop.
+        seg.disown();
         let seg = Arc::new(seg);
         let conn = Conn::attach(Arc::clone(&seg), name.clone(), WaitStrategy::default())
             .map_err(|e| Adopt::Refused(e.to_string()))?;
@@ -206,10 +237,6 @@ impl Reader {
             Ok(s) => s,
             Err(_) => {
                 // Another process adopted it first: it is that process's index now.
-                drop(shared);
-                if let Ok(mut seg) = Arc::try_unwrap(seg) {
-                    seg.disown();
-                }
                 return Err(Adopt::Failed(
                     Error::AlreadyRunning {
                         name: name.to_string(),
@@ -221,7 +248,7 @@ impl Reader {
         };
         let conn = &shared.conn;
         let h = conn.hdr();
-        let checked = if h.state() != STATE_OPEN {
+        let checked = if !matches!(h.state(), STATE_OPEN | STATE_PARKED) {
             Err("the index was retired".to_owned())
         } else {
             // Only the dead Reader waited on these; a sleeper count it left would only cost
@@ -242,15 +269,18 @@ impl Reader {
             }
         };
         if let Err(why) = checked {
-            Self::retire_foreign(&conn.seg, name);
-            // Stop the service thread (it has not started its loop); dropping `shared`
-            // then removes the index (we own it now), so that a fresh one can be created.
+            // We hold the alive lock: no other Reader uses these buffers.
+            Self::retire_foreign(&conn.seg, name, true);
+            // Stop the service thread (it has not started its loop), then remove the index,
+            // so that a fresh one can be created.
             drop(go);
             let _ = service.join();
+            remove_index(name, &conn.seg);
             return Err(Adopt::Refused(why));
         }
         h.adoptions.fetch_add(1, Ordering::Relaxed);
         shared.set_identity();
+        shared.keep_service(service);
         let _ = go.send(());
         if conn.index().count(List::Queued) > 0 {
             conn.queue_ev.set();
@@ -259,16 +289,25 @@ impl Reader {
         conn.freed_ev.set();
         Ok(Reader {
             shared,
-            service: Some(service),
             adopted: true,
             refused: None,
             recv_ev,
         })
     }
 
+    /// Whether `seg` is an index whose Reader stopped gracefully and left it to the next.
+    fn parked(seg: &Segment) -> bool {
+        check_header(seg).is_ok()
+            && seg
+                .data()
+                .get::<IndexHeader>(0)
+                .is_some_and(IndexHeader::is_parked)
+    }
+
     /// Marks an index we cannot adopt as retired (so Writers copy on send) and removes the
-    /// buffer segments it names, as far as it can be read.
-    fn retire_foreign(seg: &Segment, name: &ServiceName) {
+    /// buffer segments it names, as far as it can be read: those whose owner is dead, or
+    /// all of them with `force` (when no other Reader can be using them).
+    fn retire_foreign(seg: &Segment, name: &ServiceName, force: bool) {
         let data = seg.data();
         let Some(h) = data.get::<IndexHeader>(0) else {
             return;
@@ -283,11 +322,10 @@ impl Reader {
             .unwrap_or_default();
         for (i, e) in dir.iter().enumerate() {
             if e.status() != DISPOSED {
-                // Only segments whose owner is dead are removed.
                 let _ = Segment::remove_tagged(
                     name,
                     &buffer_tag(i as u32, e.generation.load(Ordering::Relaxed)),
-                    false,
+                    force,
                 );
             }
         }
@@ -312,7 +350,8 @@ impl Reader {
         self
     }
 
-    /// Whether this Reader adopted the pool of a Reader that died.
+    /// Whether this Reader adopted the pool of a Reader that died or stopped with messages
+    /// queued.
     pub fn adopted(&self) -> bool {
         self.adopted
     }
@@ -412,6 +451,7 @@ impl Reader {
             }
             match conn.map(&slot, true) {
                 Ok(seg) => {
+                    sh.buf_out();
                     return Ok(Some(ReadBuf {
                         shared: Arc::clone(sh),
                         seg,
@@ -494,20 +534,26 @@ impl Reader {
 }
 
 impl Drop for Reader {
+    /// The graceful stop: see [`Reader`]'s docs ("Stopping").
     fn drop(&mut self) {
-        let conn = &self.shared.conn;
-        // No Reader will read this index again: Writers copy into a new one or get NoReader.
-        // Under the mutex, so that no send slips in after the Writer's check (see
-        // `Writer::queue`).
-        {
-            let _g = conn.locked();
-            conn.hdr().retire();
+        self.shared.begin_stop();
+    }
+}
+
+/// Removes an index that `create_fresh` made, unless it was published.
+struct RemoveUnpublished<'a>(Option<&'a ServiceName>);
+
+impl RemoveUnpublished<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveUnpublished<'_> {
+    fn drop(&mut self) {
+        if let Some(name) = self.0 {
+            // Ours: a live creator's name is never taken over by another process.
+            let _ = Segment::remove_tagged(name, INDEX_TAG, true);
         }
-        self.shared.stop.store(1, Ordering::Release);
-        conn.service_ev.set();
-        if let Some(h) = self.service.take() {
-            let _ = h.join();
-        }
-        conn.freed_ev.set();
     }
 }

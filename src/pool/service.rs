@@ -1,5 +1,5 @@
-//! The Reader's side of a pool: the state its handles share, and the service thread that
-//! holds the alive lock and grows, sweeps and reclaims buffers.
+//! The Reader's side of a pool: the state its handles share, the service thread that holds
+//! the alive lock and grows, sweeps and reclaims buffers, and the graceful stop.
 
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
@@ -7,16 +7,29 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::config::PoolConfig;
-use super::conn::{buffer_tag, create_buffer, next_generation, Conn, Mapped};
+use super::conn::{buffer_tag, create_buffer, next_generation, remove_index, Conn, Mapped};
 use super::error::PoolError;
-use super::index::{self, bump, List, ALLOCATED, DISPOSED, FREE, RECEIVED};
+use super::index::{self, bump, List, ALLOCATED, DISPOSED, FREE, QUEUED, RECEIVED};
 use crate::error::Error;
 use crate::process::ProcessId;
 use crate::segment::Segment;
-use crate::sync::atomic::{AtomicU32, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// How often the service thread checks whether Writers holding buffers are still alive.
 const RECLAIM_INTERVAL: Duration = Duration::from_millis(100);
+
+/// `ReaderShared::left`: what the stop did with the index.
+///
+/// | value | meaning |
+/// |---|---|
+/// | `SERVING` (0) | not stopped (or the service thread ended before deciding: keep everything) |
+/// | `LEFT_PARKED` (1) | messages were pending: index and buffers stay for the next Reader |
+/// | `LEFT_RETIRED` (2) | nothing was pending: index and buffers are removed |
+const SERVING: u32 = 0;
+/// See [`SERVING`].
+const LEFT_PARKED: u32 = 1;
+/// See [`SERVING`].
+const LEFT_RETIRED: u32 = 2;
 
 /// State shared by the Reader, its service thread and the buffers it hands out.
 #[derive(Debug)]
@@ -27,6 +40,15 @@ pub(super) struct ReaderShared {
     /// Per entry: 1 while this Reader holds it (a `ReadBuf` exists). Changed under the pool
     /// mutex. A RECEIVED entry we do not hold was put there by someone else: freed again.
     pub(super) held: Vec<AtomicU32>,
+    /// `ReadBuf`s handed out and not dropped yet.
+    bufs: AtomicU64,
+    /// Set when the `Reader` is dropped: the stop finishes then, or when the last `ReadBuf`
+    /// goes (see [`ReaderShared::begin_stop`]).
+    stopping: AtomicBool,
+    /// The service thread, until the stop joins it.
+    service: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    /// See [`SERVING`] and the table there. Written by the service thread as it ends.
+    left: AtomicU32,
 }
 
 impl ReaderShared {
@@ -37,7 +59,65 @@ impl ReaderShared {
             config,
             stop: AtomicU32::new(0),
             held,
+            bufs: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            service: parking_lot::Mutex::new(None),
+            left: AtomicU32::new(SERVING),
         }
+    }
+
+    /// Keeps the running service thread, for the stop to join.
+    pub(super) fn keep_service(&self, service: JoinHandle<()>) {
+        *self.service.lock() = Some(service);
+    }
+
+    /// A `ReadBuf` is handed out.
+    pub(super) fn buf_out(&self) {
+        self.bufs.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A `ReadBuf` was dropped (its message released, or left RECEIVED if that failed).
+    pub(super) fn buf_back(&self) {
+        // SeqCst with `begin_stop`: of the last `buf_back` and `begin_stop`, the later one
+        // sees the other's write, so at least one of them finishes the stop.
+        if self.bufs.fetch_sub(1, Ordering::SeqCst) == 1 && self.stopping.load(Ordering::SeqCst) {
+            self.finish_stop();
+        }
+    }
+
+    /// The Reader is dropped: the graceful stop. It finishes now, or, while `ReadBuf`s are
+    /// still alive, when the last of them is dropped: until then the pool stays served (the
+    /// alive lock held), so messages the application still holds are released normally and
+    /// never redelivered.
+    pub(super) fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if self.bufs.load(Ordering::SeqCst) == 0 {
+            self.finish_stop();
+        }
+    }
+
+    /// Ends the service thread, which parks or retires the index as its last act (see
+    /// [`ReaderShared::leave`]), then keeps or removes the shared objects accordingly. Runs
+    /// once, on the thread that drops the Reader or its last `ReadBuf`, and is over before
+    /// that drop returns (so a process may exit right after).
+    fn finish_stop(&self) {
+        // Held to the end: should the Reader's drop and its last ReadBuf's both get here, the
+        // second waits for the first, so that neither drop returns before the stop is over.
+        let mut kept = self.service.lock();
+        let Some(service) = kept.take() else {
+            return;
+        };
+        self.stop.store(1, Ordering::Release);
+        self.conn.service_ev.set();
+        let _ = service.join();
+        match self.left.load(Ordering::Acquire) {
+            LEFT_RETIRED => self.remove_objects(),
+            // Parked, or the thread ended without deciding (it panicked): keep everything.
+            // The index stays OPEN then, and is adopted as after a crash.
+            _ => self.keep_buffers(),
+        }
+        // Writers waiting for a buffer learn that no Reader serves the pool now.
+        self.conn.freed_ev.set();
     }
 
     /// Starts the service thread and waits until it holds the alive lock (waiting at most
@@ -113,6 +193,34 @@ impl ReaderShared {
             }
             let _ = self.sweep();
         }
+        self.leave();
+    }
+
+    /// The service thread's last act, while it still holds the alive lock (so no Reader can
+    /// adopt the index halfway): with a message pending (queued, or received and not
+    /// released), parks the index for the next Reader; with none, retires it, under the pool
+    /// mutex so that no send slips in after the Writer's check (see `Writer::queue`).
+    fn leave(&self) {
+        let conn = &self.conn;
+        let h = conn.hdr();
+        let parked = match conn.locked() {
+            Ok(_g) => {
+                let pending = conn
+                    .index()
+                    .dir
+                    .iter()
+                    .any(|e| matches!(e.status(), QUEUED | RECEIVED));
+                let parked = pending && h.park();
+                if !parked {
+                    h.retire();
+                }
+                parked
+            }
+            // A wedged mutex (a frozen or hostile peer): keep everything; a leak, never a loss.
+            Err(_) => h.park() || !h.is_retired(),
+        };
+        let left = if parked { LEFT_PARKED } else { LEFT_RETIRED };
+        self.left.store(left, Ordering::Release);
     }
 
     /// Adds up to `resize_increment` buffers (never above `max_buffers`).
@@ -285,10 +393,25 @@ impl ReaderShared {
     }
 }
 
-impl Drop for ReaderShared {
-    fn drop(&mut self) {
-        // The Reader is gone and no ReadBuf is left: remove every buffer segment. Those we
-        // own and have mapped go with the cache; the others (adopted, never mapped) by name.
+impl ReaderShared {
+    /// After parking: the buffers stay for the next Reader, so this process's handles must not
+    /// remove them when dropped. (No handle of the Reader's removes the index: see
+    /// `Reader::create_fresh`.)
+    fn keep_buffers(&self) {
+        for m in self.conn.cache.lock().iter_mut().flatten() {
+            match Arc::get_mut(&mut m.seg) {
+                Some(seg) => seg.disown(),
+                // Not reached: `ReadBuf`s, the only other holders, are gone. Should it happen,
+                // keep the buffer at the cost of this one mapping.
+                None => std::mem::forget(Arc::clone(&m.seg)),
+            }
+        }
+    }
+
+    /// After retiring (nothing pending): removes every buffer segment, then the index.
+    fn remove_objects(&self) {
+        // Every buffer segment goes: those we own and have mapped with the cache, the others
+        // (adopted and never mapped, grown by Writers) by name.
         let conn = &self.conn;
         let cache = std::mem::take(&mut *conn.cache.lock());
         let ix = conn.index();
@@ -314,5 +437,6 @@ impl Drop for ReaderShared {
             }
         }
         drop(cache);
+        remove_index(&conn.name, &conn.seg);
     }
 }

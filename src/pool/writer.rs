@@ -23,7 +23,11 @@ const PRUNE_EVERY: u32 = 256;
 ///
 /// A Writer follows its pool across Reader restarts: when a new Reader adopts the pool,
 /// nothing changes for the Writer; when a new Reader had to start a fresh pool, buffers
-/// acquired from the old one are copied into the new one when sent.
+/// acquired from the old one are copied into the new one when sent. While no Reader serves
+/// the pool (its Reader died, or stopped with messages queued), the buffers still free are
+/// handed out and what is sent waits for the next Reader; a Reader that stopped with
+/// nothing queued removed the pool, and the Writer gets [`PoolError::NoReader`] until a new
+/// one starts.
 ///
 /// # Examples
 /// ```
@@ -144,15 +148,22 @@ impl Writer {
     /// Looks for a new pool replacing `old`: `Some(new)` if the name now names another
     /// index, `None` if it still names `old`'s. (Attachments are told apart by their index's
     /// instance token: `wait_strategy` may have attached to the same index again.)
+    ///
+    /// The Writer's current attachment is taken as the new pool only while it is not retired
+    /// itself: a buffer held across two Reader restarts follows the name to the newest pool.
     #[cold]
     fn refresh(&self, old: &Arc<Conn>) -> Result<Option<Arc<Conn>>, PoolError> {
         let mut cur = self.conn.lock();
-        if cur.token != old.token {
+        if cur.token != old.token && !cur.retired() {
             return Ok(Some(Arc::clone(&cur)));
         }
         let conn = Self::open(&self.name, Duration::from_millis(500), self.strategy)?;
         if conn.token == old.token {
             return Ok(None);
+        }
+        if conn.token == cur.token {
+            // The name still names our retired attachment's index: it says NoReader.
+            return Ok(Some(Arc::clone(&cur)));
         }
         let conn = Arc::new(conn);
         *cur = Arc::clone(&conn);
@@ -341,14 +352,18 @@ impl Writer {
     /// for copy-on-send (below), which waits as long as it takes for a buffer of the new
     /// pool, or until it is clear that no Reader serves it.
     ///
-    /// If the Reader died and nobody replaced the pool yet, the message is queued for the
-    /// Reader that will adopt it. If a new Reader started a fresh pool, the bytes are copied
-    /// into one of its buffers (copy-on-send).
+    /// `Ok` means the message is queued: it is delivered, in this Writer's send order, to
+    /// the Reader serving the pool or, if that one stops or dies first, to the next Reader of
+    /// the name (see the crate's [delivery guarantees](crate#delivery)). If the Reader died,
+    /// or stopped with messages queued, and nobody replaced it yet, the message is queued
+    /// for the Reader that will adopt the pool. If a new Reader started a fresh pool, the
+    /// bytes are copied into one of its buffers (copy-on-send).
     ///
     /// # Errors
-    /// Gives the buffer back with [`PoolError::NoReader`] (the pool was closed, or removed,
-    /// and no Reader replaced it), [`PoolError::NotOwner`], [`PoolError::TooLarge`] (a copy
-    /// that does not fit the new pool), [`PoolError::Corrupt`].
+    /// Every error hands the buffer back and means the message was **not** queued (retrying
+    /// it cannot duplicate it): [`PoolError::NoReader`] (the pool was removed, or closed, and
+    /// no Reader replaced it), [`PoolError::NotOwner`], [`PoolError::TooLarge`] (a copy that
+    /// does not fit the new pool), [`PoolError::Corrupt`], [`PoolError::Setup`].
     pub fn send(&self, buf: WriteBuf) -> Result<(), SendError> {
         self.send_deadline(buf, None)
     }

@@ -10,8 +10,9 @@ use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// `b"shmlpool"`: the first bytes of a pool index.
 pub(crate) const SIGNATURE: u64 = u64::from_le_bytes(*b"shmlpool");
-/// Version of the layout below (header, directory, entry). Also the segment kind version.
-pub(crate) const LAYOUT_VERSION: u32 = 1;
+/// Version of the layout below (header, directory, entry) and of the meaning of its state
+/// words. Also the segment kind version. 2: the header state `STATE_PARKED`.
+pub(crate) const LAYOUT_VERSION: u32 = 2;
 /// "No entry" in links and list heads.
 pub(crate) const NIL: u32 = u32::MAX;
 
@@ -42,11 +43,14 @@ pub(crate) const FLAG_REDELIVERED: u32 = 1;
 ///
 /// | value | meaning |
 /// |---|---|
-/// | `STATE_OPEN` (1) | a Reader serves this index, or a future Reader may adopt it |
-/// | `STATE_RETIRED` (2) | no Reader will ever read it again (closed cleanly, or replaced by a fresh index): Writers copy on send or report `NoReader` |
+/// | `STATE_OPEN` (1) | a Reader serves this index, or it died and a future Reader may adopt it |
+/// | `STATE_RETIRED` (2) | no Reader will ever read it again (its Reader stopped with nothing pending and removes it, or a fresh index replaced it): Writers copy on send or report `NoReader` |
+/// | `STATE_PARKED` (3) | its Reader stopped gracefully and left pending messages to the next Reader, which adopts the index whether or not the stopped Reader's process still runs; Writers queue into it meanwhile |
 pub(crate) const STATE_OPEN: u32 = 1;
 /// See [`STATE_OPEN`].
 pub(crate) const STATE_RETIRED: u32 = 2;
+/// See [`STATE_OPEN`].
+pub(crate) const STATE_PARKED: u32 = 3;
 
 /// Offsets in the index segment's data region.
 pub(crate) const MUTEX_OFFSET: usize = 512;

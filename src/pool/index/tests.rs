@@ -550,8 +550,12 @@ fn header_state_and_grow_request() {
     let h = heap(1, 1);
     let hdr = &*h.hdr;
     assert_eq!(hdr.state(), STATE_OPEN);
+    assert!(hdr.park());
+    assert!(hdr.is_parked() && !hdr.is_retired());
+    assert!(!hdr.park(), "parked once");
     hdr.retire();
-    assert!(hdr.is_retired());
+    assert!(hdr.is_retired() && !hdr.is_parked());
+    assert!(!hdr.park(), "a retired index is never parked");
     hdr.open(wa(), (5, 6));
     assert_eq!(hdr.state(), STATE_OPEN);
     assert_eq!(hdr.reader_pid.load(Relaxed), wa().pid());
