@@ -103,7 +103,7 @@ impl Reader {
         ) {
             Ok(seg) => {
                 let owner = seg.owner();
-                if owner.is_alive() {
+                if seg.owner_alive() {
                     return Err(Error::AlreadyRunning {
                         name: name.into(),
                         pid: owner.pid(),
