@@ -114,7 +114,8 @@ pub enum Error {
     /// The calling thread already holds this mutex.
     #[error("this thread already holds the mutex")]
     WouldDeadlock,
-    /// The mutex can no longer be used (its state was left inconsistent).
+    /// The mutex can no longer be used (its state was left inconsistent). No backend
+    /// returns it any more: every lock recovers from its owner's death.
     #[error("mutex is not recoverable")]
     Unrecoverable,
     /// Any other OS error, with the operation that failed.

@@ -12,7 +12,7 @@
 //!  sync: Mutex (owner-death safe), Event, EventPair           <- building blocks
 //!  segment: named Segment + common header, stale cleanup
 //!  ------------------------------------------------------
-//!  sys: shm objects, robust lock, futex / __ulock / named events, process liveness
+//!  sys: shm objects, lock words, futex / __ulock / named events, kernel-held liveness
 //! ```
 //!
 //! ## Hello, shared memory

@@ -1,9 +1,20 @@
-//! Process identity that survives pid reuse.
+//! Process identity that survives pid reuse (for messages and as the fallback where the OS
+//! has no kernel-held liveness token), and the record of a participant in a segment.
 
 use crate::sys;
 
+/// A participant's record in a segment, as others keep it in shared memory: its pid (for
+/// messages) and the token its liveness is checked by (see `Segment::member` and
+/// `Segment::is_alive`). Any values are safe to check.
+pub(crate) use crate::sys::Member;
+
 /// One process, identified by its pid and its start time, so that a recycled pid is never
 /// mistaken for the process that used it before.
+///
+/// Pids say little across PID namespaces (containers): the same process has another pid
+/// there, and a pid seen here may name another process. shmlink itself judges whether a
+/// peer is alive by a lock the kernel holds for it where the OS has one (Linux), and keeps
+/// `ProcessId`s for messages.
 ///
 /// # Examples
 /// ```
@@ -24,10 +35,11 @@ impl ProcessId {
         let pid = sys::current_pid();
         // Our own entry always exists; 0 only if /proc is unreadable, which then also makes
         // everyone's liveness unknowable and is caught by `is_alive` comparing equal values.
-        ProcessId {
-            pid,
-            start_time: sys::start_time(pid).unwrap_or(0),
-        }
+        let start_time = match sys::start_time(pid) {
+            sys::Process::Running(start) => start,
+            _ => 0,
+        };
+        ProcessId { pid, start_time }
     }
 
     /// An identity from its parts, e.g. as stored in shared memory by [`ProcessId::pid`] and
@@ -50,9 +62,16 @@ impl ProcessId {
         self.start_time
     }
 
-    /// Whether this process is still running (zombies count as dead). Safe to call on
-    /// identities read from untrusted shared memory.
+    /// Whether this process is still running (zombies count as dead). A process that exists
+    /// but cannot be inspected (another user's, a hidden /proc entry) counts as running:
+    /// "cannot tell" is never "dead". Safe to call on identities read from untrusted shared
+    /// memory.
     pub fn is_alive(&self) -> bool {
-        self.pid != 0 && sys::start_time(self.pid) == Some(self.start_time)
+        self.pid != 0
+            && match sys::start_time(self.pid) {
+                sys::Process::Running(start) => start == self.start_time,
+                sys::Process::Gone => false,
+                sys::Process::Hidden => true,
+            }
     }
 }

@@ -2,19 +2,21 @@
 
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::name::{ServiceName, MAX_NAME_LEN};
-use crate::process::ProcessId;
+use crate::process::{Member, ProcessId};
 use crate::region::{Region, ShmAtomic};
 use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use crate::sys;
 
 /// `b"shmlink\x01"`: marks objects this crate made. Objects without it are never removed.
 const MAGIC: u64 = u64::from_le_bytes(*b"shmlink\x01");
-/// Version of the common header layout below.
-pub(crate) const HEADER_VERSION: u32 = 1;
+/// Version of the common header layout below, and of what every kind keeps in shared memory
+/// beside it (2: lock words holding participants' tags, tokens instead of start times).
+pub(crate) const HEADER_VERSION: u32 = 2;
 /// Bytes before the data region of every segment (header, padded to a cache-line multiple).
 pub(crate) const HEADER_SIZE: usize = 512;
 // The hostile-peer tests write behind the header by hand (tests/common/mod.rs).
@@ -307,7 +309,13 @@ fn classify(
                     h.owner_pid.load(Ordering::Acquire),
                     h.owner_start.load(Ordering::Acquire),
                 );
-                if token == sys::Token::Held || owner.is_alive() {
+                // A token decides where the OS has one (pids lie across PID namespaces).
+                let live = match token {
+                    sys::Token::Held => true,
+                    sys::Token::Free => false,
+                    sys::Token::Unknown => owner.is_alive(),
+                };
+                if live {
                     return Ok(Found::Live(owner.pid()));
                 }
                 return Ok(Found::Stale(shm));
@@ -701,6 +709,41 @@ impl Segment {
     /// Whether this handle created the segment (and removes it on drop).
     pub fn is_owner(&self) -> bool {
         self.owner
+    }
+
+    /// Whether the segment's owner (its creator, or the process that took it over) is
+    /// alive: judged by its liveness token where the OS has one (Linux: in any PID
+    /// namespace), else by its recorded identity; "cannot tell" counts as alive.
+    pub(crate) fn owner_alive(&self) -> bool {
+        if self.owner {
+            return true;
+        }
+        match self.shm.token() {
+            sys::Token::Held => true,
+            sys::Token::Free => false,
+            sys::Token::Unknown => self.owner().is_alive(),
+        }
+    }
+
+    /// This process's record as a participant in the segment (a slot owner, a Writer),
+    /// which others check with [`is_alive`](Segment::is_alive). Claims this handle's proof
+    /// of life on first use (see `sys::Presence`).
+    pub(crate) fn member(&self) -> Result<Member> {
+        self.shm
+            .presence()
+            .me()
+            .map_err(|e| Error::os("liveness tag", self.name(), e))
+    }
+
+    /// Whether the participant recorded as `m` (by [`member`](Segment::member), in any
+    /// process's handle on this object) is alive; "cannot tell" counts as alive.
+    pub(crate) fn is_alive(&self, m: Member) -> bool {
+        self.shm.presence().alive(m) != sys::Liveness::Dead
+    }
+
+    /// The proof of life of this handle, for the locks placed in the segment.
+    pub(crate) fn presence(&self) -> &Arc<sys::Presence> {
+        self.shm.presence()
     }
 
     /// Makes this process the owner (the pool adopts a dead Reader's index this way): it will

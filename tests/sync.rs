@@ -347,3 +347,73 @@ fn process_identity_survives_death_zombies_and_pid_reuse() {
     assert!(!ProcessId::new(pid, 0).is_alive());
     child.kill();
 }
+
+#[test]
+fn a_hostile_process_rewriting_a_held_lock_cannot_crash_the_holder_or_wedge_the_next_locker() {
+    use std::os::unix::fs::FileExt;
+    let test =
+        "a_hostile_process_rewriting_a_held_lock_cannot_crash_the_holder_or_wedge_the_next_locker";
+    if let Some((_, args)) = child_role() {
+        let m = Mutex::open(&args[0]).unwrap();
+        for _ in 0..args[1].parse::<u32>().unwrap() {
+            assert_eq!(hear_parent().as_deref(), Some("lock"));
+            let g = m.lock().unwrap();
+            tell_parent("locked");
+            assert_eq!(hear_parent().as_deref(), Some("unlock"));
+            drop(g);
+            tell_parent("unlocked");
+        }
+        child_exit(0);
+    }
+    let _w = watchdog(test, Duration::from_secs(60));
+    let name = TestName::new("mtx-hostile");
+    let m = Mutex::create(&name).unwrap();
+    // Every byte of the lock's 64 bytes of shared memory, in several patterns: all ones,
+    // all zeros, looks-like-pointers (this process's own addresses), and pseudo-random.
+    let here = &name as *const _ as u64;
+    let mut patterns: Vec<[u8; 64]> = vec![[0xff; 64], [0; 64]];
+    let mut p = [0u8; 64];
+    for (i, chunk) in p.chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(&(here + 8 * i as u64).to_ne_bytes());
+    }
+    patterns.push(p);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..5 {
+        for b in p.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        patterns.push(p);
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/shmlink.{}.mutex", name.as_str()))
+        .unwrap();
+    let rounds = patterns.len().to_string();
+    let mut holder = spawn(test, "holder", &[&name, &rounds]);
+    for (i, pattern) in patterns.iter().enumerate() {
+        holder.send("lock");
+        holder.expect("locked");
+        file.write_all_at(pattern, common::HEADER_SIZE as u64)
+            .unwrap();
+        holder.send("unlock");
+        holder.expect("unlocked"); // the holder's unlock returned: it survived
+        let locked = m
+            .lock_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("pattern {i}: the next locker was not served: {e}"));
+        eprintln!(
+            "pattern {i}: next locker served ({})",
+            if locked.owner_died() {
+                "owner died"
+            } else {
+                "acquired"
+            }
+        );
+        drop(locked);
+    }
+    holder.wait_ok();
+    // The lock works normally afterwards.
+    assert!(!m.lock().unwrap().owner_died());
+}

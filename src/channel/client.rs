@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use super::conn::{overwritten, Conn, Waited};
 use super::error::CallError;
-use crate::process::ProcessId;
 use crate::sync::WaitStrategy;
 
 /// How often `connect_timeout` retries while no server (or no free slot) is there.
@@ -35,7 +34,6 @@ const RETRY: Duration = Duration::from_millis(5);
 /// ```
 pub struct Client {
     name: String,
-    me: ProcessId,
     strategy: WaitStrategy,
     conn: Option<Conn>,
 }
@@ -108,11 +106,9 @@ impl Client {
     }
 
     fn connect_until(name: &str, deadline: Option<Instant>) -> Result<Client, CallError> {
-        let me = ProcessId::current();
-        let conn = Conn::open(name, me, WaitStrategy::default(), deadline)?;
+        let conn = Conn::open(name, WaitStrategy::default(), deadline)?;
         Ok(Client {
             name: name.to_owned(),
-            me,
             strategy: WaitStrategy::default(),
             conn: Some(conn),
         })
@@ -293,7 +289,7 @@ impl Client {
     #[cold]
     fn reconnect(&mut self, deadline: Option<Instant>) -> Result<(), CallError> {
         self.conn = None;
-        self.conn = Some(Conn::open(&self.name, self.me, self.strategy, deadline)?);
+        self.conn = Some(Conn::open(&self.name, self.strategy, deadline)?);
         Ok(())
     }
 
@@ -336,7 +332,7 @@ impl Client {
                     // The dead server never took the request: hand it to a new server if one
                     // is up (this is not a retry: the request was never served).
                     let old = self.conn.take().expect("connected");
-                    let mut new = Conn::open(&self.name, self.me, self.strategy, deadline)
+                    let mut new = Conn::open(&self.name, self.strategy, deadline)
                         .map_err(|_| CallError::ServerGone)?;
                     let max = new.map.layout.max_message;
                     if len > max {

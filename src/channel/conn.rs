@@ -13,7 +13,7 @@ use super::slot::{
 };
 use crate::error::Error;
 use crate::name::ServiceName;
-use crate::process::ProcessId;
+use crate::process::Member;
 use crate::segment::{Segment, SegmentKind};
 use crate::sync::atomic::{prefetch_write, Ordering};
 use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
@@ -57,8 +57,9 @@ pub(super) struct Conn {
     seq: u32,
     /// Calls left before the inline poll is tried again (see [`Conn::poll_answer`]).
     poll_backoff: u32,
-    server: ProcessId,
-    me: ProcessId,
+    /// This connection's record as the slot's owner (its pid, and the proof of life that
+    /// claimers check before reaping the slot).
+    me: Member,
 }
 
 /// What is left of `deadline`, or `default` without one.
@@ -72,7 +73,6 @@ impl Conn {
     /// wait and [`LOCK_WAIT`].
     pub(super) fn open(
         name: &str,
-        me: ProcessId,
         strategy: WaitStrategy,
         deadline: Option<Instant>,
     ) -> Result<Conn, CallError> {
@@ -88,8 +88,7 @@ impl Conn {
                 d.saturating_duration_since(Instant::now()),
             )?,
         });
-        let server = seg.owner();
-        if !server.is_alive() {
+        if !seg.owner_alive() {
             // A crashed server's segment: nobody will answer.
             return Err(CallError::NoServer {
                 name: name.to_owned(),
@@ -128,6 +127,7 @@ impl Conn {
                 Ring::attach(map.ring(), layout.ring_cap).expect("the layout holds the ring"),
             )
         };
+        let me = seg.member()?;
         let (slot, done) = claim(&map, &mutex, me, name, wait_until(deadline, LOCK_WAIT))?;
         let seq = map.slot(slot).seq();
         // SAFETY: stored beside `map` in the Conn and dropped before it.
@@ -142,7 +142,6 @@ impl Conn {
             slot,
             seq,
             poll_backoff: 0,
-            server,
             me,
         })
     }
@@ -162,9 +161,10 @@ impl Conn {
         self.map.flags().shutting_down.load(Ordering::Relaxed) != 0
     }
 
-    /// Whether the server can still answer (run every ~20 ms while waiting).
+    /// Whether the server can still answer (run every ~20 ms while waiting): its liveness
+    /// token, held by the server for as long as it runs (in any PID namespace).
     fn server_alive(&self) -> bool {
-        !self.closed() && self.server.is_alive()
+        !self.closed() && self.map.seg.owner_alive()
     }
 
     #[inline]
@@ -410,7 +410,7 @@ impl Conn {
 fn claim(
     map: &Mapped,
     mutex: &Mutex,
-    me: ProcessId,
+    me: Member,
     name: &str,
     lock_wait: Duration,
 ) -> Result<(u32, Event), CallError> {
@@ -422,7 +422,7 @@ fn claim(
         let usable = match slot.state() {
             FREE => true,
             IN_SERVICE => false, // a worker still owns the bytes; reap it later
-            _ => !slot.owner().is_alive() && slot.reap(),
+            _ => !map.seg.is_alive(slot.owner()) && slot.reap(),
         };
         if usable {
             // SAFETY: the layout places slot i's done event here; the server initialised it.

@@ -12,7 +12,7 @@
 //! an unknown state is refused by every transition except [`SlotHeader::reap`], and lengths
 //! are checked by the callers against `max_message`.
 
-use crate::process::ProcessId;
+use crate::process::Member;
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// No client owns the slot.
@@ -69,13 +69,13 @@ pub(crate) struct SlotHeader {
     resp_len: AtomicU32,
     /// See [`STATUS_OK`] (valid in `RESPONSE_READY`).
     status: AtomicU32,
-    /// Owner pid (0: none; valid in every state but `FREE`).
+    /// Owner pid, for messages (0: none; valid in every state but `FREE`).
     owner_pid: AtomicU32,
     /// Connections made to this slot so far: bumped by every claim, so that the slot number
     /// and this count name one connection.
     epoch: AtomicU32,
-    /// Owner start time (with the pid: an identity that survives pid reuse).
-    owner_start: AtomicU64,
+    /// Owner's liveness token (see `Segment::member`): claimers check it before reaping.
+    owner_token: AtomicU64,
     /// The application error code (valid in `RESPONSE_READY` with [`STATUS_APP_ERROR`]).
     app_code: AtomicU32,
 }
@@ -134,17 +134,17 @@ impl SlotHeader {
     }
 
     /// The owner's identity (a dead or bogus one if the slot has none).
-    pub(crate) fn owner(&self) -> ProcessId {
-        ProcessId::from_raw(
-            self.owner_pid.load(Ordering::Acquire),
-            self.owner_start.load(Ordering::Acquire),
-        )
+    pub(crate) fn owner(&self) -> Member {
+        Member {
+            pid: self.owner_pid.load(Ordering::Acquire),
+            token: self.owner_token.load(Ordering::Acquire),
+        }
     }
 
-    fn set_owner(&self, id: Option<ProcessId>) {
-        let (pid, start) = id.map_or((0, 0), |p| (p.pid(), p.start_time()));
-        self.owner_start.store(start, Ordering::Relaxed);
-        self.owner_pid.store(pid, Ordering::Release);
+    fn set_owner(&self, id: Option<Member>) {
+        let m = id.unwrap_or_default();
+        self.owner_token.store(m.token, Ordering::Relaxed);
+        self.owner_pid.store(m.pid, Ordering::Release);
     }
 
     /// The slot's connection count (see [`claim`](Self::claim)).
@@ -162,7 +162,7 @@ impl SlotHeader {
     /// `FREE -> IDLE`: `me` owns the slot, as its next connection. The caller holds the slot
     /// mutex (the only writer of a `FREE` slot), so a check and plain stores suffice: owner
     /// and connection count first, then the state.
-    pub(crate) fn claim(&self, me: ProcessId) -> bool {
+    pub(crate) fn claim(&self, me: Member) -> bool {
         if self.state.load(Ordering::Acquire) != FREE {
             return false;
         }
@@ -327,8 +327,11 @@ mod tests {
     ];
 
     /// Fake identities: transitions never ask the OS about them.
-    fn me() -> ProcessId {
-        ProcessId::from_raw(4242, 17)
+    fn me() -> Member {
+        Member {
+            pid: 4242,
+            token: 17,
+        }
     }
 
     /// A header on the heap in `state`, owned by [`me`] unless FREE.
@@ -342,7 +345,7 @@ mod tests {
             status: AtomicU32::new(0),
             owner_pid: AtomicU32::new(0),
             epoch: AtomicU32::new(0),
-            owner_start: AtomicU64::new(0),
+            owner_token: AtomicU64::new(0),
             app_code: AtomicU32::new(0),
         });
         if state != FREE {
@@ -351,8 +354,8 @@ mod tests {
         h
     }
 
-    fn no_owner() -> ProcessId {
-        ProcessId::from_raw(0, 0)
+    fn no_owner() -> Member {
+        Member::default()
     }
 
     /// Runs `f` on a header in every state of `ALL` but `legal`; each must be refused,
@@ -381,7 +384,7 @@ mod tests {
         let h = header(FREE);
         assert!(h.claim(me()));
         assert_eq!((h.state(), h.owner()), (IDLE, me()));
-        refused_elsewhere(&[FREE], |h| h.claim(ProcessId::from_raw(1, 1)));
+        refused_elsewhere(&[FREE], |h| h.claim(Member { pid: 1, token: 1 }));
     }
 
     #[test]

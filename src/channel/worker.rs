@@ -283,7 +283,7 @@ impl Core {
             };
             let call = CallInfo {
                 client: ClientId::new(i, slot.epoch()),
-                pid: slot.owner().pid(),
+                pid: slot.owner().pid,
                 slot: i,
                 seq: taken.seq(),
             };

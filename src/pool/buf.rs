@@ -9,7 +9,7 @@ use super::conn::{buffer_tag, create_buffer, next_generation, Conn, Mapped};
 use super::error::PoolError;
 use super::index::Slot;
 use super::service::ReaderShared;
-use crate::process::ProcessId;
+use crate::process::Member;
 use crate::segment::Segment;
 use crate::sync::atomic::Ordering;
 
@@ -150,7 +150,7 @@ pub struct WriteBuf {
     pub(super) seg: Arc<Segment>,
     pub(super) slot: Slot,
     pub(super) len: usize,
-    pub(super) me: ProcessId,
+    pub(super) me: Member,
     pub(super) done: bool,
 }
 

@@ -4,20 +4,26 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::error::PoolError;
 use super::index::{self, bump, Index, IndexHeader, List, Slot, DISPOSED};
 use crate::error::Error;
 use crate::name::ServiceName;
+use crate::process::Member;
 use crate::segment::{Segment, SegmentKind};
-use crate::sync::atomic::{fence, AtomicU32, Ordering};
+use crate::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::sync::{Event, Locked, Mutex, MutexGuard, WaitStrategy};
 
 /// Segment kind version of the index and buffer segments.
 pub(super) const KIND_VERSION: u32 = index::LAYOUT_VERSION;
 /// Tag of the index segment (buffer segments are tagged by [`buffer_tag`]).
 pub(super) const INDEX_TAG: &str = "pool";
+
+/// How long a positive check that a Reader holds the alive lock is trusted on the send
+/// path (a check is a system call on Linux). Waits re-check every ~20 ms regardless, so a
+/// Reader's death is still noticed within 100 ms.
+const READER_CHECK_TTL: Duration = Duration::from_millis(5);
 
 /// How long a pool operation waits for the pool mutex before calling the index wedged.
 pub(super) const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -135,6 +141,12 @@ pub(super) struct Conn {
     pub(super) cache: parking_lot::Mutex<Vec<Option<Mapped>>>,
     /// Acquires through this connection, to prune the cache now and then.
     pub(super) acquires: AtomicU32,
+    /// This attachment's record as a Writer holding buffers: its pid, and the proof of life
+    /// the Reader checks before taking a buffer back.
+    pub(super) me: Member,
+    /// Until when (ns after `epoch`) a Reader is known to hold the alive lock.
+    reader_seen_until: AtomicU64,
+    epoch: Instant,
 }
 
 impl fmt::Debug for Conn {
@@ -205,6 +217,7 @@ impl Conn {
             .slice::<index::Entry>(index::DIR_OFFSET, max_buffers as usize)
             .ok_or_else(corrupt)?;
         let token = seg.token();
+        let me = seg.member()?;
         let cache = parking_lot::Mutex::new((0..max_buffers).map(|_| None).collect());
         let mut conn = Conn {
             seg,
@@ -221,6 +234,9 @@ impl Conn {
             max_buffer_size,
             cache,
             acquires: AtomicU32::new(0),
+            me,
+            reader_seen_until: AtomicU64::new(0),
+            epoch: Instant::now(),
         };
         conn.set_wait_strategy(strategy);
         Ok(conn)
@@ -255,15 +271,11 @@ impl Conn {
         }
     }
 
-    /// Takes the pool mutex (one uncontended `trylock` on the fast path). If its previous
-    /// holder died, the lists are rebuilt before the guard is handed out.
+    /// Takes the pool mutex (one uncontended CAS on the fast path). If its previous holder
+    /// died, the lists are rebuilt before the guard is handed out.
     #[inline]
     pub(super) fn locked(&self) -> Result<MutexGuard<'_>, PoolError> {
-        let l = match self.mutex.try_lock()? {
-            Some(l) => l,
-            None => self.lock_slow()?,
-        };
-        match l {
+        match self.lock_timeout()? {
             Locked::Acquired(g) => Ok(g),
             Locked::OwnerDied(g) => {
                 self.index().repair(false);
@@ -273,8 +285,8 @@ impl Conn {
         }
     }
 
-    #[cold]
-    fn lock_slow(&self) -> Result<Locked<'_>, PoolError> {
+    #[inline]
+    fn lock_timeout(&self) -> Result<Locked<'_>, PoolError> {
         match self.mutex.lock_timeout(LOCK_TIMEOUT) {
             Ok(l) => Ok(l),
             Err(Error::Timeout) => Err(PoolError::Corrupt(format!(
@@ -284,15 +296,25 @@ impl Conn {
         }
     }
 
-    /// Whether a Reader holds the alive lock. One `trylock`: no syscall.
+    /// Whether a Reader holds the alive lock, asking the kernel now (no cached answer).
+    pub(super) fn reader_alive_now(&self) -> bool {
+        self.alive.is_held()
+    }
+
+    /// Whether a live Reader holds the alive lock (a kernel-held proof of life, seen across
+    /// PID namespaces). A positive answer is reused for [`READER_CHECK_TTL`].
     pub(super) fn reader_alive(&self) -> bool {
-        match self.alive.try_lock() {
-            Ok(None) => true,
-            // Free, or its holder died: no Reader. Our guard unlocks at once.
-            Ok(Some(_)) => false,
-            Err(Error::WouldDeadlock) => true,
-            Err(_) => false,
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if now < self.reader_seen_until.load(Ordering::Relaxed) {
+            return true;
         }
+        let alive = self.alive.is_held();
+        if alive {
+            let ttl = READER_CHECK_TTL.as_nanos() as u64;
+            self.reader_seen_until
+                .store(now.saturating_add(ttl), Ordering::Relaxed);
+        }
+        alive
     }
 
     pub(super) fn retired(&self) -> bool {

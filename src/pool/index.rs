@@ -61,7 +61,7 @@ mod tests;
 use std::fmt;
 
 use super::config::PoolConfig;
-use crate::process::ProcessId;
+use crate::process::{Member, ProcessId};
 use crate::sync::atomic::{
     AtomicU32, AtomicU64,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
@@ -492,7 +492,7 @@ impl Index<'_> {
         i: u32,
         status: u32,
         generation: u32,
-        owner: Option<ProcessId>,
+        owner: Option<Member>,
     ) -> bool {
         self.entry(i).is_some_and(|e| {
             e.status.load(Relaxed) == status
@@ -506,7 +506,7 @@ impl Index<'_> {
         i: u32,
         status: u32,
         generation: u32,
-        owner: Option<ProcessId>,
+        owner: Option<Member>,
     ) -> Result<(), Refused> {
         if self.holds(i, status, generation, owner) {
             Ok(())
@@ -530,7 +530,7 @@ impl Index<'_> {
     /// Returns its values.
     ///
     /// Refused with `Invalid` (nothing changed) if its capacity is impossible.
-    pub(crate) fn allocate(&self, i: u32, owner: ProcessId) -> Result<Slot, Refused> {
+    pub(crate) fn allocate(&self, i: u32, owner: Member) -> Result<Slot, Refused> {
         let e = self.expect(i, &[FREE])?;
         let capacity = self.in_limits(i, e.capacity.load(Relaxed))?;
         self.unlink(List::Free, i)?;
@@ -554,12 +554,7 @@ impl Index<'_> {
     /// ALLOCATED -> FREE: entry `i` of `generation`, held by `owner`, goes back to the free
     /// list's head unsent (the Writer dropped it, or `owner` died and the Reader takes it
     /// back).
-    pub(crate) fn give_back(
-        &self,
-        i: u32,
-        owner: ProcessId,
-        generation: u32,
-    ) -> Result<(), Refused> {
+    pub(crate) fn give_back(&self, i: u32, owner: Member, generation: u32) -> Result<(), Refused> {
         let e = self.expect(i, &[ALLOCATED])?;
         self.check_held(i, ALLOCATED, generation, Some(owner))?;
         e.len.store(0, Relaxed);
@@ -577,7 +572,7 @@ impl Index<'_> {
     pub(crate) fn queue(
         &self,
         i: u32,
-        owner: ProcessId,
+        owner: Member,
         generation: u32,
         capacity: u64,
         len: u64,
@@ -697,7 +692,7 @@ impl Index<'_> {
     pub(crate) fn replace_buffer(
         &self,
         i: u32,
-        owner: ProcessId,
+        owner: Member,
         old_generation: u32,
         generation: u32,
         capacity: u64,

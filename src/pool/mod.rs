@@ -17,12 +17,15 @@
 //! Each buffer lives in a segment of its own so that the pool grows and shrinks one buffer
 //! at a time without remapping anything, and a Writer can grow the buffer it holds (a new,
 //! bigger segment under the next generation's name) without disturbing the others. Every
-//! list operation takes the pool's robust mutex once; a process that dies holding it leaves
+//! list operation takes the pool's owner-death-safe mutex once; a process that dies holding it leaves
 //! lists that the next locker rebuilds from the entries' statuses.
 //!
 //! The Reader's service thread holds the *alive lock* for the Reader's whole life, so any
-//! process learns whether a Reader is alive with one `trylock` (no syscall, no `/proc`): a
-//! free or owner-died lock means the Reader is gone.
+//! process learns whether a Reader is alive without taking it (Linux: one `F_OFD_GETLK` on
+//! the holder's tag byte, valid across PID namespaces; no `/proc`): a free lock, or one whose
+//! holder is gone, means the Reader is gone. A Writer holding a buffer is recorded in its
+//! directory entry by its pid (for messages) and its liveness token, which the Reader checks
+//! before taking the buffer back.
 //!
 //! **Invariants.** Each buffer has one directory entry whose *status* says who may touch its
 //! bytes: nobody (FREE, DISPOSED), the Writer holding it (ALLOCATED), the Reader (QUEUED

@@ -121,7 +121,7 @@ impl Reader {
             Ok(seg) => {
                 let owner = seg.owner();
                 // A parked index is left to whoever comes next, even by a process still alive.
-                if owner.is_alive() && !Self::parked(&seg) {
+                if seg.owner_alive() && !Self::parked(&seg) {
                     return Err(Error::AlreadyRunning {
                         name: name.into(),
                         pid: owner.pid(),

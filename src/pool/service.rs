@@ -11,7 +11,7 @@ use super::conn::{buffer_tag, create_buffer, next_generation, remove_index, Conn
 use super::error::PoolError;
 use super::index::{self, bump, List, ALLOCATED, DISPOSED, FREE, QUEUED, RECEIVED};
 use crate::error::Error;
-use crate::process::ProcessId;
+use crate::process::{Member, ProcessId};
 use crate::segment::Segment;
 use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
@@ -317,7 +317,7 @@ impl ReaderShared {
     fn reclaim(&self) -> Result<(), PoolError> {
         let conn = &self.conn;
         let mut strays = 0;
-        let held: Vec<(u32, ProcessId, u32)> = {
+        let held: Vec<(u32, Member, u32)> = {
             let _g = conn.locked()?;
             let ix = conn.index();
             for (i, e) in ix.dir.iter().enumerate() {
@@ -345,13 +345,13 @@ impl ReaderShared {
         if held.is_empty() {
             return Ok(());
         }
-        let mut verdict: Vec<(ProcessId, bool)> = Vec::new();
+        let mut verdict: Vec<(Member, bool)> = Vec::new();
         let mut dead = Vec::new();
         for (i, owner, g) in held {
             let alive = match verdict.iter().find(|(p, _)| *p == owner) {
                 Some(&(_, a)) => a,
                 None => {
-                    let a = owner.is_alive();
+                    let a = conn.seg.is_alive(owner);
                     verdict.push((owner, a));
                     a
                 }

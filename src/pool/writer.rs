@@ -10,7 +10,6 @@ use super::error::{PoolError, SendError};
 use super::index::{bump, List, Refused, ALLOCATED, FREE};
 use crate::error::Error;
 use crate::name::ServiceName;
-use crate::process::ProcessId;
 use crate::segment::{Segment, SegmentKind};
 use crate::sync::atomic::Ordering;
 use crate::sync::{WaitOutcome, WaitStrategy};
@@ -47,7 +46,6 @@ const PRUNE_EVERY: u32 = 256;
 pub struct Writer {
     name: ServiceName,
     conn: parking_lot::Mutex<Arc<Conn>>,
-    me: ProcessId,
     strategy: WaitStrategy,
 }
 
@@ -72,7 +70,6 @@ impl Writer {
         Ok(Writer {
             name,
             conn: parking_lot::Mutex::new(Arc::new(conn)),
-            me: ProcessId::current(),
             strategy,
         })
     }
@@ -173,7 +170,7 @@ impl Writer {
     /// Whether a Reader serves the pool now.
     pub fn reader_alive(&self) -> bool {
         let c = self.current();
-        !c.retired() && c.reader_alive()
+        !c.retired() && c.reader_alive_now()
     }
 
     /// The largest buffer the pool allows.
@@ -256,7 +253,7 @@ impl Writer {
                         continue;
                     }
                 };
-                let taken = match head.map(|i| (i, ix.allocate(i, self.me))) {
+                let taken = match head.map(|i| (i, ix.allocate(i, conn.me))) {
                     None => None,
                     Some((_, Ok(slot))) => Some(slot),
                     Some((i, Err(Refused::Invalid(_)))) => {
@@ -307,7 +304,7 @@ impl Writer {
                         seg,
                         slot,
                         len: 0,
-                        me: self.me,
+                        me: conn.me,
                         done: false,
                     }))
                 }
@@ -328,12 +325,12 @@ impl Writer {
                     );
                     let g = conn.locked()?;
                     let ix = conn.index();
-                    if ix.holds(slot.index, ALLOCATED, slot.generation, Some(self.me)) {
+                    if ix.holds(slot.index, ALLOCATED, slot.generation, Some(conn.me)) {
                         if broken {
                             let _ = ix.dispose(slot.index, ALLOCATED);
                             bump(&ix.hdr.repairs);
                         } else {
-                            let _ = ix.give_back(slot.index, self.me, slot.generation);
+                            let _ = ix.give_back(slot.index, conn.me, slot.generation);
                         }
                     }
                     drop(g);

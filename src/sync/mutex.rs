@@ -16,8 +16,13 @@ const KIND_VERSION: u32 = 1;
 ///
 /// When a process dies while holding the lock, the next locker gets it anyway and is told so
 /// ([`Locked::OwnerDied`]), so that it can repair whatever the lock protects. Backends: a
-/// robust pthread mutex (Linux), a lock word with owner liveness checks (macOS), a named
-/// kernel mutex (Windows, `WAIT_ABANDONED`).
+/// futex lock word naming its holder, whose death the kernel reports by dropping a lock the
+/// holder keeps on the object (Linux: an open-file-description lock, seen across PID
+/// namespaces); a lock word with owner liveness checks (macOS); a named kernel mutex
+/// (Windows, `WAIT_ABANDONED`). The state in shared memory is a lock word and the holder's
+/// thread number, nothing that points anywhere: whatever a peer writes there, this process
+/// writes nowhere but those words (a scribbled lock is taken over or waited for, never
+/// followed).
 ///
 /// The lock is held by a thread, not a process: a [`MutexGuard`] cannot be sent to another
 /// thread. Locking again from the holding thread is an error ([`Error::WouldDeadlock`]),
@@ -100,7 +105,7 @@ impl Mutex {
         let at = mutex_storage(seg, offset)?;
         // SAFETY: `at` is MUTEX_STORAGE bytes inside the mapping (checked); the rest is
         // forwarded from the caller's contract.
-        let raw = unsafe { sys::RawMutex::init(at, &key) }
+        let raw = unsafe { sys::RawMutex::init(at, &key, seg.presence()) }
             .map_err(|e| Error::os("mutex init", seg.name(), e))?;
         Ok(Mutex {
             raw,
@@ -117,7 +122,7 @@ impl Mutex {
         let at = mutex_storage(seg, offset)?;
         // SAFETY: `at` is MUTEX_STORAGE bytes inside the mapping (checked); the rest is
         // forwarded from the caller's contract.
-        let raw = unsafe { sys::RawMutex::open(at, &key) }
+        let raw = unsafe { sys::RawMutex::open(at, &key, seg.presence()) }
             .map_err(|e| Error::os("mutex open", seg.name(), e))?;
         Ok(Mutex {
             raw,
@@ -128,7 +133,7 @@ impl Mutex {
     /// Locks, waiting as long as it takes.
     ///
     /// # Errors
-    /// [`Error::WouldDeadlock`] if this thread holds it already; [`Error::Unrecoverable`].
+    /// [`Error::WouldDeadlock`] if this thread holds it already.
     pub fn lock(&self) -> Result<Locked<'_>> {
         self.finish(self.raw.lock(None))?.ok_or(Error::Timeout)
     }
@@ -142,7 +147,14 @@ impl Mutex {
             .ok_or(Error::Timeout)
     }
 
-    /// Locks if the mutex is free; `Ok(None)` if another thread or process holds it.
+    /// Whether a live thread or process holds the lock, without taking it (where the OS
+    /// cannot say without taking it, Windows, it is taken and given back at once).
+    pub(crate) fn is_held(&self) -> bool {
+        self.raw.held()
+    }
+
+    /// Locks if the mutex is free, or if its holder died (then `Locked::OwnerDied`);
+    /// `Ok(None)` if a live thread or process holds it.
     ///
     /// # Errors
     /// As [`Mutex::lock`].
@@ -160,7 +172,6 @@ impl Mutex {
             Ok(LockStatus::OwnerDied) => Ok(Some(Locked::OwnerDied(guard()))),
             Ok(LockStatus::TimedOut) => Ok(None),
             Err(LockFail::WouldDeadlock) => Err(Error::WouldDeadlock),
-            Err(LockFail::Unrecoverable) => Err(Error::Unrecoverable),
             Err(LockFail::Os(e)) => Err(Error::os("mutex lock", self._segment.name(), e)),
         }
     }

@@ -1,11 +1,14 @@
-//! Linux backend: POSIX shm objects as files in /dev/shm (see `unix.rs`), futex waits,
-//! robust process-shared pthread mutexes, `/proc` for process start times.
+//! Linux backend: POSIX shm objects as files in /dev/shm (see `unix.rs`), participants'
+//! proof of life as open-file-description locks, futex lock words and waits, `/proc` for
+//! process start times.
 
+use std::cell::Cell;
 use std::fs::File;
+use std::hint;
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memmap2::MmapRaw;
@@ -13,9 +16,12 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
 use rustix::io::Errno;
 use rustix::thread::futex;
 
-use super::{LockFail, LockStatus, OpenError, Token, CLEANUP_BYTE, MUTEX_STORAGE, TOKEN_BYTE};
+use super::{
+    Liveness, LockFail, LockStatus, Member, OpenError, Process, Token, CLEANUP_BYTE, MUTEX_STORAGE,
+    TAG_BASE, TOKEN_BYTE,
+};
 
-pub(crate) use super::unix::Shm;
+pub(crate) use super::unix::{Presence, Shm};
 
 /// POSIX shm names start with a slash.
 pub(crate) const OS_NAME_PREFIX: &str = "/";
@@ -224,154 +230,368 @@ pub(super) fn cleanup_lock(file: &File, wait: Duration) -> io::Result<()> {
     }
 }
 
-// ---------------------------------------------------------------------------------- mutex
+// ------------------------------------------------------------------------------ presence
 
-const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= MUTEX_STORAGE);
-const _: () = assert!(std::mem::align_of::<libc::pthread_mutex_t>() <= 8);
-
-/// A robust, process-shared, error-checking pthread mutex placed in shared memory.
-///
-/// Robust: when the owner dies, the kernel (through the robust futex list glibc registers
-/// for every thread) hands the lock to the next locker with `EOWNERDEAD`; we make it
-/// consistent at once and report [`LockStatus::OwnerDied`]. Error-checking: relocking from the
-/// owning thread gives `EDEADLK` instead of a hang.
-#[derive(Debug)]
-pub(crate) struct RawMutex {
-    m: *mut libc::pthread_mutex_t,
+/// Claims a tag for `p`'s open file description (once; later calls return the same tag):
+/// a random nonzero 31-bit number whose byte `TAG_BASE + tag` nobody else holds, locked
+/// with `F_OFD_SETLK` until the description's last reference goes.
+fn claim_tag(p: &Presence) -> io::Result<u32> {
+    if let Some(&tag) = p.tag.get() {
+        return Ok(tag);
+    }
+    for _ in 0..64 {
+        let tag = (uuid::Uuid::new_v4().as_u64_pair().0 as u32) & TAG_MASK;
+        if tag == 0 {
+            continue;
+        }
+        match ofd_lock(&p.file, TAG_BASE + u64::from(tag), libc::F_OFD_SETLK) {
+            // Two threads racing here both claim a byte; the first `set` names ours, the
+            // other byte stays locked by this description, unused (harmless).
+            Ok(_) => return Ok(*p.tag.get_or_init(|| tag)),
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.raw_os_error() == Some(libc::EACCES) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other("cannot claim a free participant tag"))
 }
 
-// SAFETY: a process-shared pthread mutex is designed to be used from any thread of any
-// process; the pointer targets a shared mapping the owner of `RawMutex` keeps alive.
+/// Whether the participant with `tag` is alive, judged through `p`'s open file description.
+fn tag_alive(p: &Presence, tag: u32) -> Liveness {
+    if p.tag.get() == Some(&tag) {
+        return Liveness::Alive; // our own description: this process
+    }
+    if tag == 0 || tag > TAG_MASK {
+        return Liveness::Dead; // never claimed
+    }
+    match ofd_lock(&p.file, TAG_BASE + u64::from(tag), libc::F_OFD_GETLK) {
+        // Another description holds it. Its l_pid is -1 (OFD locks have no owning process),
+        // in any PID namespace: held is held.
+        Ok(l) if l.l_type != libc::F_UNLCK as _ => Liveness::Alive,
+        Ok(_) => Liveness::Dead,
+        Err(_) => Liveness::Unknown,
+    }
+}
+
+/// This process's record in `p`'s object: its pid and its tag.
+pub(super) fn member(p: &Presence) -> io::Result<Member> {
+    Ok(Member {
+        pid: current_pid(),
+        token: u64::from(claim_tag(p)?),
+    })
+}
+
+/// Whether the participant recorded as `m` is alive (its tag's byte is held).
+pub(super) fn alive(p: &Presence, m: Member) -> Liveness {
+    match u32::try_from(m.token) {
+        Ok(tag) => tag_alive(p, tag),
+        Err(_) => Liveness::Dead,
+    }
+}
+
+// ---------------------------------------------------------------------------------- mutex
+
+/// `LockWord::state`: who holds the lock, and whether anyone may be asleep waiting.
+///
+/// | value | meaning |
+/// |---|---|
+/// | `UNLOCKED` (0) | free |
+/// | `tag` | held by the participant `tag` (see `Presence`), nobody asleep |
+/// | `tag \| WAITERS` | held by `tag`; waiters may be asleep: unlock must wake one |
+///
+/// The holder's tag is in the state word itself, so acquiring the lock and naming its owner
+/// are one atomic step, and the tag's byte was locked (kernel-held) before: a waiter that
+/// finds that byte free knows the holder is gone, in any PID namespace. Any other value a
+/// peer writes names a tag nobody holds (or a live one: then it waits, as for any holder)
+/// and is taken over.
+const UNLOCKED: u32 = 0;
+const WAITERS: u32 = 1 << 31;
+/// Tags are the low 31 bits.
+const TAG_MASK: u32 = WAITERS - 1;
+
+/// How long a waiter sleeps before checking again whether the holder is alive.
+const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
+/// Spins before the first liveness check and sleep.
+const SPINS: u32 = 100;
+
+/// The mutex as laid out in its `MUTEX_STORAGE` bytes of shared memory.
+#[repr(C)]
+struct LockWord {
+    /// See [`UNLOCKED`] and the table there.
+    state: AtomicU32,
+    /// The holding thread's number within its process (see [`thread_no`]), written right
+    /// after acquiring and cleared before releasing; 0 while not known. Only read to refuse
+    /// a relock from the holding thread (`WouldDeadlock`), together with our tag in `state`.
+    owner_thread: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<LockWord>() <= MUTEX_STORAGE);
+
+/// A process-shared mutex that survives its owner's death: a futex lock word holding the
+/// holder's tag.
+///
+/// The uncontended lock and unlock are one CAS each, no system call. A waiter spins briefly,
+/// then checks whether the holder's tag byte is still locked (`F_OFD_GETLK`), and sleeps on
+/// the word (futex) for at most [`LIVENESS_INTERVAL`] at a time, checking again in between.
+/// If the holder is gone, a waiter takes the lock over with a CAS (one wins) and reports
+/// [`LockStatus::OwnerDied`]. Everything this process writes goes to the two words of
+/// [`LockWord`]: there are no links or pointers in shared memory to follow.
+///
+/// Limits: a relock from the holding thread is refused when it goes through the same
+/// segment mapping (the usual case); through a second, separately opened mapping of the same
+/// object it waits like any other locker. A process that forks without exec shares its
+/// parent's tags until it exits.
+#[derive(Debug)]
+pub(crate) struct RawMutex {
+    word: *const LockWord,
+    presence: Arc<Presence>,
+    /// This process's tag in the object (`state` value when we hold it, without `WAITERS`).
+    me: u32,
+}
+
+// SAFETY: the lock word lives in a shared mapping the owner of `RawMutex` keeps alive and is
+// only accessed through atomics; the lock itself is designed for use from any thread.
 unsafe impl Send for RawMutex {}
-// SAFETY: as above; all operations go through the pthread API, which synchronises.
+// SAFETY: as above.
 unsafe impl Sync for RawMutex {}
 
 impl RawMutex {
-    /// Initialises the mutex in `storage`.
+    /// Initialises the lock word in `storage` (free).
     ///
     /// # Safety
     /// `storage` points to `MUTEX_STORAGE` writable bytes, 8-aligned, in a shared mapping
-    /// that outlives the returned value, and no other process uses them yet.
-    pub(crate) unsafe fn init(storage: *mut u8, _key: &str) -> io::Result<Self> {
-        let m = storage.cast::<libc::pthread_mutex_t>();
-        let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-        // SAFETY: attr is a valid place for the attribute object; each call's result is checked
-        // and the attribute is destroyed on every path after init succeeded. `m` is valid for
-        // writes by the caller's contract.
+    /// of the object `presence` belongs to, that outlives the returned value, and no other
+    /// process uses them yet.
+    pub(crate) unsafe fn init(
+        storage: *mut u8,
+        key: &str,
+        presence: &Arc<Presence>,
+    ) -> io::Result<Self> {
+        // SAFETY: the caller guarantees the bytes are ours to write, aligned and large enough.
         unsafe {
-            check(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
-            let a = attr.as_mut_ptr();
-            let r = (|| {
-                check(libc::pthread_mutexattr_setpshared(
-                    a,
-                    libc::PTHREAD_PROCESS_SHARED,
-                ))?;
-                check(libc::pthread_mutexattr_setrobust(
-                    a,
-                    libc::PTHREAD_MUTEX_ROBUST,
-                ))?;
-                check(libc::pthread_mutexattr_settype(
-                    a,
-                    libc::PTHREAD_MUTEX_ERRORCHECK,
-                ))?;
-                check(libc::pthread_mutex_init(m, a))
-            })();
-            libc::pthread_mutexattr_destroy(a);
-            r?;
+            storage.cast::<LockWord>().write(LockWord {
+                state: AtomicU32::new(UNLOCKED),
+                owner_thread: AtomicU32::new(0),
+            });
         }
-        Ok(RawMutex { m })
+        // SAFETY: just initialised; the caller's contract covers the rest.
+        unsafe { Self::open(storage, key, presence) }
     }
 
-    /// Attaches to a mutex another process initialised.
+    /// Attaches to a lock word another process initialised.
     ///
     /// # Safety
-    /// `storage` points to a mutex made by [`RawMutex::init`] in a shared mapping that
-    /// outlives the returned value.
-    pub(crate) unsafe fn open(storage: *mut u8, _key: &str) -> io::Result<Self> {
-        Ok(RawMutex { m: storage.cast() })
+    /// `storage` points to `MUTEX_STORAGE` bytes, 8-aligned, in a shared mapping of the
+    /// object `presence` belongs to, that outlives the returned value. Whatever they hold,
+    /// the lock stays memory-safe.
+    pub(crate) unsafe fn open(
+        storage: *mut u8,
+        _key: &str,
+        presence: &Arc<Presence>,
+    ) -> io::Result<Self> {
+        Ok(RawMutex {
+            word: storage.cast::<LockWord>(),
+            me: claim_tag(presence)?,
+            presence: Arc::clone(presence),
+        })
+    }
+
+    #[inline]
+    fn word(&self) -> &LockWord {
+        // SAFETY: `word` points into a live shared mapping (constructor contract); every field
+        // is atomic, so concurrent access from other processes is fine.
+        unsafe { &*self.word }
     }
 
     /// Locks, waiting at most `timeout` (`None`: forever).
+    #[inline]
     pub(crate) fn lock(&self, timeout: Option<Duration>) -> Result<LockStatus, LockFail> {
-        let r = match timeout {
-            // SAFETY: self.m points to an initialised process-shared mutex (constructor contract).
-            None => unsafe { libc::pthread_mutex_lock(self.m) },
-            Some(t) => {
-                let deadline = realtime_deadline(t);
-                // SAFETY: as above; `deadline` is a normalised timespec.
-                unsafe { libc::pthread_mutex_timedlock(self.m, &deadline) }
-            }
-        };
-        self.status(r)
-    }
-
-    /// Locks if free, without waiting.
-    pub(crate) fn try_lock(&self) -> Result<LockStatus, LockFail> {
-        // SAFETY: self.m points to an initialised process-shared mutex.
-        let r = unsafe { libc::pthread_mutex_trylock(self.m) };
-        if r == libc::EBUSY {
-            return Ok(LockStatus::TimedOut);
+        if self.try_acquire(self.me) {
+            return Ok(LockStatus::Acquired);
         }
-        self.status(r)
+        // A timeout too large for an Instant never runs out: `None` below.
+        self.lock_slow(super::deadline_after(timeout))
     }
 
-    fn status(&self, r: i32) -> Result<LockStatus, LockFail> {
-        match r {
-            0 => Ok(LockStatus::Acquired),
-            libc::ETIMEDOUT => Ok(LockStatus::TimedOut),
-            libc::EOWNERDEAD => {
-                // SAFETY: we hold the lock (EOWNERDEAD hands it over); marking it consistent
-                // is what makes it usable again after we unlock.
-                match unsafe { libc::pthread_mutex_consistent(self.m) } {
-                    0 => Ok(LockStatus::OwnerDied),
-                    e => Err(LockFail::Os(io::Error::from_raw_os_error(e))),
+    /// Locks if free, or if its holder is dead; `TimedOut` if a live process holds it.
+    pub(crate) fn try_lock(&self) -> Result<LockStatus, LockFail> {
+        if self.try_acquire(self.me) {
+            return Ok(LockStatus::Acquired);
+        }
+        let s = self.word().state.load(Ordering::Relaxed);
+        if s == UNLOCKED {
+            return Ok(LockStatus::TimedOut); // released meanwhile: held a moment ago
+        }
+        self.check_relock(s)?;
+        Ok(self.take_over_if_dead(s).unwrap_or(LockStatus::TimedOut))
+    }
+
+    /// Whether a live process holds the lock (one `F_OFD_GETLK` when it is held by another
+    /// process), without taking it.
+    pub(crate) fn held(&self) -> bool {
+        let s = self.word().state.load(Ordering::Acquire);
+        s != UNLOCKED && tag_alive(&self.presence, s & TAG_MASK) != Liveness::Dead
+    }
+
+    /// One CAS from free to `value`, recording this thread on success.
+    #[inline]
+    fn try_acquire(&self, value: u32) -> bool {
+        let w = self.word();
+        if w.state
+            .compare_exchange(UNLOCKED, value, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            w.owner_thread.store(thread_no(), Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    #[cold]
+    fn lock_slow(&self, deadline: Option<Instant>) -> Result<LockStatus, LockFail> {
+        let w = self.word();
+        let mut s = w.state.load(Ordering::Relaxed);
+        if s != UNLOCKED {
+            self.check_relock(s)?;
+        }
+        // Spin a little: a short critical section in another process often ends meanwhile.
+        for _ in 0..SPINS {
+            if s == UNLOCKED {
+                break;
+            }
+            hint::spin_loop();
+            s = w.state.load(Ordering::Relaxed);
+        }
+        // The first liveness check comes before the first sleep: a fresh locker of a dead
+        // holder's lock need not wait an interval.
+        let mut next_check = Instant::now();
+        loop {
+            if s == UNLOCKED {
+                // We have been waiting, so others may be too: keep WAITERS set so that our
+                // unlock wakes the next one.
+                if self.try_acquire(self.me | WAITERS) {
+                    return Ok(LockStatus::Acquired);
+                }
+                s = w.state.load(Ordering::Relaxed);
+                continue;
+            }
+            let now = Instant::now();
+            if now >= next_check {
+                next_check = now + LIVENESS_INTERVAL;
+                if let Some(status) = self.take_over_if_dead(s) {
+                    return Ok(status);
                 }
             }
-            libc::EDEADLK => Err(LockFail::WouldDeadlock),
-            libc::ENOTRECOVERABLE => Err(LockFail::Unrecoverable),
-            e => Err(LockFail::Os(io::Error::from_raw_os_error(e))),
+            if s & WAITERS == 0 {
+                if let Err(now) =
+                    w.state
+                        .compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    s = now;
+                    continue;
+                }
+                s |= WAITERS;
+            }
+            let mut sleep = next_check.saturating_duration_since(now);
+            match deadline {
+                Some(d) if now >= d => return Ok(LockStatus::TimedOut),
+                Some(d) => sleep = sleep.min(d - now),
+                None => {}
+            }
+            futex_wait(&w.state, s, sleep);
+            s = w.state.load(Ordering::Relaxed);
         }
     }
 
-    /// Unlocks.
+    /// `WouldDeadlock` if this thread holds the lock (state `s`).
+    fn check_relock(&self, s: u32) -> Result<(), LockFail> {
+        if s & TAG_MASK == self.me
+            && self.word().owner_thread.load(Ordering::Relaxed) == thread_no()
+        {
+            return Err(LockFail::WouldDeadlock);
+        }
+        Ok(())
+    }
+
+    /// If the holder recorded in state `s` is gone, takes the lock over (one CAS, so only
+    /// one waiter wins) and returns `OwnerDied`.
+    fn take_over_if_dead(&self, s: u32) -> Option<LockStatus> {
+        if s == UNLOCKED || tag_alive(&self.presence, s & TAG_MASK) != Liveness::Dead {
+            return None;
+        }
+        let w = self.word();
+        // Keep WAITERS: other waiters may be asleep and our unlock must wake them.
+        if w.state
+            .compare_exchange(
+                s,
+                self.me | (s & WAITERS),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            w.owner_thread.store(thread_no(), Ordering::Relaxed);
+            return Some(LockStatus::OwnerDied);
+        }
+        None
+    }
+
+    /// Unlocks, waking one waiter if any may be asleep. Releases only a lock this process
+    /// holds: if another took it over meanwhile (a peer that wrongly judged us dead, or
+    /// scribbled on the word), it is theirs now and left alone.
     ///
     /// # Safety
     /// The calling thread holds the lock.
+    #[inline]
     pub(crate) unsafe fn unlock(&self) {
-        // SAFETY: the caller holds the lock on an initialised mutex.
-        let r = unsafe { libc::pthread_mutex_unlock(self.m) };
-        debug_assert_eq!(
-            r,
-            0,
-            "pthread_mutex_unlock: {}",
-            io::Error::from_raw_os_error(r)
-        );
+        let w = self.word();
+        let mut s = w.state.load(Ordering::Relaxed);
+        if s & TAG_MASK != self.me {
+            return;
+        }
+        w.owner_thread.store(0, Ordering::Relaxed);
+        loop {
+            match w
+                .state
+                .compare_exchange_weak(s, UNLOCKED, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) if now & TAG_MASK == self.me => s = now,
+                Err(_) => return,
+            }
+        }
+        if s & WAITERS != 0 {
+            let _ = futex::wake(&w.state, futex::Flags::empty(), 1);
+        }
     }
 }
 
-fn check(r: i32) -> io::Result<()> {
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(r))
-    }
+/// This thread's number within the process: 1, 2, ... in order of first use, never reused
+/// (unlike kernel thread ids, and no system call). Written beside a held lock word; says
+/// nothing about the process's memory.
+#[inline]
+fn thread_no() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    thread_local!(static NO: Cell<u32> = const { Cell::new(0) });
+    NO.with(|no| match no.get() {
+        0 => {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed).max(1);
+            no.set(n);
+            n
+        }
+        n => n,
+    })
 }
 
-/// `CLOCK_REALTIME` now + `t`, normalised (tv_nsec < 1e9) and saturated.
-fn realtime_deadline(t: Duration) -> libc::timespec {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
-    let mut sec = now
-        .tv_sec
-        .saturating_add(i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
-    let mut nsec = now.tv_nsec as i64 + i64::from(t.subsec_nanos());
-    if nsec >= 1_000_000_000 {
-        nsec -= 1_000_000_000;
-        sec = sec.saturating_add(1);
-    }
-    libc::timespec {
-        tv_sec: sec as libc::time_t,
-        tv_nsec: nsec as _,
-    }
+/// Sleeps while `*word == expected`, at most `timeout` (a shared futex: the word lives in
+/// memory mapped by several processes). Every return means "recheck".
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = rustix::time::Timespec {
+        tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(timeout.subsec_nanos()) as _,
+    };
+    let _ = futex::wait(word, futex::Flags::empty(), expected, Some(&ts));
 }
 
 // ---------------------------------------------------------------------------------- waits
@@ -409,29 +629,44 @@ pub(crate) fn current_pid() -> u32 {
     std::process::id()
 }
 
-/// Start time of `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`), or `None`
-/// if no such process is alive. Zombies (killed but not yet reaped) count as dead.
+/// Start time of `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`); `Gone`
+/// if no such process is alive (zombies count as dead); `Hidden` if it exists but its /proc
+/// entry cannot be read (hidepid, another PID namespace's /proc).
 #[doc(alias = "proc_pid_stat")]
-pub(crate) fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Process {
     // A pid read from shared memory is untrusted: 0 or a negative pid_t would make kill()
     // address a process group.
-    let p = i32::try_from(pid).ok().filter(|&p| p > 0)?;
-    // SAFETY: kill with signal 0 only checks for existence and permission.
-    if unsafe { libc::kill(p, 0) } != 0
-        && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
-    {
-        return None;
+    let Some(p) = i32::try_from(pid).ok().filter(|&p| p > 0) else {
+        return Process::Gone;
+    };
+    let exists = || {
+        // SAFETY: kill with signal 0 only checks for existence and permission.
+        let r = unsafe { libc::kill(p, 0) };
+        r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    };
+    if !exists() {
+        return Process::Gone;
     }
-    let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+        // EPERM from kill() above, or an unreadable /proc: it may well be alive.
+        return if exists() {
+            Process::Hidden
+        } else {
+            Process::Gone
+        };
+    };
     // The command name (field 2) is in parentheses and may contain anything: split after
     // the last ')'. Then field 3 is the state and field 22 the start time.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
+    let parsed = (|| {
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let mut fields = rest.split_ascii_whitespace();
+        let state = fields.next()?;
+        if state == "Z" || state == "X" {
+            return Some(Process::Gone);
+        }
+        Some(Process::Running(fields.nth(18)?.parse().ok()?))
+    })();
+    parsed.unwrap_or(Process::Hidden)
 }
 
 /// The CPU this thread runs on now (cheap: glibc reads it from the rseq area).

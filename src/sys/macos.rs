@@ -1,5 +1,6 @@
 //! macOS backend: POSIX shm (see `unix.rs`), `__ulock` waits, a lock word with owner
-//! liveness checks (macOS has no robust pthread mutexes), `proc_pidinfo` for start times.
+//! liveness checks (macOS has no robust pthread mutexes, nor open-file-description locks),
+//! `proc_pidinfo` for start times.
 
 use std::ffi::c_void;
 use std::fs::File;
@@ -8,9 +9,9 @@ use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{LockFail, LockStatus, MUTEX_STORAGE};
+use super::{Liveness, LockFail, LockStatus, Member, Process, MUTEX_STORAGE};
 
-pub(crate) use super::unix::Shm;
+pub(crate) use super::unix::{Presence, Shm};
 
 /// POSIX shm names start with a slash.
 pub(crate) const OS_NAME_PREFIX: &str = "/";
@@ -90,6 +91,29 @@ pub(super) fn take_token(_file: &File) -> bool {
 /// No cleanup lock on macOS (see above): removal relies on the identity re-check.
 pub(super) fn cleanup_lock(_file: &File, _wait: Duration) -> io::Result<()> {
     Ok(())
+}
+
+// ------------------------------------------------------------------------------ presence
+//
+// No open-file-description locks on macOS shm objects: a participant is recorded as its pid
+// and start time, and checked against them (a process that cannot be inspected is alive).
+
+/// This process's record: its pid and start time.
+pub(super) fn member(_p: &Presence) -> io::Result<Member> {
+    let pid = current_pid();
+    match start_time(pid) {
+        Process::Running(start) => Ok(Member { pid, token: start }),
+        _ => Err(io::Error::other("cannot read this process's start time")),
+    }
+}
+
+/// Whether the process recorded as `m` is alive.
+pub(super) fn alive(_p: &Presence, m: Member) -> Liveness {
+    match start_time(m.pid) {
+        Process::Running(start) if start == m.token => Liveness::Alive,
+        Process::Running(_) | Process::Gone => Liveness::Dead,
+        Process::Hidden => Liveness::Unknown,
+    }
 }
 
 // ---------------------------------------------------------------------------------- ulock
@@ -177,12 +201,15 @@ struct LockWord {
     /// See [`UNLOCKED`] and the table there.
     state: AtomicU32,
     _pad: u32,
-    /// Start time of the holder process (`start_time(pid)`), written right after acquiring
-    /// and cleared before releasing; 0 while not (yet) known. Together with the pid in
-    /// `state` it tells a dead holder from a new process that reused its pid.
-    owner_start: AtomicU64,
+    /// The holder's pid (high 32 bits) and a digest of its start time (low 32 bits,
+    /// [`start_digest`]), written in one store right after acquiring and cleared before
+    /// releasing. It vouches for the holder named in `state` only when its pid is that
+    /// holder's: a new holder that has not recorded itself yet (the record still names the
+    /// previous, possibly dead, holder) is judged by its pid alone, so no waiter takes the
+    /// lock from it. The digest tells a dead holder from a new process that reused its pid.
+    owner_rec: AtomicU64,
     /// System-wide thread id (`pthread_threadid_np`, never reused) of the holder, same
-    /// lifetime as `owner_start`; 0 while not known. Used to refuse a relock (`WouldDeadlock`).
+    /// lifetime as `owner_rec`; 0 while not known. Used to refuse a relock (`WouldDeadlock`).
     owner_tid: AtomicU64,
 }
 
@@ -216,19 +243,23 @@ impl RawMutex {
     /// # Safety
     /// `storage` points to `MUTEX_STORAGE` writable bytes, 8-aligned, in a shared mapping
     /// that outlives the returned value, and no other process uses them yet.
-    pub(crate) unsafe fn init(storage: *mut u8, key: &str) -> io::Result<Self> {
+    pub(crate) unsafe fn init(
+        storage: *mut u8,
+        key: &str,
+        presence: &std::sync::Arc<Presence>,
+    ) -> io::Result<Self> {
         let word = storage.cast::<LockWord>();
         // SAFETY: the caller guarantees the bytes are ours to write, aligned and large enough.
         unsafe {
             word.write(LockWord {
                 state: AtomicU32::new(UNLOCKED),
                 _pad: 0,
-                owner_start: AtomicU64::new(0),
+                owner_rec: AtomicU64::new(0),
                 owner_tid: AtomicU64::new(0),
             });
         }
         // SAFETY: just initialised; the caller's contract covers the rest.
-        unsafe { Self::open(storage, key) }
+        unsafe { Self::open(storage, key, presence) }
     }
 
     /// Attaches to a lock word another process initialised.
@@ -236,7 +267,11 @@ impl RawMutex {
     /// # Safety
     /// `storage` points to a mutex made by [`RawMutex::init`] in a shared mapping that
     /// outlives the returned value.
-    pub(crate) unsafe fn open(storage: *mut u8, _key: &str) -> io::Result<Self> {
+    pub(crate) unsafe fn open(
+        storage: *mut u8,
+        _key: &str,
+        _presence: &std::sync::Arc<Presence>,
+    ) -> io::Result<Self> {
         let pid = current_pid();
         if pid == 0 || pid > i32::MAX as u32 {
             return Err(io::Error::new(
@@ -244,8 +279,9 @@ impl RawMutex {
                 "pid out of range for the lock word",
             ));
         }
-        let my_start = start_time(pid)
-            .ok_or_else(|| io::Error::other("cannot read this process's start time"))?;
+        let Process::Running(my_start) = start_time(pid) else {
+            return Err(io::Error::other("cannot read this process's start time"));
+        };
         Ok(RawMutex {
             word: storage.cast::<LockWord>(),
             me: pid << PID_SHIFT,
@@ -394,49 +430,75 @@ impl RawMutex {
         None
     }
 
-    /// Whether the process holding the lock in state `s` is alive.
+    /// Whether the process holding the lock in state `s` is alive (or cannot be inspected).
     fn holder_alive(&self, s: u32) -> bool {
         let pid = s >> PID_SHIFT;
-        let Some(now) = start_time(pid) else {
-            return false;
+        let now = match start_time(pid) {
+            Process::Gone => return false,
+            Process::Hidden => return true,
+            Process::Running(now) => now,
         };
-        // Read after the state: 0 means the holder has not recorded its start time yet (or
-        // has already cleared it while unlocking); then the pid alone has to do. Otherwise
-        // the start time tells the holder from a new process that reused its pid.
-        // (If the lock changed hands meanwhile, the caller's CAS on `s` fails.)
-        let recorded = self.word().owner_start.load(Ordering::Acquire);
-        recorded == 0 || recorded == now
+        // Read after the state. A record naming another pid is a previous holder's: this
+        // holder has not recorded itself yet, and its pid alone has to do. (If the lock
+        // changed hands meanwhile, the caller's CAS on `s` fails.)
+        let rec = self.word().owner_rec.load(Ordering::Acquire);
+        (rec >> 32) as u32 != pid || rec as u32 == start_digest(now)
+    }
+
+    /// Whether a live process holds the lock, without taking it.
+    pub(crate) fn held(&self) -> bool {
+        let s = self.word().state.load(Ordering::Acquire);
+        s != UNLOCKED && (s & !WAITERS == self.me || self.holder_alive(s))
     }
 
     /// Writes this thread's identity beside the state word just acquired.
     #[inline]
     fn record_owner(&self) {
         let w = self.word();
-        w.owner_start.store(self.my_start, Ordering::Release);
+        let pid = u64::from(self.me >> PID_SHIFT);
+        w.owner_rec.store(
+            pid << 32 | u64::from(start_digest(self.my_start)),
+            Ordering::Release,
+        );
         w.owner_tid.store(thread_id(), Ordering::Relaxed);
     }
 
-    /// Unlocks, waking one waiter if any may be asleep.
+    /// Unlocks, waking one waiter if any may be asleep. Releases only a lock this process
+    /// holds: if another took it over meanwhile (a peer that judged us dead, or scribbled on
+    /// the word), it is theirs now and left alone.
     ///
     /// # Safety
     /// The calling thread holds the lock.
     #[inline]
     pub(crate) unsafe fn unlock(&self) {
         let w = self.word();
+        let mut s = w.state.load(Ordering::Relaxed);
+        if s & !WAITERS != self.me {
+            return;
+        }
         // Clear the identity first: a holder dying between these stores and the release still
         // leaves its pid in `state` for the liveness check.
         w.owner_tid.store(0, Ordering::Relaxed);
-        w.owner_start.store(0, Ordering::Relaxed);
-        let old = w.state.swap(UNLOCKED, Ordering::Release);
-        debug_assert_eq!(
-            old & !WAITERS,
-            self.me,
-            "unlock of a mutex this process does not hold"
-        );
-        if old & WAITERS != 0 {
+        w.owner_rec.store(0, Ordering::Relaxed);
+        loop {
+            match w
+                .state
+                .compare_exchange_weak(s, UNLOCKED, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) if now & !WAITERS == self.me => s = now,
+                Err(_) => return,
+            }
+        }
+        if s & WAITERS != 0 {
             ulock_wake(&w.state);
         }
     }
+}
+
+/// 32 bits of a start time, for the owner record (collisions need a reused pid too).
+fn start_digest(start: u64) -> u32 {
+    (start ^ (start >> 32)) as u32
 }
 
 /// This thread's system-wide id (unique for the life of the system, unlike pthread_t).
@@ -477,23 +539,31 @@ pub(crate) fn current_pid() -> u32 {
     std::process::id()
 }
 
-/// Start time of `pid` in microseconds since the epoch, or `None` if no such process is
-/// alive (zombies count as dead) or it cannot be inspected (`proc_pidinfo` with
-/// `PROC_PIDTBSDINFO` needs the same user, or root).
+/// Start time of `pid` in microseconds since the epoch; `Gone` if no such process is alive
+/// (zombies count as dead); `Hidden` if it exists but cannot be inspected (`proc_pidinfo`
+/// with `PROC_PIDTBSDINFO` needs the same user, or root).
 #[doc(alias = "proc_pidinfo")]
-pub(crate) fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Process {
     // A pid read from shared memory is untrusted: 0 is the kernel, and pid_t is an i32.
-    let p = i32::try_from(pid).ok().filter(|&p| p > 0)?;
+    let Some(p) = i32::try_from(pid).ok().filter(|&p| p > 0) else {
+        return Process::Gone;
+    };
     // SAFETY: proc_bsdinfo is plain data, valid when zeroed.
     let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<libc::proc_bsdinfo>() as i32;
     // SAFETY: `info` is writable for `size` bytes, the size passed.
     let n =
         unsafe { libc::proc_pidinfo(p, libc::PROC_PIDTBSDINFO, 0, (&raw mut info).cast(), size) };
-    if n != size || info.pbi_status == libc::SZOMB {
-        return None;
+    if n != size {
+        // SAFETY: kill with signal 0 only checks for existence and permission.
+        let gone = unsafe { libc::kill(p, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        return if gone { Process::Gone } else { Process::Hidden };
     }
-    Some(
+    if info.pbi_status == libc::SZOMB {
+        return Process::Gone;
+    }
+    Process::Running(
         info.pbi_start_tvsec
             .saturating_mul(1_000_000)
             .saturating_add(info.pbi_start_tvusec),

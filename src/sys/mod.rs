@@ -28,19 +28,34 @@
 //! * `SIZE_ROUNDING`: an opened object's `len()` may exceed the size its creator asked for by
 //!   less than this, because macOS and Windows only report sizes in whole pages (1 on Linux:
 //!   exact). The segment header records the exact size.
+//! * `Presence` (`Shm::presence()`): this process's proof of life in one object, shared by
+//!   every handle made from the same `Shm`. `me()` is the `Member` record others keep of us
+//!   (in a lock word, a slot, a directory entry): the pid, for messages, and a `token` that
+//!   the backend can check; `alive(member)` checks such a record: `Liveness::Dead` only when
+//!   the OS says so, `Unknown` when it cannot tell (no permission, hidden /proc). Linux: the
+//!   token is a random 31-bit *tag*; `me()` claims byte `TAG_BASE + tag` of the object with
+//!   an open-file-description lock that the kernel drops with the description's last
+//!   reference (process death included), and `alive` asks `F_OFD_GETLK` whether another
+//!   description holds it, which works across PID namespaces. macOS and Windows: the token is
+//!   the process start time, checked against the pid.
 //! * `RawMutex`: a process-shared mutex that survives its owner's death. It lives in
 //!   `MUTEX_STORAGE` bytes (8-aligned) of a segment and/or in a named kernel object derived
 //!   from the key; `init` once by the creator before the segment is published, `open` by
-//!   everyone else. `lock(timeout)` returns `LockStatus::OwnerDied` (and holds the lock) when
-//!   the previous owner died holding it; the protected data may then need repair.
+//!   everyone else, both given the `Presence` of the object it lives in. `lock(timeout)`
+//!   returns `LockStatus::OwnerDied` (and holds the lock) when the previous owner died
+//!   holding it; the protected data may then need repair. Nothing a peer writes into the
+//!   storage makes the lock write anywhere but that storage. `holder()` says whether a live
+//!   process holds it, without taking it.
 //! * `Waiter`: sleep until a 32-bit word in shared memory changes. `wait(word, expected,
 //!   timeout)` returns at once if `*word != expected`, else sleeps until woken, the timeout,
 //!   or spuriously; `wake(word)` wakes at least one sleeper. Callers recheck the word, so
 //!   spurious returns are harmless. Linux: futex; macOS: `__ulock`; Windows: a named
 //!   auto-reset event per word (WaitOnAddress does not cross processes).
-//! * Processes: `current_pid()`, `start_time(pid)` (`None` when no such process is alive;
-//!   zombies count as dead), so that a (pid, start time) pair identifies one process even
-//!   after its pid is reused.
+//! * Processes: `current_pid()`, `start_time(pid)` (`Process::Running(start)`, `Gone` when
+//!   no such process is alive, zombies included, `Hidden` when it exists but cannot be
+//!   inspected), so that a (pid, start time) pair identifies one process even after its pid
+//!   is reused. Pids are only a fallback where the OS has no kernel-held token (see
+//!   `Presence`), and "cannot inspect" is never "dead".
 //! * Scheduling: `current_cpu()`, `yield_now()`.
 //!
 //! Under `cfg(loom)` (model checking, see `sync::atomic`), `Waiter` and `yield_now()` are
@@ -65,7 +80,7 @@ pub(crate) use os::current_cpu;
 #[cfg(not(loom))]
 pub(crate) use os::Waiter;
 pub(crate) use os::{
-    current_pid, start_time, RawMutex, Shm, MAX_OS_NAME, OS_NAME_PREFIX, SIZE_ROUNDING,
+    current_pid, start_time, Presence, RawMutex, Shm, MAX_OS_NAME, OS_NAME_PREFIX, SIZE_ROUNDING,
 };
 
 /// Byte of an object whose lock is the creator's liveness token (Linux; see the contract
@@ -75,6 +90,40 @@ pub(crate) const TOKEN_BYTE: u64 = 0;
 /// Byte of an object whose lock serialises the processes removing its name (Linux).
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) const CLEANUP_BYTE: u64 = 1;
+/// Byte `TAG_BASE + tag` of an object is locked by the participant whose tag is `tag`
+/// (Linux; see `Presence`). Locks may lie beyond an object's end: no memory is reserved.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) const TAG_BASE: u64 = 1 << 32;
+
+/// A participant's record, as others keep it in shared memory: its pid (for messages) and a
+/// token its liveness is checked by (see `Presence`). Any values are safe to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub(crate) struct Member {
+    pub(crate) pid: u32,
+    pub(crate) token: u64,
+}
+
+/// What a liveness check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    /// The process (or its proof of life) is there.
+    Alive,
+    /// The OS says it is gone.
+    Dead,
+    /// The OS cannot tell (no permission, another namespace): to be treated as alive.
+    Unknown,
+}
+
+/// What `start_time(pid)` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Process {
+    /// Running, with this start time.
+    Running(u64),
+    /// No such process, or a zombie.
+    Gone,
+    /// It exists but cannot be inspected (another user, hidden /proc): not "dead".
+    Hidden,
+}
 
 /// What an opener accepts besides an object that is a regular file owned by this process's
 /// effective uid and writable by nobody else.
@@ -138,12 +187,8 @@ pub(crate) enum LockStatus {
 pub(crate) enum LockFail {
     /// The calling thread already holds the lock.
     WouldDeadlock,
-    /// The lock's state can no longer be recovered (Linux: ENOTRECOVERABLE; the other
-    /// backends always recover).
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    Unrecoverable,
-    /// Any other OS error (the macOS lock word makes no OS call that can fail).
-    #[cfg_attr(target_os = "macos", allow(dead_code))]
+    /// Any other OS error (the lock words make no OS call that can fail: Windows only).
+    #[cfg_attr(not(windows), allow(dead_code))]
     Os(std::io::Error),
 }
 

@@ -4,21 +4,51 @@
 
 use std::fs::File;
 use std::io;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::{FileType, Stat};
 
-use super::{Expect, OpenError, Token};
+use super::{Expect, Liveness, Member, OpenError, Token};
 
 /// A mapped POSIX shared-memory object.
 #[derive(Debug)]
 pub(crate) struct Shm {
     /// `None` while the object has size 0 (its creator has not sized it yet).
     map: Option<MmapRaw>,
-    /// Kept open for `fstat`, the liveness token and the cleanup lock (the locks belong to
-    /// this open file description and go with its last reference, the mapping included).
-    file: File,
+    /// Holds the open file, kept for `fstat`, the liveness token, the cleanup lock and the
+    /// participants' tags (the locks belong to this open file description and go with its
+    /// last reference, the mapping included).
+    presence: Arc<Presence>,
+}
+
+/// This process's proof of life in one object (see the contract in `sys/mod.rs`).
+#[derive(Debug)]
+pub(crate) struct Presence {
+    pub(super) file: File,
+    /// Linux: the tag this open file description holds the byte of, claimed on first use.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(super) tag: OnceLock<u32>,
+}
+
+impl Presence {
+    fn new(file: File) -> Arc<Presence> {
+        Arc::new(Presence {
+            file,
+            tag: OnceLock::new(),
+        })
+    }
+
+    /// The record others keep of this process as a participant in the object.
+    pub(crate) fn me(&self) -> io::Result<Member> {
+        super::os::member(self)
+    }
+
+    /// Whether the participant recorded as `m` is alive.
+    pub(crate) fn alive(&self, m: Member) -> Liveness {
+        super::os::alive(self, m)
+    }
 }
 
 impl Shm {
@@ -29,7 +59,7 @@ impl Shm {
         let (file, map) = super::os::create_object(os_name, size, mode)?;
         Ok(Shm {
             map: Some(map),
-            file,
+            presence: Presence::new(file),
         })
     }
 
@@ -42,12 +72,15 @@ impl Shm {
         let size = usize::try_from(st.st_size)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "object size out of range"))?;
         if size == 0 {
-            return Ok(Shm { map: None, file });
+            return Ok(Shm {
+                map: None,
+                presence: Presence::new(file),
+            });
         }
         let map = map(&file, size)?;
         Ok(Shm {
             map: Some(map),
-            file,
+            presence: Presence::new(file),
         })
     }
 
@@ -61,19 +94,26 @@ impl Shm {
         self.map.as_ref().map_or(0, MmapRaw::len)
     }
 
+    /// This process's proof of life in the object, shared by everything made from this `Shm`.
+    pub(crate) fn presence(&self) -> &Arc<Presence> {
+        &self.presence
+    }
+
     /// The uid that owns the object.
     pub(crate) fn owner_uid(&self) -> Option<u32> {
-        rustix::fs::fstat(&self.file).ok().map(|st| st.st_uid)
+        rustix::fs::fstat(&self.presence.file)
+            .ok()
+            .map(|st| st.st_uid)
     }
 
     /// Whether another open of the object holds its liveness token.
     pub(crate) fn token(&self) -> Token {
-        super::os::probe_token(&self.file)
+        super::os::probe_token(&self.presence.file)
     }
 
     /// Takes the liveness token if nobody holds it; returns whether this `Shm` holds it now.
     pub(crate) fn take_token(&self) -> bool {
-        super::os::take_token(&self.file)
+        super::os::take_token(&self.presence.file)
     }
 
     /// Removes `os_name` if it still names the same object as `stale` (which the caller found
@@ -84,11 +124,11 @@ impl Shm {
     /// a stat that neither follows a link nor opens what is there. Returns whether it removed
     /// the name.
     pub(crate) fn unlink_stale(os_name: &str, stale: &Shm, wait: Duration) -> io::Result<bool> {
-        super::os::cleanup_lock(&stale.file, wait)?;
+        super::os::cleanup_lock(&stale.presence.file, wait)?;
         let Some(current) = super::os::stat_name(os_name)? else {
             return Ok(false);
         };
-        let held = rustix::fs::fstat(&stale.file)?;
+        let held = rustix::fs::fstat(&stale.presence.file)?;
         if (current.st_dev, current.st_ino) != (held.st_dev, held.st_ino) {
             return Ok(false);
         }

@@ -14,12 +14,13 @@ use std::io;
 use std::os::windows::ffi::OsStrExt;
 use std::ptr;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
     CloseHandle, GetLastError, ERROR_ALREADY_EXISTS, ERROR_COMMITMENT_LIMIT,
-    ERROR_NOT_ENOUGH_MEMORY, ERROR_OUTOFMEMORY, FILETIME, HANDLE, INVALID_HANDLE_VALUE,
-    STILL_ACTIVE, WAIT_ABANDONED, WAIT_OBJECT_0, WAIT_TIMEOUT,
+    ERROR_INVALID_PARAMETER, ERROR_NOT_ENOUGH_MEMORY, ERROR_OUTOFMEMORY, FILETIME, HANDLE,
+    INVALID_HANDLE_VALUE, STILL_ACTIVE, WAIT_ABANDONED, WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::System::Memory::{
     CreateFileMappingW, MapViewOfFile, OpenFileMappingW, UnmapViewOfFile, VirtualQuery,
@@ -33,7 +34,7 @@ use windows_sys::Win32::System::Threading::{
     SYNCHRONIZATION_SYNCHRONIZE,
 };
 
-use super::{LockFail, LockStatus, MUTEX_STORAGE};
+use super::{Liveness, LockFail, LockStatus, Member, Process, MUTEX_STORAGE};
 
 /// Session-local kernel object namespace.
 pub(crate) const OS_NAME_PREFIX: &str = "Local\\";
@@ -111,6 +112,32 @@ pub(crate) struct Shm {
     len: usize,
     /// Keeps the section alive (closed on drop, after the view is unmapped).
     _section: OwnedHandle,
+    presence: Arc<Presence>,
+}
+
+/// This process's proof of life in a section: its pid and creation time, checked through a
+/// process handle (see the contract in `sys/mod.rs`).
+#[derive(Debug, Default)]
+pub(crate) struct Presence;
+
+impl Presence {
+    /// This process's record: its pid and creation time.
+    pub(crate) fn me(&self) -> io::Result<Member> {
+        let pid = current_pid();
+        match start_time(pid) {
+            Process::Running(start) => Ok(Member { pid, token: start }),
+            _ => Err(io::Error::other("cannot read this process's creation time")),
+        }
+    }
+
+    /// Whether the process recorded as `m` is alive (or cannot be inspected).
+    pub(crate) fn alive(&self, m: Member) -> Liveness {
+        match start_time(m.pid) {
+            Process::Running(start) if start == m.token => Liveness::Alive,
+            Process::Running(_) | Process::Gone => Liveness::Dead,
+            Process::Hidden => Liveness::Unknown,
+        }
+    }
 }
 
 // SAFETY: the view is plain shared memory valid until drop; users synchronise their accesses.
@@ -169,6 +196,7 @@ impl Shm {
             base,
             len: size,
             _section: section,
+            presence: Arc::default(),
         })
     }
 
@@ -194,6 +222,7 @@ impl Shm {
             base,
             len,
             _section: section,
+            presence: Arc::default(),
         })
     }
 
@@ -210,6 +239,11 @@ impl Shm {
     /// `Ok(false)`.
     pub(crate) fn unlink_stale(_os_name: &str, _stale: &Shm, _wait: Duration) -> io::Result<bool> {
         Ok(false)
+    }
+
+    /// This process's proof of life in the section.
+    pub(crate) fn presence(&self) -> &Arc<Presence> {
+        &self.presence
     }
 
     /// Sections carry no owner uid.
@@ -318,7 +352,11 @@ impl RawMutex {
     /// `storage` points to `MUTEX_STORAGE` writable bytes, 8-aligned, in a shared mapping
     /// that outlives the returned value, and no other process uses them yet.
     #[doc(alias = "CreateMutexExW")]
-    pub(crate) unsafe fn init(storage: *mut u8, key: &str) -> io::Result<Self> {
+    pub(crate) unsafe fn init(
+        storage: *mut u8,
+        key: &str,
+        _presence: &Arc<Presence>,
+    ) -> io::Result<Self> {
         let info = storage.cast::<LockInfo>();
         // SAFETY: the caller guarantees the bytes are ours to write, aligned and large enough.
         unsafe {
@@ -341,7 +379,11 @@ impl RawMutex {
     /// # Safety
     /// `storage` points to a mutex made by [`RawMutex::init`] in a shared mapping that
     /// outlives the returned value.
-    pub(crate) unsafe fn open(storage: *mut u8, key: &str) -> io::Result<Self> {
+    pub(crate) unsafe fn open(
+        storage: *mut u8,
+        key: &str,
+        _presence: &Arc<Presence>,
+    ) -> io::Result<Self> {
         Ok(RawMutex {
             handle: named_mutex(key)?,
             info: storage.cast::<LockInfo>(),
@@ -383,6 +425,20 @@ impl RawMutex {
         // SAFETY: as in `lock`.
         let r = unsafe { WaitForSingleObject(self.handle.0, 0) };
         self.status(r)
+    }
+
+    /// Whether a live thread holds the lock: a zero-timeout wait that, if it gets the lock
+    /// (free, or abandoned by a dead holder), gives it back at once.
+    pub(crate) fn held(&self) -> bool {
+        match self.try_lock() {
+            Ok(LockStatus::TimedOut) | Err(LockFail::WouldDeadlock) => true,
+            Ok(_) => {
+                // SAFETY: the try_lock above made this thread the holder.
+                unsafe { self.unlock() };
+                false
+            }
+            Err(LockFail::Os(_)) => false,
+        }
     }
 
     /// A Windows mutex would let its holder lock again (recursively). If the record says
@@ -513,22 +569,31 @@ pub(crate) fn current_pid() -> u32 {
     std::process::id()
 }
 
-/// Creation time of `pid` (a FILETIME: 100 ns units since 1601), or `None` if no such process
-/// is running. A process that has exited but is still referenced by a handle counts as dead.
+/// Creation time of `pid` (a FILETIME: 100 ns units since 1601); `Gone` if no such process
+/// is running (one that has exited but is still referenced by a handle counts as gone);
+/// `Hidden` if it exists but this process may not query it.
 /// Caveat: a process that exited with code 259 (`STILL_ACTIVE`) looks alive.
 #[doc(alias = "GetProcessTimes")]
-pub(crate) fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Process {
     // Untrusted input: pid 0 is the System Idle Process.
     if pid == 0 {
-        return None;
+        return Process::Gone;
     }
     // SAFETY: OpenProcess has no memory-safety preconditions; null means failure.
     let h = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
-    let process = OwnedHandle::from_result(h).ok()?;
+    let process = match OwnedHandle::from_result(h) {
+        Ok(p) => p,
+        // No process has this id; anything else (access denied) says nothing about life.
+        Err(e) if e.raw_os_error() == Some(ERROR_INVALID_PARAMETER as i32) => return Process::Gone,
+        Err(_) => return Process::Hidden,
+    };
     let mut code = 0u32;
     // SAFETY: `process` has PROCESS_QUERY_LIMITED_INFORMATION access; `code` is writable.
-    if unsafe { GetExitCodeProcess(process.0, &mut code) } == 0 || code != STILL_ACTIVE as u32 {
-        return None;
+    if unsafe { GetExitCodeProcess(process.0, &mut code) } == 0 {
+        return Process::Hidden;
+    }
+    if code != STILL_ACTIVE as u32 {
+        return Process::Gone;
     }
     let zero = FILETIME {
         dwLowDateTime: 0,
@@ -538,9 +603,9 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     // SAFETY: as above; all four FILETIMEs are writable.
     if unsafe { GetProcessTimes(process.0, &mut created, &mut exited, &mut kernel, &mut user) } == 0
     {
-        return None;
+        return Process::Hidden;
     }
-    Some(u64::from(created.dwHighDateTime) << 32 | u64::from(created.dwLowDateTime))
+    Process::Running(u64::from(created.dwHighDateTime) << 32 | u64::from(created.dwLowDateTime))
 }
 
 /// The processor this thread runs on now (within its processor group).

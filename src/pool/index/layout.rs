@@ -5,7 +5,7 @@ use crate::region::ShmAtomic;
 use std::time::Duration;
 
 use crate::pool::config::PoolConfig;
-use crate::process::ProcessId;
+use crate::process::Member;
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// `b"shmlpool"`: the first bytes of a pool index.
@@ -178,8 +178,9 @@ pub(crate) struct Entry {
     pub(crate) released_at: AtomicU64,
     /// Send order (QUEUED / RECEIVED), to rebuild the FIFO after a crash.
     pub(crate) seq: AtomicU64,
-    /// The Writer holding it (ALLOCATED).
-    pub(crate) owner_start: AtomicU64,
+    /// The Writer holding it (ALLOCATED): its liveness token (see `Segment::member`),
+    /// checked by the Reader before taking the buffer back, and its pid (for messages).
+    pub(crate) owner_token: AtomicU64,
     pub(crate) owner_pid: AtomicU32,
     /// [`FLAG_REDELIVERED`].
     pub(crate) flags: AtomicU32,
@@ -191,8 +192,11 @@ const _: () = assert!(std::mem::size_of::<Entry>() == ENTRY_SIZE);
 unsafe impl ShmAtomic for Entry {}
 
 impl Entry {
-    pub(crate) fn owner(&self) -> ProcessId {
-        ProcessId::from_raw(self.owner_pid.load(Relaxed), self.owner_start.load(Relaxed))
+    pub(crate) fn owner(&self) -> Member {
+        Member {
+            pid: self.owner_pid.load(Relaxed),
+            token: self.owner_token.load(Relaxed),
+        }
     }
 
     /// The status (see [`FREE`]), as read now.
@@ -200,9 +204,9 @@ impl Entry {
         self.status.load(Relaxed)
     }
 
-    pub(super) fn set_owner(&self, p: Option<ProcessId>) {
-        let (pid, start) = p.map_or((0, 0), |p| (p.pid(), p.start_time()));
-        self.owner_pid.store(pid, Relaxed);
-        self.owner_start.store(start, Relaxed);
+    pub(super) fn set_owner(&self, p: Option<Member>) {
+        let m = p.unwrap_or_default();
+        self.owner_pid.store(m.pid, Relaxed);
+        self.owner_token.store(m.token, Relaxed);
     }
 }

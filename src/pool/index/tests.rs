@@ -227,12 +227,12 @@ fn repair_for_adoption_redelivers_received_first() {
 // ------------------------------------------------------------------ transitions
 
 /// Two Writers.
-fn wa() -> ProcessId {
-    ProcessId::from_raw(100, 1)
+fn wa() -> Member {
+    Member { pid: 100, token: 1 }
 }
 
-fn wb() -> ProcessId {
-    ProcessId::from_raw(200, 2)
+fn wb() -> Member {
+    Member { pid: 200, token: 2 }
 }
 
 /// Every word of the header's lists and counts and of every entry.
@@ -258,7 +258,7 @@ fn snapshot(ix: &Index<'_>) -> Vec<u64> {
             .map(|a| u64::from(a.load(Relaxed))),
         );
         v.extend(
-            [&e.len, &e.capacity, &e.released_at, &e.seq, &e.owner_start].map(|a| a.load(Relaxed)),
+            [&e.len, &e.capacity, &e.released_at, &e.seq, &e.owner_token].map(|a| a.load(Relaxed)),
         );
     }
     v
@@ -359,7 +359,7 @@ fn give_back_puts_an_unsent_buffer_at_the_free_head() {
     refused(&ix, || ix.give_back(0, wa(), 1));
     ix.give_back(2, wa(), 1).unwrap();
     assert_eq!(status_of(&ix, 2), FREE);
-    assert_eq!(ix.dir[2].owner(), ProcessId::from_raw(0, 0));
+    assert_eq!(ix.dir[2].owner(), Member::default());
     assert_eq!(members(&ix, List::Free), [2, 0, 1]);
     ix.validate().unwrap();
     refused(&ix, || ix.give_back(2, wa(), 1));
@@ -556,9 +556,9 @@ fn header_state_and_grow_request() {
     hdr.retire();
     assert!(hdr.is_retired() && !hdr.is_parked());
     assert!(!hdr.park(), "a retired index is never parked");
-    hdr.open(wa(), (5, 6));
+    hdr.open(ProcessId::from_raw(100, 1), (5, 6));
     assert_eq!(hdr.state(), STATE_OPEN);
-    assert_eq!(hdr.reader_pid.load(Relaxed), wa().pid());
+    assert_eq!(hdr.reader_pid.load(Relaxed), 100);
     assert!(!hdr.take_grow_request());
     assert!(hdr.request_grow());
     assert!(!hdr.request_grow(), "one request pending at a time");
