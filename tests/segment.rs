@@ -636,3 +636,59 @@ fn slow_creator_holding_its_token_is_not_judged_stale() {
     drop(seg);
     name.assert_no_leftovers();
 }
+
+/// Truncation is a same-user power (like SIGKILL) and out of scope; another user must not
+/// have it. A process of another uid cannot open a server's or a segment's object for
+/// writing, so it cannot `ftruncate` it, and the server keeps serving.
+#[test]
+fn another_user_cannot_open_our_objects_to_truncate_them() {
+    if let Some((_, args)) = child_role() {
+        common::become_nobody();
+        let mut refused = 0;
+        for path in &args {
+            match std::fs::OpenOptions::new().write(true).open(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => refused += 1,
+                Err(e) => panic!("{path}: {e}"),
+                Ok(f) => {
+                    let _ = f.set_len(0);
+                }
+            }
+        }
+        tell_parent(&format!("refused {refused}"));
+        child_exit(0);
+    }
+    if !common::is_root() {
+        eprintln!(
+            "SKIPPED another_user_cannot_open_our_objects_to_truncate_them: needs root to \
+             switch a child to another uid"
+        );
+        return;
+    }
+    let _w = watchdog("truncate_other_user", Duration::from_secs(60));
+    let name = TestName::new("trunc");
+    let handle = Server::builder(&name)
+        .create()
+        .unwrap()
+        .spawn(|req: &[u8], resp: &mut [u8]| {
+            resp[..req.len()].copy_from_slice(req);
+            req.len()
+        })
+        .unwrap();
+    let seg = Segment::builder(&name).size(4096).create().unwrap();
+    let chan = shm_path(&format!("/shmlink.{}.chan", name.as_str()));
+    let raw = shm_path(seg.os_name());
+    let mut child = spawn(
+        "another_user_cannot_open_our_objects_to_truncate_them",
+        "truncater",
+        &[&chan, &raw],
+    );
+    child.expect("refused 2");
+    child.wait_ok();
+    let mut client = Client::connect(&name).unwrap();
+    assert_eq!(client.call(b"still whole").unwrap(), b"still whole");
+    assert_eq!(std::fs::metadata(&raw).unwrap().len() as usize, 512 + 4096);
+    drop(client);
+    drop(seg);
+    handle.shutdown();
+    name.assert_no_leftovers();
+}
