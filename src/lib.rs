@@ -99,7 +99,7 @@ pub use error::{Error, Result};
 pub use name::{ServiceName, MAX_NAME_LEN};
 pub use pool::{PoolConfig, PoolError, PoolStats, ReadBuf, Reader, SendError, WriteBuf, Writer};
 pub use process::ProcessId;
-pub use segment::{Segment, SegmentBuilder, DEFAULT_MODE};
+pub use segment::{Access, Segment, SegmentBuilder, DEFAULT_MODE};
 pub use stream::{
     checksum, recv_file, recv_stream, send_file, send_stream, Checksum, FileSummary, StreamError,
 };

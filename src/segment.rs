@@ -22,7 +22,7 @@ pub(crate) const HEADER_SIZE: usize = 512;
 // The hostile-peer tests write behind the header by hand (tests/common/mod.rs).
 const _: () = assert!(HEADER_SIZE == 512);
 /// How long openers wait for a segment's creator to publish it.
-const READY_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const READY_WAIT: Duration = Duration::from_secs(2);
 /// How long removing a name tries the object's cleanup lock (held for microseconds by a
 /// healthy remover) before giving up: stale cleanup then fails, `Drop` leaves the name.
 const CLEANUP_LOCK_WAIT: Duration = Duration::from_millis(150);
@@ -112,6 +112,50 @@ pub(crate) struct Header {
 unsafe impl ShmAtomic for Header {}
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
+
+/// Whose objects an opener accepts.
+///
+/// By default ([`Access::owner_only`]) a process opens only objects that its own user
+/// created and that no one else may write: another user's object under the name is
+/// [`Error::Squatted`]. A service that serves other users creates its objects with a wider
+/// mode (e.g. [`ServerBuilder::mode`](crate::ServerBuilder::mode)`(0o660)` with a shared
+/// group), and its clients accept them with [`Access::shared_by`] the server's uid.
+///
+/// # Examples
+/// ```no_run
+/// use shmlink::{Access, Client};
+/// // A client of a service run by uid 990 (e.g. a system daemon), created with mode 0o660.
+/// let mut client = Client::connect_with("metrics", Access::shared_by(990))?;
+/// # Ok::<(), shmlink::CallError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Access {
+    expect: sys::Expect,
+}
+
+impl Access {
+    /// Only objects of this process's own user, writable by no one else (the default).
+    pub const fn owner_only() -> Access {
+        Access {
+            expect: sys::Expect {
+                owner: None,
+                shared_write: false,
+            },
+        }
+    }
+
+    /// Objects created by user `uid`, which may be writable by group and others (a service
+    /// shared between users). Pass this process's own uid to open its own service that was
+    /// created with a wider mode.
+    pub const fn shared_by(uid: u32) -> Access {
+        Access {
+            expect: sys::Expect {
+                owner: Some(uid),
+                shared_write: true,
+            },
+        }
+    }
+}
 
 /// Options for creating a segment; see [`Segment::builder`].
 #[derive(Debug)]
@@ -503,6 +547,18 @@ impl Segment {
     ) -> Result<Segment> {
         let expect = sys::Expect::default();
         Self::open_kind_expect(name, tag, kind, kind_version, ready_wait, &expect)
+    }
+
+    /// As [`open_kind_timeout`](Self::open_kind_timeout), for objects `access` accepts.
+    pub(crate) fn open_kind_access(
+        name: &ServiceName,
+        tag: &str,
+        kind: SegmentKind,
+        kind_version: u32,
+        ready_wait: Duration,
+        access: Access,
+    ) -> Result<Segment> {
+        Self::open_kind_expect(name, tag, kind, kind_version, ready_wait, &access.expect)
     }
 
     /// Opens a segment whose object `expect` allows (another owner, write access for others:

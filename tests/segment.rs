@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{child_exit, child_role, spawn, tell_parent, watchdog, TestName, NOBODY};
-use shmlink::{server_or_client, CallError, Client, Error, Segment, Server};
+use shmlink::{server_or_client, Access, CallError, Client, Error, Segment, Server};
 
 fn shm_path(seg_os_name: &str) -> String {
     format!("/dev/shm{seg_os_name}")
@@ -689,6 +689,61 @@ fn another_user_cannot_open_our_objects_to_truncate_them() {
     assert_eq!(std::fs::metadata(&raw).unwrap().len() as usize, 512 + 4096);
     drop(client);
     drop(seg);
+    handle.shutdown();
+    name.assert_no_leftovers();
+}
+
+/// The multi-user recipe: a server created with a wider mode serves another user's client
+/// that accepts it with `Access::shared_by(server uid)`; without that, the client refuses it.
+#[test]
+fn a_client_of_another_user_is_served_when_it_accepts_the_servers_uid() {
+    if let Some((_, args)) = child_role() {
+        common::become_nobody();
+        let owner: u32 = args[1].parse().unwrap();
+        let plain = matches!(
+            Client::connect(&args[0]),
+            Err(CallError::Setup(Error::Squatted { .. }))
+        );
+        let mut c = Client::connect_with(&args[0], Access::shared_by(owner)).unwrap();
+        let answer = c.call(b"from nobody").unwrap();
+        tell_parent(&format!("{plain} {}", String::from_utf8(answer).unwrap()));
+        drop(c);
+        child_exit(0);
+    }
+    if !common::is_root() {
+        eprintln!(
+            "SKIPPED a_client_of_another_user_is_served_when_it_accepts_the_servers_uid: \
+             needs root to switch a child to another uid"
+        );
+        return;
+    }
+    let _w = watchdog("multi_user", Duration::from_secs(60));
+    let name = TestName::new("multi-user");
+    let handle = Server::builder(&name)
+        .mode(0o666)
+        .create()
+        .unwrap()
+        .spawn(|req: &[u8], resp: &mut [u8]| {
+            resp[..req.len()].copy_from_slice(req);
+            req.len()
+        })
+        .unwrap();
+    let me = common::euid();
+    // This user's own client refuses an object others may write unless it says so.
+    assert!(matches!(
+        Client::connect(&name),
+        Err(CallError::Setup(Error::Squatted { .. }))
+    ));
+    let mut own = Client::connect_with(&name, Access::shared_by(me)).unwrap();
+    assert_eq!(own.call(b"own").unwrap(), b"own");
+    let mut child = spawn(
+        "a_client_of_another_user_is_served_when_it_accepts_the_servers_uid",
+        "guest",
+        &[&name, &me.to_string()],
+    );
+    child.expect("true from nobody");
+    child.wait_ok();
+    drop(own);
     handle.shutdown();
     name.assert_no_leftovers();
 }

@@ -1,5 +1,6 @@
 //! The calling end: connect (claim a slot), call, reconnect after a server restart.
 
+use crate::segment::Access;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,7 @@ const RETRY: Duration = Duration::from_millis(5);
 pub struct Client {
     name: String,
     strategy: WaitStrategy,
+    access: Access,
     conn: Option<Conn>,
 }
 
@@ -105,11 +107,30 @@ impl Client {
         }
     }
 
+    /// Connects to the server `name` whose channel `access` accepts: another user's service
+    /// ([`Access::shared_by`] its uid), or one created with a group/other-writable mode.
+    /// Reconnects after a server restart accept the same.
+    ///
+    /// # Errors
+    /// As [`connect`](Client::connect).
+    pub fn connect_with(name: &str, access: Access) -> Result<Client, CallError> {
+        Client::connect_until_with(name, None, access)
+    }
+
     fn connect_until(name: &str, deadline: Option<Instant>) -> Result<Client, CallError> {
-        let conn = Conn::open(name, WaitStrategy::default(), deadline)?;
+        Client::connect_until_with(name, deadline, Access::owner_only())
+    }
+
+    fn connect_until_with(
+        name: &str,
+        deadline: Option<Instant>,
+        access: Access,
+    ) -> Result<Client, CallError> {
+        let conn = Conn::open(name, WaitStrategy::default(), deadline, access)?;
         Ok(Client {
             name: name.to_owned(),
             strategy: WaitStrategy::default(),
+            access,
             conn: Some(conn),
         })
     }
@@ -289,7 +310,12 @@ impl Client {
     #[cold]
     fn reconnect(&mut self, deadline: Option<Instant>) -> Result<(), CallError> {
         self.conn = None;
-        self.conn = Some(Conn::open(&self.name, self.strategy, deadline)?);
+        self.conn = Some(Conn::open(
+            &self.name,
+            self.strategy,
+            deadline,
+            self.access,
+        )?);
         Ok(())
     }
 
@@ -332,7 +358,7 @@ impl Client {
                     // The dead server never took the request: hand it to a new server if one
                     // is up (this is not a retry: the request was never served).
                     let old = self.conn.take().expect("connected");
-                    let mut new = Conn::open(&self.name, self.strategy, deadline)
+                    let mut new = Conn::open(&self.name, self.strategy, deadline, self.access)
                         .map_err(|_| CallError::ServerGone)?;
                     let max = new.map.layout.max_message;
                     if len > max {

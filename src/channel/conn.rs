@@ -14,7 +14,7 @@ use super::slot::{
 use crate::error::Error;
 use crate::name::ServiceName;
 use crate::process::Member;
-use crate::segment::{Segment, SegmentKind};
+use crate::segment::{Access, Segment, SegmentKind, READY_WAIT};
 use crate::sync::atomic::{prefetch_write, Ordering};
 use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
 
@@ -75,19 +75,21 @@ impl Conn {
         name: &str,
         strategy: WaitStrategy,
         deadline: Option<Instant>,
+        access: Access,
     ) -> Result<Conn, CallError> {
         let sname = ServiceName::new(name)?;
-        let (kind, tag) = (SegmentKind::Channel, "chan");
-        let seg = Arc::new(match deadline {
-            None => Segment::open_kind(&sname, tag, kind, KIND_VERSION)?,
-            Some(d) => Segment::open_kind_timeout(
-                &sname,
-                tag,
-                kind,
-                KIND_VERSION,
-                d.saturating_duration_since(Instant::now()),
-            )?,
-        });
+        let ready_wait = match deadline {
+            None => READY_WAIT,
+            Some(d) => d.saturating_duration_since(Instant::now()),
+        };
+        let seg = Arc::new(Segment::open_kind_access(
+            &sname,
+            "chan",
+            SegmentKind::Channel,
+            KIND_VERSION,
+            ready_wait,
+            access,
+        )?);
         if !seg.owner_alive() {
             // A crashed server's segment: nobody will answer.
             return Err(CallError::NoServer {

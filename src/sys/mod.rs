@@ -127,7 +127,7 @@ pub(crate) enum Process {
 
 /// What an opener accepts besides an object that is a regular file owned by this process's
 /// effective uid and writable by nobody else.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Expect {
     /// The uid that must own the object (`None`: this process's effective uid).
     #[cfg_attr(windows, allow(dead_code))]
