@@ -8,7 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::{child_exit, child_role, spawn, tell_parent, watchdog, TestName, NOBODY};
-use shmlink::{server_or_client, Access, CallError, Client, Error, Segment, Server};
+use shmlink::{
+    server_or_client, Access, CallError, Client, Error, EventPair, Mutex, Segment, Server,
+};
 
 fn shm_path(seg_os_name: &str) -> String {
     format!("/dev/shm{seg_os_name}")
@@ -706,6 +708,12 @@ fn a_client_of_another_user_is_served_when_it_accepts_the_servers_uid() {
         );
         let mut c = Client::connect_with(&args[0], Access::shared_by(owner)).unwrap();
         let answer = c.call(b"from nobody").unwrap();
+        // The building blocks follow the same recipe.
+        assert!(Mutex::open(&args[0]).is_err());
+        let lock = Mutex::open_with(&args[0], Access::shared_by(owner)).unwrap();
+        drop(lock.lock().unwrap());
+        let pair = EventPair::open_with(&args[0], Access::shared_by(owner)).unwrap();
+        pair.exec().set();
         tell_parent(&format!("{plain} {}", String::from_utf8(answer).unwrap()));
         drop(c);
         child_exit(0);
@@ -728,6 +736,8 @@ fn a_client_of_another_user_is_served_when_it_accepts_the_servers_uid() {
             req.len()
         })
         .unwrap();
+    let lock = Mutex::create_with_mode(&name, 0o666).unwrap();
+    let pair = EventPair::create_with_mode(&name, 0o666).unwrap();
     let me = common::euid();
     // This user's own client refuses an object others may write unless it says so.
     assert!(matches!(
@@ -743,6 +753,15 @@ fn a_client_of_another_user_is_served_when_it_accepts_the_servers_uid() {
     );
     child.expect("true from nobody");
     child.wait_ok();
+    assert!(
+        pair.exec().wait_timeout(Duration::from_secs(5)),
+        "the guest set the event"
+    );
+    assert!(matches!(
+        lock.try_lock(),
+        Ok(Some(shmlink::Locked::Acquired(_)))
+    ));
+    drop((lock, pair));
     drop(own);
     handle.shutdown();
     name.assert_no_leftovers();

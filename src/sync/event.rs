@@ -9,7 +9,7 @@ use super::atomic::{fence, AtomicU32, Ordering};
 use crate::error::{Error, Result};
 use crate::name::ServiceName;
 use crate::region::{Region, ShmAtomic};
-use crate::segment::{Segment, SegmentKind};
+use crate::segment::{Access, Segment, SegmentKind, DEFAULT_MODE, READY_WAIT};
 use crate::sys;
 
 const KIND_VERSION: u32 = 1;
@@ -160,8 +160,19 @@ impl Event {
     /// # Errors
     /// As [`SegmentBuilder::create`](crate::SegmentBuilder::create).
     pub fn create(name: &str) -> Result<Event> {
+        Event::create_with_mode(name, DEFAULT_MODE)
+    }
+
+    /// As [`create`](Self::create), with permission bits `mode` on POSIX (e.g. `0o660` for a
+    /// group of users; others open it with [`open_with`](Self::open_with)). Ignored on
+    /// Windows.
+    ///
+    /// # Errors
+    /// As [`SegmentBuilder::create`](crate::SegmentBuilder::create).
+    pub fn create_with_mode(name: &str, mode: u32) -> Result<Event> {
         let seg = Arc::new(
             Segment::builder(name)
+                .mode(mode)
                 .tag("event")
                 .kind(SegmentKind::Event, KIND_VERSION)
                 .size(EVENT_STORAGE)
@@ -178,11 +189,22 @@ impl Event {
     /// # Errors
     /// As [`Segment::open`].
     pub fn open(name: &str) -> Result<Event> {
-        let seg = Arc::new(Segment::open_kind(
+        Event::open_with(name, Access::owner_only())
+    }
+
+    /// As [`open`](Self::open), accepting what `access` allows (another user's object, or
+    /// one others may write: see [`Access`]).
+    ///
+    /// # Errors
+    /// As [`Segment::open`].
+    pub fn open_with(name: &str, access: Access) -> Result<Event> {
+        let seg = Arc::new(Segment::open_kind_access(
             &ServiceName::new(name)?,
             "event",
             SegmentKind::Event,
             KIND_VERSION,
+            READY_WAIT,
+            access,
         )?);
         if seg.len() < EVENT_STORAGE {
             return Err(Error::Corrupt {
@@ -594,8 +616,19 @@ impl EventPair {
     /// # Errors
     /// As [`SegmentBuilder::create`](crate::SegmentBuilder::create).
     pub fn create(name: &str) -> Result<EventPair> {
+        EventPair::create_with_mode(name, DEFAULT_MODE)
+    }
+
+    /// As [`create`](Self::create), with permission bits `mode` on POSIX (e.g. `0o660` for a
+    /// group of users; others open it with [`open_with`](Self::open_with)). Ignored on
+    /// Windows.
+    ///
+    /// # Errors
+    /// As [`SegmentBuilder::create`](crate::SegmentBuilder::create).
+    pub fn create_with_mode(name: &str, mode: u32) -> Result<EventPair> {
         let seg = Arc::new(
             Segment::builder(name)
+                .mode(mode)
                 .tag("pair")
                 .kind(SegmentKind::Event, KIND_VERSION)
                 .size(2 * EVENT_STORAGE)
@@ -617,11 +650,22 @@ impl EventPair {
     /// # Errors
     /// As [`Segment::open`].
     pub fn open(name: &str) -> Result<EventPair> {
-        let seg = Arc::new(Segment::open_kind(
+        EventPair::open_with(name, Access::owner_only())
+    }
+
+    /// As [`open`](Self::open), accepting what `access` allows (another user's object, or
+    /// one others may write: see [`Access`]).
+    ///
+    /// # Errors
+    /// As [`Segment::open`].
+    pub fn open_with(name: &str, access: Access) -> Result<EventPair> {
+        let seg = Arc::new(Segment::open_kind_access(
             &ServiceName::new(name)?,
             "pair",
             SegmentKind::Event,
             KIND_VERSION,
+            READY_WAIT,
+            access,
         )?);
         if seg.len() < 2 * EVENT_STORAGE {
             return Err(Error::Corrupt {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::name::ServiceName;
-use crate::segment::{Segment, SegmentKind};
+use crate::segment::{Access, Segment, SegmentKind, DEFAULT_MODE, READY_WAIT};
 use crate::sys::{self, LockFail, LockStatus, MUTEX_STORAGE};
 
 const KIND_VERSION: u32 = 1;
@@ -61,8 +61,19 @@ impl Mutex {
     /// # Errors
     /// As [`SegmentBuilder::create`](crate::SegmentBuilder::create).
     pub fn create(name: &str) -> Result<Mutex> {
+        Mutex::create_with_mode(name, DEFAULT_MODE)
+    }
+
+    /// As [`create`](Self::create), with permission bits `mode` on POSIX (e.g. `0o660` for a
+    /// group of users; others open it with [`open_with`](Self::open_with)). Ignored on
+    /// Windows.
+    ///
+    /// # Errors
+    /// As [`SegmentBuilder::create`](crate::SegmentBuilder::create).
+    pub fn create_with_mode(name: &str, mode: u32) -> Result<Mutex> {
         let seg = Arc::new(
             Segment::builder(name)
+                .mode(mode)
                 .tag("mutex")
                 .kind(SegmentKind::Mutex, KIND_VERSION)
                 .size(MUTEX_STORAGE)
@@ -79,11 +90,22 @@ impl Mutex {
     /// # Errors
     /// As [`Segment::open`].
     pub fn open(name: &str) -> Result<Mutex> {
-        let seg = Arc::new(Segment::open_kind(
+        Mutex::open_with(name, Access::owner_only())
+    }
+
+    /// As [`open`](Self::open), accepting what `access` allows (another user's object, or
+    /// one others may write: see [`Access`]).
+    ///
+    /// # Errors
+    /// As [`Segment::open`].
+    pub fn open_with(name: &str, access: Access) -> Result<Mutex> {
+        let seg = Arc::new(Segment::open_kind_access(
             &ServiceName::new(name)?,
             "mutex",
             SegmentKind::Mutex,
             KIND_VERSION,
+            READY_WAIT,
+            access,
         )?);
         if seg.len() < MUTEX_STORAGE {
             return Err(Error::Corrupt {
