@@ -269,7 +269,14 @@ fn remove_if_stale(name: &ServiceName, os_name: &str, expect: &sys::Expect) -> R
             name: name.to_string(),
             pid,
         }),
-        Found::Stale(shm) => unlink(name, os_name, &shm).map(drop),
+        // Windows cannot remove a name (`unlink_stale` is always false there): a stale
+        // object that still exists is held open by a peer, so retrying cannot help.
+        Found::Stale(shm) => match unlink(name, os_name, &shm)? {
+            false if cfg!(windows) => Err(Error::StillMapped {
+                name: name.to_string(),
+            }),
+            _ => Ok(()),
+        },
     }
 }
 

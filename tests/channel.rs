@@ -1,6 +1,6 @@
 //! The request channel across real processes: many clients, SIGKILLed clients and servers,
 //! timeouts, elections, hostile clients, more clients than slots, graceful shutdown.
-#![cfg(target_os = "linux")]
+//! Runs on Linux and Windows (under Wine in CI).
 
 mod common;
 
@@ -461,48 +461,23 @@ mod raw {
 /// The mapped channel segment of `name`, read and written with raw volatile accesses (as a
 /// hostile process would).
 struct RawChannel {
-    ptr: *mut u8,
+    obj: common::RawObject,
     len: usize,
 }
 
 impl RawChannel {
     fn open(name: &str) -> RawChannel {
-        use std::os::fd::AsRawFd;
-        let path = format!("/dev/shm/shmlink.{name}.chan");
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .unwrap();
-        let len = f.metadata().unwrap().len() as usize;
-        // SAFETY: mapping a file we opened read-write, shared; checked for MAP_FAILED.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED);
-        RawChannel {
-            ptr: ptr.cast(),
-            len,
-        }
+        let obj = common::RawObject::open(&common::os_name(name, "chan"));
+        let len = obj.len();
+        RawChannel { obj, len }
     }
 
     fn read(&self, at: usize) -> u32 {
-        assert!(at + 4 <= self.len);
-        // SAFETY: in bounds (checked), 4-aligned offsets only.
-        unsafe { std::ptr::read_volatile(self.ptr.add(at).cast::<u32>()) }
+        self.obj.read_u32(at)
     }
 
     fn write(&self, at: usize, v: u32) {
-        assert!(at + 4 <= self.len);
-        // SAFETY: as for `read`.
-        unsafe { std::ptr::write_volatile(self.ptr.add(at).cast::<u32>(), v) }
+        self.obj.write_u32(at, v)
     }
 
     /// Offset of the slot header whose owner is this process (IDLE).

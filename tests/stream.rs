@@ -1,11 +1,10 @@
 //! Files streamed through a pool between real processes, checksummed, and a peer that
-//! scribbles on a chunk after the receiver checked it.
-#![cfg(target_os = "linux")]
+//! scribbles on a chunk after the receiver checked it. Runs on Linux and Windows (under
+//! Wine in CI).
 
 mod common;
 
 use std::io::{Read, Write};
-use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use common::{child_exit, child_role, hear_parent, spawn, tell_parent, watchdog, TestName};
@@ -126,14 +125,21 @@ struct Scribbler {
 
 impl Write for Scribbler {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let prefix = format!("shmlink.{}.pool.b", self.name);
-        for f in common::list_shm().iter().filter(|f| f.starts_with(&prefix)) {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(format!("/dev/shm/{f}"))?;
-            // Past the segment header and the 32-byte chunk header: the chunk's bytes.
-            file.write_all_at(&[0xEE; 4096], common::HEADER_SIZE as u64 + 32)?;
+        // Buffer objects are "pool.b<i>.g<generation>" (src/pool/conn.rs); Windows cannot
+        // list them, so try the first generations of the pool's 4 buffers.
+        let mut found = 0;
+        for i in 0..4 {
+            for g in 0..4 {
+                let tag = format!("pool.b{i}.g{g}");
+                if let Ok(obj) = common::RawObject::try_open(&common::os_name(&self.name, &tag)) {
+                    // Past the segment header and the 32-byte chunk header: the chunk's bytes.
+                    let at = common::HEADER_SIZE + 32;
+                    obj.write(at, &vec![0xEE; 4096.min(obj.len() - at)]);
+                    found += 1;
+                }
+            }
         }
+        assert!(found > 0, "no buffer object found to scribble on");
         self.out.extend_from_slice(bytes);
         Ok(bytes.len())
     }
