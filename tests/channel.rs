@@ -926,3 +926,50 @@ fn application_errors_and_oversized_lengths_fail_only_that_call() {
     handle.shutdown();
     assert!(name.leftovers().is_empty(), "left: {:?}", name.leftovers());
 }
+
+/// A server killed while an idle client stays connected, then restarted.
+///
+/// Linux: the new server replaces the stale segment and the idle client's next call reaches
+/// it. Windows (a platform difference, see README): the idle client's mapping keeps the dead
+/// server's section and its name alive, so the new server is refused with
+/// `Error::StillMapped` until that client lets go, which its next call does (ServerGone);
+/// after that the restart works and calls reach the new server.
+#[test]
+fn a_server_killed_while_a_client_idles_can_be_restarted() {
+    const TEST: &str = "a_server_killed_while_a_client_idles_can_be_restarted";
+    if let Some((_, args)) = child_role() {
+        match Server::builder(&args[0]).slots(2).max_message(64).create() {
+            Ok(server) => {
+                let handle = server.spawn(reverse).unwrap();
+                tell_parent("serving");
+                hear_parent();
+                handle.shutdown();
+            }
+            Err(CallError::Setup(shmlink::Error::StillMapped { .. })) => {
+                tell_parent("still mapped")
+            }
+            Err(e) => tell_parent(&format!("error {e}")),
+        }
+        child_exit(0);
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    let name = TestName::new("chan-idle-restart");
+    let mut first = spawn(TEST, "server", &[&name]);
+    first.expect("serving");
+    let mut client = Client::connect_timeout(&name, Duration::from_secs(10)).unwrap();
+    assert_eq!(client.call(b"one").unwrap(), b"eno");
+    first.kill();
+    let mut second = spawn(TEST, "server", &[&name]);
+    if cfg!(windows) {
+        second.expect("still mapped");
+        second.wait_ok();
+        assert!(matches!(client.call(b"two"), Err(CallError::ServerGone)));
+        second = spawn(TEST, "server", &[&name]);
+    }
+    second.expect("serving");
+    assert_eq!(client.call(b"three").unwrap(), b"eerht");
+    drop(client);
+    second.send("quit");
+    second.wait_ok();
+    name.assert_no_leftovers();
+}

@@ -812,3 +812,82 @@ fn wait_strategies_apply_to_readers_and_to_writers_holding_buffers() {
     drop(reader);
     name.assert_no_leftovers();
 }
+
+/// A Reader killed while a Writer stays connected (and keeps the index mapped) is replaced
+/// by a new Reader, which adopts the pool: the message the dead Reader held comes again,
+/// marked redelivered, and the Writer carries on into the new Reader, on every platform.
+#[test]
+fn a_reader_killed_while_a_writer_stays_connected_is_replaced_and_the_writer_follows() {
+    const TEST: &str =
+        "a_reader_killed_while_a_writer_stays_connected_is_replaced_and_the_writer_follows";
+    if let Some((_, args)) = child_role() {
+        let reader = Reader::create(&args[0], small_config()).unwrap();
+        tell_parent("ready");
+        let m = reader.recv_timeout(common::STEP).unwrap();
+        tell_parent(&format!("got {:?}", parse(&m)));
+        hear_parent(); // killed holding `m`
+        child_exit(1);
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    let name = TestName::new("pool-follow");
+    let mut first = spawn(TEST, "reader", &[&name]);
+    first.expect("ready");
+    let w = Writer::connect(&name).unwrap();
+    let mut b = w.acquire().unwrap();
+    message(&mut b, 7, 0);
+    w.send(b).unwrap();
+    first.expect("got (7, 0)");
+    first.kill();
+    let reader = Reader::create(&name, small_config()).expect("a new Reader");
+    assert!(reader.adopted(), "refused: {:?}", reader.adoption_refused());
+    let m = reader.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(m.redelivered());
+    assert_eq!(parse(&m), (7, 0));
+    drop(m);
+    let give_up = Instant::now() + Duration::from_secs(20);
+    for seq in 1..10 {
+        let mut b = acquire_retrying(&w, give_up);
+        message(&mut b, 7, seq);
+        w.send(b).unwrap();
+        let m = reader.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(parse(&m), (7, seq));
+    }
+    drop(w);
+    drop(reader);
+    name.assert_no_leftovers();
+}
+
+/// A message in a buffer that its Writer grew itself (a new buffer object, made by the
+/// Writer) is delivered after that Writer exits, however soon it exits after `send`.
+#[test]
+fn a_message_in_a_buffer_the_writer_grew_is_delivered_after_the_writer_exits() {
+    const TEST: &str = "a_message_in_a_buffer_the_writer_grew_is_delivered_after_the_writer_exits";
+    if let Some((_, args)) = child_role() {
+        let w = Writer::connect(&args[0]).unwrap();
+        let mut b = w.acquire().unwrap();
+        let cap = b.capacity();
+        b.set_len(3000).unwrap();
+        assert!(b.capacity() > cap, "the buffer did not grow");
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (i % 251) as u8;
+        }
+        w.send(b).unwrap();
+        tell_parent("sent");
+        child_exit(0); // at once, without dropping the Writer
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    let name = TestName::new("pool-grown");
+    let reader = Reader::create(&name, small_config()).unwrap();
+    let mut writer = spawn(TEST, "writer", &[&name]);
+    writer.expect("sent");
+    writer.wait_ok();
+    let m = reader
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the grown buffer's message");
+    assert_eq!(m.len(), 3000);
+    assert!(m.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    drop(m);
+    reader.validate().unwrap();
+    drop(reader);
+    name.assert_no_leftovers();
+}

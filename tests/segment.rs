@@ -684,3 +684,58 @@ fn slow_creator_holding_its_token_is_not_judged_stale() {
     drop(seg);
     name.assert_no_leftovers();
 }
+
+/// The longest service name (200 characters) works for every object kind: OS names stay
+/// within the OS limits (Windows: kernel object names under `Local\`, MAX_PATH in all,
+/// suffixed for the named mutexes and events; Linux: NAME_MAX in /dev/shm), unhashed, and
+/// one character more is refused with a clear error.
+#[test]
+fn the_longest_name_works_for_every_object_kind() {
+    let _w = watchdog("longest name", Duration::from_secs(60));
+    let base = TestName::new("long");
+    let name = format!("{}{}", base.as_str(), "x".repeat(200 - base.len()));
+    assert_eq!(name.len(), 200);
+    let seg = Segment::builder(&name).size(64).create().unwrap();
+    // Unhashed, in the session-local namespace on Windows.
+    assert_eq!(seg.os_name(), os_name(&name, "seg"));
+    #[cfg(windows)]
+    assert!(seg.os_name().starts_with("Local\\"));
+    assert_eq!(
+        RawObject::open(seg.os_name()).read(0, 8),
+        RawObject::open(&os_name(&name, "seg")).read(0, 8)
+    );
+    let m = shmlink::Mutex::create(&name).unwrap();
+    assert!(!m.lock().unwrap().owner_died());
+    let pair = shmlink::EventPair::create(&name).unwrap();
+    drop(pair);
+    let server = shmlink::Server::builder(&name)
+        .slots(1)
+        .max_message(16)
+        .create()
+        .unwrap()
+        .spawn(|req: &[u8], resp: &mut [u8]| {
+            resp[..req.len()].copy_from_slice(req);
+            req.len()
+        })
+        .unwrap();
+    let mut c = shmlink::Client::connect(&name).unwrap();
+    assert_eq!(c.call(b"long").unwrap(), b"long");
+    drop(c);
+    server.shutdown();
+    let reader = shmlink::Reader::create(&name, shmlink::PoolConfig::default()).unwrap();
+    let w = shmlink::Writer::connect(&name).unwrap();
+    let mut b = w.acquire().unwrap();
+    b.extend_from_slice(b"long").unwrap();
+    w.send(b).unwrap();
+    assert_eq!(
+        &*reader.recv_timeout(Duration::from_secs(10)).unwrap(),
+        b"long"
+    );
+    drop((w, reader, m, seg));
+    let longer = format!("{name}x");
+    assert!(matches!(
+        Segment::builder(&longer).size(64).create(),
+        Err(Error::InvalidName { .. })
+    ));
+    base.assert_no_leftovers();
+}
