@@ -345,6 +345,10 @@ impl Writer {
     /// Reader that will adopt it. If a new Reader started a fresh pool, the bytes are copied
     /// into one of its buffers (copy-on-send).
     ///
+    /// On Windows, where a buffer object lives only while some process has it open, sending
+    /// a buffer that this Writer grew (see [`WriteBuf::set_len`]) also waits until the
+    /// Reader has mapped it, so that the message survives this process exiting right after.
+    ///
     /// # Errors
     /// Gives the buffer back with [`PoolError::NoReader`] (the pool was closed, or removed,
     /// and no Reader replaced it), [`PoolError::NotOwner`], [`PoolError::TooLarge`] (a copy
@@ -375,7 +379,14 @@ impl Writer {
                 Err(error) => return Err(SendError::new(buf, error)),
             }
         }
-        self.queue(buf)
+        #[cfg(windows)]
+        let grown_here = (buf.seg.owner().pid() == self.me.pid()).then(|| Arc::clone(&buf.seg));
+        self.queue(buf)?;
+        #[cfg(windows)]
+        if let Some(seg) = grown_here {
+            wait_until_the_reader_maps(&conn, &seg, deadline);
+        }
+        Ok(())
     }
 
     #[inline]
@@ -450,5 +461,29 @@ impl Writer {
             },
             Err(error) => Err(SendError::new(buf, error)),
         }
+    }
+}
+
+/// Windows: a section lives only while some process has it open, so a buffer this Writer
+/// grew (a section this process created) would die with this process, and the message in
+/// it with it, if the process exited before the Reader mapped it. Waits until the Reader
+/// has mapped it (mapping a buffer, the Reader takes the segment over: its header's owner
+/// stops being this process), the Reader is gone or has retired the pool, or `deadline`.
+/// A Reader in this process needs no wait (and must not get one: it may be this thread).
+#[cfg(windows)]
+#[cold]
+fn wait_until_the_reader_maps(conn: &Conn, seg: &Segment, deadline: Option<Instant>) {
+    let me = std::process::id();
+    if conn.hdr().reader_pid.load(Ordering::Relaxed) == me {
+        return;
+    }
+    let mut pause = Duration::from_micros(50);
+    while seg.owner().pid() == me
+        && conn.reader_alive()
+        && !conn.retired()
+        && deadline.is_none_or(|d| Instant::now() < d)
+    {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
     }
 }
