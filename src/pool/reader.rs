@@ -102,6 +102,16 @@ impl Reader {
             Duration::from_millis(200),
         ) {
             Ok(seg) => {
+                // Windows: a closed pool's index lives on while a Writer still maps it, and
+                // its name cannot be reused until the last one lets go.
+                #[cfg(windows)]
+                if seg
+                    .data()
+                    .get::<IndexHeader>(0)
+                    .is_some_and(|h| h.is_retired())
+                {
+                    return Err(Error::StillMapped { name: name.into() }.into());
+                }
                 let owner = seg.owner();
                 if owner.is_alive() {
                     return Err(Error::AlreadyRunning {
