@@ -213,6 +213,13 @@ impl SegmentBuilder {
                 Err(e) => return Err(Error::os("shm_open(O_CREAT|O_EXCL)", name.as_str(), e)),
             }
         }
+        // Windows cannot remove a name (`unlink_stale` is always false there): an object
+        // judged stale every round is a dead owner's, held open by a peer.
+        if cfg!(windows) {
+            return Err(Error::StillMapped {
+                name: name.to_string(),
+            });
+        }
         Err(Error::Corrupt {
             name: name.to_string(),
             reason: "the object keeps being re-created by another process".into(),
@@ -269,14 +276,7 @@ fn remove_if_stale(name: &ServiceName, os_name: &str, expect: &sys::Expect) -> R
             name: name.to_string(),
             pid,
         }),
-        // Windows cannot remove a name (`unlink_stale` is always false there): a stale
-        // object that still exists is held open by a peer, so retrying cannot help.
-        Found::Stale(shm) => match unlink(name, os_name, &shm)? {
-            false if cfg!(windows) => Err(Error::StillMapped {
-                name: name.to_string(),
-            }),
-            _ => Ok(()),
-        },
+        Found::Stale(shm) => unlink(name, os_name, &shm).map(drop),
     }
 }
 

@@ -707,7 +707,15 @@ fn two_readers_racing_to_adopt_a_dead_readers_pool_end_with_one_reader() {
     }
     let mut outcomes: Vec<String> = racers.iter_mut().map(|r| r.expect_line()).collect();
     outcomes.sort();
-    assert_eq!(outcomes, ["adopted 5", "busy"]);
+    // Windows: the dead Reader's index and buffers were open only in its own process (its
+    // Writer too), so they went with it, the 5 queued messages included: one racer starts a
+    // fresh pool. A platform difference (README); a connected Writer keeps them adoptable.
+    let want = if cfg!(windows) {
+        ["busy", "fresh"]
+    } else {
+        ["adopted 5", "busy"]
+    };
+    assert_eq!(outcomes, want);
     for r in &mut racers {
         r.send("exit");
         r.wait_ok();
@@ -924,11 +932,13 @@ fn a_message_in_a_buffer_the_writer_grew_is_delivered_after_the_writer_exits() {
     let name = TestName::new("pool-grown");
     let reader = Reader::create(&name, small_config()).unwrap();
     let mut writer = spawn(TEST, "writer", &[&name]);
-    writer.expect("sent");
-    writer.wait_ok();
+    // On Windows `send` returns once this Reader has mapped the Writer's new buffer object,
+    // so the Reader receives before the Writer says "sent" (and exits).
     let m = reader
         .recv_timeout(Duration::from_secs(10))
         .expect("the grown buffer's message");
+    writer.expect("sent");
+    writer.wait_ok();
     assert_eq!(m.len(), 3000);
     assert!(m.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
     drop(m);

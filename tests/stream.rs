@@ -189,3 +189,25 @@ fn a_peer_changing_a_chunk_after_it_was_checksummed_cannot_change_what_is_writte
     drop(reader);
     name.assert_no_leftovers();
 }
+
+/// The `send_stream` doc example as a test, repeated: Reader and Writer in one process, the
+/// sender on another thread, 300 000 bytes through the default pool.
+#[test]
+fn a_stream_between_two_threads_of_one_process_arrives_in_order() {
+    let _w = watchdog("stream in one process", Duration::from_secs(120));
+    for round in 0..5 {
+        let name = TestName::new("stream-threads");
+        let reader = Reader::create(&name, PoolConfig::default()).unwrap();
+        let writer = Writer::connect(&name).unwrap();
+        let idle = Duration::from_secs(5);
+        let data = vec![7u8; 300_000];
+        let sender = std::thread::spawn(move || send_stream(&writer, &data[..], 300_000, idle));
+        let mut out = Vec::new();
+        let got = recv_stream(&reader, &mut out, idle)
+            .unwrap_or_else(|e| panic!("round {round}: {e} ({:?})", reader.stats()));
+        assert_eq!(got, sender.join().unwrap().unwrap());
+        assert_eq!(out, vec![7u8; 300_000]);
+        drop(reader);
+        name.assert_no_leftovers();
+    }
+}

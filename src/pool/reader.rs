@@ -92,6 +92,8 @@ impl Reader {
     /// the name; [`PoolError::Setup`] for another setup error (bad name, no memory).
     pub fn create(name: &str, config: PoolConfig) -> Result<Reader, PoolError> {
         config.validate()?;
+        #[cfg(windows)]
+        super::writer::parked::prune();
         let sname = ServiceName::new(name)?;
         let mut refused = None;
         match Segment::open_kind_timeout(

@@ -380,11 +380,12 @@ impl Writer {
             }
         }
         #[cfg(windows)]
-        let grown_here = (buf.seg.owner().pid() == self.me.pid()).then(|| Arc::clone(&buf.seg));
+        let grown_here = (buf.seg.owner().pid() == self.me.pid())
+            .then(|| (Arc::clone(&buf.seg), buf.slot.index, buf.slot.generation));
         self.queue(buf)?;
         #[cfg(windows)]
-        if let Some(seg) = grown_here {
-            wait_until_the_reader_maps(&conn, &seg, deadline);
+        if let Some((seg, i, generation)) = grown_here {
+            parked::keep_until_mapped(&conn, seg, i, generation, deadline);
         }
         Ok(())
     }
@@ -464,26 +465,62 @@ impl Writer {
     }
 }
 
-/// Windows: a section lives only while some process has it open, so a buffer this Writer
-/// grew (a section this process created) would die with this process, and the message in
-/// it with it, if the process exited before the Reader mapped it. Waits until the Reader
-/// has mapped it (mapping a buffer, the Reader takes the segment over: its header's owner
-/// stops being this process), the Reader is gone or has retired the pool, or `deadline`.
-/// A Reader in this process needs no wait (and must not get one: it may be this thread).
+/// Windows: a section lives only while some process has it open, so a buffer a Writer grew
+/// (a section its process created) would die with the Writer's last handle, and the message
+/// in it with it, if that went before the Reader mapped it. `send` keeps it open until then.
 #[cfg(windows)]
-#[cold]
-fn wait_until_the_reader_maps(conn: &Conn, seg: &Segment, deadline: Option<Instant>) {
-    let me = std::process::id();
-    if conn.hdr().reader_pid.load(Ordering::Relaxed) == me {
-        return;
+pub(super) mod parked {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::super::conn::Conn;
+    use super::super::index::{QUEUED, RECEIVED};
+    use crate::segment::Segment;
+    use crate::sync::atomic::Ordering;
+
+    /// Buffers sent to a Reader in this same process, kept open until the Reader is done
+    /// with their message (this process may drop the Writer first).
+    static PARKED: parking_lot::Mutex<Vec<(Arc<Conn>, Arc<Segment>, u32, u32)>> =
+        parking_lot::Mutex::new(Vec::new());
+
+    /// Keeps `seg` (buffer `i` of `generation` in `conn`'s pool, just queued) open until the
+    /// Reader has it. Another process's Reader: waits until it has mapped it (mapping a
+    /// buffer, the Reader takes the segment over, so its header's owner changes), it is
+    /// gone or has retired the pool, or `deadline`. A Reader in this process (maybe this
+    /// very thread) cannot be waited for: the buffer is parked until its message is done.
+    pub(in crate::pool) fn keep_until_mapped(
+        conn: &Arc<Conn>,
+        seg: Arc<Segment>,
+        i: u32,
+        generation: u32,
+        deadline: Option<Instant>,
+    ) {
+        let me = std::process::id();
+        prune();
+        if conn.hdr().reader_pid.load(Ordering::Relaxed) == me {
+            PARKED.lock().push((Arc::clone(conn), seg, i, generation));
+            return;
+        }
+        let mut pause = Duration::from_micros(50);
+        while seg.owner().pid() == me
+            && conn.reader_alive()
+            && !conn.retired()
+            && deadline.is_none_or(|d| Instant::now() < d)
+        {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
     }
-    let mut pause = Duration::from_micros(50);
-    while seg.owner().pid() == me
-        && conn.reader_alive()
-        && !conn.retired()
-        && deadline.is_none_or(|d| Instant::now() < d)
-    {
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(5));
+
+    /// Lets go of parked buffers whose message the Reader is done with (or whose pool has
+    /// no Reader any more). Called on each send and when a Reader starts.
+    pub(in crate::pool) fn prune() {
+        PARKED.lock().retain(|(conn, _, i, generation)| {
+            let ix = conn.index();
+            !conn.retired()
+                && conn.reader_alive()
+                && (ix.holds(*i, QUEUED, *generation, None)
+                    || ix.holds(*i, RECEIVED, *generation, None))
+        });
     }
 }
