@@ -443,10 +443,12 @@ impl RawObject {
 
     pub fn read(&self, at: usize, n: usize) -> Vec<u8> {
         assert!(at + n <= self.len, "raw read out of bounds");
-        // SAFETY: in bounds of the mapping (checked), which lives as long as self.
-        (0..n)
-            .map(|i| unsafe { std::ptr::read_volatile(self.ptr.add(at + i)) })
-            .collect()
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            // SAFETY: in bounds of the mapping (checked), which lives as long as self.
+            out.push(unsafe { std::ptr::read_volatile(self.ptr.add(at + i)) });
+        }
+        out
     }
 
     pub fn write(&self, at: usize, bytes: &[u8]) {
@@ -477,10 +479,10 @@ impl RawObject {
 impl Drop for RawObject {
     fn drop(&mut self) {
         #[cfg(unix)]
-        // SAFETY: the mapping made in `unix_map`, unused after this.
-        unsafe {
-            libc::munmap(self.ptr.cast(), self.len)
-        };
+        {
+            // SAFETY: the mapping made in `unix_map`, unused after this.
+            unsafe { libc::munmap(self.ptr.cast(), self.len.max(1)) };
+        }
         #[cfg(windows)]
         win::unmap(self.ptr);
     }
