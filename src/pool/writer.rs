@@ -480,8 +480,15 @@ pub(super) mod parked {
 
     /// Buffers sent to a Reader in this same process, kept open until the Reader is done
     /// with their message (this process may drop the Writer first).
-    static PARKED: parking_lot::Mutex<Vec<(Arc<Conn>, Arc<Segment>, u32, u32)>> =
-        parking_lot::Mutex::new(Vec::new());
+    static PARKED: parking_lot::Mutex<Vec<Parked>> = parking_lot::Mutex::new(Vec::new());
+
+    /// Buffer `index` of `generation` in `conn`'s pool, kept open by `_seg`.
+    struct Parked {
+        conn: Arc<Conn>,
+        _seg: Arc<Segment>,
+        index: u32,
+        generation: u32,
+    }
 
     /// Keeps `seg` (buffer `i` of `generation` in `conn`'s pool, just queued) open until the
     /// Reader has it. Another process's Reader: waits until it has mapped it (mapping a
@@ -498,7 +505,12 @@ pub(super) mod parked {
         let me = std::process::id();
         prune();
         if conn.hdr().reader_pid.load(Ordering::Relaxed) == me {
-            PARKED.lock().push((Arc::clone(conn), seg, i, generation));
+            PARKED.lock().push(Parked {
+                conn: Arc::clone(conn),
+                _seg: seg,
+                index: i,
+                generation,
+            });
             return;
         }
         let mut pause = Duration::from_micros(50);
@@ -515,12 +527,12 @@ pub(super) mod parked {
     /// Lets go of parked buffers whose message the Reader is done with (or whose pool has
     /// no Reader any more). Called on each send and when a Reader starts.
     pub(in crate::pool) fn prune() {
-        PARKED.lock().retain(|(conn, _, i, generation)| {
-            let ix = conn.index();
-            !conn.retired()
-                && conn.reader_alive()
-                && (ix.holds(*i, QUEUED, *generation, None)
-                    || ix.holds(*i, RECEIVED, *generation, None))
+        PARKED.lock().retain(|p| {
+            let ix = p.conn.index();
+            !p.conn.retired()
+                && p.conn.reader_alive()
+                && (ix.holds(p.index, QUEUED, p.generation, None)
+                    || ix.holds(p.index, RECEIVED, p.generation, None))
         });
     }
 }
