@@ -19,10 +19,11 @@ fn mutex_has_sleeping_waiter(name: &str) -> bool {
     u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap()) & 0x8000_0000 != 0
 }
 
-/// Windows: a kernel mutex shows no waiter count. The waiter has said "locking" and is in, or
-/// about to enter, `WaitForSingleObject`; an abandoned mutex is reported to it either way
-/// (a locker arriving after the death: `mutex_fresh_locker_is_told_the_owner_died...`).
-#[cfg(windows)]
+/// Elsewhere (Windows' kernel mutex) no waiter count can be seen. The waiter has said
+/// "locking" and is in, or about to enter, `WaitForSingleObject`; an abandoned mutex is
+/// reported to it either way (a locker arriving after the death:
+/// `mutex_fresh_locker_is_told_the_owner_died...`).
+#[cfg(not(target_os = "linux"))]
 fn mutex_has_sleeping_waiter(_name: &str) -> bool {
     true
 }
