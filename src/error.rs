@@ -28,6 +28,17 @@ pub enum Error {
         /// The process that owns it (0: a creator that has not recorded itself yet).
         pid: u32,
     },
+    /// Windows: the name belongs to a dead owner's object that another process still has
+    /// open. A section lives while any handle to it exists and its name cannot be removed,
+    /// so it cannot be created again until the peers holding it close it (or exit).
+    #[error(
+        "{name:?}: its dead owner's object is still open in another process \
+         (Windows keeps a section while any handle exists); close those peers and retry"
+    )]
+    StillMapped {
+        /// The service name.
+        name: String,
+    },
     /// No object of this name exists.
     #[error("no shared object named {name:?} exists")]
     NotFound {

@@ -259,6 +259,13 @@ impl SegmentBuilder {
                 Err(e) => return Err(Error::os("shm_open(O_CREAT|O_EXCL)", name.as_str(), e)),
             }
         }
+        // Windows cannot remove a name (`unlink_stale` is always false there): an object
+        // judged stale every round is a dead owner's, held open by a peer.
+        if cfg!(windows) {
+            return Err(Error::StillMapped {
+                name: name.to_string(),
+            });
+        }
         Err(Error::Corrupt {
             name: name.to_string(),
             reason: "the object keeps being re-created by another process".into(),

@@ -1,13 +1,11 @@
 //! The buffer pool across real processes: many Writers, growth and sweeping, Writers and
 //! Readers SIGKILLed, copy-on-send, and a hostile process. (Files streamed through the pool:
-//! tests/stream.rs.)
-#![cfg(target_os = "linux")]
+//! tests/stream.rs.) Runs on Linux and Windows (under Wine in CI).
 
 mod common;
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use common::{
@@ -96,7 +94,9 @@ fn four_writers_send_100k_messages_each_delivered_once_in_order() {
     }
     let _w = watchdog(TEST, Duration::from_secs(120));
     let name = TestName::new("pool-4x");
-    let n: u64 = 100_000;
+    // Fewer under Windows: in CI that is Wine, where every event wake is a wineserver round
+    // trip (about 100x slower than a futex).
+    let n: u64 = if cfg!(windows) { 5_000 } else { 100_000 };
     let reader = Reader::create(&name, small_config()).unwrap();
     let mut writers: Vec<_> = (0..4)
         .map(|id| spawn(TEST, "writer", &[&name, &id.to_string(), &n.to_string()]))
@@ -246,7 +246,10 @@ fn buffers_held_by_a_killed_writer_return_to_the_free_list() {
     // All 8 are usable again, the grown one included.
     let w = Writer::connect(&name).unwrap();
     let all: Vec<_> = (0..8).map(|_| w.acquire().unwrap()).collect();
-    assert!(all.iter().any(|b| b.capacity() >= 3000));
+    // Windows: the grown buffer was a section the killed Writer created and nobody else
+    // mapped, gone with it; the Writer that finds it missing disposes of it and the pool
+    // grows a new one at the initial size.
+    assert_eq!(all.iter().any(|b| b.capacity() >= 3000), cfg!(unix));
     drop(all);
     drop(w);
     drop(reader);
@@ -684,17 +687,33 @@ fn a_buffer_from_a_reader_whose_index_cannot_be_adopted_is_copied_on_send() {
         let mut writer = spawn(TEST, "writer", &[&name]);
         writer.expect("held");
         old.kill();
-        let index = format!("/dev/shm/shmlink.{}.pool", name.as_str());
+        let index = common::os_name(&name, "pool");
         if how == "corrupt" {
             // Overwrite the pool signature: the index can no longer be trusted.
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&index)
-                .unwrap();
-            f.write_all_at(b"garbage!", common::HEADER_SIZE as u64)
-                .unwrap();
+            common::RawObject::open(&index).write(common::HEADER_SIZE, b"garbage!");
         } else {
-            std::fs::remove_file(&index).unwrap();
+            #[cfg(unix)]
+            std::fs::remove_file(format!("/dev/shm{index}")).unwrap();
+            // Windows: a name cannot be removed; the index goes with its last handle.
+            #[cfg(windows)]
+            continue;
+        }
+        // Windows: the Writer still maps the dead Reader's index, whose name cannot be
+        // reused until it lets go: a clear error, and the held buffer cannot be copied into
+        // a new pool (its send fails); once the Writer is gone, a new Reader starts.
+        if cfg!(windows) {
+            match Reader::create(&name, PoolConfig::default()) {
+                Err(PoolError::Setup(shmlink::Error::StillMapped { .. })) => {}
+                other => panic!("expected StillMapped, got {other:?}"),
+            }
+            writer.send("send");
+            let line = writer.expect_line();
+            assert!(line.starts_with("error"), "{line}");
+            writer.send("exit");
+            writer.wait_ok();
+            let reader = Reader::create(&name, PoolConfig::default()).unwrap();
+            assert!(!reader.adopted());
+            continue;
         }
         let reader = Reader::create(&name, PoolConfig::default()).unwrap();
         assert!(!reader.adopted());
@@ -742,18 +761,9 @@ fn a_hostile_process_corrupting_the_directory_cannot_crash_or_hang_the_reader() 
             child_exit(0);
         }
         // The hostile process: writes through the object's file, no locking.
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(format!("/dev/shm/shmlink.{}.pool", args[0]))
-            .unwrap();
-        let put32 = |i, at, v: u32| {
-            f.write_all_at(&v.to_le_bytes(), entry_offset(i, at))
-                .unwrap()
-        };
-        let put64 = |i, at, v: u64| {
-            f.write_all_at(&v.to_le_bytes(), entry_offset(i, at))
-                .unwrap()
-        };
+        let f = common::RawObject::open(&common::os_name(&args[0], "pool"));
+        let put32 = |i, at, v: u32| f.write(entry_offset(i, at) as usize, &v.to_le_bytes());
+        let put64 = |i, at, v: u64| f.write(entry_offset(i, at) as usize, &v.to_le_bytes());
         if args[1] == "fields" {
             put32(0, 8, 12345); // next: out of range
             put32(1, 4, 7); // prev: wrong back link
@@ -776,7 +786,7 @@ fn a_hostile_process_corrupting_the_directory_cannot_crash_or_hang_the_reader() 
                     x as u8
                 })
                 .collect();
-            f.write_all_at(&junk, entry_offset(0, 0)).unwrap();
+            f.write(entry_offset(0, 0) as usize, &junk);
         }
         tell_parent("done");
         child_exit(0);
@@ -884,6 +894,26 @@ fn a_second_reader_is_refused_a_closed_pool_says_no_reader_and_writers_follow_a_
         w.acquire_timeout(Duration::from_secs(5)),
         Err(PoolError::NoReader)
     ));
+    // Windows: the closed pool's index lives while this Writer (and the buffer it got back)
+    // maps it, and its name cannot be reused until they let go: a clear error. Then a new
+    // Reader starts and a new Writer works.
+    if cfg!(windows) {
+        match Reader::create(&name, small_config()) {
+            Err(PoolError::Setup(shmlink::Error::StillMapped { .. })) => {}
+            other => panic!("expected StillMapped, got {other:?}"),
+        }
+        drop((e, w));
+        let reader = Reader::create(&name, small_config()).unwrap();
+        let w = Writer::connect(&name).unwrap();
+        let mut b = w.acquire().unwrap();
+        b.extend_from_slice(b"new").unwrap();
+        w.send(b).unwrap();
+        assert_eq!(
+            &*reader.recv_timeout(Duration::from_secs(5)).unwrap(),
+            b"new"
+        );
+        return;
+    }
     // A new Reader of the name (a fresh pool): the same Writer carries on, and the buffer
     // it held from the closed pool is copied into the new one when sent.
     let reader = Reader::create(&name, small_config()).unwrap();
@@ -954,7 +984,24 @@ fn two_readers_racing_to_adopt_a_dead_readers_pool_end_with_one_reader() {
     }
     let mut outcomes: Vec<String> = racers.iter_mut().map(|r| r.expect_line()).collect();
     outcomes.sort();
-    assert_eq!(outcomes, ["adopted 5", "busy"]);
+    if cfg!(windows) {
+        // The dead Reader's index and buffers were open only in its own process (its Writer
+        // too), so they go with it, the 5 queued messages included (a platform difference,
+        // README; a connected Writer keeps them adoptable). Exactly one racer serves (fresh,
+        // or adopting what is left while the dead process's handles linger) and the other
+        // is refused with a clear error (AlreadyRunning, or StillMapped while they linger).
+        let serving = outcomes
+            .iter()
+            .filter(|o| *o == "fresh" || o.starts_with("adopted"))
+            .count();
+        let refused = outcomes
+            .iter()
+            .filter(|o| *o == "busy" || o.contains("still open in another process"))
+            .count();
+        assert_eq!((serving, refused), (1, 1), "{outcomes:?}");
+    } else {
+        assert_eq!(outcomes, ["adopted 5", "busy"]);
+    }
     for r in &mut racers {
         r.send("exit");
         r.wait_ok();
@@ -1018,6 +1065,7 @@ fn a_writer_waiting_for_a_buffer_learns_that_the_reader_was_killed() {
 }
 
 /// Mappings of this pool's buffer objects that were removed (swept) but are still mapped.
+#[cfg(target_os = "linux")]
 fn deleted_mappings(name: &str) -> usize {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     maps.lines()
@@ -1026,6 +1074,8 @@ fn deleted_mappings(name: &str) -> usize {
 }
 
 #[test]
+// Linux only: reads /proc/self/maps (Windows: a section goes with its last view anyway).
+#[cfg(target_os = "linux")]
 fn swept_buffers_are_unmapped_by_writers_too() {
     let _w = watchdog("swept buffers unmapped", Duration::from_secs(60));
     let name = TestName::new("pool-unmap");
@@ -1098,6 +1148,87 @@ fn wait_strategies_apply_to_readers_and_to_writers_holding_buffers() {
     assert_eq!((s.sent, s.delivered, s.allocated), (3, 3, 0), "{s:?}");
     reader.validate().unwrap();
     drop(w);
+    drop(reader);
+    name.assert_no_leftovers();
+}
+
+/// A Reader killed while a Writer stays connected (and keeps the index mapped) is replaced
+/// by a new Reader, which adopts the pool: the message the dead Reader held comes again,
+/// marked redelivered, and the Writer carries on into the new Reader, on every platform.
+#[test]
+fn a_reader_killed_while_a_writer_stays_connected_is_replaced_and_the_writer_follows() {
+    const TEST: &str =
+        "a_reader_killed_while_a_writer_stays_connected_is_replaced_and_the_writer_follows";
+    if let Some((_, args)) = child_role() {
+        let reader = Reader::create(&args[0], small_config()).unwrap();
+        tell_parent("ready");
+        let m = reader.recv_timeout(common::STEP).unwrap();
+        tell_parent(&format!("got {:?}", parse(&m)));
+        hear_parent(); // killed holding `m`
+        child_exit(1);
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    let name = TestName::new("pool-follow");
+    let mut first = spawn(TEST, "reader", &[&name]);
+    first.expect("ready");
+    let w = Writer::connect(&name).unwrap();
+    let mut b = w.acquire().unwrap();
+    message(&mut b, 7, 0);
+    w.send(b).unwrap();
+    first.expect("got (7, 0)");
+    first.kill();
+    let reader = Reader::create(&name, small_config()).expect("a new Reader");
+    assert!(reader.adopted(), "refused: {:?}", reader.adoption_refused());
+    let m = reader.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(m.redelivered());
+    assert_eq!(parse(&m), (7, 0));
+    drop(m);
+    let give_up = Instant::now() + Duration::from_secs(20);
+    for seq in 1..10 {
+        let mut b = acquire_retrying(&w, give_up);
+        message(&mut b, 7, seq);
+        w.send(b).unwrap();
+        let m = reader.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(parse(&m), (7, seq));
+    }
+    drop(w);
+    drop(reader);
+    name.assert_no_leftovers();
+}
+
+/// A message in a buffer that its Writer grew itself (a new buffer object, made by the
+/// Writer) is delivered after that Writer exits, however soon it exits after `send`.
+#[test]
+fn a_message_in_a_buffer_the_writer_grew_is_delivered_after_the_writer_exits() {
+    const TEST: &str = "a_message_in_a_buffer_the_writer_grew_is_delivered_after_the_writer_exits";
+    if let Some((_, args)) = child_role() {
+        let w = Writer::connect(&args[0]).unwrap();
+        let mut b = w.acquire().unwrap();
+        let cap = b.capacity();
+        b.set_len(3000).unwrap();
+        assert!(b.capacity() > cap, "the buffer did not grow");
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (i % 251) as u8;
+        }
+        w.send(b).unwrap();
+        tell_parent("sent");
+        child_exit(0); // at once, without dropping the Writer
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    let name = TestName::new("pool-grown");
+    let reader = Reader::create(&name, small_config()).unwrap();
+    let mut writer = spawn(TEST, "writer", &[&name]);
+    // On Windows `send` returns once this Reader has mapped the Writer's new buffer object,
+    // so the Reader receives before the Writer says "sent" (and exits).
+    let m = reader
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the grown buffer's message");
+    writer.expect("sent");
+    writer.wait_ok();
+    assert_eq!(m.len(), 3000);
+    assert!(m.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    drop(m);
+    reader.validate().unwrap();
     drop(reader);
     name.assert_no_leftovers();
 }

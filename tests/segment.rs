@@ -1,17 +1,24 @@
 //! Segments across real processes: stale objects, live owners, foreign objects, bad headers,
 //! permissions, squatted names (other users, links, FIFOs), cleanup that never blocks, and no
 //! leftovers.
-#![cfg(target_os = "linux")]
+//!
+//! Runs on Linux and Windows (under Wine in CI). What cannot exist on Windows is gated with
+//! its reason: other uids, truncation, links and FIFOs under a name, file locks. Where
+//! Windows differs by design (a section lives while any handle to it is open), the test pins
+//! the Windows behaviour.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{child_exit, child_role, spawn, tell_parent, watchdog, TestName, NOBODY};
-use shmlink::{
-    server_or_client, Access, CallError, Client, Error, EventPair, Mutex, Segment, Server,
-};
+#[cfg(target_os = "linux")]
+use common::NOBODY;
+use common::{child_exit, child_role, os_name, spawn, tell_parent, watchdog, RawObject, TestName};
+#[cfg(target_os = "linux")]
+use shmlink::{server_or_client, Access, CallError, Client, EventPair, Mutex, Server};
+use shmlink::{Error, Segment};
 
+#[cfg(target_os = "linux")]
 fn shm_path(seg_os_name: &str) -> String {
     format!("/dev/shm{seg_os_name}")
 }
@@ -43,17 +50,29 @@ fn stale_segment_of_a_killed_creator_is_replaced() {
         !old.owner().is_alive(),
         "a killed (and reaped) creator must not look alive"
     );
+    let old_token = old.token();
+    // Windows keeps a section while any handle is open and cannot remove its name: while
+    // `old` maps the dead creator's segment, creating the name again is refused with a
+    // clear error; once the last handle is gone, the name is free.
+    #[cfg(windows)]
+    {
+        match Segment::builder(&name).size(8192).create() {
+            Err(e @ Error::StillMapped { .. }) => {
+                assert!(e.to_string().contains("still"), "{e}")
+            }
+            other => panic!("expected StillMapped while a peer maps it, got {other:?}"),
+        }
+        drop(old);
+    }
     let seg = Segment::builder(&name)
         .size(8192)
         .create()
         .expect("create over a stale segment");
     assert_eq!(seg.len(), 8192);
-    assert_ne!(
-        seg.token(),
-        old.token(),
-        "a new incarnation gets a new token"
-    );
-    drop((seg, old));
+    assert_ne!(seg.token(), old_token, "a new incarnation gets a new token");
+    drop(seg);
+    #[cfg(unix)]
+    drop(old);
     name.assert_no_leftovers();
 }
 
@@ -85,9 +104,8 @@ fn live_creator_makes_a_second_create_fail_with_already_running() {
 #[test]
 fn foreign_object_is_refused_and_left_alone() {
     let name = TestName::new("foreign");
-    let path = shm_path(&format!("/shmlink.{}.seg", name.as_str()));
     let content = b"not a shmlink segment, just someone else's bytes".repeat(20);
-    std::fs::write(&path, &content).unwrap();
+    let raw = RawObject::create_foreign(&os_name(&name, "seg"), &content);
     match Segment::builder(&name).size(64).create() {
         Err(Error::Foreign { .. }) => {}
         other => panic!("expected Foreign on create, got {other:?}"),
@@ -101,21 +119,19 @@ fn foreign_object_is_refused_and_left_alone() {
         Err(Error::Foreign { .. })
     ));
     assert_eq!(
-        std::fs::read(&path).unwrap(),
+        RawObject::open(&os_name(&name, "seg")).read(0, content.len()),
         content,
         "a foreign object must never be modified or removed"
     );
+    drop(raw);
 }
 
 #[test]
 fn wrong_header_version_is_refused() {
     let name = TestName::new("version");
     let seg = Segment::builder(&name).size(64).create().unwrap();
-    let path = shm_path(seg.os_name());
     // header_version is the u32 right after the 8-byte magic.
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[8..12].copy_from_slice(&99u32.to_ne_bytes());
-    std::fs::write(&path, &bytes).unwrap();
+    RawObject::open(seg.os_name()).write_u32(8, 99);
     match Segment::open(&name) {
         Err(e @ Error::VersionMismatch { found: 99, .. }) => {
             assert!(e.to_string().contains("99"), "{e}")
@@ -125,6 +141,8 @@ fn wrong_header_version_is_refused() {
 }
 
 #[test]
+// Windows: a section's size is fixed at creation; nothing can truncate it.
+#[cfg(target_os = "linux")]
 fn truncated_segment_is_refused() {
     let name = TestName::new("trunc");
     let seg = Segment::builder(&name).size(8192).create().unwrap();
@@ -176,6 +194,8 @@ fn impossible_size_is_an_error_not_a_sigbus() {
 }
 
 #[test]
+// Unix only: switches a child to another uid (Windows: the default DACL, not testable here).
+#[cfg(target_os = "linux")]
 fn owner_only_segment_refuses_another_uid() {
     if let Some((_, args)) = child_role() {
         common::become_nobody();
@@ -215,10 +235,14 @@ fn dropping_the_creator_leaves_nothing_in_dev_shm() {
         let _peer = Segment::open(&name).unwrap();
         let _m = shmlink::Mutex::create(&name).unwrap();
         let _e = shmlink::EventPair::create(&name).unwrap();
+        #[cfg(unix)]
         assert!(!name.leftovers().is_empty());
         assert!(seg.is_owner());
     }
     name.assert_no_leftovers();
+    // Windows has no listing (see common::list_shm): the name must not open any more.
+    assert!(RawObject::try_open(&os_name(&name, "seg")).is_err());
+    assert!(RawObject::try_open(&os_name(&name, "mutex")).is_err());
 }
 
 #[test]
@@ -242,7 +266,8 @@ fn remove_refuses_a_live_owner_and_removes_a_dead_one() {
         Err(Error::AlreadyRunning { .. })
     ));
     child.kill();
-    assert!(Segment::remove(&name, false).unwrap());
+    // Windows removes a section with its last handle: the dead owner's is already gone.
+    assert_eq!(Segment::remove(&name, false).unwrap(), cfg!(unix));
     assert!(!Segment::remove(&name, false).unwrap());
     name.assert_no_leftovers();
 }
@@ -250,12 +275,14 @@ fn remove_refuses_a_live_owner_and_removes_a_dead_one() {
 // ------------------------------------------------------------------------ squatted names
 
 /// Inode of the /dev/shm entry `file` (not following a link).
+#[cfg(target_os = "linux")]
 fn inode(file: &str) -> u64 {
     std::os::unix::fs::MetadataExt::ino(&std::fs::symlink_metadata(file).unwrap())
 }
 
 /// Whether `e` is `Error::Squatted` (also wrapped in a channel error) whose reason contains
 /// `why`, owned by `uid`.
+#[cfg(target_os = "linux")]
 fn is_squatted(e: &(dyn std::error::Error + 'static), why: &str, uid: u32) -> bool {
     let err = match e.downcast_ref::<CallError>() {
         Some(CallError::Setup(inner)) => inner,
@@ -270,6 +297,7 @@ fn is_squatted(e: &(dyn std::error::Error + 'static), why: &str, uid: u32) -> bo
 }
 
 #[track_caller]
+#[cfg(target_os = "linux")]
 fn assert_squatted<T: std::fmt::Debug, E: std::error::Error + 'static>(
     r: Result<T, E>,
     why: &str,
@@ -286,6 +314,8 @@ fn assert_squatted<T: std::fmt::Debug, E: std::error::Error + 'static>(
 }
 
 #[test]
+// Unix only: another uid (setuid) and file modes.
+#[cfg(target_os = "linux")]
 fn another_users_world_writable_object_is_squatted_never_served_or_removed() {
     if let Some((_, args)) = child_role() {
         common::become_nobody();
@@ -345,6 +375,8 @@ fn another_users_world_writable_object_is_squatted_never_served_or_removed() {
 }
 
 #[test]
+// Linux only: /dev/shm symlinks (Windows sections are not files).
+#[cfg(target_os = "linux")]
 fn symlink_under_our_name_is_refused_and_its_target_untouched() {
     let _w = watchdog("symlink_squat", Duration::from_secs(60));
     let ours = TestName::new("link-a");
@@ -388,6 +420,8 @@ fn symlink_under_our_name_is_refused_and_its_target_untouched() {
 }
 
 #[test]
+// Linux only: a FIFO in /dev/shm (Windows sections are not files).
+#[cfg(target_os = "linux")]
 fn fifo_under_our_name_fails_at_once_instead_of_blocking() {
     // A blocked open would hang here: the watchdog turns that into a failure.
     let _w = watchdog("fifo_squat", Duration::from_secs(60));
@@ -432,6 +466,7 @@ fn fifo_under_our_name_fails_at_once_instead_of_blocking() {
 /// Child role: takes `how` ("flock-sh", "flock-ex", or "range": a write lock on every byte
 /// of the object but the first, the liveness token's) on the object at `args[0]`, says
 /// "locked", and keeps it until the parent says "release".
+#[cfg(target_os = "linux")]
 fn lock_holder(args: &[String]) -> ! {
     let file = std::fs::File::open(&args[0]).unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
@@ -463,9 +498,12 @@ fn lock_holder(args: &[String]) -> ! {
     child_exit(0);
 }
 
+#[cfg(target_os = "linux")]
 const LOCK_TEST: &str = "a_peer_holding_a_flock_blocks_neither_drop_nor_stale_cleanup";
 
 #[test]
+// Linux only: flock / fcntl locks on the object (no such locks on sections).
+#[cfg(target_os = "linux")]
 fn a_peer_holding_a_flock_blocks_neither_drop_nor_stale_cleanup() {
     if let Some((role, args)) = child_role() {
         if role == "creator" {
@@ -523,6 +561,8 @@ fn a_peer_holding_a_flock_blocks_neither_drop_nor_stale_cleanup() {
 }
 
 #[test]
+// Linux only: a hard link in /dev/shm (a Windows section has one name).
+#[cfg(target_os = "linux")]
 fn header_naming_another_service_is_squatted() {
     let ours = TestName::new("hdr-a");
     let theirs = TestName::new("hdr-b");
@@ -544,9 +584,12 @@ fn header_naming_another_service_is_squatted() {
     assert_eq!(Segment::open(&theirs).unwrap().token(), seg_b.token());
 }
 
+#[cfg(target_os = "linux")]
 const RANGE_TEST: &str = "a_peer_holding_the_cleanup_lock_makes_drop_give_up_not_wait";
 
 #[test]
+// Linux only: the cleanup lock is an OFD lock (Windows has nothing to remove).
+#[cfg(target_os = "linux")]
 fn a_peer_holding_the_cleanup_lock_makes_drop_give_up_not_wait() {
     if let Some((_, args)) = child_role() {
         lock_holder(&args);
@@ -576,9 +619,12 @@ fn a_peer_holding_the_cleanup_lock_makes_drop_give_up_not_wait() {
     name.assert_no_leftovers();
 }
 
+#[cfg(target_os = "linux")]
 const SLOW_TEST: &str = "slow_creator_holding_its_token_is_not_judged_stale";
 
 #[test]
+// Linux only: the liveness token is an OFD lock (no token on Windows).
+#[cfg(target_os = "linux")]
 fn slow_creator_holding_its_token_is_not_judged_stale() {
     if let Some((_, args)) = child_role() {
         // A creator that has taken its liveness token (an open-file-description lock on the
@@ -639,10 +685,67 @@ fn slow_creator_holding_its_token_is_not_judged_stale() {
     name.assert_no_leftovers();
 }
 
+/// The longest service name (200 characters) works for every object kind: OS names stay
+/// within the OS limits (Windows: kernel object names under `Local\`, MAX_PATH in all,
+/// suffixed for the named mutexes and events; Linux: NAME_MAX in /dev/shm), unhashed, and
+/// one character more is refused with a clear error.
+#[test]
+fn the_longest_name_works_for_every_object_kind() {
+    let _w = watchdog("longest name", Duration::from_secs(60));
+    let base = TestName::new("long");
+    let name = format!("{}{}", base.as_str(), "x".repeat(200 - base.len()));
+    assert_eq!(name.len(), 200);
+    let seg = Segment::builder(&name).size(64).create().unwrap();
+    // Unhashed, in the session-local namespace on Windows.
+    assert_eq!(seg.os_name(), os_name(&name, "seg"));
+    #[cfg(windows)]
+    assert!(seg.os_name().starts_with("Local\\"));
+    assert_eq!(
+        RawObject::open(seg.os_name()).read(0, 8),
+        RawObject::open(&os_name(&name, "seg")).read(0, 8)
+    );
+    let m = shmlink::Mutex::create(&name).unwrap();
+    assert!(!m.lock().unwrap().owner_died());
+    let pair = shmlink::EventPair::create(&name).unwrap();
+    drop(pair);
+    let server = shmlink::Server::builder(&name)
+        .slots(1)
+        .max_message(16)
+        .create()
+        .unwrap()
+        .spawn(|req: &[u8], resp: &mut [u8]| {
+            resp[..req.len()].copy_from_slice(req);
+            req.len()
+        })
+        .unwrap();
+    let mut c = shmlink::Client::connect(&name).unwrap();
+    assert_eq!(c.call(b"long").unwrap(), b"long");
+    drop(c);
+    server.shutdown();
+    let reader = shmlink::Reader::create(&name, shmlink::PoolConfig::default()).unwrap();
+    let w = shmlink::Writer::connect(&name).unwrap();
+    let mut b = w.acquire().unwrap();
+    b.extend_from_slice(b"long").unwrap();
+    w.send(b).unwrap();
+    assert_eq!(
+        &*reader.recv_timeout(Duration::from_secs(10)).unwrap(),
+        b"long"
+    );
+    drop((w, reader, m, seg));
+    let longer = format!("{name}x");
+    assert!(matches!(
+        Segment::builder(&longer).size(64).create(),
+        Err(Error::InvalidName { .. })
+    ));
+    base.assert_no_leftovers();
+}
+
 /// Truncation is a same-user power (like SIGKILL) and out of scope; another user must not
 /// have it. A process of another uid cannot open a server's or a segment's object for
 /// writing, so it cannot `ftruncate` it, and the server keeps serving.
 #[test]
+// Unix only: another uid (setuid), file modes and /dev/shm paths.
+#[cfg(target_os = "linux")]
 fn another_user_cannot_open_our_objects_to_truncate_them() {
     if let Some((_, args)) = child_role() {
         common::become_nobody();
@@ -698,6 +801,8 @@ fn another_user_cannot_open_our_objects_to_truncate_them() {
 /// The multi-user recipe: a server created with a wider mode serves another user's client
 /// that accepts it with `Access::shared_by(server uid)`; without that, the client refuses it.
 #[test]
+// Unix only: another uid (setuid), file modes and /dev/shm paths.
+#[cfg(target_os = "linux")]
 fn a_client_of_another_user_is_served_when_it_accepts_the_servers_uid() {
     if let Some((_, args)) = child_role() {
         common::become_nobody();

@@ -109,6 +109,8 @@ impl Reader {
     /// [`PoolError::Setup`] for another setup error (bad name, no memory).
     pub fn create(name: &str, config: PoolConfig) -> Result<Reader, PoolError> {
         config.validate()?;
+        #[cfg(windows)]
+        super::writer::parked::prune();
         let sname = ServiceName::new(name)?;
         let mut refused = None;
         match Segment::open_kind_timeout(
@@ -119,6 +121,16 @@ impl Reader {
             Duration::from_millis(200),
         ) {
             Ok(seg) => {
+                // Windows: a closed pool's index lives on while a Writer still maps it, and
+                // its name cannot be reused until the last one lets go.
+                #[cfg(windows)]
+                if seg
+                    .data()
+                    .get::<IndexHeader>(0)
+                    .is_some_and(|h| h.is_retired())
+                {
+                    return Err(Error::StillMapped { name: name.into() }.into());
+                }
                 let owner = seg.owner();
                 // A parked index is left to whoever comes next, even by a process still alive.
                 if seg.owner_alive() && !Self::parked(&seg) {

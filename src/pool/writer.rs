@@ -356,6 +356,10 @@ impl Writer {
     /// for the Reader that will adopt the pool. If a new Reader started a fresh pool, the
     /// bytes are copied into one of its buffers (copy-on-send).
     ///
+    /// On Windows, where a buffer object lives only while some process has it open, sending
+    /// a buffer that this Writer grew (see [`WriteBuf::set_len`]) also waits until the
+    /// Reader has mapped it, so that the message survives this process exiting right after.
+    ///
     /// # Errors
     /// Every error hands the buffer back and means the message was **not** queued (retrying
     /// it cannot duplicate it): [`PoolError::NoReader`] (the pool was removed, or closed, and
@@ -387,7 +391,15 @@ impl Writer {
                 Err(error) => return Err(SendError::new(buf, error)),
             }
         }
-        self.queue(buf)
+        #[cfg(windows)]
+        let grown_here = (buf.seg.owner().pid() == self.me.pid())
+            .then(|| (Arc::clone(&buf.seg), buf.slot.index, buf.slot.generation));
+        self.queue(buf)?;
+        #[cfg(windows)]
+        if let Some((seg, i, generation)) = grown_here {
+            parked::keep_until_mapped(&conn, seg, i, generation, deadline);
+        }
+        Ok(())
     }
 
     #[inline]
@@ -462,5 +474,77 @@ impl Writer {
             },
             Err(error) => Err(SendError::new(buf, error)),
         }
+    }
+}
+
+/// Windows: a section lives only while some process has it open, so a buffer a Writer grew
+/// (a section its process created) would die with the Writer's last handle, and the message
+/// in it with it, if that went before the Reader mapped it. `send` keeps it open until then.
+#[cfg(windows)]
+pub(super) mod parked {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::super::conn::Conn;
+    use super::super::index::{QUEUED, RECEIVED};
+    use crate::segment::Segment;
+    use crate::sync::atomic::Ordering;
+
+    /// Buffers sent to a Reader in this same process, kept open until the Reader is done
+    /// with their message (this process may drop the Writer first).
+    static PARKED: parking_lot::Mutex<Vec<Parked>> = parking_lot::Mutex::new(Vec::new());
+
+    /// Buffer `index` of `generation` in `conn`'s pool, kept open by `_seg`.
+    struct Parked {
+        conn: Arc<Conn>,
+        _seg: Arc<Segment>,
+        index: u32,
+        generation: u32,
+    }
+
+    /// Keeps `seg` (buffer `i` of `generation` in `conn`'s pool, just queued) open until the
+    /// Reader has it. Another process's Reader: waits until it has mapped it (mapping a
+    /// buffer, the Reader takes the segment over, so its header's owner changes), it is
+    /// gone or has retired the pool, or `deadline`. A Reader in this process (maybe this
+    /// very thread) cannot be waited for: the buffer is parked until its message is done.
+    pub(in crate::pool) fn keep_until_mapped(
+        conn: &Arc<Conn>,
+        seg: Arc<Segment>,
+        i: u32,
+        generation: u32,
+        deadline: Option<Instant>,
+    ) {
+        let me = std::process::id();
+        prune();
+        if conn.hdr().reader_pid.load(Ordering::Relaxed) == me {
+            PARKED.lock().push(Parked {
+                conn: Arc::clone(conn),
+                _seg: seg,
+                index: i,
+                generation,
+            });
+            return;
+        }
+        let mut pause = Duration::from_micros(50);
+        while seg.owner().pid() == me
+            && conn.reader_alive()
+            && !conn.retired()
+            && deadline.is_none_or(|d| Instant::now() < d)
+        {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+
+    /// Lets go of parked buffers whose message the Reader is done with (or whose pool has
+    /// no Reader any more). Called on each send and when a Reader starts.
+    pub(in crate::pool) fn prune() {
+        PARKED.lock().retain(|p| {
+            let ix = p.conn.index();
+            !p.conn.retired()
+                && p.conn.reader_alive()
+                && (ix.holds(p.index, QUEUED, p.generation, None)
+                    || ix.holds(p.index, RECEIVED, p.generation, None))
+        });
     }
 }

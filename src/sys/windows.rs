@@ -8,6 +8,13 @@
 //!
 //! `WaitOnAddress` only works between threads of one process, so waits use one named event
 //! per word instead (see [`Waiter`]).
+//!
+//! What vanishing with the last handle means above this module: a name cannot be removed
+//! while anyone has the object open, so re-creating a dead owner's name fails while a peer
+//! still maps it (`Error::StillMapped`; the pool adopts the index instead); a buffer only a
+//! dead process held is gone with the messages in it; and a buffer a Writer created (grew)
+//! must be mapped by the Reader before that Writer may exit (`Writer::send` waits for it).
+//! These run under Wine in CI (`../shared/tools/wine-test.sh`).
 
 use std::ffi::OsStr;
 use std::io;

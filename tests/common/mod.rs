@@ -1,9 +1,14 @@
 //! Test support shared by every integration test file: child processes that re-execute the
 //! test binary in a named role, line-based handshakes over pipes (no sleeps), watchdogs,
 //! and unique object names that are cleaned out of /dev/shm even when a test fails.
+//!
+//! The tests run on Linux and on Windows (under Wine in CI: `../shared/tools/wine-test.sh`);
+//! macOS is type-checked only. What differs between the two lives in the platform layer at
+//! the end of this file: [`RawObject`] (an object opened raw, as a hostile peer has it),
+//! [`list_shm`] (leftovers), the child's parent watch, and the Unix-only credentials and CPU
+//! pinning. `Child::kill` is SIGKILL on Unix and TerminateProcess on Windows: both end the
+//! process at once, without running any of its code.
 #![allow(dead_code, unreachable_pub)]
-// Test files using this module start with #![cfg(target_os = "linux")]: the tests
-// need /dev/shm, SIGKILL and sched_setaffinity; macOS and Windows are type-checked only.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -13,6 +18,7 @@ use std::time::{Duration, Instant};
 
 const ROLE_ENV: &str = "SHMLINK_TEST_ROLE";
 const ARGS_ENV: &str = "SHMLINK_TEST_ARGS";
+const PARENT_ENV: &str = "SHMLINK_TEST_PARENT";
 const SEP: char = '\u{1f}';
 /// Marks handshake lines: the child's stdout also carries the test harness's own output.
 const TAG: &str = "@shmlink-test:";
@@ -36,14 +42,12 @@ pub fn child_role() -> Option<(String, Vec<String>)> {
     } else {
         args.split(SEP).map(str::to_owned).collect()
     };
-    let parent = std::os::unix::process::parent_id();
+    let parent = ParentWatch::new();
     std::thread::spawn(move || {
         let start = Instant::now();
         loop {
             std::thread::sleep(Duration::from_millis(100));
-            if std::os::unix::process::parent_id() != parent
-                || start.elapsed() > Duration::from_secs(120)
-            {
+            if parent.gone() || start.elapsed() > Duration::from_secs(120) {
                 eprintln!("child watchdog: parent gone or child ran too long; exiting");
                 std::process::exit(3);
             }
@@ -105,6 +109,7 @@ pub fn spawn_with(
     ])
     .env(ROLE_ENV, role)
     .env(ARGS_ENV, args.join(&SEP.to_string()))
+    .env(PARENT_ENV, std::process::id().to_string())
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit());
@@ -172,7 +177,7 @@ impl Child {
         stdin.flush().unwrap();
     }
 
-    /// SIGKILLs the child and reaps it.
+    /// Kills the child at once (SIGKILL; TerminateProcess on Windows) and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -230,7 +235,7 @@ impl TestName {
         &self.0
     }
 
-    /// OS objects of this name left in /dev/shm.
+    /// OS objects of this name left in /dev/shm (always none on Windows, see [`list_shm`]).
     pub fn leftovers(&self) -> Vec<String> {
         list_shm()
             .into_iter()
@@ -256,19 +261,9 @@ impl std::ops::Deref for TestName {
 impl Drop for TestName {
     fn drop(&mut self) {
         for f in self.leftovers() {
-            let _ = std::fs::remove_file(format!("/dev/shm/{f}"));
+            remove_shm(&f);
         }
     }
-}
-
-pub fn list_shm() -> Vec<String> {
-    std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Fails the test with a message (instead of hanging CI) if it runs longer than `limit`.
@@ -284,7 +279,7 @@ pub fn watchdog(what: &str, limit: Duration) -> Watchdog {
             // Remove this process's objects: Drop impls will not run after exit.
             let tag = format!("t{}-", std::process::id());
             for f in list_shm().into_iter().filter(|f| f.contains(&tag)) {
-                let _ = std::fs::remove_file(format!("/dev/shm/{f}"));
+                remove_shm(&f);
             }
             std::process::exit(101);
         }
@@ -307,21 +302,326 @@ pub fn poll_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+// ------------------------------------------------------------------------- platform layer
+
+/// How a child notices that its parent (the test) is gone, so that it never outlives it.
+#[cfg(unix)]
+struct ParentWatch(u32);
+
+#[cfg(unix)]
+impl ParentWatch {
+    fn new() -> ParentWatch {
+        ParentWatch(std::os::unix::process::parent_id())
+    }
+
+    /// Reparented: the parent died.
+    fn gone(&self) -> bool {
+        std::os::unix::process::parent_id() != self.0
+    }
+}
+
+/// Windows has no reparenting: the child holds a handle to its parent (pid passed by
+/// [`spawn`]), which is signalled when the parent exits.
+#[cfg(windows)]
+struct ParentWatch(Option<win::Handle>);
+
+#[cfg(windows)]
+impl ParentWatch {
+    fn new() -> ParentWatch {
+        let pid = std::env::var(PARENT_ENV).ok().and_then(|p| p.parse().ok());
+        ParentWatch(pid.and_then(win::open_process))
+    }
+
+    fn gone(&self) -> bool {
+        self.0.as_ref().is_some_and(win::is_signalled)
+    }
+}
+
+/// Names of the shared-memory objects that exist now, for leftover checks.
+///
+/// Linux: the files in /dev/shm. Windows: none, ever: a section is removed by the kernel
+/// when its last handle closes (exit and TerminateProcess included), so nothing can be left
+/// behind to list, and the object namespace offers no listing to check it with.
+pub fn list_shm() -> Vec<String> {
+    #[cfg(unix)]
+    return std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    #[cfg(windows)]
+    return Vec::new();
+}
+
+/// Removes a leftover object named by [`list_shm`] (nothing to do on Windows).
+fn remove_shm(file: &str) {
+    #[cfg(unix)]
+    let _ = std::fs::remove_file(format!("/dev/shm/{file}"));
+    #[cfg(windows)]
+    let _ = file;
+}
+
+/// OS name of service `name`'s object with tag `tag` (`seg`, `chan`, `pool`, `mutex`,
+/// `pool.b<i>` ...), as `src/name.rs` spells it for short names.
+pub fn os_name(name: &str, tag: &str) -> String {
+    #[cfg(unix)]
+    return format!("/shmlink.{name}.{tag}");
+    #[cfg(windows)]
+    return format!("Local\\shmlink.{name}.{tag}");
+}
+
+/// A service's object mapped raw, read and written with volatile accesses and no locking,
+/// as a hostile or buggy peer has it. Linux: the /dev/shm file, mapped shared. Windows: the
+/// named section, opened with `OpenFileMappingW` and mapped whole.
+pub struct RawObject {
+    ptr: *mut u8,
+    len: usize,
+    #[cfg(windows)]
+    _section: win::Handle,
+}
+
+impl RawObject {
+    /// Opens `os_name` (see [`os_name`]); panics if it does not exist.
+    pub fn open(os_name: &str) -> RawObject {
+        Self::try_open(os_name).unwrap_or_else(|e| panic!("raw open of {os_name}: {e}"))
+    }
+
+    /// Opens `os_name` if it exists.
+    pub fn try_open(os_name: &str) -> std::io::Result<RawObject> {
+        #[cfg(unix)]
+        {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(format!("/dev/shm{os_name}"))?;
+            let len = f.metadata()?.len() as usize;
+            Ok(RawObject {
+                ptr: unix_map(&f, len),
+                len,
+            })
+        }
+        #[cfg(windows)]
+        {
+            let (section, ptr, len) = win::open_section(os_name)?;
+            Ok(RawObject {
+                ptr,
+                len,
+                _section: section,
+            })
+        }
+    }
+
+    /// Creates `os_name` holding `bytes` (an object that is not ours: a foreign squatter).
+    /// On Windows the section lives as long as the returned value (or another handle).
+    pub fn create_foreign(os_name: &str, bytes: &[u8]) -> RawObject {
+        #[cfg(unix)]
+        {
+            std::fs::write(format!("/dev/shm{os_name}"), bytes).unwrap();
+            let o = RawObject::open(os_name);
+            assert_eq!(o.len, bytes.len());
+            o
+        }
+        #[cfg(windows)]
+        {
+            let (section, ptr, len) = win::create_section(os_name, bytes.len()).unwrap();
+            let o = RawObject {
+                ptr,
+                len,
+                _section: section,
+            };
+            o.write(0, bytes);
+            o
+        }
+    }
+
+    /// Bytes mapped (Windows: whole pages).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn read(&self, at: usize, n: usize) -> Vec<u8> {
+        assert!(at + n <= self.len, "raw read out of bounds");
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            // SAFETY: in bounds of the mapping (checked), which lives as long as self.
+            out.push(unsafe { std::ptr::read_volatile(self.ptr.add(at + i)) });
+        }
+        out
+    }
+
+    pub fn write(&self, at: usize, bytes: &[u8]) {
+        assert!(at + bytes.len() <= self.len, "raw write out of bounds");
+        for (i, &b) in bytes.iter().enumerate() {
+            // SAFETY: in bounds of the mapping (checked), which lives as long as self.
+            unsafe { std::ptr::write_volatile(self.ptr.add(at + i), b) };
+        }
+    }
+
+    pub fn read_u32(&self, at: usize) -> u32 {
+        u32::from_ne_bytes(self.read(at, 4).try_into().unwrap())
+    }
+
+    pub fn write_u32(&self, at: usize, v: u32) {
+        self.write(at, &v.to_ne_bytes())
+    }
+
+    pub fn read_u64(&self, at: usize) -> u64 {
+        u64::from_ne_bytes(self.read(at, 8).try_into().unwrap())
+    }
+
+    pub fn write_u64(&self, at: usize, v: u64) {
+        self.write(at, &v.to_ne_bytes())
+    }
+}
+
+impl Drop for RawObject {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        {
+            // SAFETY: the mapping made in `unix_map`, unused after this.
+            unsafe { libc::munmap(self.ptr.cast(), self.len.max(1)) };
+        }
+        #[cfg(windows)]
+        win::unmap(self.ptr);
+    }
+}
+
+#[cfg(unix)]
+fn unix_map(f: &std::fs::File, len: usize) -> *mut u8 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: mapping a file we opened read-write, shared; checked for MAP_FAILED.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len.max(1),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(ptr, libc::MAP_FAILED, "mmap");
+    ptr.cast()
+}
+
+#[cfg(windows)]
+mod win {
+    use std::os::windows::ffi::OsStrExt;
+    use windows_sys::Win32::Foundation::{
+        CloseHandle, GetLastError, ERROR_ALREADY_EXISTS, HANDLE, INVALID_HANDLE_VALUE,
+        WAIT_OBJECT_0,
+    };
+    use windows_sys::Win32::System::Memory::{
+        CreateFileMappingW, MapViewOfFile, OpenFileMappingW, UnmapViewOfFile, VirtualQuery,
+        FILE_MAP_READ, FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS,
+        PAGE_READWRITE,
+    };
+    use windows_sys::Win32::System::Threading::{
+        OpenProcess, WaitForSingleObject, PROCESS_SYNCHRONIZE,
+    };
+
+    /// A kernel handle, closed on drop.
+    pub struct Handle(HANDLE);
+    // SAFETY: kernel handles are process-wide values usable from any thread.
+    unsafe impl Send for Handle {}
+
+    impl Drop for Handle {
+        fn drop(&mut self) {
+            // SAFETY: we own the handle.
+            unsafe { CloseHandle(self.0) };
+        }
+    }
+
+    fn wide(s: &str) -> Vec<u16> {
+        std::ffi::OsStr::new(s).encode_wide().chain([0]).collect()
+    }
+
+    pub fn open_process(pid: u32) -> Option<Handle> {
+        // SAFETY: no memory preconditions; null means failure.
+        let h = unsafe { OpenProcess(PROCESS_SYNCHRONIZE, 0, pid) };
+        (!h.is_null()).then_some(Handle(h))
+    }
+
+    pub fn is_signalled(h: &Handle) -> bool {
+        // SAFETY: a valid handle with SYNCHRONIZE access.
+        unsafe { WaitForSingleObject(h.0, 0) == WAIT_OBJECT_0 }
+    }
+
+    fn map(section: Handle) -> std::io::Result<(Handle, *mut u8, usize)> {
+        // SAFETY: a valid section handle with read/write access; 0, 0 maps all of it.
+        let view = unsafe { MapViewOfFile(section.0, FILE_MAP_READ | FILE_MAP_WRITE, 0, 0, 0) };
+        if view.Value.is_null() {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: plain data, valid zeroed; VirtualQuery writes it.
+        let mut info: MEMORY_BASIC_INFORMATION = unsafe { std::mem::zeroed() };
+        // SAFETY: `view` is a live view, `info` is writable.
+        let n = unsafe { VirtualQuery(view.Value, &mut info, std::mem::size_of_val(&info)) };
+        assert_ne!(n, 0, "VirtualQuery");
+        Ok((section, view.Value.cast(), info.RegionSize))
+    }
+
+    pub fn open_section(name: &str) -> std::io::Result<(Handle, *mut u8, usize)> {
+        let w = wide(name);
+        // SAFETY: NUL-terminated name that outlives the call.
+        let h = unsafe { OpenFileMappingW(FILE_MAP_READ | FILE_MAP_WRITE, 0, w.as_ptr()) };
+        if h.is_null() {
+            return Err(std::io::Error::last_os_error());
+        }
+        map(Handle(h))
+    }
+
+    pub fn create_section(name: &str, size: usize) -> std::io::Result<(Handle, *mut u8, usize)> {
+        let w = wide(name);
+        // SAFETY: NUL-terminated name; pagefile-backed; default security.
+        let h = unsafe {
+            CreateFileMappingW(
+                INVALID_HANDLE_VALUE,
+                std::ptr::null(),
+                PAGE_READWRITE,
+                0,
+                size as u32,
+                w.as_ptr(),
+            )
+        };
+        if h.is_null() {
+            return Err(std::io::Error::last_os_error());
+        }
+        let h = Handle(h);
+        // SAFETY: no preconditions.
+        if unsafe { GetLastError() } == ERROR_ALREADY_EXISTS {
+            return Err(std::io::ErrorKind::AlreadyExists.into());
+        }
+        map(h)
+    }
+
+    pub fn unmap(ptr: *mut u8) {
+        // SAFETY: the base of a view mapped by `map`, unused after this.
+        unsafe { UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS { Value: ptr.cast() }) };
+    }
+}
+
 /// This process's effective uid.
+#[cfg(unix)]
 pub fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() }
 }
 
 /// Whether this process runs as root (tests that switch a child to another uid need it).
+#[cfg(unix)]
 pub fn is_root() -> bool {
     euid() == 0
 }
 
 /// The uid and gid [`become_nobody`] switches to.
+#[cfg(unix)]
 pub const NOBODY: u32 = 65534;
 
 /// Switches this (child) process to uid and gid [`NOBODY`]; panics if it cannot.
+#[cfg(unix)]
 pub fn become_nobody() {
     // SAFETY: setgid/setuid have no memory preconditions; the child is single-threaded apart
     // from its watchdog, which uses no credentials.
@@ -330,6 +630,7 @@ pub fn become_nobody() {
 }
 
 /// Pins the calling thread to `cpu` (benches and placement tests).
+#[cfg(target_os = "linux")]
 pub fn pin_to_cpu(cpu: usize) -> bool {
     // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it.
     unsafe {
