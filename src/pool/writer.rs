@@ -392,7 +392,7 @@ impl Writer {
             }
         }
         #[cfg(windows)]
-        let grown_here = (buf.seg.owner().pid() == self.me.pid())
+        let grown_here = (buf.seg.owner().pid() == std::process::id())
             .then(|| (Arc::clone(&buf.seg), buf.slot.index, buf.slot.generation));
         self.queue(buf)?;
         #[cfg(windows)]
