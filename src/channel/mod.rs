@@ -35,6 +35,7 @@
 //! - `mod.rs`: this overview, the public re-exports, [`server_or_client`];
 //! - `client.rs`: [`Client`] (calls, reconnects, hand-over after a server restart);
 //! - `server.rs`: [`ServerBuilder`], [`Server`] and its handles;
+//! - `clients.rs`: the client table, connection events, the housekeeping scan;
 //! - `conn.rs`: a client's connection (claiming, one call's steps, releasing its slot);
 //! - `worker.rs`: what the workers share, the worker loop, serving one slot, shutdown;
 //! - `layout.rs`: where everything lies in the segment, and typed views of it;
@@ -61,6 +62,7 @@
 //! ```
 
 mod client;
+mod clients;
 mod conn;
 mod error;
 mod handler;
@@ -73,9 +75,10 @@ mod worker;
 use std::time::Duration;
 
 pub use client::Client;
+pub use clients::{ClientInfo, ConnectionEvent, DisconnectReason};
 pub use error::CallError;
 pub use handler::{AppError, Bytes, CallInfo, ClientId, Handler, SharedHandler, WithInfo};
-pub use server::{Free, Server, ServerBuilder, ServerHandle, ShutdownHandle, Single};
+pub use server::{ClientTable, Free, Server, ServerBuilder, ServerHandle, ShutdownHandle, Single};
 
 /// What [`server_or_client`] made of this process.
 #[derive(Debug)]

@@ -52,7 +52,7 @@ pub(crate) struct SlotHeader {
     /// | [`REQUEST_READY`] | request written, slot number in the ring | [`take`](Self::take) -> `IN_SERVICE` (a worker, CAS); [`retract`](Self::retract) -> `IDLE` (owner, CAS) |
     /// | [`IN_SERVICE`] | a worker runs the handler; the bytes are the worker's | [`Taken::answer`] -> `RESPONSE_READY` (the worker that took it) |
     /// | [`RESPONSE_READY`] | response written, `done` notified | [`collect`](Self::collect) -> `IDLE` (owner); [`release`](Self::release) -> `FREE` (owner leaving) |
-    /// | any state but `FREE` / `IN_SERVICE`, owner dead | | [`reap`](Self::reap) -> `FREE` (a claimer, under the mutex; CAS) |
+    /// | any state but `FREE` / `IN_SERVICE`, owner dead | | [`reap`](Self::reap) -> `FREE` (a claimer or the server's housekeeping, under the mutex; CAS) |
     ///
     /// The CAS out of `REQUEST_READY` (`take` against `retract` and `reap`) is what makes
     /// every request served at most once, however many (stale, duplicated or forged) ring
@@ -78,6 +78,9 @@ pub(crate) struct SlotHeader {
     owner_token: AtomicU64,
     /// The application error code (valid in `RESPONSE_READY` with [`STATUS_APP_ERROR`]).
     app_code: AtomicU32,
+    /// Calls answered on this connection (reset by [`claim`](Self::claim), counted by
+    /// [`Taken::answer`]): statistics for the server's client table, never trusted.
+    served: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<SlotHeader>() == 64);
@@ -159,14 +162,20 @@ impl SlotHeader {
         self.app_code.load(Ordering::Relaxed)
     }
 
+    /// Calls answered on the current connection (wrapping; untrusted statistics).
+    pub(crate) fn served(&self) -> u32 {
+        self.served.load(Ordering::Relaxed)
+    }
+
     /// `FREE -> IDLE`: `me` owns the slot, as its next connection. The caller holds the slot
-    /// mutex (the only writer of a `FREE` slot), so a check and plain stores suffice: owner
-    /// and connection count first, then the state.
+    /// mutex (the only writer of a `FREE` slot), so a check and plain stores suffice: owner,
+    /// connection count and call count first, then the state.
     pub(crate) fn claim(&self, me: Member) -> bool {
         if self.state.load(Ordering::Acquire) != FREE {
             return false;
         }
         self.set_owner(Some(me));
+        self.served.store(0, Ordering::Relaxed);
         self.epoch.store(
             self.epoch.load(Ordering::Relaxed).wrapping_add(1),
             Ordering::Relaxed,
@@ -254,8 +263,8 @@ impl SlotHeader {
         self.set_owner(None);
     }
 
-    /// `any state but FREE / IN_SERVICE -> FREE`, by a claimer under the slot mutex, after it
-    /// found the owner dead. Refused in `IN_SERVICE` (a worker still owns the bytes; the
+    /// `any state but FREE / IN_SERVICE -> FREE`, by a claimer (or the server's housekeeping
+    /// scan) under the slot mutex, after it found the owner dead. Refused in `IN_SERVICE` (a worker still owns the bytes; the
     /// slot is reaped once answered) and in `FREE` (nothing to reap). A CAS from the state
     /// seen, so a request is never both reaped and taken.
     pub(crate) fn reap(&self) -> bool {
@@ -301,6 +310,10 @@ impl Taken<'_> {
     #[inline]
     pub(crate) fn answer(self, status: u32, len: u32) {
         let slot = self.slot;
+        // A load and a store, not an atomic add: one call per slot is in flight, and the
+        // slot's state transitions order one answer before the next.
+        let served = slot.served.load(Ordering::Relaxed);
+        slot.served.store(served.wrapping_add(1), Ordering::Relaxed);
         slot.resp_len.store(len, Ordering::Relaxed);
         slot.status.store(status, Ordering::Relaxed);
         slot.resp_seq.store(self.seq, Ordering::Relaxed);
@@ -347,6 +360,7 @@ mod tests {
             epoch: AtomicU32::new(0),
             owner_token: AtomicU64::new(0),
             app_code: AtomicU32::new(0),
+            served: AtomicU32::new(0),
         });
         if state != FREE {
             h.set_owner(Some(me()));

@@ -1,0 +1,269 @@
+//! The server's view of its clients: the client table, connection events, and the
+//! housekeeping thread that keeps both.
+//!
+//! No message tells the server that a client came or went; the slot headers do. A claim is a
+//! slot leaving `FREE` with a new connection number (`epoch`), a graceful leave is the slot
+//! going back to `FREE`, a death is an owner whose proof of life is gone. The housekeeping
+//! thread scans the headers every [`TICK`], turns what changed into the table and the
+//! events, and reaps the slots of dead clients (under the slot mutex, as a claimer would), so
+//! they are free before a newcomer asks. The workers count calls in the slot header (a load
+//! and a store on the line the answer writes anyway); the scan turns a changed count into
+//! the "last call" time, so no clock is read on a call's path.
+//!
+//! What a scan cannot see: a connection that begins and ends between two scans, and which
+//! of two ways a slot changed hands between scans (released, then claimed; or its dead
+//! owner reaped by the claimer). The second is told by the old owner's liveness when the
+//! scan looks.
+
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex as StdMutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::handler::ClientId;
+use super::layout::Mapped;
+use super::slot::{FREE, IN_SERVICE};
+use crate::process::Member;
+use crate::sync::Mutex;
+
+/// How often the housekeeping thread scans the slots: events come at most this late (plus
+/// the time the OS takes to drop a dead process's proof of life).
+pub(super) const TICK: Duration = Duration::from_millis(20);
+
+/// Why a client's connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The client released its slot (dropped its [`Client`](crate::Client), or its process
+    /// exited after doing so).
+    Graceful,
+    /// The client's process died while it owned the slot; the server reaped the slot.
+    Died,
+}
+
+/// A change in the server's set of clients, handed to the
+/// [`on_connection`](crate::ServerBuilder::on_connection) callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// A client claimed a slot.
+    Connected {
+        /// The new connection.
+        id: ClientId,
+        /// The client's process id, as the client recorded it.
+        pid: u32,
+    },
+    /// A client's connection ended.
+    Disconnected {
+        /// The connection that ended.
+        id: ClientId,
+        /// The client's process id, as the client recorded it.
+        pid: u32,
+        /// How it ended.
+        reason: DisconnectReason,
+    },
+}
+
+/// One connected client, as the server saw it at its last scan (see
+/// [`ServerHandle::clients`](crate::ServerHandle::clients)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientInfo {
+    /// The connection.
+    pub id: ClientId,
+    /// The client's process id, as the client recorded it.
+    pub pid: u32,
+    /// When the server first saw the connection.
+    pub connected_since: Instant,
+    /// When the server last saw a call answered (to within one scan), if any was.
+    pub last_call: Option<Instant>,
+    /// Calls answered on this connection.
+    pub calls: u64,
+}
+
+/// The connection-event callback, as the server keeps it.
+pub(super) type OnConnection = Arc<dyn Fn(ConnectionEvent) + Send + Sync>;
+
+/// A slot's connection as the last scan left it.
+struct Entry {
+    info: ClientInfo,
+    epoch: u32,
+    owner: Member,
+    /// The slot's `served` count when last seen.
+    served: u32,
+}
+
+/// Tells the housekeeping thread to stop (kept apart from the core, so the thread can wait
+/// on it without holding the core alive).
+#[derive(Default)]
+pub(super) struct Stop {
+    stop: StdMutex<bool>,
+    wake: Condvar,
+}
+
+impl Stop {
+    /// Waits one [`TICK`] or until stopped; `true` if stopped.
+    pub(super) fn wait_tick(&self) -> bool {
+        let g = self.stop.lock().unwrap_or_else(PoisonError::into_inner);
+        let (g, _) = self
+            .wake
+            .wait_timeout_while(g, TICK, |stop| !*stop)
+            .unwrap_or_else(PoisonError::into_inner);
+        *g
+    }
+}
+
+/// The client table, the callback and the housekeeping thread's controls.
+pub(super) struct Clients {
+    table: StdMutex<Vec<Option<Entry>>>,
+    on_event: Option<OnConnection>,
+    pub(super) stop: Arc<Stop>,
+    pub(super) thread: StdMutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for Clients {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Clients")
+            .field("connected", &self.connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Clients {
+    pub(super) fn new(slots: u32, on_event: Option<OnConnection>) -> Clients {
+        Clients {
+            table: StdMutex::new((0..slots).map(|_| None).collect()),
+            on_event,
+            stop: Arc::default(),
+            thread: StdMutex::new(None),
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Vec<Option<Entry>>> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Clients connected at the last scan.
+    pub(super) fn connected(&self) -> usize {
+        self.table().iter().flatten().count()
+    }
+
+    /// The connected clients at the last scan, by slot.
+    pub(super) fn list(&self) -> Vec<ClientInfo> {
+        self.table().iter().flatten().map(|e| e.info).collect()
+    }
+
+    /// Stops the housekeeping thread and waits for it (unless called on it).
+    pub(super) fn stop(&self) {
+        *self
+            .stop
+            .stop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = true;
+        self.stop.wake.notify_all();
+        let t = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(t) = t {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// One scan of the slots of `map` (whose slot mutex is `mutex`): updates the table,
+    /// reaps the slots of dead owners, then delivers the events (outside the table lock).
+    pub(super) fn scan(&self, map: &Mapped, mutex: &Mutex) {
+        let now = Instant::now();
+        let mut events = Vec::new();
+        {
+            let mut table = self.table();
+            for (i, entry) in (0..map.layout.slots).zip(table.iter_mut()) {
+                let slot = map.slot(i);
+                // The state first (Acquire): a claim's owner and epoch are visible after it.
+                let state = slot.state();
+                let (epoch, owner, served) = (slot.epoch(), slot.owner(), slot.served());
+                if let Some(e) = entry.take_if(|e| state == FREE || e.epoch != epoch) {
+                    // Released (same connection, now FREE), or the slot changed hands since
+                    // the last scan: released, or its dead owner reaped by the claimer.
+                    let graceful = (state == FREE && e.epoch == epoch) || map.seg.is_alive(e.owner);
+                    events.push(ConnectionEvent::Disconnected {
+                        id: e.info.id,
+                        pid: e.info.pid,
+                        reason: if graceful {
+                            DisconnectReason::Graceful
+                        } else {
+                            DisconnectReason::Died
+                        },
+                    });
+                }
+                if state == FREE {
+                    continue;
+                }
+                let e = entry.get_or_insert_with(|| {
+                    let id = ClientId::new(i, epoch);
+                    events.push(ConnectionEvent::Connected { id, pid: owner.pid });
+                    Entry {
+                        info: ClientInfo {
+                            id,
+                            pid: owner.pid,
+                            connected_since: now,
+                            last_call: None,
+                            calls: 0,
+                        },
+                        epoch,
+                        owner,
+                        served: 0, // `claim` reset the slot's count
+                    }
+                });
+                if served != e.served {
+                    e.info.calls += u64::from(served.wrapping_sub(e.served));
+                    e.info.last_call = Some(now);
+                    e.served = served;
+                }
+                // A disowned slot (its owner left in mid-call) has no owner: not alive either.
+                if state != IN_SERVICE && !map.seg.is_alive(owner) {
+                    if let Some(reason) = reap(map, mutex, i, epoch, owner) {
+                        let e = entry.take().expect("just inserted");
+                        events.push(ConnectionEvent::Disconnected {
+                            id: e.info.id,
+                            pid: e.info.pid,
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(f) = &self.on_event {
+            for ev in events {
+                f(ev);
+            }
+        }
+    }
+}
+
+/// Reaps slot `i` if it still holds connection `epoch` of the dead `owner`, under the slot
+/// mutex (a claimer may be reaping it too). The reason: an owner that cleared itself
+/// (`disown`: it left in mid-call) left gracefully.
+fn reap(
+    map: &Mapped,
+    mutex: &Mutex,
+    i: u32,
+    epoch: u32,
+    owner: Member,
+) -> Option<DisconnectReason> {
+    // A holder that died is taken over; a live one is waited for at most one tick, else the
+    // next scan tries again.
+    let _guard = mutex.lock_timeout(TICK).ok()?;
+    let slot = map.slot(i);
+    if slot.epoch() != epoch || slot.owner() != owner || !slot.reap() {
+        return None;
+    }
+    Some(if owner == Member::default() {
+        DisconnectReason::Graceful
+    } else {
+        DisconnectReason::Died
+    })
+}
