@@ -452,7 +452,7 @@ mod raw {
     pub(crate) const DATA: usize = crate::common::HEADER_SIZE;
     pub(crate) const RING: usize = DATA + 256;
     pub(crate) const RING_CELLS: usize = RING + 128;
-    /// Slot header fields.
+    /// Slot header fields (the state word: state in the low 8 bits, generation above).
     pub(crate) const STATE: usize = 0;
     pub(crate) const REQ_LEN: usize = 8;
     pub(crate) const STATUS: usize = 20;
@@ -486,7 +486,9 @@ impl RawChannel {
         let me = std::process::id();
         (raw::RING_CELLS..self.len - 64)
             .step_by(64)
-            .find(|&at| self.read(at + raw::OWNER_PID) == me && self.read(at + raw::STATE) == 1)
+            .find(|&at| {
+                self.read(at + raw::OWNER_PID) == me && self.read(at + raw::STATE) & 0xFF == 1
+            })
             .expect("own slot")
     }
 }

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use super::handler::ClientId;
 use super::layout::Mapped;
-use super::slot::{FREE, IN_SERVICE};
+use super::slot::{FREE, IDLE, IN_SERVICE};
 use crate::process::Member;
+use crate::sync::atomic::Ordering;
 use crate::sync::Mutex;
 
 /// How often the housekeeping thread scans the slots: events come at most this late (plus
@@ -39,6 +40,11 @@ pub enum DisconnectReason {
     Graceful,
     /// The client's process died while it owned the slot; the server reaped the slot.
     Died,
+    /// The client made no call for the server's
+    /// [`idle_timeout`](crate::ServerBuilder::idle_timeout) and a newcomer needed its slot.
+    Reaped,
+    /// The server disconnected it ([`ServerHandle::disconnect`](crate::ServerHandle::disconnect)).
+    Evicted,
 }
 
 /// A change in the server's set of clients, handed to the
@@ -91,6 +97,16 @@ struct Entry {
     owner: Member,
     /// The slot's `served` count when last seen.
     served: u32,
+    /// Set when the server asked the connection to leave ([`DisconnectReason::Evicted`]).
+    leaving: Option<DisconnectReason>,
+}
+
+/// The table proper, under one lock.
+struct Table {
+    /// By slot.
+    slots: Vec<Option<Entry>>,
+    /// A newcomer found every slot taken, and none has been free since.
+    want: bool,
 }
 
 /// Tells the housekeeping thread to stop (kept apart from the core, so the thread can wait
@@ -115,8 +131,9 @@ impl Stop {
 
 /// The client table, the callback and the housekeeping thread's controls.
 pub(super) struct Clients {
-    table: StdMutex<Vec<Option<Entry>>>,
+    table: StdMutex<Table>,
     on_event: Option<OnConnection>,
+    idle_timeout: Option<Duration>,
     pub(super) stop: Arc<Stop>,
     pub(super) thread: StdMutex<Option<JoinHandle<()>>>,
 }
@@ -130,27 +147,55 @@ impl fmt::Debug for Clients {
 }
 
 impl Clients {
-    pub(super) fn new(slots: u32, on_event: Option<OnConnection>) -> Clients {
+    pub(super) fn new(
+        slots: u32,
+        on_event: Option<OnConnection>,
+        idle_timeout: Option<Duration>,
+    ) -> Clients {
         Clients {
-            table: StdMutex::new((0..slots).map(|_| None).collect()),
+            table: StdMutex::new(Table {
+                slots: (0..slots).map(|_| None).collect(),
+                want: false,
+            }),
             on_event,
+            idle_timeout,
             stop: Arc::default(),
             thread: StdMutex::new(None),
         }
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, Vec<Option<Entry>>> {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Clients connected at the last scan.
     pub(super) fn connected(&self) -> usize {
-        self.table().iter().flatten().count()
+        self.table().slots.iter().flatten().count()
     }
 
     /// The connected clients at the last scan, by slot.
     pub(super) fn list(&self) -> Vec<ClientInfo> {
-        self.table().iter().flatten().map(|e| e.info).collect()
+        self.table()
+            .slots
+            .iter()
+            .flatten()
+            .map(|e| e.info)
+            .collect()
+    }
+
+    /// Asks the connections `which` picks to leave: each gives its slot up at the start of
+    /// its next call, or the next scan takes it back while it is idle. Returns how many were
+    /// asked.
+    pub(super) fn evict(&self, map: &Mapped, mut which: impl FnMut(ClientId) -> bool) -> usize {
+        let mut n = 0;
+        for (i, e) in (0..map.layout.slots).zip(self.table().slots.iter_mut()) {
+            if let Some(e) = e.as_mut().filter(|e| which(e.info.id)) {
+                e.leaving = Some(DisconnectReason::Evicted);
+                map.slot(i).mark_evicted(e.epoch);
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Stops the housekeeping thread and waits for it (unless called on it).
@@ -178,9 +223,17 @@ impl Clients {
     pub(super) fn scan(&self, map: &Mapped, mutex: &Mutex) {
         let now = Instant::now();
         let mut events = Vec::new();
+        let flags = map.flags();
+        let wanted = flags.slot_wanted.load(Ordering::Relaxed) != 0
+            && flags.slot_wanted.swap(0, Ordering::Relaxed) != 0;
         {
-            let mut table = self.table();
-            for (i, entry) in (0..map.layout.slots).zip(table.iter_mut()) {
+            let mut guard = self.table();
+            let table = &mut *guard;
+            table.want |= wanted && self.idle_timeout.is_some();
+            // The longest idle client past the idle timeout: (idle since, slot, epoch).
+            let mut idlest: Option<(Instant, u32, u32)> = None;
+            let mut any_free = false;
+            for (i, entry) in (0..map.layout.slots).zip(table.slots.iter_mut()) {
                 let slot = map.slot(i);
                 // The state first (Acquire): a claim's owner and epoch are visible after it.
                 let state = slot.state();
@@ -192,14 +245,15 @@ impl Clients {
                     events.push(ConnectionEvent::Disconnected {
                         id: e.info.id,
                         pid: e.info.pid,
-                        reason: if graceful {
+                        reason: e.leaving.unwrap_or(if graceful {
                             DisconnectReason::Graceful
                         } else {
                             DisconnectReason::Died
-                        },
+                        }),
                     });
                 }
                 if state == FREE {
+                    any_free = true;
                     continue;
                 }
                 let e = entry.get_or_insert_with(|| {
@@ -216,6 +270,7 @@ impl Clients {
                         epoch,
                         owner,
                         served: 0, // `claim` reset the slot's count
+                        leaving: None,
                     }
                 });
                 if served != e.served {
@@ -230,9 +285,47 @@ impl Clients {
                         events.push(ConnectionEvent::Disconnected {
                             id: e.info.id,
                             pid: e.info.pid,
-                            reason,
+                            reason: e.leaving.unwrap_or(reason),
                         });
+                        any_free = true;
                     }
+                    continue;
+                }
+                if state != IDLE {
+                    continue; // in a call: never taken back
+                }
+                if e.leaving == Some(DisconnectReason::Evicted) {
+                    if revoke(map, mutex, i, epoch) {
+                        let e = entry.take().expect("just inserted");
+                        events.push(ConnectionEvent::Disconnected {
+                            id: e.info.id,
+                            pid: e.info.pid,
+                            reason: DisconnectReason::Evicted,
+                        });
+                        any_free = true;
+                    }
+                    continue;
+                }
+                let since = e.info.last_call.unwrap_or(e.info.connected_since);
+                if self
+                    .idle_timeout
+                    .is_some_and(|d| now.saturating_duration_since(since) >= d)
+                    && idlest.is_none_or(|(s, _, _)| since < s)
+                {
+                    idlest = Some((since, i, epoch));
+                }
+            }
+            if any_free {
+                table.want = false; // the newcomer can have that one
+            } else if let Some((_, i, epoch)) = idlest.filter(|_| table.want) {
+                if revoke(map, mutex, i, epoch) {
+                    table.want = false;
+                    let e = table.slots[i as usize].take().expect("a connected slot");
+                    events.push(ConnectionEvent::Disconnected {
+                        id: e.info.id,
+                        pid: e.info.pid,
+                        reason: DisconnectReason::Reaped,
+                    });
                 }
             }
         }
@@ -242,6 +335,14 @@ impl Clients {
             }
         }
     }
+}
+
+/// Takes slot `i` back from connection `epoch` if it is idle, under the slot mutex.
+fn revoke(map: &Mapped, mutex: &Mutex, i: u32, epoch: u32) -> bool {
+    let Ok(_guard) = mutex.lock_timeout(TICK) else {
+        return false; // the next scan tries again
+    };
+    map.slot(i).revoke(epoch)
 }
 
 /// Reaps slot `i` if it still holds connection `epoch` of the dead `owner`, under the slot

@@ -40,6 +40,7 @@ pub struct ServerBuilder<M = Single> {
     strategy: WaitStrategy,
     mode: u32,
     on_connection: Option<OnConnection>,
+    idle_timeout: Option<Duration>,
     /// Set by [`workers`](ServerBuilder::workers): the [`Free`] model.
     free: bool,
     _model: PhantomData<M>,
@@ -100,6 +101,7 @@ impl<M> ServerBuilder<M> {
             strategy: self.strategy,
             mode: self.mode,
             on_connection: self.on_connection,
+            idle_timeout: self.idle_timeout,
             free: true,
             _model: PhantomData,
         }
@@ -134,6 +136,22 @@ impl<M> ServerBuilder<M> {
     /// ```
     pub fn on_connection(mut self, f: impl Fn(ConnectionEvent) + Send + Sync + 'static) -> Self {
         self.on_connection = Some(Arc::new(f));
+        self
+    }
+
+    /// Lets a newcomer have the slot of a client that made no call for `d` (default: never).
+    ///
+    /// Idle clients are reaped only when needed: when a client finds every slot taken
+    /// ([`CallError::ServerBusy`]), the server takes back the slot of the client idle the
+    /// longest, if that is `d` or more (within about 20 ms of both being true), so the
+    /// newcomer's next try (e.g. [`Client::connect_timeout`](crate::Client::connect_timeout)'s
+    /// retries) gets it. A client in a call is never reaped; idleness counts from its last
+    /// answered call (or its connection). The reaped client is told nothing until its next
+    /// call, which reconnects by itself if a slot is free and otherwise fails with
+    /// [`CallError::Disconnected`] (not executed). Its connection ends with
+    /// [`DisconnectReason::Reaped`](crate::DisconnectReason::Reaped).
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = Some(d);
         self
     }
 
@@ -202,6 +220,7 @@ impl<M> ServerBuilder<M> {
                 workers: self.workers,
                 resizable: self.free,
                 on_connection: self.on_connection,
+                idle_timeout: self.idle_timeout,
             },
         ));
         // From here on, dropping the server ends the housekeeping thread too (`finish`).
@@ -319,6 +338,7 @@ impl Server<Single> {
             strategy: WaitStrategy::Adaptive,
             mode: DEFAULT_MODE,
             on_connection: None,
+            idle_timeout: None,
             free: false,
             _model: PhantomData,
         }
@@ -650,6 +670,38 @@ impl ServerHandle {
         }
     }
 
+    /// Disconnects client `id`: an idle client loses its slot at the server's next scan
+    /// (within about 20 ms); a client in a call gets its answer first, as usual, and gives
+    /// the slot up when its next call begins. Either way that next call reconnects by itself
+    /// (a new [`ClientId`]) if a slot is free, and otherwise fails with
+    /// [`CallError::Disconnected`] (not executed). The connection ends with
+    /// [`DisconnectReason::Evicted`](crate::DisconnectReason::Evicted). Returns whether `id`
+    /// was connected (at the last scan).
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{Client, Server};
+    /// # let name = format!("doc-disconnect-{}", std::process::id());
+    /// let handle = Server::builder(&name).create()?.spawn(|_: &[u8], _: &mut [u8]| 0)?;
+    /// let mut client = Client::connect(&name)?;
+    /// while handle.connected() == 0 {
+    ///     std::thread::sleep(std::time::Duration::from_millis(5)); // the next scan
+    /// }
+    /// assert!(handle.disconnect(handle.clients()[0].id));
+    /// client.call(b"")?; // reconnects
+    /// # handle.shutdown();
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
+    pub fn disconnect(&self, id: ClientId) -> bool {
+        self.core.evict(|c| c == id) > 0
+    }
+
+    /// Disconnects every client, as [`disconnect`](ServerHandle::disconnect) does; returns
+    /// how many were connected (at the last scan).
+    pub fn disconnect_all(&self) -> usize {
+        self.core.evict(|_| true)
+    }
+
     /// Workers now running.
     pub fn workers(&self) -> usize {
         self.threads.len()
@@ -755,6 +807,18 @@ impl ClientTable {
     /// The entry of client `id`, if it is connected.
     pub fn get(&self, id: ClientId) -> Option<ClientInfo> {
         self.clients().into_iter().find(|c| c.id == id)
+    }
+
+    /// As [`ServerHandle::disconnect`].
+    pub fn disconnect(&self, id: ClientId) -> bool {
+        self.core
+            .upgrade()
+            .is_some_and(|c| c.evict(|c| c == id) > 0)
+    }
+
+    /// As [`ServerHandle::disconnect_all`].
+    pub fn disconnect_all(&self) -> usize {
+        self.core.upgrade().map_or(0, |c| c.evict(|_| true))
     }
 }
 

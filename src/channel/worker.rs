@@ -37,6 +37,7 @@ pub(super) struct Pool {
     /// The [`Free`](super::Free) model: the count may change.
     pub(super) resizable: bool,
     pub(super) on_connection: Option<OnConnection>,
+    pub(super) idle_timeout: Option<Duration>,
 }
 
 /// What the workers share.
@@ -100,9 +101,14 @@ impl Core {
             workers: pool.workers,
             resizable: pool.resizable,
             target: AtomicU32::new(pool.workers as u32),
-            clients: Clients::new(slots, pool.on_connection),
+            clients: Clients::new(slots, pool.on_connection, pool.idle_timeout),
             scan_from: AtomicU32::new(0),
         }
+    }
+
+    /// Asks the connections `which` picks to leave (see `Clients::evict`).
+    pub(super) fn evict(&self, which: impl FnMut(ClientId) -> bool) -> usize {
+        self.clients.evict(&self.map, which)
     }
 
     /// One housekeeping scan (see `clients.rs`).
