@@ -1075,10 +1075,13 @@ fn connecting_caller(name: &str) -> ! {
     child_exit(0)
 }
 
+/// Connection events with the time they were delivered.
+type Events = mpsc::Receiver<(Instant, ConnectionEvent)>;
+
 /// Waits (at most `common::STEP`) for the next event that `pick` accepts; returns it with
 /// the time it was delivered.
 fn next_event(
-    events: &mpsc::Receiver<(Instant, ConnectionEvent)>,
+    events: &Events,
     mut pick: impl FnMut(&ConnectionEvent) -> bool,
 ) -> (Instant, ConnectionEvent) {
     let end = Instant::now() + common::STEP;
@@ -1313,6 +1316,243 @@ fn set_workers_one_to_four_to_two_under_load_answers_every_call() {
         done.load(Ordering::SeqCst),
         "every call answered once"
     );
+    handle.shutdown();
+    assert!(name.leftovers().is_empty(), "left: {:?}", name.leftovers());
+}
+
+/// A server for the reaping and eviction tests: `slots` slots, two workers running a
+/// [`Gate`] handler, connection events sent to the returned receiver.
+fn gated_server(
+    name: &str,
+    slots: u32,
+    idle: Option<Duration>,
+) -> (
+    shmlink::ServerHandle,
+    Events,
+    mpsc::Receiver<Vec<u8>>,
+    mpsc::Sender<()>,
+) {
+    let (tx, events) = mpsc::channel();
+    let (gate, entered, release) = Gate::new();
+    let mut b = Server::builder(name)
+        .slots(slots)
+        .max_message(512)
+        .on_connection(move |ev: ConnectionEvent| {
+            let _ = tx.send((Instant::now(), ev));
+        });
+    if let Some(d) = idle {
+        b = b.idle_timeout(d);
+    }
+    let handle = b
+        .workers(2)
+        .create()
+        .unwrap()
+        .spawn(move |req: &[u8], resp: &mut [u8]| gate.handle(req, resp))
+        .unwrap();
+    (handle, events, entered, release)
+}
+
+/// The id the next Connected event gives the process `pid`.
+fn connected_id(events: &Events, pid: u32) -> ClientId {
+    match next_event(
+        events,
+        |ev| matches!(ev, ConnectionEvent::Connected { pid: p, .. } if *p == pid),
+    )
+    .1
+    {
+        ConnectionEvent::Connected { id, .. } => id,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn idle_timeout_lets_a_newcomer_have_the_idlest_clients_slot() {
+    if let Some((_, args)) = child_role() {
+        child_calls(&args[0]);
+    }
+    let _w = watchdog("idle_timeout_newcomer", Duration::from_secs(90));
+    let name = TestName::new("chan-idle");
+    let idle = Duration::from_millis(200);
+    let (handle, events, _entered, _release) = gated_server(&name, 2, Some(idle));
+    let test = "idle_timeout_lets_a_newcomer_have_the_idlest_clients_slot";
+    let mut first = spawn(test, "caller", &[&name]);
+    first.expect("ready");
+    let first_id = connected_id(&events, first.pid());
+    let mut second = spawn(test, "caller", &[&name]);
+    second.expect("ready");
+    let second_id = connected_id(&events, second.pid());
+    // Both slots are taken by idle clients: a newcomer gets the one idle the longest.
+    let start = Instant::now();
+    let mut newcomer = Client::connect_timeout(&name, common::STEP).unwrap();
+    println!(
+        "newcomer connected {:?} after it started trying (idle timeout {idle:?})",
+        start.elapsed()
+    );
+    let (_, ev) = next_event(&events, |ev| {
+        matches!(ev, ConnectionEvent::Disconnected { .. })
+    });
+    assert_eq!(
+        ev,
+        ConnectionEvent::Disconnected {
+            id: first_id,
+            pid: first.pid(),
+            reason: DisconnectReason::Reaped
+        },
+        "the client idle the longest is reaped"
+    );
+    assert_eq!(newcomer.call(b"new").unwrap(), b"wen");
+    connected_id(&events, std::process::id());
+    assert!(handle.clients().iter().all(|c| c.id != first_id));
+    // Once a slot is free, the reaped client's next calls reconnect and succeed.
+    drop(newcomer);
+    next_event(&events, |ev| {
+        matches!(
+            ev,
+            ConnectionEvent::Disconnected {
+                reason: DisconnectReason::Graceful,
+                pid,
+                ..
+            } if *pid == std::process::id()
+        )
+    });
+    first.send("call");
+    first.expect("ok");
+    assert_ne!(
+        connected_id(&events, first.pid()),
+        first_id,
+        "a new connection"
+    );
+    assert!(handle.clients().iter().any(|c| c.id == second_id));
+    for k in [&mut first, &mut second] {
+        k.send("quit");
+        k.wait_ok();
+    }
+    handle.shutdown();
+    assert!(name.leftovers().is_empty(), "left: {:?}", name.leftovers());
+}
+
+#[test]
+fn idle_timeout_never_reaps_a_client_in_a_call() {
+    if let Some((_, args)) = child_role() {
+        child_calls(&args[0]);
+    }
+    let _w = watchdog("idle_timeout_in_call", Duration::from_secs(90));
+    let name = TestName::new("chan-idle-call");
+    let idle = Duration::from_millis(100);
+    let (handle, events, entered, release) = gated_server(&name, 2, Some(idle));
+    let test = "idle_timeout_never_reaps_a_client_in_a_call";
+    let mut kids = [
+        spawn(test, "caller", &[&name]),
+        spawn(test, "caller", &[&name]),
+    ];
+    for k in &mut kids {
+        k.expect("ready");
+        k.send("hold");
+        k.expect("holding");
+        entered
+            .recv_timeout(common::STEP)
+            .expect("the call reached the handler");
+    }
+    // Both clients are in calls far longer than the idle timeout: nobody is reaped.
+    match Client::connect_timeout(&name, idle * 5) {
+        Err(CallError::ServerBusy { .. }) => {}
+        r => panic!("expected ServerBusy, got {r:?}"),
+    }
+    while let Ok((_, ev)) = events.try_recv() {
+        assert!(
+            matches!(ev, ConnectionEvent::Connected { .. }),
+            "a client in a call lost its slot: {ev:?}"
+        );
+    }
+    for k in &mut kids {
+        release.send(()).unwrap();
+        let said = k.expect_line();
+        assert!(said.starts_with("Ok("), "the held call failed: {said}");
+    }
+    for k in &mut kids {
+        k.send("quit");
+        k.wait_ok();
+    }
+    handle.shutdown();
+    assert!(name.leftovers().is_empty(), "left: {:?}", name.leftovers());
+}
+
+#[test]
+fn disconnect_evicts_idle_and_busy_clients_and_they_reconnect() {
+    if let Some((_, args)) = child_role() {
+        child_calls(&args[0]);
+    }
+    let _w = watchdog("disconnect", Duration::from_secs(90));
+    let name = TestName::new("chan-evict");
+    let (handle, events, entered, release) = gated_server(&name, 4, None);
+    let test = "disconnect_evicts_idle_and_busy_clients_and_they_reconnect";
+    let mut kids = [
+        spawn(test, "caller", &[&name]),
+        spawn(test, "caller", &[&name]),
+        spawn(test, "caller", &[&name]),
+    ];
+    let mut by_pid = std::collections::HashMap::new();
+    for k in &mut kids {
+        k.expect("ready");
+    }
+    while by_pid.len() < 3 {
+        if let ConnectionEvent::Connected { id, pid } = next_event(&events, |_| true).1 {
+            by_pid.insert(pid, id);
+        }
+    }
+    let mut ids: Vec<ClientId> = kids.iter().map(|k| by_pid[&k.pid()]).collect();
+    let evicted = |id: ClientId, pid: u32| ConnectionEvent::Disconnected {
+        id,
+        pid,
+        reason: DisconnectReason::Evicted,
+    };
+    // An idle client: its slot is taken back; its next calls reconnect.
+    assert!(handle.disconnect(ids[0]));
+    let (_, ev) = next_event(&events, |_| true);
+    assert_eq!(ev, evicted(ids[0], kids[0].pid()));
+    assert!(!handle.disconnect(ids[0]), "already gone");
+    kids[0].send("call");
+    kids[0].expect("ok");
+    ids[0] = connected_id(&events, kids[0].pid());
+    // A client blocked in a call: the call is answered, then the slot is taken back.
+    kids[1].send("hold");
+    kids[1].expect("holding");
+    entered.recv_timeout(common::STEP).unwrap();
+    assert!(handle.disconnect(ids[1]));
+    release.send(()).unwrap();
+    assert_eq!(
+        kids[1].expect_line(),
+        format!("{:?}", Ok::<_, ()>(b"dloh".to_vec()))
+    );
+    let (_, ev) = next_event(&events, |_| true);
+    assert_eq!(ev, evicted(ids[1], kids[1].pid()));
+    kids[1].send("call");
+    kids[1].expect("ok");
+    ids[1] = connected_id(&events, kids[1].pid());
+    // Everyone.
+    assert!(poll_until(common::STEP, || handle.connected() == 3));
+    assert_eq!(handle.disconnect_all(), 3);
+    let mut gone = std::collections::HashSet::new();
+    for _ in 0..3 {
+        match next_event(&events, |_| true).1 {
+            ConnectionEvent::Disconnected {
+                id,
+                reason: DisconnectReason::Evicted,
+                ..
+            } => assert!(gone.insert(id)),
+            other => panic!("expected an eviction, got {other:?}"),
+        }
+    }
+    assert_eq!(gone, ids.iter().copied().collect());
+    assert!(poll_until(common::STEP, || handle.connected() == 0));
+    for k in &mut kids {
+        k.send("call");
+        k.expect("ok");
+    }
+    for k in &mut kids {
+        k.send("quit");
+        k.wait_ok();
+    }
     handle.shutdown();
     assert!(name.leftovers().is_empty(), "left: {:?}", name.leftovers());
 }
