@@ -17,6 +17,14 @@
 //!   a call that timed out is never returned by the next call.
 //! - Nothing read from the segment is trusted: numbers, lengths and states are checked before
 //!   use, so a broken client can fail its own calls, never the server or other clients.
+//! - The server can take an idle slot back from a live client (eviction, idle reaping): the
+//!   slot's state word carries the owning connection's generation, and a call begins with a
+//!   CAS from that connection's `IDLE`, racing the server's CAS from the same word, so a call
+//!   that has begun is never cut off and a client whose slot was taken back (and perhaps
+//!   given to another) only finds a word that is not its own, and reconnects.
+//! - The server keeps a table of its clients from what the slots show (claims, releases,
+//!   dead owners, calls answered), scanned by a housekeeping thread every 20 ms, which also
+//!   delivers connection events and reaps dead clients' slots.
 //! - A client learns that its server is gone from the segment owner's liveness (checked every
 //!   ~20 ms while it sleeps) and from the `closed` flag of a graceful shutdown; its mapping
 //!   pins that incarnation of the channel, so after a restart it reconnects to the new
