@@ -10,6 +10,12 @@
 //! and a store on the line the answer writes anyway); the scan turns a changed count into
 //! the "last call" time, so no clock is read on a call's path.
 //!
+//! The scan also takes slots back from live clients, only ever from `IDLE` (see
+//! `SlotHeader::revoke`): a client asked to leave (`disconnect`, which also marks the slot so
+//! that the client gives it up itself when its next call begins), and, with an idle timeout,
+//! the client idle the longest once a newcomer found every slot taken (the `slot_wanted`
+//! flag) and no slot has been free since.
+//!
 //! What a scan cannot see: a connection that begins and ends between two scans, and which
 //! of two ways a slot changed hands between scans (released, then claimed; or its dead
 //! owner reaped by the claimer). The second is told by the old owner's liveness when the
