@@ -12,8 +12,8 @@ use common::{
     child_exit, child_role, hear_parent, poll_until, spawn, tell_parent, watchdog, TestName,
 };
 use shmlink::{
-    server_or_client, AppError, CallError, CallInfo, Client, Role, Server, ShutdownHandle,
-    WaitStrategy,
+    server_or_client, AppError, CallError, CallInfo, Client, ClientId, ConnectionEvent,
+    DisconnectReason, Role, Server, ShutdownHandle, WaitStrategy,
 };
 
 /// The answer every test server gives: the request reversed.
@@ -452,7 +452,7 @@ mod raw {
     pub(crate) const DATA: usize = crate::common::HEADER_SIZE;
     pub(crate) const RING: usize = DATA + 256;
     pub(crate) const RING_CELLS: usize = RING + 128;
-    /// Slot header fields.
+    /// Slot header fields (the state word: state in the low 8 bits, generation above).
     pub(crate) const STATE: usize = 0;
     pub(crate) const REQ_LEN: usize = 8;
     pub(crate) const STATUS: usize = 20;
@@ -486,7 +486,9 @@ impl RawChannel {
         let me = std::process::id();
         (raw::RING_CELLS..self.len - 64)
             .step_by(64)
-            .find(|&at| self.read(at + raw::OWNER_PID) == me && self.read(at + raw::STATE) == 1)
+            .find(|&at| {
+                self.read(at + raw::OWNER_PID) == me && self.read(at + raw::STATE) & 0xFF == 1
+            })
             .expect("own slot")
     }
 }
@@ -1055,4 +1057,502 @@ fn a_server_killed_while_a_client_idles_can_be_restarted() {
     second.send("quit");
     second.wait_ok();
     name.assert_no_leftovers();
+}
+
+/// Client role for the connection-event test: connect, make one call, say "ready"; then per
+/// parent line: "drop" -> drop the client and say "dropped"; anything else (or EOF) -> exit.
+fn connecting_caller(name: &str) -> ! {
+    let mut c = Some(Client::connect_timeout(name, Duration::from_secs(10)).unwrap());
+    c.as_mut().unwrap().call(b"hello").unwrap();
+    tell_parent("ready");
+    while let Some(line) = hear_parent() {
+        if line != "drop" {
+            break;
+        }
+        drop(c.take());
+        tell_parent("dropped");
+    }
+    child_exit(0)
+}
+
+/// Connection events with the time they were delivered.
+type Events = mpsc::Receiver<(Instant, ConnectionEvent)>;
+
+/// Waits (at most `common::STEP`) for the next event that `pick` accepts; returns it with
+/// the time it was delivered.
+fn next_event(
+    events: &Events,
+    mut pick: impl FnMut(&ConnectionEvent) -> bool,
+) -> (Instant, ConnectionEvent) {
+    let end = Instant::now() + common::STEP;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok((at, ev)) if pick(&ev) => return (at, ev),
+            Ok(_) => {}
+            Err(e) => panic!("no connection event within {:?}: {e}", common::STEP),
+        }
+    }
+}
+
+#[test]
+fn connection_events_name_each_client_and_say_how_it_left() {
+    if let Some((_, args)) = child_role() {
+        connecting_caller(&args[0]);
+    }
+    let _w = watchdog("connection_events", Duration::from_secs(90));
+    let name = TestName::new("chan-events");
+    let (tx, events) = mpsc::channel();
+    let handle = Server::builder(&name)
+        .slots(4)
+        .max_message(64)
+        .on_connection(move |ev: ConnectionEvent| {
+            let _ = tx.send((Instant::now(), ev));
+        })
+        .workers(2)
+        .create()
+        .unwrap()
+        .spawn(reverse)
+        .unwrap();
+    let test = "connection_events_name_each_client_and_say_how_it_left";
+    let mut kids: Vec<_> = (0..4).map(|_| spawn(test, "client", &[&name])).collect();
+    for k in &mut kids {
+        k.expect("ready");
+    }
+    // Four Connected events, one per process, with its real pid and an id of its own.
+    let mut ids = std::collections::HashMap::new();
+    for _ in 0..4 {
+        match next_event(&events, |_| true).1 {
+            ConnectionEvent::Connected { id, pid } => {
+                assert!(ids.insert(pid, id).is_none(), "pid {pid} connected twice");
+            }
+            other => panic!("expected Connected, got {other:?}"),
+        }
+    }
+    let mut pids: Vec<u32> = ids.keys().copied().collect();
+    let mut want: Vec<u32> = kids.iter().map(common::Child::pid).collect();
+    pids.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(pids, want, "the events name the client processes");
+    let ids_of: Vec<ClientId> = kids.iter().map(|k| ids[&k.pid()]).collect();
+    assert_eq!(
+        ids_of
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        4
+    );
+    // The table agrees once every call is counted.
+    assert!(poll_until(common::STEP, || {
+        let c = handle.clients();
+        c.len() == 4 && c.iter().all(|c| c.calls == 1 && c.last_call.is_some())
+    }));
+    assert_eq!(handle.connected(), 4);
+    for c in handle.clients() {
+        assert_eq!(ids[&c.pid], c.id, "table and events agree on {c:?}");
+    }
+    // A graceful drop.
+    kids[0].send("drop");
+    kids[0].expect("dropped");
+    let said = Instant::now();
+    let (at, ev) = next_event(&events, |_| true);
+    assert_eq!(
+        ev,
+        ConnectionEvent::Disconnected {
+            id: ids_of[0],
+            pid: kids[0].pid(),
+            reason: DisconnectReason::Graceful
+        }
+    );
+    println!(
+        "graceful drop reported {:?} after the client said it dropped",
+        at.saturating_duration_since(said)
+    );
+    // A SIGKILL.
+    let pid = kids[1].pid();
+    kids[1].kill();
+    let killed = Instant::now();
+    let (at, ev) = next_event(&events, |_| true);
+    assert_eq!(
+        ev,
+        ConnectionEvent::Disconnected {
+            id: ids_of[1],
+            pid,
+            reason: DisconnectReason::Died
+        }
+    );
+    println!(
+        "SIGKILL reported {:?} after the kill returned",
+        at.saturating_duration_since(killed)
+    );
+    assert!(poll_until(common::STEP, || handle.connected() == 2));
+    for k in &mut kids[2..] {
+        k.send("drop");
+        k.expect("dropped");
+        k.send("quit");
+        k.wait_ok();
+    }
+    for _ in 0..2 {
+        assert!(matches!(
+            next_event(&events, |_| true).1,
+            ConnectionEvent::Disconnected {
+                reason: DisconnectReason::Graceful,
+                ..
+            }
+        ));
+    }
+    assert!(poll_until(common::STEP, || handle.connected() == 0));
+    kids[0].send("quit");
+    kids[0].wait_ok();
+    handle.shutdown();
+    assert!(name.leftovers().is_empty(), "left: {:?}", name.leftovers());
+}
+
+/// Client role for the worker-count test: connect, say "ready", wait for "go", then make
+/// checked calls (each waiting at most 10 s) until the parent says "stop"; say how many.
+fn calling_until_stopped(name: &str, id: u32) -> ! {
+    let mut c = Client::connect_timeout(name, Duration::from_secs(10)).unwrap();
+    tell_parent("ready");
+    hear_parent();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = std::sync::Arc::clone(&stop);
+    std::thread::spawn(move || {
+        hear_parent();
+        s.store(true, std::sync::atomic::Ordering::Release);
+    });
+    let mut i = 0;
+    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        let req = request(id, i);
+        let resp = c
+            .call_timeout(&req, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("client {id} call {i}: {e}"));
+        assert_eq!(resp, reversed(&req), "client {id} call {i}");
+        i += 1;
+    }
+    tell_parent(&format!("ok {i}"));
+    child_exit(0)
+}
+
+#[test]
+fn set_workers_one_to_four_to_two_under_load_answers_every_call() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    if let Some((_, args)) = child_role() {
+        calling_until_stopped(&args[0], args[1].parse().unwrap());
+    }
+    let _w = watchdog("set_workers", Duration::from_secs(120));
+    let name = TestName::new("chan-workers");
+    // Calls answered, handlers running now, most running at once since the last reset.
+    let (done, inside, peak) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let (d, n, p) = (Arc::clone(&done), Arc::clone(&inside), Arc::clone(&peak));
+    let mut handle = Server::builder(&name)
+        .slots(8)
+        .max_message(512)
+        .workers(1)
+        .create()
+        .unwrap()
+        .spawn(move |req: &[u8], resp: &mut [u8]| {
+            let now = n.fetch_add(1, Ordering::SeqCst) + 1;
+            p.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(1));
+            n.fetch_sub(1, Ordering::SeqCst);
+            d.fetch_add(1, Ordering::SeqCst);
+            reverse(req, resp)
+        })
+        .unwrap();
+    let test = "set_workers_one_to_four_to_two_under_load_answers_every_call";
+    let mut kids: Vec<_> = (0..8u32)
+        .map(|id| spawn(test, "client", &[&name, &id.to_string()]))
+        .collect();
+    for k in &mut kids {
+        k.expect("ready");
+    }
+    for k in &mut kids {
+        k.send("go");
+    }
+    // Runs `calls` more calls with `workers` workers; returns the rate and the peak.
+    let phase = |calls: usize| {
+        let from = done.load(Ordering::SeqCst);
+        let start = Instant::now();
+        assert!(poll_until(common::STEP, || done.load(Ordering::SeqCst) >= from + calls));
+        let rate = (done.load(Ordering::SeqCst) - from) as f64 / start.elapsed().as_secs_f64();
+        (rate, peak.load(Ordering::SeqCst))
+    };
+    let (r1, p1) = phase(200);
+    assert_eq!(p1, 1, "one worker runs one handler at a time");
+    handle.set_workers(4).unwrap();
+    assert_eq!(handle.workers(), 4);
+    assert!(
+        poll_until(common::STEP, || peak.load(Ordering::SeqCst) == 4),
+        "four workers never ran four handlers at once"
+    );
+    let (r4, _) = phase(800);
+    handle.set_workers(2).unwrap();
+    assert_eq!(handle.workers(), 2);
+    // The retired workers are joined: from now on at most two handlers run at once.
+    peak.store(inside.load(Ordering::SeqCst), Ordering::SeqCst);
+    let (r2, p2) = phase(400);
+    assert!(p2 <= 2, "{p2} handlers at once with two workers");
+    println!("calls/s with 1, 4, 2 workers: {r1:.0}, {r4:.0}, {r2:.0}");
+    let mut total = 0;
+    for k in &mut kids {
+        k.send("stop");
+    }
+    for k in &mut kids {
+        let line = k.expect_line();
+        total += line
+            .strip_prefix("ok ")
+            .unwrap_or_else(|| panic!("{line}"))
+            .parse::<usize>()
+            .unwrap();
+        k.wait_ok();
+    }
+    assert_eq!(
+        total,
+        done.load(Ordering::SeqCst),
+        "every call answered once"
+    );
+    handle.shutdown();
+    assert!(name.leftovers().is_empty(), "left: {:?}", name.leftovers());
+}
+
+/// A server for the reaping and eviction tests: `slots` slots, two workers running a
+/// [`Gate`] handler, connection events sent to the returned receiver.
+fn gated_server(
+    name: &str,
+    slots: u32,
+    idle: Option<Duration>,
+) -> (
+    shmlink::ServerHandle,
+    Events,
+    mpsc::Receiver<Vec<u8>>,
+    mpsc::Sender<()>,
+) {
+    let (tx, events) = mpsc::channel();
+    let (gate, entered, release) = Gate::new();
+    let mut b = Server::builder(name)
+        .slots(slots)
+        .max_message(512)
+        .on_connection(move |ev: ConnectionEvent| {
+            let _ = tx.send((Instant::now(), ev));
+        });
+    if let Some(d) = idle {
+        b = b.idle_timeout(d);
+    }
+    let handle = b
+        .workers(2)
+        .create()
+        .unwrap()
+        .spawn(move |req: &[u8], resp: &mut [u8]| gate.handle(req, resp))
+        .unwrap();
+    (handle, events, entered, release)
+}
+
+/// The id the next Connected event gives the process `pid`.
+fn connected_id(events: &Events, pid: u32) -> ClientId {
+    match next_event(
+        events,
+        |ev| matches!(ev, ConnectionEvent::Connected { pid: p, .. } if *p == pid),
+    )
+    .1
+    {
+        ConnectionEvent::Connected { id, .. } => id,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn idle_timeout_lets_a_newcomer_have_the_idlest_clients_slot() {
+    if let Some((_, args)) = child_role() {
+        child_calls(&args[0]);
+    }
+    let _w = watchdog("idle_timeout_newcomer", Duration::from_secs(90));
+    let name = TestName::new("chan-idle");
+    let idle = Duration::from_millis(200);
+    let (handle, events, _entered, _release) = gated_server(&name, 2, Some(idle));
+    let test = "idle_timeout_lets_a_newcomer_have_the_idlest_clients_slot";
+    let mut first = spawn(test, "caller", &[&name]);
+    first.expect("ready");
+    let first_id = connected_id(&events, first.pid());
+    let mut second = spawn(test, "caller", &[&name]);
+    second.expect("ready");
+    let second_id = connected_id(&events, second.pid());
+    // Both slots are taken by idle clients: a newcomer gets the one idle the longest.
+    let start = Instant::now();
+    let mut newcomer = Client::connect_timeout(&name, common::STEP).unwrap();
+    println!(
+        "newcomer connected {:?} after it started trying (idle timeout {idle:?})",
+        start.elapsed()
+    );
+    let (_, ev) = next_event(&events, |ev| {
+        matches!(ev, ConnectionEvent::Disconnected { .. })
+    });
+    assert_eq!(
+        ev,
+        ConnectionEvent::Disconnected {
+            id: first_id,
+            pid: first.pid(),
+            reason: DisconnectReason::Reaped
+        },
+        "the client idle the longest is reaped"
+    );
+    assert_eq!(newcomer.call(b"new").unwrap(), b"wen");
+    connected_id(&events, std::process::id());
+    assert!(handle.clients().iter().all(|c| c.id != first_id));
+    // Once a slot is free, the reaped client's next calls reconnect and succeed.
+    drop(newcomer);
+    next_event(&events, |ev| {
+        matches!(
+            ev,
+            ConnectionEvent::Disconnected {
+                reason: DisconnectReason::Graceful,
+                pid,
+                ..
+            } if *pid == std::process::id()
+        )
+    });
+    first.send("call");
+    first.expect("ok");
+    assert_ne!(
+        connected_id(&events, first.pid()),
+        first_id,
+        "a new connection"
+    );
+    assert!(handle.clients().iter().any(|c| c.id == second_id));
+    for k in [&mut first, &mut second] {
+        k.send("quit");
+        k.wait_ok();
+    }
+    handle.shutdown();
+    assert!(name.leftovers().is_empty(), "left: {:?}", name.leftovers());
+}
+
+#[test]
+fn idle_timeout_never_reaps_a_client_in_a_call() {
+    if let Some((_, args)) = child_role() {
+        child_calls(&args[0]);
+    }
+    let _w = watchdog("idle_timeout_in_call", Duration::from_secs(90));
+    let name = TestName::new("chan-idle-call");
+    let idle = Duration::from_millis(100);
+    let (handle, events, entered, release) = gated_server(&name, 2, Some(idle));
+    let test = "idle_timeout_never_reaps_a_client_in_a_call";
+    let mut kids = [
+        spawn(test, "caller", &[&name]),
+        spawn(test, "caller", &[&name]),
+    ];
+    for k in &mut kids {
+        k.expect("ready");
+        k.send("hold");
+        k.expect("holding");
+        entered
+            .recv_timeout(common::STEP)
+            .expect("the call reached the handler");
+    }
+    // Both clients are in calls far longer than the idle timeout: nobody is reaped.
+    match Client::connect_timeout(&name, idle * 5) {
+        Err(CallError::ServerBusy { .. }) => {}
+        r => panic!("expected ServerBusy, got {r:?}"),
+    }
+    while let Ok((_, ev)) = events.try_recv() {
+        assert!(
+            matches!(ev, ConnectionEvent::Connected { .. }),
+            "a client in a call lost its slot: {ev:?}"
+        );
+    }
+    for k in &mut kids {
+        release.send(()).unwrap();
+        let said = k.expect_line();
+        assert!(said.starts_with("Ok("), "the held call failed: {said}");
+    }
+    for k in &mut kids {
+        k.send("quit");
+        k.wait_ok();
+    }
+    handle.shutdown();
+    assert!(name.leftovers().is_empty(), "left: {:?}", name.leftovers());
+}
+
+#[test]
+fn disconnect_evicts_idle_and_busy_clients_and_they_reconnect() {
+    if let Some((_, args)) = child_role() {
+        child_calls(&args[0]);
+    }
+    let _w = watchdog("disconnect", Duration::from_secs(90));
+    let name = TestName::new("chan-evict");
+    let (handle, events, entered, release) = gated_server(&name, 4, None);
+    let test = "disconnect_evicts_idle_and_busy_clients_and_they_reconnect";
+    let mut kids = [
+        spawn(test, "caller", &[&name]),
+        spawn(test, "caller", &[&name]),
+        spawn(test, "caller", &[&name]),
+    ];
+    let mut by_pid = std::collections::HashMap::new();
+    for k in &mut kids {
+        k.expect("ready");
+    }
+    while by_pid.len() < 3 {
+        if let ConnectionEvent::Connected { id, pid } = next_event(&events, |_| true).1 {
+            by_pid.insert(pid, id);
+        }
+    }
+    let mut ids: Vec<ClientId> = kids.iter().map(|k| by_pid[&k.pid()]).collect();
+    let evicted = |id: ClientId, pid: u32| ConnectionEvent::Disconnected {
+        id,
+        pid,
+        reason: DisconnectReason::Evicted,
+    };
+    // An idle client: its slot is taken back; its next calls reconnect.
+    assert!(handle.disconnect(ids[0]));
+    let (_, ev) = next_event(&events, |_| true);
+    assert_eq!(ev, evicted(ids[0], kids[0].pid()));
+    assert!(!handle.disconnect(ids[0]), "already gone");
+    kids[0].send("call");
+    kids[0].expect("ok");
+    ids[0] = connected_id(&events, kids[0].pid());
+    // A client blocked in a call: the call is answered, then the slot is taken back.
+    kids[1].send("hold");
+    kids[1].expect("holding");
+    entered.recv_timeout(common::STEP).unwrap();
+    assert!(handle.disconnect(ids[1]));
+    release.send(()).unwrap();
+    assert_eq!(
+        kids[1].expect_line(),
+        format!("{:?}", Ok::<_, ()>(b"dloh".to_vec()))
+    );
+    let (_, ev) = next_event(&events, |_| true);
+    assert_eq!(ev, evicted(ids[1], kids[1].pid()));
+    kids[1].send("call");
+    kids[1].expect("ok");
+    ids[1] = connected_id(&events, kids[1].pid());
+    // Everyone.
+    assert!(poll_until(common::STEP, || handle.connected() == 3));
+    assert_eq!(handle.disconnect_all(), 3);
+    let mut gone = std::collections::HashSet::new();
+    for _ in 0..3 {
+        match next_event(&events, |_| true).1 {
+            ConnectionEvent::Disconnected {
+                id,
+                reason: DisconnectReason::Evicted,
+                ..
+            } => assert!(gone.insert(id)),
+            other => panic!("expected an eviction, got {other:?}"),
+        }
+    }
+    assert_eq!(gone, ids.iter().copied().collect());
+    assert!(poll_until(common::STEP, || handle.connected() == 0));
+    for k in &mut kids {
+        k.send("call");
+        k.expect("ok");
+    }
+    for k in &mut kids {
+        k.send("quit");
+        k.wait_ok();
+    }
+    handle.shutdown();
+    assert!(name.leftovers().is_empty(), "left: {:?}", name.leftovers());
 }

@@ -325,15 +325,14 @@ impl Client {
         read: impl FnOnce(&[u8]) -> R,
         deadline: Option<Instant>,
     ) -> Result<R, CallError> {
-        let conn = self.conn(deadline)?;
-        if conn.shutting_down() {
-            return Err(CallError::ShuttingDown);
-        }
-        conn.prefetch();
-        if let Err(w) = conn.settle(deadline) {
-            return Err(self.fail(w));
-        }
-        let len = write(conn.request_buf())?;
+        let conn = self.begin(deadline)?;
+        let len = match write(conn.request_buf()) {
+            Ok(len) => len,
+            Err(e) => {
+                conn.abandon();
+                return Err(e);
+            }
+        };
         if !conn.submit(len) {
             return Err(self.fail(Waited::Failed(overwritten())));
         }
@@ -361,7 +360,12 @@ impl Client {
                     let mut new = Conn::open(&self.name, self.strategy, deadline, self.access)
                         .map_err(|_| CallError::ServerGone)?;
                     let max = new.map.layout.max_message;
+                    if let Err(w) = new.begin(deadline) {
+                        self.conn = Some(new);
+                        return Err(self.fail(w));
+                    }
                     if len > max {
+                        new.abandon();
                         self.conn = Some(new);
                         return Err(CallError::TooLarge { len, max });
                     }
@@ -385,9 +389,50 @@ impl Client {
         }
     }
 
+    /// The connection with a call begun on it (see `Conn::begin`). A connection the server
+    /// took back (evicted or reaped for idleness) is left and a new one made, once; if no
+    /// slot is free for it, the call fails with [`CallError::Disconnected`].
+    #[inline]
+    fn begin(&mut self, deadline: Option<Instant>) -> Result<&mut Conn, CallError> {
+        let conn = self.conn(deadline)?;
+        if conn.shutting_down() {
+            return Err(CallError::ShuttingDown);
+        }
+        conn.prefetch();
+        match conn.begin(deadline) {
+            Ok(()) => Ok(self.conn.as_mut().expect("connected")),
+            Err(Waited::Revoked) => self.rejoin(deadline),
+            Err(w) => Err(self.fail(w)),
+        }
+    }
+
+    #[cold]
+    fn rejoin(&mut self, deadline: Option<Instant>) -> Result<&mut Conn, CallError> {
+        // Dropping the old connection releases the slot if it is still ours (asked to leave).
+        self.conn = None;
+        match Conn::open(&self.name, self.strategy, deadline, self.access) {
+            Ok(c) => self.conn = Some(c),
+            Err(CallError::ServerBusy { .. }) => return Err(CallError::Disconnected),
+            Err(e) => return Err(e),
+        }
+        let conn = self.conn.as_mut().expect("connected");
+        match conn.begin(deadline) {
+            Ok(()) => Ok(self.conn.as_mut().expect("connected")),
+            Err(Waited::Revoked) => {
+                self.conn = None;
+                Err(CallError::Disconnected)
+            }
+            Err(w) => Err(self.fail(w)),
+        }
+    }
+
     /// Turns a failed wait into the error, dropping the connection where it is unusable.
     fn fail(&mut self, w: Waited) -> CallError {
         match w {
+            Waited::Revoked => {
+                self.conn = None;
+                CallError::Disconnected
+            }
             Waited::Timeout => CallError::Timeout,
             Waited::Gone {
                 retracted,

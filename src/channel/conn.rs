@@ -9,7 +9,7 @@ use super::layout::{Config, Layout, Mapped, SlotRef, KIND_VERSION};
 use super::ring::Ring;
 use super::slot::{
     SlotHeader, FREE, IDLE, IN_SERVICE, REQUEST_READY, RESPONSE_READY, STATUS_APP_ERROR,
-    STATUS_BAD_LENGTH, STATUS_BAD_RESPONSE, STATUS_OK, STATUS_PANICKED, STATUS_REFUSED,
+    STATUS_BAD_LENGTH, STATUS_BAD_RESPONSE, STATUS_OK, STATUS_PANICKED, STATUS_REFUSED, WRITING,
 };
 use crate::error::Error;
 use crate::name::ServiceName;
@@ -32,7 +32,12 @@ const POLL_BACKOFF: u32 = 64;
 pub(super) enum Waited {
     Answer(usize),
     Timeout,
-    Gone { retracted: bool, graceful: bool },
+    Gone {
+        retracted: bool,
+        graceful: bool,
+    },
+    /// The server took the slot back or asked this connection to leave.
+    Revoked,
     Failed(CallError),
 }
 
@@ -55,6 +60,8 @@ pub(super) struct Conn {
     pub(super) slot: u32,
     /// Sequence number of the last request sent from this slot.
     seq: u32,
+    /// This connection's number on the slot (its generation is in the slot's state words).
+    epoch: u32,
     /// Calls left before the inline poll is tried again (see [`Conn::poll_answer`]).
     poll_backoff: u32,
     /// This connection's record as the slot's owner (its pid, and the proof of life that
@@ -130,7 +137,7 @@ impl Conn {
             )
         };
         let me = seg.member()?;
-        let (slot, done) = claim(&map, &mutex, me, name, wait_until(deadline, LOCK_WAIT))?;
+        let (slot, epoch, done) = claim(&map, &mutex, me, name, wait_until(deadline, LOCK_WAIT))?;
         let seq = map.slot(slot).seq();
         // SAFETY: stored beside `map` in the Conn and dropped before it.
         let me_slot = unsafe { map.slot_ref(slot) };
@@ -143,6 +150,7 @@ impl Conn {
             done: done.wait_strategy(strategy),
             slot,
             seq,
+            epoch,
             poll_backoff: 0,
             me,
         })
@@ -172,7 +180,7 @@ impl Conn {
     #[inline]
     pub(super) fn request_buf(&mut self) -> &mut [u8] {
         let max = self.me_slot.max_message();
-        // SAFETY: the slot is ours and IDLE (settled), so no protocol-following process
+        // SAFETY: the slot is ours and WRITING (begun), so no protocol-following process
         // touches its request bytes; &mut self keeps this the only view in this process.
         unsafe { self.me_slot.request.bytes_mut(0, max) }.expect("max_message bytes")
     }
@@ -184,31 +192,50 @@ impl Conn {
         unsafe { self.me_slot.response.bytes(0, n) }.expect("n <= max_message")
     }
 
-    /// Makes the slot IDLE before a call: discards the late answer of a call that timed out
-    /// (waiting for it if the server is still working on it).
+    /// Begins a call: makes the slot this connection's `WRITING` (from then on the server
+    /// cannot take it back), first discarding the late answer of a call that timed out
+    /// (waiting for it if the server is still working on it). [`Waited::Revoked`] if the
+    /// server took the slot back (evicted or reaped for idleness) or asked this connection
+    /// to leave: the caller reconnects.
     #[inline]
-    pub(super) fn settle(&self, deadline: Option<Instant>) -> Result<(), Waited> {
-        if self.slot().state() == IDLE {
-            return Ok(()); // the last call was answered (or this is the first)
+    pub(super) fn begin(&self, deadline: Option<Instant>) -> Result<(), Waited> {
+        let slot = self.slot();
+        // The last call was answered (or this is the first), and the server did not ask us to
+        // leave: one CAS and one load on the slot's line.
+        if slot.begin(self.epoch) && slot.evicted() != self.epoch {
+            return Ok(());
         }
-        self.settle_slow(deadline)
+        self.begin_slow(deadline)
     }
 
     #[cold]
-    fn settle_slow(&self, deadline: Option<Instant>) -> Result<(), Waited> {
+    fn begin_slow(&self, deadline: Option<Instant>) -> Result<(), Waited> {
         let slot = self.slot();
         loop {
-            match slot.state() {
-                IDLE => break,
-                RESPONSE_READY => {
-                    if slot.collect() {
-                        break;
+            let state = slot.state();
+            let known = matches!(
+                state,
+                FREE | IDLE | WRITING | REQUEST_READY | IN_SERVICE | RESPONSE_READY
+            );
+            if state == FREE || (known && !slot.is_of(self.epoch)) {
+                return Err(Waited::Revoked); // taken back, maybe another client's by now
+            }
+            match state {
+                WRITING => {
+                    if slot.evicted() == self.epoch {
+                        let _ = slot.abandon(self.epoch);
+                        return Err(Waited::Revoked);
                     }
+                    return Ok(());
+                }
+                IDLE => {
+                    let _ = slot.begin(self.epoch); // or revoked meanwhile: looked at again
+                }
+                RESPONSE_READY => {
+                    let _ = slot.collect(self.epoch);
                 }
                 REQUEST_READY => {
-                    if slot.retract() {
-                        break;
-                    }
+                    let _ = slot.retract(self.epoch);
                 }
                 IN_SERVICE => match self.done.wait_for(
                     |_| slot.state() != IN_SERVICE,
@@ -227,7 +254,12 @@ impl Conn {
                 _ => return Err(Waited::Failed(overwritten())),
             }
         }
-        Ok(())
+    }
+
+    /// Ends a call that submitted nothing (its request could not be written): the slot is
+    /// IDLE again.
+    pub(super) fn abandon(&self) {
+        let _ = self.slot().abandon(self.epoch);
     }
 
     /// Starts fetching the lines a call writes, which a worker touched last: the request's
@@ -242,15 +274,15 @@ impl Conn {
     }
 
     /// Submits the `len` request bytes written into [`request_buf`](Conn::request_buf);
-    /// `false` (nothing submitted) if the slot is not IDLE, which only another process
-    /// scribbling on it can cause after [`settle`](Conn::settle).
+    /// `false` (nothing submitted) if the slot is not WRITING, which only another process
+    /// scribbling on it can cause after [`begin`](Conn::begin).
     #[inline]
     pub(super) fn submit(&mut self, len: usize) -> bool {
         let seq = self.seq.wrapping_add(1);
         // The fence in `bell.notify()` below also pairs the state store with the server's
         // `closed` store and fence: either its final scan sees REQUEST_READY, or our liveness
         // check sees `closed`.
-        if !self.slot().submit(seq, len as u32) {
+        if !self.slot().submit(self.epoch, seq, len as u32) {
             return false;
         }
         self.seq = seq;
@@ -312,8 +344,8 @@ impl Conn {
     #[inline]
     pub(super) fn end_call(&self) {
         // Refused only if another process scribbled on the word since the answer came; the
-        // next call's `settle` reports that.
-        let _ = self.slot().collect();
+        // next call's `begin` reports that.
+        let _ = self.slot().collect(self.epoch);
     }
 
     /// The answer to the current request if it is there.
@@ -326,7 +358,7 @@ impl Conn {
         let status = slot.status();
         let failed = |e| {
             // A refusal is read once: the slot is IDLE again (as in `end_call`).
-            let _ = slot.collect();
+            let _ = slot.collect(self.epoch);
             Some(Waited::Failed(e))
         };
         match status {
@@ -387,7 +419,7 @@ impl Conn {
                     });
                 }
                 WaitOutcome::TimedOut | WaitOutcome::Aborted => {
-                    let retracted = slot.retract();
+                    let retracted = slot.retract(self.epoch);
                     if !retracted {
                         if let Some(w) = self.answer() {
                             return w;
@@ -408,14 +440,16 @@ impl Conn {
 }
 
 /// Claims a free slot (or one whose owner died) under the slot mutex, waiting at most
-/// `lock_wait` for it, and resets the slot's `done` event.
+/// `lock_wait` for it, and resets the slot's `done` event. Returns the slot, the
+/// connection's number on it, and the event. When every slot is taken, tells the server a
+/// newcomer wants one (it may reap an idle client, see `ServerBuilder::idle_timeout`).
 fn claim(
     map: &Mapped,
     mutex: &Mutex,
     me: Member,
     name: &str,
     lock_wait: Duration,
-) -> Result<(u32, Event), CallError> {
+) -> Result<(u32, u32, Event), CallError> {
     // Either outcome is fine: the slot words are atomics, every claim step below is
     // re-checked, so a holder that died mid-claim left nothing to repair.
     let _guard = mutex.lock_timeout(lock_wait)?;
@@ -431,10 +465,11 @@ fn claim(
             let done = unsafe { Event::open_at(&map.seg, map.layout.done_event(i)) }?;
             done.reset();
             if slot.claim(me) {
-                return Ok((i, done));
+                return Ok((i, slot.epoch(), done));
             }
         }
     }
+    map.flags().slot_wanted.store(1, Ordering::Relaxed);
     Err(CallError::ServerBusy {
         name: name.to_owned(),
         slots: map.layout.slots,
@@ -447,13 +482,14 @@ impl Drop for Conn {
         // mutex (see `SlotHeader::release`), and a drop must not hang.
         let _guard = self.mutex.lock_timeout(LOCK_WAIT);
         let slot = self.slot();
-        if slot.owner() != self.me {
-            return; // reaped or scribbled over: not ours to release
+        if slot.owner() != self.me || !slot.is_of(self.epoch) {
+            return; // reaped, revoked or scribbled over: not ours to release
         }
-        // A request no worker took is withdrawn; one being served is left ownerless, to be
-        // reaped once answered.
-        let _ = slot.retract();
-        if !slot.release() {
+        // A request no worker took is withdrawn (one being written, dropped in a panic, too);
+        // one being served is left ownerless, to be reaped once answered.
+        let _ = slot.retract(self.epoch);
+        let _ = slot.abandon(self.epoch);
+        if !slot.release(self.epoch) {
             slot.disown();
         }
     }

@@ -8,6 +8,7 @@
 /// - *not executed*: the handler never saw it; calling again cannot run it twice
 ///   ([`NoServer`](Self::NoServer), [`ServerBusy`](Self::ServerBusy),
 ///   [`TooLarge`](Self::TooLarge), [`ShuttingDown`](Self::ShuttingDown),
+///   [`Disconnected`](Self::Disconnected),
 ///   [`Setup`](Self::Setup));
 /// - *maybe executed*: it may have run, once, or be running still
 ///   ([`Timeout`](Self::Timeout), [`ServerGone`](Self::ServerGone),
@@ -50,6 +51,12 @@ pub enum CallError {
     /// The next call tries to reconnect.
     #[error("the server went away during the call")]
     ServerGone,
+    /// The server disconnected this client ([`ServerHandle::disconnect`](crate::ServerHandle::disconnect),
+    /// or an idle client reaped for a newcomer, see
+    /// [`ServerBuilder::idle_timeout`](crate::ServerBuilder::idle_timeout)) and no slot was
+    /// free to reconnect. Not executed. The next call tries to reconnect again.
+    #[error("the server disconnected this client and has no free slot to reconnect it")]
+    Disconnected,
     /// The server is shutting down and accepts no new calls. Not executed: the request was
     /// refused or withdrawn before any handler saw it.
     #[error("the server is shutting down")]

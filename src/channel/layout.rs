@@ -48,6 +48,9 @@ pub(crate) struct Flags {
     pub(crate) closed: AtomicU32,
     /// Set by a client whose ring push failed: the workers should scan the slots.
     pub(crate) need_scan: AtomicU32,
+    /// Set by a client that found every slot taken: the server may reap an idle client
+    /// (see `ServerBuilder::idle_timeout`).
+    pub(crate) slot_wanted: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<Config>() == 64 && std::mem::size_of::<Flags>() == 64);

@@ -17,6 +17,14 @@
 //!   a call that timed out is never returned by the next call.
 //! - Nothing read from the segment is trusted: numbers, lengths and states are checked before
 //!   use, so a broken client can fail its own calls, never the server or other clients.
+//! - The server can take an idle slot back from a live client (eviction, idle reaping): the
+//!   slot's state word carries the owning connection's generation, and a call begins with a
+//!   CAS from that connection's `IDLE`, racing the server's CAS from the same word, so a call
+//!   that has begun is never cut off and a client whose slot was taken back (and perhaps
+//!   given to another) only finds a word that is not its own, and reconnects.
+//! - The server keeps a table of its clients from what the slots show (claims, releases,
+//!   dead owners, calls answered), scanned by a housekeeping thread every 20 ms, which also
+//!   delivers connection events and reaps dead clients' slots.
 //! - A client learns that its server is gone from the segment owner's liveness (checked every
 //!   ~20 ms while it sleeps) and from the `closed` flag of a graceful shutdown; its mapping
 //!   pins that incarnation of the channel, so after a restart it reconnects to the new
@@ -35,6 +43,7 @@
 //! - `mod.rs`: this overview, the public re-exports, [`server_or_client`];
 //! - `client.rs`: [`Client`] (calls, reconnects, hand-over after a server restart);
 //! - `server.rs`: [`ServerBuilder`], [`Server`] and its handles;
+//! - `clients.rs`: the client table, connection events, the housekeeping scan;
 //! - `conn.rs`: a client's connection (claiming, one call's steps, releasing its slot);
 //! - `worker.rs`: what the workers share, the worker loop, serving one slot, shutdown;
 //! - `layout.rs`: where everything lies in the segment, and typed views of it;
@@ -61,6 +70,7 @@
 //! ```
 
 mod client;
+mod clients;
 mod conn;
 mod error;
 mod handler;
@@ -73,9 +83,10 @@ mod worker;
 use std::time::Duration;
 
 pub use client::Client;
+pub use clients::{ClientInfo, ConnectionEvent, DisconnectReason};
 pub use error::CallError;
 pub use handler::{AppError, Bytes, CallInfo, ClientId, Handler, SharedHandler, WithInfo};
-pub use server::{Free, Server, ServerBuilder, ServerHandle, ShutdownHandle, Single};
+pub use server::{ClientTable, Free, Server, ServerBuilder, ServerHandle, ShutdownHandle, Single};
 
 /// What [`server_or_client`] made of this process.
 #[derive(Debug)]

@@ -7,13 +7,15 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::clients::{ClientInfo, ConnectionEvent, OnConnection};
 use super::error::CallError;
+use super::handler::ClientId;
 #[cfg(doc)]
 use super::handler::{AppError, CallInfo};
 use super::handler::{Handler, SharedHandler};
 use super::layout::{Layout, Mapped, KIND_VERSION, MAX_MESSAGE_LIMIT, MAX_SLOTS};
 use super::ring::Ring;
-use super::worker::Core;
+use super::worker::{Core, Pool};
 use crate::segment::{Segment, SegmentKind, DEFAULT_MODE};
 use crate::sync::atomic::Ordering;
 use crate::sync::{Event, Mutex, WaitStrategy};
@@ -37,6 +39,10 @@ pub struct ServerBuilder<M = Single> {
     workers: usize,
     strategy: WaitStrategy,
     mode: u32,
+    on_connection: Option<OnConnection>,
+    idle_timeout: Option<Duration>,
+    /// Set by [`workers`](ServerBuilder::workers): the [`Free`] model.
+    free: bool,
     _model: PhantomData<M>,
 }
 
@@ -48,6 +54,7 @@ impl<M> fmt::Debug for ServerBuilder<M> {
             .field("max_message", &self.max_message)
             .field("workers", &self.workers)
             .field("strategy", &self.strategy)
+            .field("on_connection", &self.on_connection.is_some())
             .finish()
     }
 }
@@ -82,7 +89,8 @@ impl<M> ServerBuilder<M> {
     }
 
     /// Serves with `k` worker threads (at least 1) sharing one `Fn + Send + Sync` handler
-    /// (the [`Free`] model): any free worker serves any client.
+    /// (the [`Free`] model): any free worker serves any client. A spawned server can change
+    /// the count later ([`ServerHandle::set_workers`]).
     /// [`create`](ServerBuilder::create) refuses 0.
     pub fn workers(self, k: usize) -> ServerBuilder<Free> {
         ServerBuilder {
@@ -92,8 +100,59 @@ impl<M> ServerBuilder<M> {
             workers: k,
             strategy: self.strategy,
             mode: self.mode,
+            on_connection: self.on_connection,
+            idle_timeout: self.idle_timeout,
+            free: true,
             _model: PhantomData,
         }
+    }
+
+    /// Calls `f` for every client that connects or disconnects ([`ConnectionEvent`]), on
+    /// the server's housekeeping thread, at most about 20 ms after the server can see it: a
+    /// client's claim or release of its slot, or the OS dropping a dead client's proof of
+    /// life. `f` should return quickly: the next scan waits for it.
+    ///
+    /// The server learns of clients by scanning their slots, so a connection that begins and
+    /// ends within one scan may go unseen.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::mpsc;
+    /// use shmlink::{Client, ConnectionEvent, Server};
+    /// # let name = format!("doc-on-connection-{}", std::process::id());
+    /// let (tx, events) = mpsc::channel();
+    /// let handle = Server::builder(&name)
+    ///     .on_connection(move |event: ConnectionEvent| { let _ = tx.send(event); })
+    ///     .create()?
+    ///     .spawn(|_: &[u8], _: &mut [u8]| 0)?;
+    /// let client = Client::connect(&name)?;
+    /// match events.recv().unwrap() {
+    ///     ConnectionEvent::Connected { pid, .. } => assert_eq!(pid, std::process::id()),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # drop(client);
+    /// # handle.shutdown();
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
+    pub fn on_connection(mut self, f: impl Fn(ConnectionEvent) + Send + Sync + 'static) -> Self {
+        self.on_connection = Some(Arc::new(f));
+        self
+    }
+
+    /// Lets a newcomer have the slot of a client that made no call for `d` (default: never).
+    ///
+    /// Idle clients are reaped only when needed: when a client finds every slot taken
+    /// ([`CallError::ServerBusy`]), the server takes back the slot of the client idle the
+    /// longest, if that is `d` or more (within about 20 ms of both being true), so the
+    /// newcomer's next try (e.g. [`Client::connect_timeout`](crate::Client::connect_timeout)'s
+    /// retries) gets it. A client in a call is never reaped; idleness counts from its last
+    /// answered call (or its connection). The reaped client is told nothing until its next
+    /// call, which reconnects by itself if a slot is free and otherwise fails with
+    /// [`CallError::Disconnected`] (not executed). Its connection ends with
+    /// [`DisconnectReason::Reaped`](crate::DisconnectReason::Reaped).
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = Some(d);
+        self
     }
 
     /// Creates the channel segment and publishes it: clients can connect from now on (their
@@ -115,7 +174,8 @@ impl<M> ServerBuilder<M> {
     /// # Errors
     /// [`CallError::InvalidConfig`] if a value is out of range (see the setters);
     /// [`CallError::AlreadyRunning`] if a live server owns the name (a dead server's segment
-    /// is removed and replaced); [`CallError::Setup`] for a bad name or an OS failure.
+    /// is removed and replaced); [`CallError::Setup`] for a bad name, an OS failure, or a
+    /// housekeeping thread that cannot be started.
     pub fn create(self) -> Result<Server<M>, CallError> {
         let layout = self.layout()?;
         let seg = Arc::new(
@@ -149,12 +209,28 @@ impl<M> ServerBuilder<M> {
             .collect::<Result<Vec<_>, _>>()?;
         // Slots start zero-filled: FREE, no owner.
         seg.publish();
-        let core = Core::new(map, ring, bell, done, mutex, self.strategy, self.workers);
-        Ok(Server {
-            core: Arc::new(core),
+        let core = Arc::new(Core::new(
+            map,
+            ring,
+            bell,
+            done,
+            mutex,
+            Pool {
+                strategy: self.strategy,
+                workers: self.workers,
+                resizable: self.free,
+                on_connection: self.on_connection,
+                idle_timeout: self.idle_timeout,
+            },
+        ));
+        // From here on, dropping the server ends the housekeeping thread too (`finish`).
+        let server = Server {
+            core,
             detached: false,
             _model: PhantomData,
-        })
+        };
+        start_housekeeping(&server.core)?;
+        Ok(server)
     }
 
     /// The layout the values ask for, or why they do not make one.
@@ -261,6 +337,9 @@ impl Server<Single> {
             workers: 1,
             strategy: WaitStrategy::Adaptive,
             mode: DEFAULT_MODE,
+            on_connection: None,
+            idle_timeout: None,
+            free: false,
             _model: PhantomData,
         }
     }
@@ -281,7 +360,8 @@ impl Server<Single> {
     /// # Ok::<(), shmlink::CallError>(())
     /// ```
     pub fn serve<A, H: Handler<A>>(self, mut handler: H) {
-        self.core.run_worker(&mut |c, q, r| handler.handle(c, q, r));
+        self.core
+            .run_worker(0, &mut |c, q, r| handler.handle(c, q, r));
         self.core.finish();
     }
 
@@ -295,12 +375,13 @@ impl Server<Single> {
     ) -> Result<ServerHandle, CallError> {
         let core = Arc::clone(&self.core);
         let t = spawn_worker(0, move || {
-            core.run_worker(&mut |c, q, r| handler.handle(c, q, r))
+            core.run_worker(0, &mut |c, q, r| handler.handle(c, q, r))
         })?;
         self.detached = true;
         Ok(ServerHandle {
             core: Arc::clone(&self.core),
             threads: vec![t],
+            spawner: None,
         })
     }
 }
@@ -311,10 +392,12 @@ impl Server<Free> {
     /// is in flight, refuses what comes later, and removes the channel.
     pub fn serve<A, H: SharedHandler<A> + Send>(self, handler: H) {
         std::thread::scope(|s| {
-            for _ in 1..self.core.workers {
-                s.spawn(|| self.core.run_worker(&mut |c, q, r| handler.handle(c, q, r)));
+            for i in 1..self.core.workers as u32 {
+                let (core, handler) = (&self.core, &handler);
+                s.spawn(move || core.run_worker(i, &mut |c, q, r| handler.handle(c, q, r)));
             }
-            self.core.run_worker(&mut |c, q, r| handler.handle(c, q, r));
+            self.core
+                .run_worker(0, &mut |c, q, r| handler.handle(c, q, r));
         });
         self.core.finish();
     }
@@ -329,33 +412,79 @@ impl Server<Free> {
         handler: H,
     ) -> Result<ServerHandle, CallError> {
         let handler = Arc::new(handler);
+        let weak = Arc::downgrade(&self.core);
+        let spawner: Spawner = Box::new(move |i| {
+            let handler = Arc::clone(&handler);
+            let Some(core) = weak.upgrade() else {
+                return Err(CallError::ShuttingDown);
+            };
+            spawn_worker(i as usize, move || {
+                core.run_worker(i, &mut |c, q, r| handler.handle(c, q, r))
+            })
+        });
         let mut handle = ServerHandle {
             core: Arc::clone(&self.core),
             threads: Vec::new(),
+            spawner: None,
         };
-        for i in 0..self.core.workers {
-            let (core, handler) = (Arc::clone(&self.core), Arc::clone(&handler));
+        for i in 0..self.core.workers as u32 {
             // On error `handle` drops, which stops the workers already started.
-            handle.threads.push(spawn_worker(i, move || {
-                core.run_worker(&mut |c, q, r| handler.handle(c, q, r))
-            })?);
+            handle.threads.push(spawner(i)?);
         }
+        handle.spawner = Some(spawner);
         self.detached = true;
         Ok(handle)
     }
 }
 
+/// Starts worker number `i` of a [`Free`] server.
+type Spawner = Box<dyn Fn(u32) -> Result<JoinHandle<()>, CallError> + Send + Sync>;
+
 fn spawn_worker(i: usize, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, CallError> {
+    spawn_thread(format!("shmlink-worker-{i}"), "spawn worker thread", f)
+}
+
+fn spawn_thread(
+    name: String,
+    op: &'static str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, CallError> {
     std::thread::Builder::new()
-        .name(format!("shmlink-worker-{i}"))
+        .name(name)
         .spawn(f)
         .map_err(|e| {
             CallError::Setup(crate::Error::Os {
-                op: "spawn worker thread",
+                op,
                 name: String::new(),
                 source: e,
             })
         })
+}
+
+/// Starts the thread that keeps the client table and delivers connection events (see
+/// `clients.rs`). It holds the core only while it scans, and `Core::finish` stops it.
+fn start_housekeeping(core: &Arc<Core>) -> Result<(), CallError> {
+    let weak = Arc::downgrade(core);
+    let stop = Arc::clone(&core.clients.stop);
+    let t = spawn_thread(
+        "shmlink-clients".to_owned(),
+        "spawn housekeeping thread",
+        move || loop {
+            match weak.upgrade() {
+                Some(core) => core.housekeep(),
+                None => return,
+            }
+            if stop.wait_tick() {
+                return;
+            }
+        },
+    )?;
+    *core
+        .clients
+        .thread
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(t);
+    Ok(())
 }
 
 impl<M> Server<M> {
@@ -378,6 +507,14 @@ impl<M> Server<M> {
     /// handler's helper thread).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
+            core: Arc::downgrade(&self.core),
+        }
+    }
+
+    /// A handle on the server's client table, for use while [`serve`](Server::serve) runs
+    /// (a [`ServerHandle`] has the same methods).
+    pub fn client_table(&self) -> ClientTable {
+        ClientTable {
             core: Arc::downgrade(&self.core),
         }
     }
@@ -452,10 +589,21 @@ impl ShutdownHandle {
 
 /// The workers started by [`Server::spawn`]. Dropping it shuts the server down gracefully
 /// and waits, as [`shutdown`](ServerHandle::shutdown) does.
-#[derive(Debug)]
 pub struct ServerHandle {
     core: Arc<Core>,
+    /// Worker `k` is `threads[k]`.
     threads: Vec<JoinHandle<()>>,
+    /// Starts more workers ([`Free`] servers only).
+    spawner: Option<Spawner>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("core", &self.core)
+            .field("workers", &self.threads.len())
+            .finish()
+    }
 }
 
 impl ServerHandle {
@@ -489,6 +637,134 @@ impl ServerHandle {
         self.core.map.seg.name()
     }
 
+    /// Clients connected at the server's last scan of its slots (at most about 20 ms ago).
+    pub fn connected(&self) -> usize {
+        self.core.clients.connected()
+    }
+
+    /// The connected clients at the server's last scan (at most about 20 ms ago), in slot
+    /// order: id, pid, when the server first saw them, their last call, calls answered.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{Client, Server};
+    /// # let name = format!("doc-clients-{}", std::process::id());
+    /// let handle = Server::builder(&name).create()?.spawn(|_: &[u8], _: &mut [u8]| 0)?;
+    /// let mut client = Client::connect(&name)?;
+    /// client.call(b"hi")?;
+    /// while handle.clients().first().is_none_or(|c| c.calls == 0) {
+    ///     std::thread::sleep(std::time::Duration::from_millis(5)); // the next scan
+    /// }
+    /// assert_eq!(handle.clients()[0].pid, std::process::id());
+    /// # handle.shutdown();
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        self.core.clients.list()
+    }
+
+    /// A handle on the client table that can be sent elsewhere.
+    pub fn client_table(&self) -> ClientTable {
+        ClientTable {
+            core: Arc::downgrade(&self.core),
+        }
+    }
+
+    /// Disconnects client `id`: an idle client loses its slot at the server's next scan
+    /// (within about 20 ms); a client in a call gets its answer first, as usual, and gives
+    /// the slot up when its next call begins. Either way that next call reconnects by itself
+    /// (a new [`ClientId`]) if a slot is free, and otherwise fails with
+    /// [`CallError::Disconnected`] (not executed). The connection ends with
+    /// [`DisconnectReason::Evicted`](crate::DisconnectReason::Evicted). Returns whether `id`
+    /// was connected (at the last scan).
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{Client, Server};
+    /// # let name = format!("doc-disconnect-{}", std::process::id());
+    /// let handle = Server::builder(&name).create()?.spawn(|_: &[u8], _: &mut [u8]| 0)?;
+    /// let mut client = Client::connect(&name)?;
+    /// while handle.connected() == 0 {
+    ///     std::thread::sleep(std::time::Duration::from_millis(5)); // the next scan
+    /// }
+    /// assert!(handle.disconnect(handle.clients()[0].id));
+    /// client.call(b"")?; // reconnects
+    /// # handle.shutdown();
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
+    pub fn disconnect(&self, id: ClientId) -> bool {
+        self.core.evict(|c| c == id) > 0
+    }
+
+    /// Disconnects every client, as [`disconnect`](ServerHandle::disconnect) does; returns
+    /// how many were connected (at the last scan).
+    pub fn disconnect_all(&self) -> usize {
+        self.core.evict(|_| true)
+    }
+
+    /// Workers now running.
+    pub fn workers(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Grows or shrinks the worker pool of a [`Free`] server to `n` threads. Growing starts
+    /// the new workers at once; shrinking lets each retiring worker answer the call it holds
+    /// and waits for it to leave (calls waiting in the ring are served by the others), so no
+    /// call is dropped.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{Client, Server};
+    /// # let name = format!("doc-set-workers-{}", std::process::id());
+    /// let mut handle = Server::builder(&name)
+    ///     .workers(1)
+    ///     .create()?
+    ///     .spawn(|_: &[u8], _: &mut [u8]| 0)?;
+    /// handle.set_workers(4)?;
+    /// assert_eq!(handle.workers(), 4);
+    /// handle.set_workers(2)?;
+    /// assert_eq!(Client::connect(&name)?.call(b"")?, b"");
+    /// # handle.shutdown();
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`CallError::InvalidConfig`] for 0 or a [`Single`] server; [`CallError::ShuttingDown`]
+    /// once the server stops; [`CallError::Setup`] if a thread cannot be started (the pool
+    /// then keeps the workers that did start).
+    pub fn set_workers(&mut self, n: usize) -> Result<(), CallError> {
+        let Some(spawn) = &self.spawner else {
+            return Err(CallError::InvalidConfig(
+                "set_workers needs a server with workers(k) (the Free model)".into(),
+            ));
+        };
+        if n == 0 || n > u32::MAX as usize {
+            return Err(CallError::InvalidConfig(format!(
+                "workers must be at least 1, not {n}"
+            )));
+        }
+        if self.threads.is_empty() || self.core.stopping() {
+            return Err(CallError::ShuttingDown);
+        }
+        let now = self.threads.len();
+        self.core.set_target(n as u32);
+        if n < now {
+            for t in self.threads.drain(n..) {
+                let _ = t.join();
+            }
+        }
+        while self.threads.len() < n {
+            match spawn(self.threads.len() as u32) {
+                Ok(t) => self.threads.push(t),
+                Err(e) => {
+                    self.core.set_target(self.threads.len() as u32);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn stop_and_join(&mut self) {
         if self.threads.is_empty() {
             return;
@@ -504,6 +780,45 @@ impl ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.stop_and_join();
+    }
+}
+
+/// The client table of a server, for code that does not hold its [`ServerHandle`] (or for a
+/// server run with [`Server::serve`]); see [`Server::client_table`]. Cheap to clone; it does
+/// not keep the server alive: once the server is gone it reports no clients.
+#[derive(Debug, Clone)]
+pub struct ClientTable {
+    core: Weak<Core>,
+}
+
+impl ClientTable {
+    /// As [`ServerHandle::connected`].
+    pub fn connected(&self) -> usize {
+        self.core.upgrade().map_or(0, |c| c.clients.connected())
+    }
+
+    /// As [`ServerHandle::clients`].
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        self.core
+            .upgrade()
+            .map_or_else(Vec::new, |c| c.clients.list())
+    }
+
+    /// The entry of client `id`, if it is connected.
+    pub fn get(&self, id: ClientId) -> Option<ClientInfo> {
+        self.clients().into_iter().find(|c| c.id == id)
+    }
+
+    /// As [`ServerHandle::disconnect`].
+    pub fn disconnect(&self, id: ClientId) -> bool {
+        self.core
+            .upgrade()
+            .is_some_and(|c| c.evict(|c| c == id) > 0)
+    }
+
+    /// As [`ServerHandle::disconnect_all`].
+    pub fn disconnect_all(&self) -> usize {
+        self.core.upgrade().map_or(0, |c| c.evict(|_| true))
     }
 }
 

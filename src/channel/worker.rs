@@ -5,6 +5,7 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+use super::clients::{Clients, OnConnection};
 use super::handler::{CallInfo, ClientId, Outcome};
 use super::layout::Mapped;
 use super::layout::KIND_VERSION;
@@ -29,6 +30,16 @@ const TICK: Duration = Duration::from_millis(50);
 /// would otherwise stay with them).
 const STUCK_CHECK: u32 = 64;
 
+/// How the server's workers run, as the builder set it.
+pub(super) struct Pool {
+    pub(super) strategy: WaitStrategy,
+    pub(super) workers: usize,
+    /// The [`Free`](super::Free) model: the count may change.
+    pub(super) resizable: bool,
+    pub(super) on_connection: Option<OnConnection>,
+    pub(super) idle_timeout: Option<Duration>,
+}
+
 /// What the workers share.
 pub(super) struct Core {
     pub(super) map: Mapped,
@@ -37,13 +48,23 @@ pub(super) struct Core {
     bell: Event,
     /// Slot `i`'s done event.
     done: Vec<Event>,
-    _mutex: Mutex,
+    /// The slot mutex (the housekeeping scan reaps under it).
+    mutex: Mutex,
     /// Local stop request (the shared `shutting_down` flag is only advice to clients).
     stop: AtomicBool,
     /// Set by the first [`finish`](Core::finish): the channel is closed and its name removed.
     finished: AtomicBool,
     strategy: WaitStrategy,
+    /// Workers started with the server.
     pub(super) workers: usize,
+    /// Whether the pool may change size ([`Free`](super::Free) model): then no worker pops as
+    /// the ring's sole consumer.
+    resizable: bool,
+    /// How many workers should run: worker `k` retires once `k >= target` (after answering
+    /// the call it holds).
+    target: AtomicU32,
+    /// The client table and connection events (see `clients.rs`).
+    pub(super) clients: Clients,
     /// Where the next slot scan starts (round robin, so no slot is always last).
     scan_from: AtomicU32,
 }
@@ -58,28 +79,54 @@ impl fmt::Debug for Core {
 
 impl Core {
     /// The shared state of a server whose segment `map` holds the initialised `mutex`, the
-    /// doorbell `bell`, the `ring` and the slots' `done` events.
+    /// doorbell `bell`, the `ring` and the slots' `done` events, run as `pool` says.
     pub(super) fn new(
         map: Mapped,
         ring: Ring,
         bell: Event,
         done: Vec<Event>,
         mutex: Mutex,
-        strategy: WaitStrategy,
-        workers: usize,
+        pool: Pool,
     ) -> Core {
+        let slots = map.layout.slots;
         Core {
             map,
             ring,
             bell,
             done,
-            _mutex: mutex,
+            mutex,
             stop: AtomicBool::new(false),
             finished: AtomicBool::new(false),
-            strategy,
-            workers,
+            strategy: pool.strategy,
+            workers: pool.workers,
+            resizable: pool.resizable,
+            target: AtomicU32::new(pool.workers as u32),
+            clients: Clients::new(slots, pool.on_connection, pool.idle_timeout),
             scan_from: AtomicU32::new(0),
         }
+    }
+
+    /// Asks the connections `which` picks to leave (see `Clients::evict`).
+    pub(super) fn evict(&self, which: impl FnMut(ClientId) -> bool) -> usize {
+        self.clients.evict(&self.map, which)
+    }
+
+    /// One housekeeping scan (see `clients.rs`).
+    pub(super) fn housekeep(&self) {
+        self.clients.scan(&self.map, &self.mutex);
+    }
+
+    /// Asks for `n` workers: those numbered `n` and up retire after the call they hold
+    /// (the caller joins them, or starts the missing ones).
+    pub(super) fn set_target(&self, n: u32) {
+        self.target.store(n, Ordering::SeqCst);
+        // Wake a sleeping worker: a retiring one passes the wake-up on as it leaves.
+        self.bell.set();
+    }
+
+    /// Whether a stop was requested.
+    pub(super) fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
     }
 
     pub(super) fn request_stop(&self) {
@@ -88,16 +135,17 @@ impl Core {
         self.bell.set();
     }
 
-    /// One worker: drain the ring, wait on the doorbell, repeat; after a stop request, serve
-    /// what is left and return.
-    pub(super) fn run_worker(&self, handler: &mut Serve<'_>) {
+    /// Worker number `index`: drain the ring, wait on the doorbell, repeat; after a stop
+    /// request, serve what is left and return; once `index` is beyond the
+    /// [target](Core::set_target), return after the call it holds.
+    pub(super) fn run_worker(&self, index: u32, handler: &mut Serve<'_>) {
         // SAFETY: the doorbell was initialised at this offset before publishing.
         let bell = match unsafe { Event::open_at(&self.map.seg, self.map.layout.doorbell) } {
             Ok(bell) => bell.wait_strategy(self.strategy),
             Err(_) => return,
         };
         let mut scan = true;
-        let sole = self.workers == 1;
+        let sole = !self.resizable && self.workers == 1;
         let mut last_deq = self.ring.dequeue_pos();
         // The tick's deadline is refreshed only when it passes: no clock read per request.
         let mut tick_at = Instant::now() + TICK;
@@ -107,6 +155,11 @@ impl Core {
                 // Drain: whatever was submitted before the flag is answered.
                 while self.serve_available(handler, true, sole) > 0 {}
                 self.bell.set(); // pass the wake-up on to the next worker
+                return;
+            }
+            if index >= self.target.load(Ordering::Relaxed) {
+                // Retire: what it took is answered; the ring's rest is for the others.
+                self.bell.set();
                 return;
             }
             scan = false;
@@ -131,7 +184,7 @@ impl Core {
                         // and publishing it: whoever pushed after it waits behind it.
                         stuck = true;
                     }
-                    work || stuck
+                    work || stuck || index >= self.target.load(Ordering::Relaxed)
                 },
                 Some(tick_at),
                 None,
@@ -214,7 +267,7 @@ impl Core {
     ) -> usize {
         let mut n = 0;
         while let Some(i) = self.ring.pop(sole_consumer) {
-            if self.workers > 1 && self.ring.has_more() {
+            if self.target.load(Ordering::Relaxed) > 1 && self.ring.has_more() {
                 self.bell.notify(); // let another worker take the next one meanwhile
             }
             n += usize::from(self.serve_slot(i, handler, false));
@@ -318,6 +371,7 @@ impl Core {
         if self.finished.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.clients.stop();
         self.map.flags().closed.store(1, Ordering::SeqCst);
         // Pairs with the fence in the clients' `notify` after their REQUEST_READY store.
         fence(Ordering::SeqCst);
