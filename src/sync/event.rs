@@ -100,8 +100,8 @@ pub enum WaitStrategy {
     /// The default. Spin while the last setter runs on another CPU, for a budget learnt from
     /// recent waits (about twice the recent wait, at most 50 us); yield a few times (that
     /// lets a setter on our CPU run); then sleep. A yield that handed the CPU to another
-    /// task for longer than a wake-up costs, or a spin preempted as long, shows that the CPU
-    /// is busy: the next waits then sleep at once (spinning would spend the CPU share that
+    /// task for a time slice (a quarter of a millisecond or more), or a spin preempted as
+    /// long, shows that the CPU is busy: the next waits then sleep at once (spinning would spend the CPU share that
     /// lets a wake-up run promptly, and yielding gives away time slices), and the spin is
     /// tried again after a number of waits that doubles while the CPU stays busy. Right for
     /// most uses, whatever the placement of the two sides and the load of the machine.
@@ -115,9 +115,13 @@ const MAX_SPIN: Duration = Duration::from_micros(50);
 const MAX_SPIN_ITERS: u32 = 1 << 13;
 const MIN_SPIN_ITERS: u32 = 64;
 const YIELDS: u32 = 4;
-/// A yield (or a gap in a spin) longer than this ran another task on our CPU: it costs more
-/// than sleeping and being woken would have.
-const BUSY_CPU: Duration = MAX_SPIN;
+/// A yield (or a gap in a spin) longer than this ran another task for a time slice (the
+/// scheduler's slices are ~1 ms and more), not a peer for a short turn: it costs several
+/// times what sleeping and being woken would have.
+const BUSY_CPU: Duration = Duration::from_micros(250);
+/// The same for a yield after which the setter had set: its turn came, but only after
+/// other tasks' slices (a round of peers' short turns takes less).
+const BUSY_CPU_READY: Duration = Duration::from_millis(2);
 /// Waits that sleep at once after the CPU was found busy: the first time, and at most.
 const MIN_BUSY_WAITS: u32 = 16;
 const MAX_BUSY_WAITS: u32 = 4096;
@@ -523,19 +527,23 @@ impl Event {
         let start = Instant::now();
         for k in 0..YIELDS {
             sys::yield_now();
-            let busy = k == 0 && start.elapsed() > BUSY_CPU;
-            if busy {
-                self.cpu_busy();
-            }
+            // A yield that ran others for a slice and not the setter; or for several slices.
+            let took = if k == 0 {
+                start.elapsed()
+            } else {
+                Duration::ZERO
+            };
             if ready(true) {
-                if spun && !busy {
+                if took > BUSY_CPU_READY {
+                    self.cpu_busy();
+                } else if spun {
                     // Just missed it: spin longer next time.
                     self.learn(true);
                 }
                 return Spun::Ready;
             }
-            if busy {
-                return Spun::BusyCpu;
+            if took > BUSY_CPU {
+                return self.cpu_busy();
             }
         }
         self.cpu_free();
