@@ -99,8 +99,12 @@ pub enum WaitStrategy {
     Spin,
     /// The default. Spin while the last setter runs on another CPU, for a budget learnt from
     /// recent waits (about twice the recent wait, at most 50 us); yield a few times (that
-    /// lets a setter on our CPU run); then sleep. Right for most uses, whatever the
-    /// placement of the two sides.
+    /// lets a setter on our CPU run); then sleep. A yield that handed the CPU to another
+    /// task for a time slice (a quarter of a millisecond or more), or a spin preempted as
+    /// long, shows that the CPU is busy: the next waits then sleep at once (spinning would spend the CPU share that
+    /// lets a wake-up run promptly, and yielding gives away time slices), and the spin is
+    /// tried again after a number of waits that doubles while the CPU stays busy. Right for
+    /// most uses, whatever the placement of the two sides and the load of the machine.
     #[default]
     Adaptive,
 }
@@ -111,8 +115,29 @@ const MAX_SPIN: Duration = Duration::from_micros(50);
 const MAX_SPIN_ITERS: u32 = 1 << 13;
 const MIN_SPIN_ITERS: u32 = 64;
 const YIELDS: u32 = 4;
+/// A yield (or a gap in a spin) longer than this ran another task for a time slice (the
+/// scheduler's slices are ~1 ms and more), not a peer for a short turn: it costs several
+/// times what sleeping and being woken would have.
+const BUSY_CPU: Duration = Duration::from_micros(250);
+/// The same for a yield after which the setter had set: its turn came, but only after
+/// other tasks' slices (a round of peers' short turns takes less).
+const BUSY_CPU_READY: Duration = Duration::from_millis(2);
+/// Waits that sleep at once after the CPU was found busy: the first time, and at most.
+const MIN_BUSY_WAITS: u32 = 16;
+const MAX_BUSY_WAITS: u32 = 4096;
 /// How often a waiter with a liveness check wakes up to run it.
 pub(crate) const CHECK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How the adaptive spin ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spun {
+    /// `ready()` held.
+    Ready,
+    /// Spun and yielded in vain: sleep.
+    Missed,
+    /// Another task has our CPU: sleep at once.
+    BusyCpu,
+}
 
 /// How a wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +175,11 @@ pub struct Event {
     strategy: WaitStrategy,
     /// Adaptive spin budget in iterations, learnt from this handle's recent waits.
     spin_iters: AtomicU32,
+    /// Adaptive waits left that sleep at once: the CPU was busy with other tasks.
+    busy_left: AtomicU32,
+    /// What `busy_left` is set to when the CPU is next found busy (doubles while it stays
+    /// busy, halves after each look that finds it free).
+    busy_waits: AtomicU32,
     /// What holds the cell: the segment, or (in tests) the heap cell itself.
     _mem: Arc<dyn Send + Sync>,
 }
@@ -244,6 +274,8 @@ impl Event {
             waiter,
             strategy: WaitStrategy::default(),
             spin_iters: AtomicU32::new(1024),
+            busy_left: AtomicU32::new(0),
+            busy_waits: AtomicU32::new(MIN_BUSY_WAITS),
             _mem: Arc::clone(seg) as _,
         })
     }
@@ -270,6 +302,8 @@ impl Event {
             waiter: sys::Waiter::new(&key).unwrap(),
             strategy,
             spin_iters: AtomicU32::new(1024),
+            busy_left: AtomicU32::new(0),
+            busy_waits: AtomicU32::new(MIN_BUSY_WAITS),
             _mem: cell,
         }
     }
@@ -421,7 +455,15 @@ impl Event {
                 ready(false)
             }),
             WaitStrategy::Spin => return self.spin_until(ready, deadline, &mut check),
-            WaitStrategy::Adaptive => self.adaptive_spin(ready),
+            WaitStrategy::Adaptive => match self.adaptive_spin(ready) {
+                Spun::Ready => true,
+                Spun::Missed => false,
+                Spun::BusyCpu => {
+                    // Not a measure of how long spinning would have taken: do not learn.
+                    let cond = if cond_ready { Some(ready) } else { None };
+                    return self.sleep(cond, deadline, &mut check);
+                }
+            },
         };
         if spun {
             return WaitOutcome::Set;
@@ -435,19 +477,28 @@ impl Event {
         outcome
     }
 
-    /// Spins for `ready()` (unless the last setter shares our CPU), then yields a few times.
+    /// Spins for `ready()` (unless the last setter shares our CPU), then yields a few times;
+    /// or, for a while after the CPU was found busy, neither (see [`WaitStrategy::Adaptive`]).
     ///
     /// The budget is counted in spin iterations so that a wait answered while spinning reads
     /// no clock at all; the clock is read every 64 iterations only to cap a spin at
-    /// [`MAX_SPIN`] whatever a pause costs on this CPU.
-    fn adaptive_spin(&self, ready: &mut dyn FnMut(bool) -> bool) -> bool {
+    /// [`MAX_SPIN`] whatever a pause costs on this CPU (a gap over [`BUSY_CPU`] between two
+    /// reads: another task ran), and around the first yield (one over `BUSY_CPU`: it ran
+    /// another task, and more yields would only run more of it).
+    fn adaptive_spin(&self, ready: &mut dyn FnMut(bool) -> bool) -> Spun {
+        let left = self.busy_left.load(Ordering::Relaxed);
+        if left > 0 {
+            self.busy_left.store(left - 1, Ordering::Relaxed);
+            return Spun::BusyCpu;
+        }
         let cell = self.cell();
         let budget = self.spin_iters.load(Ordering::Relaxed);
         // u32::MAX: unknown (no set yet, or a platform without a cheap getcpu): spin.
         let setter = cell.setter_cpu.load(Ordering::Relaxed);
         let spun = setter == u32::MAX || setter != sys::current_cpu();
         if spun {
-            let mut since: Option<Instant> = None;
+            let mut last: Option<Instant> = None;
+            let mut spent = Duration::ZERO;
             for i in 1..=budget {
                 hint::spin_loop();
                 if ready(false) {
@@ -456,24 +507,68 @@ impl Event {
                         budget.max(i.saturating_mul(2)).min(MAX_SPIN_ITERS),
                         Ordering::Relaxed,
                     );
-                    return true;
+                    self.cpu_free();
+                    return Spun::Ready;
                 }
-                if i % 64 == 0 && since.get_or_insert_with(Instant::now).elapsed() > MAX_SPIN {
-                    break;
+                if i % 64 == 0 {
+                    let now = Instant::now();
+                    let gap = last.map_or(Duration::ZERO, |l| now - l);
+                    last = Some(now);
+                    if gap > BUSY_CPU {
+                        return self.cpu_busy();
+                    }
+                    spent += gap;
+                    if spent > MAX_SPIN {
+                        break;
+                    }
                 }
             }
         }
-        for _ in 0..YIELDS {
+        let start = Instant::now();
+        for k in 0..YIELDS {
             sys::yield_now();
+            // A yield that ran others for a slice and not the setter; or for several slices.
+            let took = if k == 0 {
+                start.elapsed()
+            } else {
+                Duration::ZERO
+            };
             if ready(true) {
-                if spun {
+                if took > BUSY_CPU_READY {
+                    self.cpu_busy();
+                } else if spun {
                     // Just missed it: spin longer next time.
                     self.learn(true);
                 }
-                return true;
+                return Spun::Ready;
+            }
+            if took > BUSY_CPU {
+                return self.cpu_busy();
             }
         }
-        false
+        self.cpu_free();
+        Spun::Missed
+    }
+
+    /// Another task ran on our CPU while we waited: sleep at once for the next waits.
+    #[cold]
+    fn cpu_busy(&self) -> Spun {
+        let n = self.busy_waits.load(Ordering::Relaxed);
+        self.busy_left.store(n, Ordering::Relaxed);
+        self.busy_waits
+            .store(n.saturating_mul(2).min(MAX_BUSY_WAITS), Ordering::Relaxed);
+        Spun::BusyCpu
+    }
+
+    /// A wait that spun or yielded saw no other task: the next busy spell sleeps at once for
+    /// fewer waits.
+    #[inline]
+    fn cpu_free(&self) {
+        let n = self.busy_waits.load(Ordering::Relaxed);
+        if n > MIN_BUSY_WAITS {
+            self.busy_waits
+                .store((n / 2).max(MIN_BUSY_WAITS), Ordering::Relaxed);
+        }
     }
 
     /// After a wait that had to sleep: grow the budget if the wait was short enough that

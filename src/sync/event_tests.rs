@@ -49,6 +49,59 @@ mod unit {
         ping_pong(WaitStrategy::Adaptive, ROUNDS);
     }
 
+    /// After another task was seen on our CPU, adaptive waits sleep at once (and learn
+    /// nothing) for a number of waits that doubles while the CPU stays busy and halves
+    /// after each wait that finds it free.
+    #[test]
+    fn busy_cpu_sleeps_at_once_for_a_while() {
+        let ev = Event::on_heap(WaitStrategy::Adaptive);
+        let budget = ev.spin_iters.load(Ordering::Relaxed);
+        ev.cpu_busy();
+        assert_eq!(ev.busy_left.load(Ordering::Relaxed), MIN_BUSY_WAITS);
+        assert!(!ev.wait_timeout(Duration::from_millis(1)));
+        assert_eq!(ev.busy_left.load(Ordering::Relaxed), MIN_BUSY_WAITS - 1);
+        assert_eq!(ev.spin_iters.load(Ordering::Relaxed), budget);
+        ev.set();
+        assert!(ev.wait_timeout(WATCHDOG));
+        for _ in 0..32 {
+            ev.cpu_busy();
+        }
+        assert_eq!(ev.busy_waits.load(Ordering::Relaxed), MAX_BUSY_WAITS);
+        assert_eq!(ev.busy_left.load(Ordering::Relaxed), MAX_BUSY_WAITS);
+        ev.cpu_free();
+        assert_eq!(ev.busy_waits.load(Ordering::Relaxed), MAX_BUSY_WAITS / 2);
+        for _ in 0..32 {
+            ev.cpu_free();
+        }
+        assert_eq!(ev.busy_waits.load(Ordering::Relaxed), MIN_BUSY_WAITS);
+    }
+
+    /// A ping-pong whose waiters all start out treating the CPU as busy still loses no
+    /// wake-up.
+    #[test]
+    fn ping_pong_adaptive_busy_cpu() {
+        let (ping, pong) = (
+            Event::on_heap(WaitStrategy::Adaptive),
+            Event::on_heap(WaitStrategy::Adaptive),
+        );
+        ping.busy_left.store(u32::MAX, Ordering::Relaxed);
+        pong.busy_left.store(u32::MAX, Ordering::Relaxed);
+        let rounds = ROUNDS / 10;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..rounds {
+                    assert!(ping.wait_timeout(WATCHDOG), "lost wake-up");
+                    pong.set();
+                }
+            });
+            for _ in 0..rounds {
+                ping.set();
+                assert!(pong.wait_timeout(WATCHDOG), "lost wake-up");
+            }
+        });
+        assert_eq!((ping.sleepers(), pong.sleepers()), (0, 0));
+    }
+
     /// The eventcount: `notify` after the store that makes `wait_for`'s condition true.
     #[test]
     fn notify_wakes_wait_for() {
