@@ -412,6 +412,10 @@ fn graceful_records_path(name: &str, round: usize) -> std::path::PathBuf {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "Windows: a new Reader cannot re-create the name while a peer maps the old index (StillMapped, see README) and leftovers cannot be listed"
+)]
 fn graceful_reader_restarts_mid_stream_lose_nothing_and_deliver_each_message_once() {
     const TEST: &str =
         "graceful_reader_restarts_mid_stream_lose_nothing_and_deliver_each_message_once";
@@ -562,6 +566,10 @@ fn graceful_reader_restarts_mid_stream_lose_nothing_and_deliver_each_message_onc
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "Windows: a new Reader cannot re-create the name while a peer maps the old index (StillMapped, see README) and leftovers cannot be listed"
+)]
 fn a_reader_dropped_with_messages_queued_leaves_them_to_the_next_reader() {
     let _w = watchdog("parked pool", Duration::from_secs(60));
     let name = TestName::new("pool-park");
@@ -628,6 +636,10 @@ fn a_reader_dropped_with_messages_queued_leaves_them_to_the_next_reader() {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "Windows: a new Reader cannot re-create the name while a peer maps the old index (StillMapped, see README) and leftovers cannot be listed"
+)]
 fn a_buffer_held_across_two_graceful_restarts_is_copied_into_the_newest_pool() {
     let _w = watchdog("held across two restarts", Duration::from_secs(60));
     let name = TestName::new("pool-twice");
