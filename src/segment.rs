@@ -12,6 +12,12 @@ use crate::region::{Region, ShmAtomic};
 use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use crate::sys;
 
+mod access;
+mod survey;
+
+pub use access::Access;
+pub(crate) use survey::{survey, Survey, Verdict};
+
 /// `b"shmlink\x01"`: marks objects this crate made. Objects without it are never removed.
 const MAGIC: u64 = u64::from_le_bytes(*b"shmlink\x01");
 /// Version of the common header layout below, and of what every kind keeps in shared memory
@@ -112,50 +118,6 @@ pub(crate) struct Header {
 unsafe impl ShmAtomic for Header {}
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
-
-/// Whose objects an opener accepts.
-///
-/// By default ([`Access::owner_only`]) a process opens only objects that its own user
-/// created and that no one else may write: another user's object under the name is
-/// [`Error::Squatted`]. A service that serves other users creates its objects with a wider
-/// mode (e.g. [`ServerBuilder::mode`](crate::ServerBuilder::mode)`(0o660)` with a shared
-/// group), and its clients accept them with [`Access::shared_by`] the server's uid.
-///
-/// # Examples
-/// ```no_run
-/// use shmlink::{Access, Client};
-/// // A client of a service run by uid 990 (e.g. a system daemon), created with mode 0o660.
-/// let mut client = Client::connect_with("metrics", Access::shared_by(990))?;
-/// # Ok::<(), shmlink::CallError>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Access {
-    expect: sys::Expect,
-}
-
-impl Access {
-    /// Only objects of this process's own user, writable by no one else (the default).
-    pub const fn owner_only() -> Access {
-        Access {
-            expect: sys::Expect {
-                owner: None,
-                shared_write: false,
-            },
-        }
-    }
-
-    /// Objects created by user `uid`, which may be writable by group and others (a service
-    /// shared between users). Pass this process's own uid to open its own service that was
-    /// created with a wider mode.
-    pub const fn shared_by(uid: u32) -> Access {
-        Access {
-            expect: sys::Expect {
-                owner: Some(uid),
-                shared_write: true,
-            },
-        }
-    }
-}
 
 /// Options for creating a segment; see [`Segment::builder`].
 #[derive(Debug)]
@@ -858,94 +820,4 @@ impl fmt::Debug for Segment {
             .field("owner", &self.owner)
             .finish()
     }
-}
-
-/// What [`survey`] found under one OS name.
-#[derive(Debug)]
-pub(crate) struct Survey {
-    /// The service name the header records (`None` before it is published, or when the
-    /// object is not ours).
-    pub(crate) service: Option<ServiceName>,
-    /// What follows `shmlink.<service>.` in the OS name (e.g. `chan`, `pool.b3.g1`).
-    pub(crate) tag: Option<String>,
-    pub(crate) kind: String,
-    pub(crate) owner_pid: u32,
-    pub(crate) size: u64,
-    pub(crate) verdict: Verdict,
-}
-
-/// Whether an object is in use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    Live,
-    Stale,
-    /// Not made by shmlink, or not ours to judge: the reason.
-    Untouchable(String),
-}
-
-/// Reads the header of the object `os_name` and judges it as stale cleanup would, without
-/// removing anything.
-pub(crate) fn survey(os_name: &str) -> Result<Survey> {
-    let expect = sys::Expect::default();
-    let probe = ServiceName::new("survey").expect("a valid name");
-    let untouchable = |why: String| Survey {
-        service: None,
-        tag: None,
-        kind: "?".into(),
-        owner_pid: 0,
-        size: 0,
-        verdict: Verdict::Untouchable(why),
-    };
-    let shm = match open_shm(&probe, os_name, &expect) {
-        Ok(shm) => shm,
-        Err(Error::Squatted { reason, .. }) => return Ok(untouchable(reason)),
-        Err(e) => return Err(e),
-    };
-    if shm.len() < HEADER_SIZE {
-        let mut s = untouchable(format!("{} bytes, no header", shm.len()));
-        if shm.token() == sys::Token::Held {
-            s.verdict = Verdict::Live;
-        }
-        return Ok(s);
-    }
-    let h = shm_region(&shm).at::<Header>(0);
-    if h.magic.load(Ordering::Acquire) != MAGIC
-        || h.state.load(Ordering::Acquire) != STATE_READY
-        || h.header_version.load(Ordering::Relaxed) != HEADER_VERSION
-    {
-        let mut s = untouchable("no published shmlink header".into());
-        if shm.token() == sys::Token::Held {
-            s.verdict = Verdict::Live;
-        }
-        return Ok(s);
-    }
-    let len = (h.name_len.load(Ordering::Relaxed) as usize).min(MAX_NAME_LEN);
-    let bytes: Vec<u8> = h.name[..len]
-        .iter()
-        .map(|c| c.load(Ordering::Relaxed))
-        .collect();
-    let Some(service) = String::from_utf8(bytes)
-        .ok()
-        .and_then(|n| ServiceName::new(&n).ok())
-    else {
-        return Ok(untouchable("the header's service name is invalid".into()));
-    };
-    let prefix = format!("{}shmlink.{}.", sys::OS_NAME_PREFIX, service.as_str());
-    let tag = os_name.strip_prefix(&prefix).map(str::to_owned);
-    let kind = SegmentKind::describe(h.kind.load(Ordering::Relaxed));
-    let owner_pid = h.owner_pid.load(Ordering::Relaxed);
-    let size = h.size.load(Ordering::Relaxed);
-    let verdict = match classify(&service, os_name, &expect, shm) {
-        Ok(Found::Live(_)) => Verdict::Live,
-        Ok(Found::Stale(_)) => Verdict::Stale,
-        Err(e) => Verdict::Untouchable(e.to_string()),
-    };
-    Ok(Survey {
-        service: Some(service),
-        tag,
-        kind,
-        owner_pid,
-        size,
-        verdict,
-    })
 }

@@ -1,0 +1,269 @@
+//! The handles that stop a server, resize it and show its clients.
+
+use super::*;
+
+/// Stops a server that runs [`Server::serve`]; cheap to clone and send to another thread.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    /// Weak: a forgotten handle must not keep the channel (and its name) alive.
+    pub(super) core: Weak<Core>,
+}
+
+impl ShutdownHandle {
+    /// Starts a graceful shutdown: clients get [`CallError::ShuttingDown`] for new calls, the
+    /// workers answer what is in flight, the channel's name is removed, then `serve` returns.
+    /// Does not wait for any of that (it may be called from a handler): join the thread that
+    /// runs `serve` to wait; once `serve` has returned, nothing of the channel is left in the
+    /// system, even if the process exits at once. Does nothing if the server is gone.
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-shutdown-handle-{}", std::process::id());
+    /// let server = shmlink::Server::builder(&name).create()?;
+    /// let stop = server.shutdown_handle();
+    /// let serving = std::thread::spawn(move || server.serve(|_: &[u8], _: &mut [u8]| 0));
+    /// stop.shutdown();
+    /// serving.join().unwrap();
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
+    pub fn shutdown(&self) {
+        if let Some(core) = self.core.upgrade() {
+            core.request_stop();
+        }
+    }
+}
+
+/// The workers started by [`Server::spawn`]. Dropping it shuts the server down gracefully
+/// and waits, as [`shutdown`](ServerHandle::shutdown) does.
+pub struct ServerHandle {
+    pub(super) core: Arc<Core>,
+    /// Worker `k` is `threads[k]`.
+    pub(super) threads: Vec<JoinHandle<()>>,
+    /// Starts more workers ([`Free`] servers only).
+    pub(super) spawner: Option<Spawner>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("core", &self.core)
+            .field("workers", &self.threads.len())
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// Gracefully stops the server: new calls get [`CallError::ShuttingDown`], calls in flight
+    /// are answered, then the workers stop and the channel is removed (nothing is left in the
+    /// system when this returns, nor when the handle's drop returns). Waits for all that,
+    /// with no time limit: a handler that never returns keeps it waiting. To start the
+    /// shutdown without waiting, use a [`ShutdownHandle`].
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-handle-shutdown-{}", std::process::id());
+    /// let handle = shmlink::Server::builder(&name).create()?.spawn(|_: &[u8], _: &mut [u8]| 0)?;
+    /// handle.shutdown(); // the channel is gone when this returns
+    /// assert!(shmlink::Client::connect(&name).is_err());
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    /// A handle to start the shutdown from elsewhere.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            core: Arc::downgrade(&self.core),
+        }
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &str {
+        self.core.map.seg.name()
+    }
+
+    /// Clients connected at the server's last scan of its slots (at most about 20 ms ago).
+    pub fn connected(&self) -> usize {
+        self.core.clients.connected()
+    }
+
+    /// The connected clients at the server's last scan (at most about 20 ms ago), in slot
+    /// order: id, pid, when the server first saw them, their last call, calls answered.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{Client, Server};
+    /// # let name = format!("doc-clients-{}", std::process::id());
+    /// let handle = Server::builder(&name).create()?.spawn(|_: &[u8], _: &mut [u8]| 0)?;
+    /// let mut client = Client::connect(&name)?;
+    /// client.call(b"hi")?;
+    /// while handle.clients().first().is_none_or(|c| c.calls == 0) {
+    ///     std::thread::sleep(std::time::Duration::from_millis(5)); // the next scan
+    /// }
+    /// assert_eq!(handle.clients()[0].pid, std::process::id());
+    /// # handle.shutdown();
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        self.core.clients.list()
+    }
+
+    /// A handle on the client table that can be sent elsewhere.
+    pub fn client_table(&self) -> ClientTable {
+        ClientTable {
+            core: Arc::downgrade(&self.core),
+        }
+    }
+
+    /// Disconnects client `id`: an idle client loses its slot at the server's next scan
+    /// (within about 20 ms); a client in a call gets its answer first, as usual, and gives
+    /// the slot up when its next call begins. Either way that next call reconnects by itself
+    /// (a new [`ClientId`]) if a slot is free, and otherwise fails with
+    /// [`CallError::Disconnected`] (not executed). The connection ends with
+    /// [`DisconnectReason::Evicted`](crate::DisconnectReason::Evicted). Returns whether `id`
+    /// was connected (at the last scan).
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{Client, Server};
+    /// # let name = format!("doc-disconnect-{}", std::process::id());
+    /// let handle = Server::builder(&name).create()?.spawn(|_: &[u8], _: &mut [u8]| 0)?;
+    /// let mut client = Client::connect(&name)?;
+    /// while handle.connected() == 0 {
+    ///     std::thread::sleep(std::time::Duration::from_millis(5)); // the next scan
+    /// }
+    /// assert!(handle.disconnect(handle.clients()[0].id));
+    /// client.call(b"")?; // reconnects
+    /// # handle.shutdown();
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
+    pub fn disconnect(&self, id: ClientId) -> bool {
+        self.core.evict(|c| c == id) > 0
+    }
+
+    /// Disconnects every client, as [`disconnect`](ServerHandle::disconnect) does; returns
+    /// how many were connected (at the last scan).
+    pub fn disconnect_all(&self) -> usize {
+        self.core.evict(|_| true)
+    }
+
+    /// Workers now running.
+    pub fn workers(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Grows or shrinks the worker pool of a [`Free`] server to `n` threads. Growing starts
+    /// the new workers at once; shrinking lets each retiring worker answer the call it holds
+    /// and waits for it to leave (calls waiting in the ring are served by the others), so no
+    /// call is dropped.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{Client, Server};
+    /// # let name = format!("doc-set-workers-{}", std::process::id());
+    /// let mut handle = Server::builder(&name)
+    ///     .workers(1)
+    ///     .create()?
+    ///     .spawn(|_: &[u8], _: &mut [u8]| 0)?;
+    /// handle.set_workers(4)?;
+    /// assert_eq!(handle.workers(), 4);
+    /// handle.set_workers(2)?;
+    /// assert_eq!(Client::connect(&name)?.call(b"")?, b"");
+    /// # handle.shutdown();
+    /// # Ok::<(), shmlink::CallError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`CallError::InvalidConfig`] for 0 or a [`Single`] server; [`CallError::ShuttingDown`]
+    /// once the server stops; [`CallError::Setup`] if a thread cannot be started (the pool
+    /// then keeps the workers that did start).
+    pub fn set_workers(&mut self, n: usize) -> Result<(), CallError> {
+        let Some(spawn) = &self.spawner else {
+            return Err(CallError::InvalidConfig(
+                "set_workers needs a server with workers(k) (the Free model)".into(),
+            ));
+        };
+        if n == 0 || n > u32::MAX as usize {
+            return Err(CallError::InvalidConfig(format!(
+                "workers must be at least 1, not {n}"
+            )));
+        }
+        if self.threads.is_empty() || self.core.stopping() {
+            return Err(CallError::ShuttingDown);
+        }
+        let now = self.threads.len();
+        self.core.set_target(n as u32);
+        if n < now {
+            for t in self.threads.drain(n..) {
+                let _ = t.join();
+            }
+        }
+        while self.threads.len() < n {
+            match spawn(self.threads.len() as u32) {
+                Ok(t) => self.threads.push(t),
+                Err(e) => {
+                    self.core.set_target(self.threads.len() as u32);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn stop_and_join(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        self.core.request_stop();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.core.finish();
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// The client table of a server, for code that does not hold its [`ServerHandle`] (or for a
+/// server run with [`Server::serve`]); see [`Server::client_table`]. Cheap to clone; it does
+/// not keep the server alive: once the server is gone it reports no clients.
+#[derive(Debug, Clone)]
+pub struct ClientTable {
+    pub(super) core: Weak<Core>,
+}
+
+impl ClientTable {
+    /// As [`ServerHandle::connected`].
+    pub fn connected(&self) -> usize {
+        self.core.upgrade().map_or(0, |c| c.clients.connected())
+    }
+
+    /// As [`ServerHandle::clients`].
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        self.core
+            .upgrade()
+            .map_or_else(Vec::new, |c| c.clients.list())
+    }
+
+    /// The entry of client `id`, if it is connected.
+    pub fn get(&self, id: ClientId) -> Option<ClientInfo> {
+        self.clients().into_iter().find(|c| c.id == id)
+    }
+
+    /// As [`ServerHandle::disconnect`].
+    pub fn disconnect(&self, id: ClientId) -> bool {
+        self.core
+            .upgrade()
+            .is_some_and(|c| c.evict(|c| c == id) > 0)
+    }
+
+    /// As [`ServerHandle::disconnect_all`].
+    pub fn disconnect_all(&self) -> usize {
+        self.core.upgrade().map_or(0, |c| c.evict(|_| true))
+    }
+}
