@@ -92,9 +92,9 @@ mod sys;
 pub mod typed;
 
 pub use channel::{
-    server_or_client, AppError, Bytes, CallError, CallInfo, Client, ClientId, ClientInfo,
-    ClientTable, ConnectionEvent, DisconnectReason, Free, Handler, Role, Server, ServerBuilder,
-    ServerHandle, SharedHandler, ShutdownHandle, Single, WithInfo,
+    server_or_client, AppError, Broadcast, Bytes, CallError, CallInfo, Client, ClientId,
+    ClientInfo, ClientTable, ConnectionEvent, DisconnectReason, Free, Handler, NotifyError, Role,
+    Server, ServerBuilder, ServerHandle, SharedHandler, ShutdownHandle, Single, WithInfo,
 };
 pub use error::{Error, Result};
 pub use name::{ServiceName, MAX_NAME_LEN};

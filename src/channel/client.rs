@@ -298,6 +298,104 @@ impl Client {
         )
     }
 
+    /// Waits for the next notification the server sent to this connection
+    /// ([`ServerHandle::notify`](crate::ServerHandle::notify),
+    /// [`broadcast`](crate::ServerHandle::broadcast)) and returns it. Notifications arrive in
+    /// the order sent and queue up while the client makes calls (up to the server's
+    /// [queue depth](crate::ServerBuilder::notifications); the server is told when a client
+    /// does not keep up). Those queued when the connection ends are dropped.
+    ///
+    /// Waits as long as it takes, but stops when the server dies or stops
+    /// ([`CallError::ServerGone`], within about 20 ms) or disconnects this client
+    /// ([`CallError::Disconnected`]); the next call or receive reconnects (as a new
+    /// [`ClientId`](crate::ClientId)). A client that is not connected connects first, as
+    /// [`call`](Client::call) does.
+    ///
+    /// Receiving takes `&mut self`, as calls do: a thread that waits for notifications and
+    /// also calls uses [`recv_notification_timeout`](Client::recv_notification_timeout) or
+    /// [`try_recv_notification`](Client::try_recv_notification) between calls.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{Client, Server};
+    /// # let name = format!("doc-recv-notification-{}", std::process::id());
+    /// let handle = Server::builder(&name).create()?.spawn(|_: &[u8], _: &mut [u8]| 0)?;
+    /// let mut client = Client::connect(&name)?;
+    /// while handle.broadcast(b"hello, all")?.sent.is_empty() {
+    ///     // The client claimed its slot before `broadcast` looked: sent at the first try.
+    /// }
+    /// assert_eq!(client.recv_notification()?, b"hello, all");
+    /// # handle.shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`CallError::ServerGone`], [`CallError::Disconnected`], [`CallError::Protocol`] (a
+    /// slot scribbled on); when (re)connecting, as [`connect`](Client::connect).
+    pub fn recv_notification(&mut self) -> Result<Vec<u8>, CallError> {
+        self.next_notification(true, None, <[u8]>::to_vec)
+            .map(|n| n.expect("waited for one"))
+    }
+
+    /// As [`recv_notification`](Client::recv_notification), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`CallError::Timeout`] if none came in time, or as
+    /// [`recv_notification`](Client::recv_notification).
+    pub fn recv_notification_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, CallError> {
+        self.recv_notification_with_timeout(<[u8]>::to_vec, timeout)
+    }
+
+    /// The next notification if one is queued, without waiting.
+    ///
+    /// # Errors
+    /// As [`recv_notification`](Client::recv_notification).
+    pub fn try_recv_notification(&mut self) -> Result<Option<Vec<u8>>, CallError> {
+        self.next_notification(false, None, <[u8]>::to_vec)
+    }
+
+    /// The zero-copy [`recv_notification`](Client::recv_notification): `read` looks at the
+    /// notification in shared memory and returns what the caller keeps.
+    ///
+    /// # Errors
+    /// As [`recv_notification`](Client::recv_notification).
+    pub fn recv_notification_with<R>(
+        &mut self,
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, CallError> {
+        self.next_notification(true, None, read)
+            .map(|n| n.expect("waited for one"))
+    }
+
+    /// As [`recv_notification_with`](Client::recv_notification_with), waiting at most
+    /// `timeout`.
+    ///
+    /// # Errors
+    /// As [`recv_notification_timeout`](Client::recv_notification_timeout).
+    pub fn recv_notification_with_timeout<R>(
+        &mut self,
+        read: impl FnOnce(&[u8]) -> R,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
+        self.next_notification(true, Some(Instant::now() + timeout), read)
+            .map(|n| n.expect("waited for one"))
+    }
+
+    fn next_notification<R>(
+        &mut self,
+        wait: bool,
+        deadline: Option<Instant>,
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, CallError> {
+        // A connection the server closed still holds what it queued before it stopped.
+        if self.conn.is_none() {
+            self.reconnect(deadline)?;
+        }
+        let conn = self.conn.as_mut().expect("connected");
+        conn.notification(wait, deadline, read)
+            .map_err(|w| self.fail(w))
+    }
+
     /// The connection, (re)opened if there is none or the server closed it.
     #[inline]
     fn conn(&mut self, deadline: Option<Instant>) -> Result<&mut Conn, CallError> {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::CallError;
-use super::layout::{Config, Layout, Mapped, SlotRef, KIND_VERSION};
+use super::layout::{Config, Layout, Mapped, Notes, SlotRef, KIND_VERSION};
+use super::notify::Popped;
 use super::ring::Ring;
 use super::slot::{
     SlotHeader, FREE, IDLE, IN_SERVICE, REQUEST_READY, RESPONSE_READY, STATUS_APP_ERROR,
@@ -57,6 +58,10 @@ pub(super) struct Conn {
     mutex: Mutex,
     bell: Event,
     pub(super) done: Event,
+    /// Set by the server when it queues a notification while we sleep.
+    note: Event,
+    /// Notifications consumed (our count; see `notify.rs`).
+    note_tail: u32,
     pub(super) slot: u32,
     /// Sequence number of the last request sent from this slot.
     seq: u32,
@@ -115,7 +120,11 @@ impl Conn {
         // Read once; the server wrote them before publishing.
         let slots = config.slots.load(Ordering::Relaxed);
         let max = config.max_message.load(Ordering::Relaxed);
-        let map = Layout::new(slots, max as usize)
+        let notes = Notes {
+            depth: config.note_depth.load(Ordering::Relaxed),
+            max: config.note_max.load(Ordering::Relaxed) as usize,
+        };
+        let map = Layout::new(slots, max as usize, notes)
             .and_then(|layout| Mapped::new(Arc::clone(&seg), layout))
             .ok_or_else(|| corrupt("configuration does not fit the segment"))?;
         let layout = map.layout;
@@ -137,7 +146,13 @@ impl Conn {
             )
         };
         let me = seg.member()?;
-        let (slot, epoch, done) = claim(&map, &mutex, me, name, wait_until(deadline, LOCK_WAIT))?;
+        let Claimed {
+            slot,
+            epoch,
+            done,
+            note,
+            note_tail,
+        } = claim(&map, &mutex, me, name, wait_until(deadline, LOCK_WAIT))?;
         let seq = map.slot(slot).seq();
         // SAFETY: stored beside `map` in the Conn and dropped before it.
         let me_slot = unsafe { map.slot_ref(slot) };
@@ -148,6 +163,8 @@ impl Conn {
             mutex,
             bell,
             done: done.wait_strategy(strategy),
+            note,
+            note_tail,
             slot,
             seq,
             epoch,
@@ -439,17 +456,89 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Whether the slot is still this connection's and the server did not ask it to leave.
+    fn owns_slot(&self) -> bool {
+        let slot = self.slot();
+        slot.state() != FREE && slot.is_of(self.epoch) && slot.evicted() != self.epoch
+    }
+
+    /// Hands the next notification for this connection to `read`. With `wait`, waits for one
+    /// until `deadline` (none: as long as the connection lasts); without, returns `None` if
+    /// none is queued. Notifications queued before the server stopped are still handed out.
+    pub(super) fn notification<R>(
+        &mut self,
+        wait: bool,
+        deadline: Option<Instant>,
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, Waited> {
+        let mut read = Some(read);
+        loop {
+            if !self.owns_slot() {
+                return Err(Waited::Revoked);
+            }
+            let queue = self.map.notes(self.slot);
+            let popped = queue.pop(&mut self.note_tail, self.epoch, |bytes| {
+                read.take().expect("called once")(bytes)
+            });
+            match popped {
+                Popped::Item(r) => return Ok(Some(r)),
+                Popped::Skipped => continue,
+                Popped::Empty if !wait => return Ok(None),
+                Popped::Empty => {}
+            }
+            if !self.server_alive() {
+                return Err(Waited::Gone {
+                    retracted: false,
+                    graceful: false,
+                });
+            }
+            let tail = self.note_tail;
+            let outcome = self.note.wait_for(
+                |_| queue.published() != tail,
+                deadline,
+                Some(&mut || {
+                    queue.republish(tail);
+                    self.server_alive() && self.owns_slot()
+                }),
+            );
+            if outcome == WaitOutcome::Set || queue.published() != tail {
+                continue;
+            }
+            return Err(match outcome {
+                WaitOutcome::TimedOut => Waited::Timeout,
+                _ if self.server_alive() => Waited::Revoked,
+                _ => Waited::Gone {
+                    retracted: false,
+                    graceful: false,
+                },
+            });
+        }
+    }
+}
+
+/// A slot just claimed.
+struct Claimed {
+    slot: u32,
+    /// The connection's number on the slot.
+    epoch: u32,
+    done: Event,
+    note: Event,
+    /// Where the connection's notifications start.
+    note_tail: u32,
+}
+
 /// Claims a free slot (or one whose owner died) under the slot mutex, waiting at most
-/// `lock_wait` for it, and resets the slot's `done` event. Returns the slot, the
-/// connection's number on it, and the event. When every slot is taken, tells the server a
-/// newcomer wants one (it may reap an idle client, see `ServerBuilder::idle_timeout`).
+/// `lock_wait` for it, and resets the slot's events and notification queue. When every slot
+/// is taken, tells the server a newcomer wants one (it may reap an idle client, see
+/// `ServerBuilder::idle_timeout`).
 fn claim(
     map: &Mapped,
     mutex: &Mutex,
     me: Member,
     name: &str,
     lock_wait: Duration,
-) -> Result<(u32, u32, Event), CallError> {
+) -> Result<Claimed, CallError> {
     // Either outcome is fine: the slot words are atomics, every claim step below is
     // re-checked, so a holder that died mid-claim left nothing to repair.
     let _guard = mutex.lock_timeout(lock_wait)?;
@@ -461,11 +550,26 @@ fn claim(
             _ => !map.seg.is_alive(slot.owner()) && slot.reap(),
         };
         if usable {
-            // SAFETY: the layout places slot i's done event here; the server initialised it.
-            let done = unsafe { Event::open_at(&map.seg, map.layout.done_event(i)) }?;
+            // SAFETY: the layout places slot i's events here; the server initialised them.
+            let (done, note) = unsafe {
+                (
+                    Event::open_at(&map.seg, map.layout.done_event(i))?,
+                    Event::open_at(&map.seg, map.layout.note_event(i))?,
+                )
+            };
             done.reset();
+            note.reset();
+            // Before the claim publishes the connection: whatever the server queues for it
+            // comes after this point.
+            let note_tail = map.notes(i).start();
             if slot.claim(me) {
-                return Ok((i, slot.epoch(), done));
+                return Ok(Claimed {
+                    slot: i,
+                    epoch: slot.epoch(),
+                    done,
+                    note,
+                    note_tail,
+                });
             }
         }
     }

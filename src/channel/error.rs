@@ -121,3 +121,37 @@ impl From<crate::Error> for CallError {
         }
     }
 }
+
+/// Why the server could not queue a notification for a client
+/// ([`ClientTable::notify`](crate::ClientTable::notify)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotifyError {
+    /// No such connection: it ended (the client left, died, or was disconnected), or the
+    /// id is not one of this server's.
+    #[error("client {id} is not connected")]
+    NotConnected {
+        /// The connection asked for.
+        id: crate::ClientId,
+    },
+    /// The client has not read the last `depth` notifications sent to it: it does not keep
+    /// up. Nothing was queued; the server never waits for a client.
+    #[error("client {id} has {depth} notifications unread")]
+    QueueFull {
+        /// The connection.
+        id: crate::ClientId,
+        /// The queue's depth ([`ServerBuilder::notifications`](crate::ServerBuilder::notifications)).
+        depth: u32,
+    },
+    /// The notification is larger than the server's notification size.
+    #[error("notification of {len} bytes exceeds the server's limit of {max} bytes")]
+    TooLarge {
+        /// The notification's length.
+        len: usize,
+        /// The server's limit.
+        max: usize,
+    },
+    /// The server has stopped.
+    #[error("the server has stopped")]
+    ServerStopped,
+}

@@ -18,6 +18,16 @@ impl ClientId {
         ClientId(u64::from(slot) << 32 | u64::from(epoch))
     }
 
+    /// The slot the connection owns.
+    pub(crate) fn slot(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// The connection's number on its slot.
+    pub(crate) fn epoch(self) -> u32 {
+        self.0 as u32
+    }
+
     /// The number as one integer (for logs and maps).
     pub fn as_u64(self) -> u64 {
         self.0

@@ -9,6 +9,7 @@
 //!  ..   doorbell   Event: "a slot number was pushed", waited on by the workers
 //!  ..   ring       Vyukov MPMC ring of slot numbers (see ring.rs)
 //!  ..   slot 0     SlotHeader | done Event | request bytes | response bytes
+//!                  | note Event | notification queue (see notify.rs)
 //!  ..   slot 1 ...
 //! ```
 //!
@@ -18,6 +19,7 @@
 
 use std::sync::Arc;
 
+use super::notify::{queue_bytes, NoteQueue, MAX_DEPTH};
 use super::ring::ring_bytes;
 use super::slot::SlotHeader;
 use crate::region::{Region, ShmAtomic};
@@ -26,7 +28,7 @@ use crate::sync::atomic::AtomicU32;
 use crate::sync::{EVENT_STORAGE, MUTEX_STORAGE};
 
 /// Layout version of the channel segment.
-pub(crate) const KIND_VERSION: u32 = 1;
+pub(crate) const KIND_VERSION: u32 = 2;
 /// Largest `max_message` a channel accepts (1 GiB).
 pub(crate) const MAX_MESSAGE_LIMIT: usize = 1 << 30;
 /// Most slots a channel accepts.
@@ -37,6 +39,10 @@ pub(crate) const MAX_SLOTS: u32 = 1 << 16;
 pub(crate) struct Config {
     pub(crate) slots: AtomicU32,
     pub(crate) max_message: AtomicU32,
+    /// Notifications each slot's queue holds.
+    pub(crate) note_depth: AtomicU32,
+    /// Largest notification in bytes.
+    pub(crate) note_max: AtomicU32,
 }
 
 /// Server-wide flags (`0` / `1`).
@@ -60,17 +66,28 @@ unsafe impl ShmAtomic for Config {}
 // SAFETY: as for Config.
 unsafe impl ShmAtomic for Flags {}
 
-/// Offsets of everything in the data region, computed from the two configuration values.
+/// What each slot's notification queue holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Notes {
+    /// Notifications per queue (>= 1).
+    pub(crate) depth: u32,
+    /// Largest notification in bytes.
+    pub(crate) max: usize,
+}
+
+/// Offsets of everything in the data region, computed from the configuration values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Layout {
     pub(crate) slots: u32,
     pub(crate) max_message: usize,
+    pub(crate) notes: Notes,
     pub(crate) ring_cap: u32,
     pub(crate) mutex: usize,
     pub(crate) doorbell: usize,
     pub(crate) ring: usize,
     slots_at: usize,
     area: usize,
+    queue: usize,
     stride: usize,
     pub(crate) total: usize,
 }
@@ -79,9 +96,13 @@ impl Layout {
     const CONFIG: usize = 0;
     const FLAGS: usize = 64;
 
-    /// The layout for `slots` slots of `max_message` bytes each way; `None` if out of range.
-    pub(crate) fn new(slots: u32, max_message: usize) -> Option<Layout> {
+    /// The layout for `slots` slots of `max_message` bytes each way and `notes`
+    /// notifications each; `None` if out of range.
+    pub(crate) fn new(slots: u32, max_message: usize, notes: Notes) -> Option<Layout> {
         if slots == 0 || slots > MAX_SLOTS || max_message == 0 || max_message > MAX_MESSAGE_LIMIT {
+            return None;
+        }
+        if notes.depth == 0 || notes.depth > MAX_DEPTH || notes.max > MAX_MESSAGE_LIMIT {
             return None;
         }
         // Room for every slot plus as many stale entries (retracted requests), so a push
@@ -92,17 +113,20 @@ impl Layout {
         let ring = doorbell + EVENT_STORAGE;
         let slots_at = ring + ring_bytes(ring_cap);
         let area = max_message.next_multiple_of(64);
-        let stride = 64 + EVENT_STORAGE + 2 * area;
+        let queue = queue_bytes(notes.depth, notes.max)?;
+        let stride = (64 + EVENT_STORAGE + 2 * area + EVENT_STORAGE).checked_add(queue)?;
         let total = stride.checked_mul(slots as usize)?.checked_add(slots_at)?;
         Some(Layout {
             slots,
             max_message,
+            notes,
             ring_cap,
             mutex,
             doorbell,
             ring,
             slots_at,
             area,
+            queue,
             stride,
             total,
         })
@@ -116,6 +140,16 @@ impl Layout {
     /// Offset of slot `i`'s `done` event.
     pub(crate) fn done_event(&self, i: u32) -> usize {
         self.slot_at(i) + 64
+    }
+
+    /// Offset of slot `i`'s `note` event (set when a notification is queued for a sleeping
+    /// owner).
+    pub(crate) fn note_event(&self, i: u32) -> usize {
+        self.slot_at(i) + 64 + EVENT_STORAGE + 2 * self.area
+    }
+
+    fn queue_at(&self, i: u32) -> usize {
+        self.note_event(i) + EVENT_STORAGE
     }
 }
 
@@ -191,6 +225,16 @@ impl Mapped {
         }
     }
 
+    /// Slot `i`'s notification queue.
+    pub(crate) fn notes(&self, i: u32) -> NoteQueue<'_> {
+        let region = self
+            .data
+            .sub(self.layout.queue_at(i), self.layout.queue)
+            .expect("inside the layout");
+        NoteQueue::new(region, self.layout.notes.depth, self.layout.notes.max)
+            .expect("the layout sized the queue")
+    }
+
     /// The submission ring's bytes.
     pub(crate) fn ring(&self) -> Region<'_> {
         self.data
@@ -230,18 +274,48 @@ mod tests {
     /// field offsets are pinned in slot.rs).
     #[test]
     fn offsets_the_hostile_client_test_relies_on() {
-        let l = Layout::new(8, 512).unwrap();
+        let l = Layout::new(8, 512, NOTES).unwrap();
         assert_eq!((l.mutex, l.doorbell, l.ring), (128, 192, 256));
         assert_eq!(l.slots_at % 64, 0);
     }
 
+    const NOTES: Notes = Notes { depth: 4, max: 100 };
+
     #[test]
     fn layouts_out_of_range_are_refused() {
-        assert!(Layout::new(0, 64).is_none());
-        assert!(Layout::new(1, 0).is_none());
-        assert!(Layout::new(MAX_SLOTS + 1, 64).is_none());
-        assert!(Layout::new(1, MAX_MESSAGE_LIMIT + 1).is_none());
-        let big = Layout::new(MAX_SLOTS, MAX_MESSAGE_LIMIT);
+        assert!(Layout::new(0, 64, NOTES).is_none());
+        assert!(Layout::new(1, 0, NOTES).is_none());
+        assert!(Layout::new(MAX_SLOTS + 1, 64, NOTES).is_none());
+        assert!(Layout::new(1, MAX_MESSAGE_LIMIT + 1, NOTES).is_none());
+        assert!(Layout::new(1, 64, Notes { depth: 0, max: 8 }).is_none());
+        assert!(Layout::new(
+            1,
+            64,
+            Notes {
+                depth: MAX_DEPTH + 1,
+                max: 8
+            }
+        )
+        .is_none());
+        let big = Layout::new(MAX_SLOTS, MAX_MESSAGE_LIMIT, NOTES);
         assert!(big.is_none() || big.unwrap().total > MAX_MESSAGE_LIMIT);
+    }
+
+    #[test]
+    fn each_slot_s_parts_are_disjoint_and_aligned() {
+        let l = Layout::new(3, 100, NOTES).unwrap();
+        for i in 0..3 {
+            let parts = [
+                l.slot_at(i),
+                l.done_event(i),
+                l.slot_at(i) + 64 + EVENT_STORAGE,
+                l.note_event(i),
+                l.queue_at(i),
+            ];
+            assert!(parts.iter().all(|p| p % 64 == 0));
+            assert!(parts.windows(2).all(|w| w[0] < w[1]));
+            assert_eq!(l.queue_at(i) + l.queue, l.slot_at(i) + l.stride);
+        }
+        assert_eq!(l.total, l.slot_at(2) + l.stride);
     }
 }

@@ -75,6 +75,8 @@ mod conn;
 mod error;
 mod handler;
 mod layout;
+mod notify;
+mod outbox;
 mod ring;
 mod server;
 mod slot;
@@ -84,8 +86,9 @@ use std::time::Duration;
 
 pub use client::Client;
 pub use clients::{ClientInfo, ConnectionEvent, DisconnectReason};
-pub use error::CallError;
+pub use error::{CallError, NotifyError};
 pub use handler::{AppError, Bytes, CallInfo, ClientId, Handler, SharedHandler, WithInfo};
+pub use outbox::Broadcast;
 pub use server::{ClientTable, Free, Server, ServerBuilder, ServerHandle, ShutdownHandle, Single};
 
 /// What [`server_or_client`] made of this process.

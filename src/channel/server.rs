@@ -8,12 +8,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::clients::{ClientInfo, ConnectionEvent, OnConnection};
-use super::error::CallError;
+use super::error::{CallError, NotifyError};
 use super::handler::ClientId;
 #[cfg(doc)]
 use super::handler::{AppError, CallInfo};
 use super::handler::{Handler, SharedHandler};
-use super::layout::{Layout, Mapped, KIND_VERSION, MAX_MESSAGE_LIMIT, MAX_SLOTS};
+use super::layout::{Layout, Mapped, Notes, KIND_VERSION, MAX_MESSAGE_LIMIT, MAX_SLOTS};
+use super::notify::MAX_DEPTH;
+use super::outbox::Broadcast;
 use super::ring::Ring;
 use super::worker::{Core, Pool};
 use crate::segment::{Segment, SegmentKind, DEFAULT_MODE};
@@ -45,6 +47,7 @@ pub struct ServerBuilder<M = Single> {
     mode: u32,
     on_connection: Option<OnConnection>,
     idle_timeout: Option<Duration>,
+    notes: Notes,
     /// Set by [`workers`](ServerBuilder::workers): the [`Free`] model.
     free: bool,
     _model: PhantomData<M>,
@@ -106,6 +109,7 @@ impl<M> ServerBuilder<M> {
             mode: self.mode,
             on_connection: self.on_connection,
             idle_timeout: self.idle_timeout,
+            notes: self.notes,
             free: true,
             _model: PhantomData,
         }
@@ -159,6 +163,20 @@ impl<M> ServerBuilder<M> {
         self
     }
 
+    /// Each client's notification queue: up to `depth` notifications (default 16, from 1 to
+    /// 65536) of up to `max_len` bytes (default 1 KiB, up to 1 GiB) that the server sent
+    /// ([`ClientTable::notify`]) and the client has not read yet
+    /// ([`Client::recv_notification`](crate::Client::recv_notification)). Every slot
+    /// reserves `depth * max_len` bytes of shared memory (plus 8 per notification, rounded up
+    /// to 64). [`create`](ServerBuilder::create) refuses a value out of range.
+    pub fn notifications(mut self, depth: u32, max_len: usize) -> Self {
+        self.notes = Notes {
+            depth,
+            max: max_len,
+        };
+        self
+    }
+
     /// Creates the channel segment and publishes it: clients can connect from now on (their
     /// calls wait until the server serves).
     ///
@@ -196,6 +214,12 @@ impl<M> ServerBuilder<M> {
         config
             .max_message
             .store(layout.max_message as u32, Ordering::Relaxed);
+        config
+            .note_depth
+            .store(layout.notes.depth, Ordering::Relaxed);
+        config
+            .note_max
+            .store(layout.notes.max as u32, Ordering::Relaxed);
         // SAFETY: the offsets come from the layout: disjoint, 64-aligned, inside the data
         // region, used for nothing else, and the segment is not published yet.
         let (mutex, bell, ring) = unsafe {
@@ -205,12 +229,16 @@ impl<M> ServerBuilder<M> {
                 Ring::init(map.ring(), layout.ring_cap).expect("the layout holds the ring"),
             )
         };
-        let done = (0..layout.slots)
-            .map(|i| {
-                // SAFETY: as above, slot i's done event.
-                unsafe { Event::init_at(&seg, layout.done_event(i)) }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let events = |at: fn(&Layout, u32) -> usize| {
+            (0..layout.slots)
+                .map(|i| {
+                    // SAFETY: as above: slot i's done or note event.
+                    unsafe { Event::init_at(&seg, at(&layout, i)) }
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let done = events(Layout::done_event)?;
+        let notes = events(Layout::note_event)?;
         // Slots start zero-filled: FREE, no owner.
         seg.publish();
         let core = Arc::new(Core::new(
@@ -218,6 +246,7 @@ impl<M> ServerBuilder<M> {
             ring,
             bell,
             done,
+            notes,
             mutex,
             Pool {
                 strategy: self.strategy,
@@ -255,7 +284,14 @@ impl<M> ServerBuilder<M> {
         if self.workers == 0 {
             return bad("workers must be at least 1".into());
         }
-        Layout::new(self.slots, self.max_message).map_or_else(
+        let Notes { depth, max } = self.notes;
+        if depth == 0 || depth > MAX_DEPTH || max > MAX_MESSAGE_LIMIT {
+            return bad(format!(
+                "notifications must be 1..={MAX_DEPTH} deep and at most {MAX_MESSAGE_LIMIT} \
+                 bytes each, not {depth} of {max} bytes"
+            ));
+        }
+        Layout::new(self.slots, self.max_message, self.notes).map_or_else(
             || {
                 bad(format!(
                     "{} slots of {} bytes each way do not fit in memory",
@@ -316,8 +352,9 @@ impl<M> fmt::Debug for Server<M> {
 }
 
 impl Server<Single> {
-    /// Starts building a server for `name`: 32 slots, 64 KiB messages, one worker
-    /// ([`Single`] model), [`WaitStrategy::Adaptive`].
+    /// Starts building a server for `name`: 32 slots, 64 KiB messages, 16 notifications of
+    /// up to 1 KiB queued per client, one worker ([`Single`] model),
+    /// [`WaitStrategy::Adaptive`].
     ///
     /// # Examples
     /// ```
@@ -343,6 +380,10 @@ impl Server<Single> {
             mode: DEFAULT_MODE,
             on_connection: None,
             idle_timeout: None,
+            notes: Notes {
+                depth: 16,
+                max: 1024,
+            },
             free: false,
             _model: PhantomData,
         }

@@ -9,6 +9,7 @@ use super::clients::{Clients, OnConnection};
 use super::handler::{CallInfo, ClientId, Outcome};
 use super::layout::Mapped;
 use super::layout::KIND_VERSION;
+use super::outbox::Outbox;
 use super::ring::Ring;
 use super::slot::{
     STATUS_BAD_LENGTH, STATUS_BAD_RESPONSE, STATUS_OK, STATUS_PANICKED, STATUS_REFUSED,
@@ -48,6 +49,8 @@ pub(super) struct Core {
     bell: Event,
     /// Slot `i`'s done event.
     done: Vec<Event>,
+    /// The notification queues' sending side.
+    pub(super) outbox: Outbox,
     /// The slot mutex (the housekeeping scan reaps under it).
     mutex: Mutex,
     /// Local stop request (the shared `shutting_down` flag is only advice to clients).
@@ -79,12 +82,14 @@ impl fmt::Debug for Core {
 
 impl Core {
     /// The shared state of a server whose segment `map` holds the initialised `mutex`, the
-    /// doorbell `bell`, the `ring` and the slots' `done` events, run as `pool` says.
+    /// doorbell `bell`, the `ring` and the slots' `done` and `notes` events, run as `pool`
+    /// says.
     pub(super) fn new(
         map: Mapped,
         ring: Ring,
         bell: Event,
         done: Vec<Event>,
+        notes: Vec<Event>,
         mutex: Mutex,
         pool: Pool,
     ) -> Core {
@@ -94,6 +99,7 @@ impl Core {
             ring,
             bell,
             done,
+            outbox: Outbox::new(notes),
             mutex,
             stop: AtomicBool::new(false),
             finished: AtomicBool::new(false),

@@ -148,6 +148,59 @@ impl ServerHandle {
         self.core.evict(|_| true)
     }
 
+    /// Queues the notification `msg` for client `id`, who reads it with
+    /// [`Client::recv_notification`](crate::Client::recv_notification) and its forms. Never
+    /// waits: a client that has not read the notifications before leaves this one unsent
+    /// ([`NotifyError::QueueFull`]). Notifications to one client arrive in the order sent;
+    /// those still queued when its connection ends are dropped.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{Client, Server};
+    /// # let name = format!("doc-notify-{}", std::process::id());
+    /// let handle = Server::builder(&name).create()?.spawn(|_: &[u8], _: &mut [u8]| 0)?;
+    /// let mut client = Client::connect(&name)?;
+    /// while handle.connected() == 0 {
+    ///     std::thread::sleep(std::time::Duration::from_millis(5)); // the next scan
+    /// }
+    /// handle.notify(handle.clients()[0].id, b"config changed")?;
+    /// assert_eq!(client.recv_notification()?, b"config changed");
+    /// # handle.shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`NotifyError::NotConnected`], [`NotifyError::QueueFull`],
+    /// [`NotifyError::TooLarge`] (beyond [`ServerBuilder::notifications`]' size).
+    pub fn notify(&self, id: ClientId, msg: &[u8]) -> Result<(), NotifyError> {
+        self.core.outbox.send(&self.core.map, id, copy(msg))
+    }
+
+    /// The zero-copy [`notify`](ServerHandle::notify): `write` fills the notification in
+    /// the client's queue (it gets the server's notification size in bytes and returns how
+    /// many it wrote). It is not called if the queue is full or the client gone.
+    ///
+    /// # Errors
+    /// As [`notify`](ServerHandle::notify); [`NotifyError::TooLarge`] if `write` returns
+    /// more than the buffer's length (nothing is sent).
+    pub fn notify_with(
+        &self,
+        id: ClientId,
+        write: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<(), NotifyError> {
+        self.core.outbox.send(&self.core.map, id, write)
+    }
+
+    /// Queues `msg` for every connected client (those whose slots are taken now, not only
+    /// at the last scan), as [`notify`](ServerHandle::notify) does; says for whom it was
+    /// queued and for whom not.
+    ///
+    /// # Errors
+    /// [`NotifyError::TooLarge`] (nothing is sent).
+    pub fn broadcast(&self, msg: &[u8]) -> Result<Broadcast, NotifyError> {
+        self.core.outbox.broadcast(&self.core.map, msg)
+    }
+
     /// Workers now running.
     pub fn workers(&self) -> usize {
         self.threads.len()
@@ -265,5 +318,47 @@ impl ClientTable {
     /// As [`ServerHandle::disconnect_all`].
     pub fn disconnect_all(&self) -> usize {
         self.core.upgrade().map_or(0, |c| c.evict(|_| true))
+    }
+
+    /// As [`ServerHandle::notify`].
+    ///
+    /// # Errors
+    /// As [`ServerHandle::notify`]; [`NotifyError::ServerStopped`] once the server is gone.
+    pub fn notify(&self, id: ClientId, msg: &[u8]) -> Result<(), NotifyError> {
+        self.notify_with(id, copy(msg))
+    }
+
+    /// As [`ServerHandle::notify_with`].
+    ///
+    /// # Errors
+    /// As [`notify`](ClientTable::notify).
+    pub fn notify_with(
+        &self,
+        id: ClientId,
+        write: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<(), NotifyError> {
+        let core = self.core.upgrade().ok_or(NotifyError::ServerStopped)?;
+        core.outbox.send(&core.map, id, write)
+    }
+
+    /// As [`ServerHandle::broadcast`].
+    ///
+    /// # Errors
+    /// As [`ServerHandle::broadcast`]; [`NotifyError::ServerStopped`] once the server is
+    /// gone.
+    pub fn broadcast(&self, msg: &[u8]) -> Result<Broadcast, NotifyError> {
+        let core = self.core.upgrade().ok_or(NotifyError::ServerStopped)?;
+        core.outbox.broadcast(&core.map, msg)
+    }
+}
+
+/// A writer for `notify_with` that copies `msg` (refused as too large if it does not fit).
+fn copy(msg: &[u8]) -> impl FnOnce(&mut [u8]) -> usize + '_ {
+    move |buf: &mut [u8]| match buf.get_mut(..msg.len()) {
+        Some(dst) => {
+            dst.copy_from_slice(msg);
+            msg.len()
+        }
+        None => msg.len(),
     }
 }
