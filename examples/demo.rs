@@ -10,8 +10,12 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+use std::sync::mpsc;
+
 use shmlink::{
-    checksum, Client, EventPair, Locked, Mutex, PoolConfig, Reader, Segment, Server, Writer,
+    checksum, AppError, CallInfo, Client, ConnectionEvent, EventPair, Locked, Mutex, PoolConfig,
+    Reader, Segment, Server, Writer,
 };
 
 type DynResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
@@ -104,13 +108,18 @@ fn child(role: &str, name: &str) -> DynResult {
             for i in 0..CALLS as u32 {
                 let t = Instant::now();
                 // Zero copy: the request is written and the answer checked in shared memory.
+                // The server answers with the request and, after it, the pid it saw calling.
                 let ok = client.call_with(
                     |req| {
                         req[..4].copy_from_slice(&me);
                         req[4..8].copy_from_slice(&i.to_le_bytes());
-                        64
+                        60
                     },
-                    |resp| resp.len() == 64 && resp[..4] == me && resp[4..8] == i.to_le_bytes(),
+                    |resp| {
+                        resp.len() == 64
+                            && resp[..8] == [me, i.to_le_bytes()].concat()[..]
+                            && resp[60..] == me
+                    },
                 )?;
                 times.push(t.elapsed());
                 if !ok {
@@ -118,7 +127,10 @@ fn child(role: &str, name: &str) -> DynResult {
                 }
             }
             let ns: Vec<String> = times.iter().map(|t| t.as_nanos().to_string()).collect();
-            say(&ns.join(" "))
+            say(&ns.join(" "))?;
+            // Then wait for the server's word before leaving.
+            let note = client.recv_notification_timeout(Duration::from_secs(10))?;
+            say(&String::from_utf8_lossy(&note))
         }
         "writer" => {
             let writer = Writer::connect_timeout(name, Duration::from_secs(10))?;
@@ -209,31 +221,66 @@ fn building_blocks(name: &str) -> DynResult {
 /// A server here (two workers), several client processes calling it at once.
 fn request_channel(name: &str) -> DynResult {
     println!("\n[2] request channel: a server here, {CLIENTS} client processes calling it at once");
+    let (tx, events) = mpsc::channel();
     let server = Server::builder(name)
         .slots(16)
         .max_message(4096)
+        .on_connection(move |event: ConnectionEvent| {
+            let _ = tx.send(event);
+        })
         .workers(2)
         .create()?;
-    let handle = server.spawn(|req: &[u8], resp: &mut [u8]| {
-        resp[..req.len()].copy_from_slice(req); // echo
-        req.len()
-    })?;
+    // The handler sees who calls: it appends the caller's pid to the request it echoes.
+    let handle = server.spawn(
+        |call: &CallInfo, req: &[u8], resp: &mut [u8]| -> Result<usize, AppError> {
+            let n = req.len();
+            resp[..n].copy_from_slice(req);
+            resp[n..n + 4].copy_from_slice(&call.pid().to_le_bytes());
+            Ok(n + 4)
+        },
+    )?;
     let start = Instant::now();
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         clients.push(spawn("client", name)?);
     }
+    let mut ids = HashMap::new();
     let mut samples = Vec::with_capacity(CLIENTS * CALLS);
     for (child, out) in &mut clients {
         for ns in read_line(out)?.split(' ') {
             samples.push(Duration::from_nanos(ns.parse()?));
         }
+        // The client waits for a notification; it connected long ago, so the server's
+        // connection event (within ~20 ms of the claim) has come.
+        while !ids.contains_key(&child.id()) {
+            if let ConnectionEvent::Connected { id, pid } =
+                events.recv_timeout(Duration::from_secs(5))?
+            {
+                ids.insert(pid, id);
+            }
+        }
+        handle.notify(ids[&child.id()], b"thanks, you may go")?;
+        let said = read_line(out)?;
         child.wait()?;
+        println!(
+            "    client {} (pid {}) made {CALLS} calls, was notified {said:?} and left",
+            ids[&child.id()],
+            child.id()
+        );
     }
     let took = start.elapsed();
+    let mut left = Vec::new();
+    while left.len() < CLIENTS {
+        if let ConnectionEvent::Disconnected { reason, .. } =
+            events.recv_timeout(Duration::from_secs(5))?
+        {
+            left.push(format!("{reason:?}"));
+        }
+    }
+    println!("    the server saw them leave: {}", left.join(", "));
     handle.shutdown();
     println!(
-        "    {} calls of 64 B, every answer checked: {:.0} calls/s in all (process start included)",
+        "    {} calls (60 B asked, 64 B answered), every answer checked: {:.0} calls/s in all (process start included)",
         samples.len(),
         samples.len() as f64 / took.as_secs_f64()
     );

@@ -1,4 +1,5 @@
-//! Calls an echo server (see `echo_server.rs`) N times and prints round-trip percentiles.
+//! Asks an echo server (see `echo_server.rs`) who it is, reads its welcome notification,
+//! then calls it N times and prints round-trip percentiles.
 //!
 //! ```text
 //! cargo run --release --example echo_client -- [name] [calls] [bytes]
@@ -26,6 +27,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(100_000);
     let bytes: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(64);
     let mut client = Client::connect_timeout(&name, Duration::from_secs(5))?;
+    println!(
+        "echo_client: the server sees us as {}",
+        String::from_utf8_lossy(&client.call(b"whoami")?)
+    );
+    // The server greets a client once it has seen it connect (within about 20 ms).
+    match client.recv_notification_timeout(Duration::from_secs(1)) {
+        Ok(note) => println!("echo_client: notified: {}", String::from_utf8_lossy(&note)),
+        Err(e) => println!("echo_client: no welcome notification ({e})"),
+    }
     let request: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
     // Warm up (caches, the adaptive wait's learnt spin budget).
     for _ in 0..calls.min(1000) {

@@ -61,6 +61,10 @@
 //!   delivered again, marked [`ReadBuf::redelivered`]; nothing queued is lost. (Unless the
 //!   dead Reader's index is corrupt and cannot be adopted:
 //!   [`Reader::adoption_refused`] says why.)
+//! - **A notification.** `Ok` from [`ServerHandle::notify`] means it is queued for that
+//!   connection: its client reads it, in the order sent, unless the connection ends first
+//!   (then it is dropped with the connection). The server never waits for a slow client:
+//!   a full queue is [`NotifyError::QueueFull`], nothing queued.
 //! - **Order.** Each Writer's messages arrive in the order its sends returned, across
 //!   restarts (after a crash, the redelivered ones come first). A client makes one call at
 //!   a time, so its calls run in order.
