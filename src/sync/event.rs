@@ -29,6 +29,15 @@ pub(crate) const EVENT_STORAGE: usize = 64;
 /// so a `set` between its check and its sleep is never lost.
 const SET: u32 = 1;
 const SLEEPER: u32 = 2;
+/// More sleepers than any machine runs: a count above it was written by a broken peer.
+const MAX_SLEEPERS: u32 = 1 << 20;
+/// Longest kernel sleep without a look at the word: a sleeper whose registration a broken
+/// peer wrote away (so that no `set` would wake it) registers again within this time.
+#[cfg(not(loom))]
+const HEAL_INTERVAL: Option<Duration> = Some(Duration::from_millis(100));
+/// Loom models no time: a timed sleep there is a yield.
+#[cfg(loom)]
+const HEAL_INTERVAL: Option<Duration> = None;
 
 /// An event as laid out in shared memory.
 #[repr(C, align(64))]
@@ -637,7 +646,7 @@ impl Event {
                 if word
                     .compare_exchange(
                         v,
-                        (v & !SET).wrapping_sub(SLEEPER),
+                        (v & !SET).saturating_sub(SLEEPER),
                         Ordering::Acquire,
                         Ordering::Relaxed,
                     )
@@ -656,15 +665,32 @@ impl Event {
             if check.is_some() {
                 timeout = Some(timeout.map_or(CHECK_INTERVAL, |t| t.min(CHECK_INTERVAL)));
             }
+            if let Some(heal) = HEAL_INTERVAL {
+                timeout = Some(timeout.map_or(heal, |t| t.min(heal)));
+            }
             self.waiter.wait(word, v, timeout);
+            // We are registered: a count of none, or of more than any machine runs, was
+            // written by a broken peer. Count ourselves again, so that `set` wakes us.
+            let now = word.load(Ordering::Relaxed);
+            if now / SLEEPER == 0 || now / SLEEPER > MAX_SLEEPERS {
+                let _ = word.compare_exchange(
+                    now,
+                    (now & SET) | SLEEPER,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
             if let Some(check) = check.as_mut() {
                 if word.load(Ordering::Relaxed) & SET == 0 && !check() {
                     break WaitOutcome::Aborted;
                 }
             }
         };
-        // Unregister; a signal that raced with our giving up is still ours to take.
-        word.fetch_sub(SLEEPER, Ordering::AcqRel);
+        // Unregister (never below none: the count may have been scribbled on); a signal
+        // that raced with our giving up is still ours to take.
+        let _ = word.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| {
+            Some(if v >= SLEEPER { v - SLEEPER } else { v })
+        });
         if self.try_wait() {
             return WaitOutcome::Set;
         }

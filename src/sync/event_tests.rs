@@ -127,6 +127,45 @@ mod unit {
         });
         assert_eq!(ev.sleepers(), 0);
     }
+
+    /// Yields until `cond` holds; fails the test after [`WATCHDOG`].
+    fn until(cond: impl Fn() -> bool) {
+        let t = Instant::now();
+        while !cond() {
+            assert!(t.elapsed() < WATCHDOG, "condition never held");
+            std::thread::yield_now();
+        }
+    }
+
+    /// A broken peer writes the sleeper count away (0) or to garbage while a waiter sleeps
+    /// (for longer than the heal interval): the sleeper counts itself again, so `set` still wakes it (within
+    /// `HEAL_INTERVAL`), and the count ends right.
+    #[test]
+    #[cfg_attr(miri, ignore = "waits for real time")]
+    fn a_scribbled_sleeper_count_heals() {
+        for garbage in [0, SET, u32::MAX - 1, u32::MAX] {
+            let ev = Event::on_heap(WaitStrategy::Block);
+            std::thread::scope(|s| {
+                let waiter = s.spawn(|| ev.wait_timeout(WATCHDOG));
+                until(|| ev.sleepers() == 1);
+                ev.cell().word.store(garbage & !SET, Ordering::Relaxed);
+                // Let the sleeper see the garbage before the signal comes.
+                until(|| ev.sleepers() == 1);
+                let t = Instant::now();
+                ev.set();
+                assert!(waiter.join().unwrap(), "never woken");
+                assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+            });
+            assert_eq!(ev.sleepers(), 0, "garbage {garbage:#x}");
+            // And the next hand-off is a normal one.
+            std::thread::scope(|s| {
+                let waiter = s.spawn(|| ev.wait_timeout(WATCHDOG));
+                until(|| ev.sleepers() == 1);
+                ev.set();
+                assert!(waiter.join().unwrap());
+            });
+        }
+    }
 }
 
 /// Loom models of the two hand-offs and of the sleeper count. The kernel sleep is modelled
