@@ -270,13 +270,17 @@ impl SlotRef {
 mod tests {
     use super::*;
 
-    /// tests/channel.rs (the hostile client) writes these offsets by hand (the slot header's
+    /// tests/channel.rs (the hostile client) and tests/scribble.rs write these offsets by hand (the slot header's
     /// field offsets are pinned in slot.rs).
     #[test]
     fn offsets_the_hostile_client_test_relies_on() {
         let l = Layout::new(8, 512, NOTES).unwrap();
         assert_eq!((l.mutex, l.doorbell, l.ring), (128, 192, 256));
         assert_eq!(l.slots_at % 64, 0);
+        // tests/scribble.rs.
+        let l = Layout::new(4, 64, Notes { depth: 4, max: 64 }).unwrap();
+        assert_eq!((l.slots_at, l.stride), (448, 960));
+        assert_eq!(l.note_event(0) - l.slot_at(0), 256);
     }
 
     const NOTES: Notes = Notes { depth: 4, max: 100 };

@@ -30,6 +30,13 @@ const TICK: Duration = Duration::from_millis(50);
 /// claimed but unpublished (that look reads the clients' enqueue position, whose cache line
 /// would otherwise stay with them).
 const STUCK_CHECK: u32 = 64;
+/// Under load a worker scans the slots after this many rounds that served something: a
+/// request whose ring entry was lost (a broken client) waits at most that long.
+const LOAD_SCAN: u32 = 4096;
+/// Passes over the ring and the slots that a stopping worker makes, each ending when it
+/// serves nothing: requests submitted before the stop are answered in the first, and
+/// clients that keep submitting after it cannot hold the shutdown up.
+const DRAIN_PASSES: u32 = 4;
 
 /// How the server's workers run, as the builder set it.
 pub(super) struct Pool {
@@ -117,9 +124,37 @@ impl Core {
         self.clients.evict(&self.map, which)
     }
 
-    /// One housekeeping scan (see `clients.rs`).
+    /// One housekeeping scan (see `clients.rs`), and the flags published again.
     pub(super) fn housekeep(&self) {
         self.clients.scan(&self.map, &self.mutex);
+        self.republish_flags();
+    }
+
+    /// Clients can write the flags too (they share the segment): ours are published again
+    /// every housekeeping tick, so that a `closed` or `shutting_down` written by a broken
+    /// client turns newcomers away for one tick at most.
+    fn republish_flags(&self) {
+        let flags = self.map.flags();
+        // `request_stop` stores `stop` before the flag, and `finish` `finished` before
+        // `closed`: a flag seen set (first) whose cause is not (then) was written by someone
+        // else. (Should a stop begin in between, the next tick sets the flag again.)
+        let seen = flags.shutting_down.load(Ordering::SeqCst);
+        let stopping = self.stopping();
+        if seen != u32::from(stopping) {
+            let want = u32::from(stopping);
+            let _ = flags.shutting_down.compare_exchange(
+                seen,
+                want,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            );
+        }
+        let seen = flags.closed.load(Ordering::SeqCst);
+        if seen != 0 && !self.finished.load(Ordering::SeqCst) {
+            let _ = flags
+                .closed
+                .compare_exchange(seen, 0, Ordering::SeqCst, Ordering::Relaxed);
+        }
     }
 
     /// Asks for `n` workers: those numbered `n` and up retire after the call they hold
@@ -136,8 +171,8 @@ impl Core {
     }
 
     pub(super) fn request_stop(&self) {
-        self.map.flags().shutting_down.store(1, Ordering::SeqCst);
         self.stop.store(true, Ordering::SeqCst);
+        self.map.flags().shutting_down.store(1, Ordering::SeqCst);
         self.bell.set();
     }
 
@@ -155,11 +190,16 @@ impl Core {
         let mut last_deq = self.ring.dequeue_pos();
         // The tick's deadline is refreshed only when it passes: no clock read per request.
         let mut tick_at = Instant::now() + TICK;
+        let mut busy_rounds = 0u32;
         loop {
             let n = self.serve_available(handler, scan, sole);
             if self.stop.load(Ordering::Acquire) {
                 // Drain: whatever was submitted before the flag is answered.
-                while self.serve_available(handler, true, sole) > 0 {}
+                for _ in 0..DRAIN_PASSES {
+                    if self.serve_available(handler, true, sole) == 0 {
+                        break;
+                    }
+                }
                 self.bell.set(); // pass the wake-up on to the next worker
                 return;
             }
@@ -170,6 +210,8 @@ impl Core {
             }
             scan = false;
             if n > 0 {
+                busy_rounds = busy_rounds.wrapping_add(1);
+                scan = busy_rounds % LOAD_SCAN == 0;
                 continue;
             }
             // Spin on the ring's next cell (or sleep until a client notifies the bell). No
@@ -259,7 +301,8 @@ impl Core {
         }
     }
 
-    /// Serves everything the ring holds; if it held nothing and a scan is asked for (by the
+    /// Serves what the ring holds (at most as many entries as it can hold: a broken client
+    /// pushing as fast as we pop cannot keep us here); then, if a scan is asked for (by the
     /// caller, or by a client whose push failed), scans the slots. Returns how many requests
     /// were answered.
     ///
@@ -272,21 +315,23 @@ impl Core {
         sole_consumer: bool,
     ) -> usize {
         let mut n = 0;
-        while let Some(i) = self.ring.pop(sole_consumer) {
+        for _ in 0..self.map.layout.ring_cap {
+            let Some(i) = self.ring.pop(sole_consumer) else {
+                break;
+            };
             if self.target.load(Ordering::Relaxed) > 1 && self.ring.has_more() {
                 self.bell.notify(); // let another worker take the next one meanwhile
             }
             n += usize::from(self.serve_slot(i, handler, false));
         }
-        if n == 0 {
-            let flags = self.map.flags();
-            let asked = flags.need_scan.load(Ordering::Relaxed) != 0
-                && flags.need_scan.swap(0, Ordering::AcqRel) != 0;
-            // (Not `ring.looks_nonempty()`: reading the clients' enqueue position here would
-            // pull its cache line away from them on every round trip.)
-            if force_scan || asked {
-                n += self.scan(handler, false);
-            }
+        // Honoured under load too: a client whose push failed must not starve.
+        let flags = self.map.flags();
+        let asked = flags.need_scan.load(Ordering::Relaxed) != 0
+            && flags.need_scan.swap(0, Ordering::AcqRel) != 0;
+        // (Not `ring.looks_nonempty()`: reading the clients' enqueue position here would
+        // pull its cache line away from them on every round trip.)
+        if force_scan || asked {
+            n += self.scan(handler, false);
         }
         n
     }
