@@ -350,8 +350,10 @@ impl Conn {
             std::hint::spin_loop();
             state = slot.state();
         }
-        let ok =
-            state == RESPONSE_READY && slot.resp_seq() == self.seq && slot.status() == STATUS_OK;
+        let ok = state == RESPONSE_READY
+            && slot.is_of(self.epoch)
+            && slot.resp_seq() == self.seq
+            && slot.status() == STATUS_OK;
         let len = slot.resp_len() as usize;
         (ok && len <= self.me_slot.max_message()).then_some(len)
     }
@@ -368,7 +370,9 @@ impl Conn {
     /// The answer to the current request if it is there.
     fn answer(&self) -> Option<Waited> {
         let slot = self.slot();
-        if slot.state() != RESPONSE_READY || slot.resp_seq() != self.seq {
+        // Another connection's answer (the slot was taken from us) is not ours.
+        if slot.state() != RESPONSE_READY || !slot.is_of(self.epoch) || slot.resp_seq() != self.seq
+        {
             return None;
         }
         let len = slot.resp_len() as usize;
