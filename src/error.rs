@@ -171,3 +171,8 @@ fn running(pid: u32) -> String {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `" by process <pid>"`, or nothing: who held a lock, for error messages.
+pub(crate) fn holder(pid: &Option<u32>) -> String {
+    pid.map(|p| format!(" by process {p}")).unwrap_or_default()
+}

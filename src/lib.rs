@@ -47,7 +47,8 @@
 //!   the server's handler for this request. Each [`CallError`] says whether the request was
 //!   *not executed* (the handler never saw it: [`ShuttingDown`](CallError::ShuttingDown),
 //!   [`NoServer`](CallError::NoServer), [`ServerBusy`](CallError::ServerBusy),
-//!   [`TooLarge`](CallError::TooLarge), [`Setup`](CallError::Setup)) or *maybe executed*
+//!   [`LockHeld`](CallError::LockHeld), [`TooLarge`](CallError::TooLarge),
+//!   [`Setup`](CallError::Setup)) or *maybe executed*
 //!   ([`Timeout`](CallError::Timeout), [`ServerGone`](CallError::ServerGone),
 //!   [`HandlerPanicked`](CallError::HandlerPanicked), [`Protocol`](CallError::Protocol)).
 //!   The channel never runs a request twice; retrying after "maybe executed" is the

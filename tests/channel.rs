@@ -1564,3 +1564,85 @@ fn disconnect_evicts_idle_and_busy_clients_and_they_reconnect() {
     handle.shutdown();
     assert!(name.leftovers().is_empty(), "left: {:?}", name.leftovers());
 }
+
+/// Role: connects and disconnects in a loop (each time taking the slot-claim lock twice),
+/// until the parent says "exit".
+#[cfg(unix)]
+fn claiming_in_a_loop(name: &str) -> ! {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                drop(Client::connect(name).unwrap());
+            }
+        });
+        tell_parent("looping");
+        hear_parent();
+        stop.store(true, Ordering::Relaxed);
+    });
+    child_exit(0);
+}
+
+/// Byte offset of the slot-claim mutex's state word in the channel object (the layout in
+/// `src/channel/layout.rs`: the mutex follows the configuration and flags).
+#[cfg(unix)]
+const CLAIM_MUTEX_AT: usize = common::HEADER_SIZE + 128;
+
+// Unix only: SIGSTOP freezes the lock holder; Windows has no such signal.
+#[cfg(unix)]
+#[test]
+fn connect_timeout_waits_out_a_frozen_claim_lock_holder_until_its_own_deadline() {
+    const TEST: &str =
+        "connect_timeout_waits_out_a_frozen_claim_lock_holder_until_its_own_deadline";
+    if let Some((_, args)) = child_role() {
+        claiming_in_a_loop(&args[0]);
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    let name = TestName::new("chan-frozen");
+    let handle = Server::builder(&name)
+        .slots(4)
+        .create()
+        .unwrap()
+        .spawn(reverse)
+        .unwrap();
+    let mut connected = Client::connect(&name).unwrap();
+    let mut child = spawn(TEST, "claimer", &[&name]);
+    child.expect("looping");
+    let obj = common::RawObject::open(&common::os_name(&name, "chan"));
+    let frozen = common::freeze_holding(&child, &obj, CLAIM_MUTEX_AT);
+
+    let lock_held = |r: Result<Client, CallError>, what: &str, took: Duration| match r {
+        Err(e @ CallError::LockHeld { pid, .. }) => {
+            eprintln!("{what} with a frozen claim-lock holder: {took:?}, {e}");
+            assert_eq!(pid, Some(child.pid()), "{e}");
+        }
+        r => panic!("{what} with a frozen claim-lock holder: {took:?}, {r:?}"),
+    };
+    // A connected client's calls do not need the claim lock.
+    assert_eq!(connected.call(b"abc").unwrap(), b"cba");
+    // connect_timeout keeps waiting until its own deadline, then says what held it up.
+    let timeout = Duration::from_secs(3);
+    let start = Instant::now();
+    let r = Client::connect_timeout(&name, timeout);
+    let took = start.elapsed();
+    lock_held(r, "connect_timeout(3 s)", took);
+    assert!(
+        took >= timeout && took < timeout + Duration::from_millis(100),
+        "connect_timeout(3 s) took {took:?}"
+    );
+    // connect, which has no deadline, gives up after its bound with the same error.
+    let start = Instant::now();
+    let r = Client::connect(&name);
+    lock_held(r, "connect()", start.elapsed());
+
+    frozen.thaw();
+    let mut c = Client::connect_timeout(&name, Duration::from_secs(10)).unwrap();
+    assert_eq!(c.call(b"xyz").unwrap(), b"zyx");
+    assert_eq!(connected.call(b"abc").unwrap(), b"cba");
+    child.send("exit");
+    child.wait_ok();
+    drop((c, connected));
+    drop(handle);
+    name.assert_no_leftovers();
+}

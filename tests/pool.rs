@@ -1244,3 +1244,125 @@ fn a_message_in_a_buffer_the_writer_grew_is_delivered_after_the_writer_exits() {
     drop(reader);
     name.assert_no_leftovers();
 }
+
+/// Role: reads the pool's stats in a loop (each read takes the pool's lock), until the
+/// parent says "exit".
+#[cfg(unix)]
+fn locking_in_a_loop(name: &str) -> ! {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let w = Writer::connect(name).unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                w.stats().unwrap();
+            }
+        });
+        tell_parent("looping");
+        hear_parent();
+        stop.store(true, Ordering::Relaxed);
+    });
+    child_exit(0);
+}
+
+/// Byte offset of the pool mutex's state word in the index object (layout pinned by the
+/// `layout_is_pinned` unit test in src/pool/index.rs).
+#[cfg(unix)]
+const POOL_MUTEX_AT: usize = common::HEADER_SIZE + 512;
+
+// Unix only: SIGSTOP freezes the lock holder; Windows has no such signal.
+#[cfg(unix)]
+#[test]
+fn a_writer_frozen_holding_the_pool_lock_delays_no_call_past_its_deadline() {
+    const TEST: &str = "a_writer_frozen_holding_the_pool_lock_delays_no_call_past_its_deadline";
+    if let Some((_, args)) = child_role() {
+        locking_in_a_loop(&args[0]);
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    let name = TestName::new("pool-frozen");
+    let reader = Reader::create(&name, small_config()).unwrap();
+    let writer = Writer::connect(&name).unwrap();
+    let mut b = writer.acquire().unwrap();
+    message(&mut b, 1, 0);
+    writer.send(b).unwrap();
+    let held = writer.acquire().unwrap();
+    let mut child = spawn(TEST, "locker", &[&name]);
+    child.expect("looping");
+    let obj = common::RawObject::open(&common::os_name(&name, "pool"));
+    let frozen = common::freeze_holding(&child, &obj, POOL_MUTEX_AT);
+
+    // Deadline plus scheduling slack: the calls must not wait for the lock past it.
+    let slack = Duration::from_millis(100);
+    let timed = |what: &str, timeout: Duration, call: &mut dyn FnMut() -> Option<PoolError>| {
+        let start = Instant::now();
+        let e = call();
+        let took = start.elapsed();
+        eprintln!("{what}({timeout:?}) with a frozen lock holder: {took:?}, {e:?}");
+        assert!(took < timeout + slack, "{what} took {took:?}");
+        e
+    };
+    std::thread::scope(|s| {
+        // Blocking calls without a timeout wait for as long as the holder lives ...
+        let blocked = s.spawn(|| reader.recv().map(|m| parse(&m)));
+        // ... calls that do not wait otherwise give up after the bound, naming the holder.
+        let bounded = s.spawn(|| {
+            let start = Instant::now();
+            (writer.stats(), start.elapsed())
+        });
+        let ms = Duration::from_millis;
+        let e = timed("acquire_timeout", ms(100), &mut || {
+            writer.acquire_timeout(ms(100)).err()
+        });
+        assert!(matches!(e, Some(PoolError::PoolFull)), "{e:?}");
+        let e = timed("recv_timeout", ms(50), &mut || {
+            reader.recv_timeout(ms(50)).err()
+        });
+        assert!(matches!(e, Some(PoolError::Timeout)), "{e:?}");
+        let mut held = Some(held);
+        let e = timed("send_timeout", ms(50), &mut || {
+            match writer.send_timeout(held.take().unwrap(), ms(50)) {
+                Ok(()) => None,
+                Err(e) => {
+                    let (buf, e) = e.into_parts();
+                    held = Some(buf); // handed back: not sent
+                    Some(e)
+                }
+            }
+        });
+        assert!(matches!(e, Some(PoolError::PoolFull)), "{e:?}");
+
+        let (r, took) = bounded.join().unwrap();
+        eprintln!("stats() with a frozen lock holder: {took:?}, {r:?}");
+        match r {
+            Err(e @ PoolError::LockHeld { pid, .. }) => {
+                assert_eq!(pid, Some(child.pid()), "{e}");
+                assert!(e.to_string().contains(&child.pid().to_string()), "{e}");
+            }
+            r => panic!("stats() with a frozen lock holder: {r:?}"),
+        }
+        assert!(
+            !blocked.is_finished(),
+            "recv() gave up: {:?}",
+            blocked.join()
+        );
+
+        // Resumed, the holder lets go: the waiting recv() gets the message.
+        frozen.thaw();
+        assert_eq!(blocked.join().unwrap().unwrap(), (1, 0));
+        let mut b = held.take().unwrap();
+        message(&mut b, 1, 1);
+        writer.send(b).unwrap();
+    });
+    assert_eq!(
+        parse(&reader.recv_timeout(Duration::from_secs(5)).unwrap()),
+        (1, 1)
+    );
+    child.send("exit");
+    child.wait_ok();
+    reader.validate().unwrap();
+    // Stopped is not dead: nothing was taken over or repaired.
+    assert_eq!(reader.stats().unwrap().repairs, 0);
+    drop(writer);
+    drop(reader);
+    name.assert_no_leftovers();
+}

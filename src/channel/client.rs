@@ -57,7 +57,7 @@ impl Client {
     /// [`connect_timeout`](Client::connect_timeout)). It waits only for steps that take
     /// microseconds among healthy peers, each for at most 2 s: a server publishing its
     /// channel at this very moment, and the slot lock while another client claims or
-    /// releases a slot.
+    /// releases a slot (a dead holder's is taken over at once).
     ///
     /// # Examples
     /// ```
@@ -70,16 +70,17 @@ impl Client {
     ///
     /// # Errors
     /// [`CallError::NoServer`] if no live server serves the name; [`CallError::ServerBusy`]
-    /// if all its slots are taken; [`CallError::ShuttingDown`]; [`CallError::Setup`] for a
-    /// bad name, a foreign or incompatible segment, a channel still unpublished or a slot
-    /// lock still held after 2 s ([`Error::NotReady`](crate::Error::NotReady),
-    /// [`Error::Timeout`](crate::Error::Timeout)), or an OS failure.
+    /// if all its slots are taken; [`CallError::ShuttingDown`]; [`CallError::LockHeld`] if
+    /// another process (a stalled client) holds the slot lock for 2 s; [`CallError::Setup`]
+    /// for a bad name, a foreign or incompatible segment, a channel still unpublished after
+    /// 2 s ([`Error::NotReady`](crate::Error::NotReady)), or an OS failure.
     pub fn connect(name: &str) -> Result<Client, CallError> {
         Client::connect_until(name, None)
     }
 
-    /// As [`connect`](Client::connect), but waits up to `timeout` for a server to appear and
-    /// for a slot to become free; every wait inside ends by then as well.
+    /// As [`connect`](Client::connect), but waits up to `timeout` for a server to appear, for
+    /// a slot to become free, and for the slot lock (however long another process holds
+    /// it); every wait inside ends by then as well.
     ///
     /// # Examples
     /// ```
@@ -90,7 +91,8 @@ impl Client {
     /// ```
     ///
     /// # Errors
-    /// As [`connect`](Client::connect): the last error once the time is up.
+    /// As [`connect`](Client::connect): the last error once the time is up
+    /// ([`CallError::LockHeld`] if the slot lock stayed held until then).
     pub fn connect_timeout(name: &str, timeout: Duration) -> Result<Client, CallError> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -98,6 +100,7 @@ impl Client {
                 Err(
                     CallError::NoServer { .. }
                     | CallError::ServerBusy { .. }
+                    | CallError::LockHeld { .. }
                     | CallError::ShuttingDown,
                 ) if Instant::now() < deadline => std::thread::sleep(
                     RETRY.min(deadline.saturating_duration_since(Instant::now())),

@@ -20,7 +20,8 @@ use crate::sync::atomic::{prefetch_write, Ordering};
 use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
 
 /// How long claiming or releasing a slot waits for the slot mutex when the caller gave no
-/// deadline (a healthy holder keeps it for microseconds; a dead one's is taken over).
+/// deadline (a healthy holder keeps it for microseconds; a dead one's is taken over), before
+/// a claim gives up with [`CallError::LockHeld`].
 pub(super) const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// How many times a call polls for its answer inline before the general wait (a CPU pause
 /// each: a few microseconds in all).
@@ -533,7 +534,8 @@ struct Claimed {
 }
 
 /// Claims a free slot (or one whose owner died) under the slot mutex, waiting at most
-/// `lock_wait` for it, and resets the slot's events and notification queue. When every slot
+/// `lock_wait` for it ([`CallError::LockHeld`] after that), and resets the slot's events
+/// and notification queue. When every slot
 /// is taken, tells the server a newcomer wants one (it may reap an idle client, see
 /// `ServerBuilder::idle_timeout`).
 fn claim(
@@ -545,7 +547,16 @@ fn claim(
 ) -> Result<Claimed, CallError> {
     // Either outcome is fine: the slot words are atomics, every claim step below is
     // re-checked, so a holder that died mid-claim left nothing to repair.
-    let _guard = mutex.lock_timeout(lock_wait)?;
+    let _guard = match mutex.lock_timeout(lock_wait) {
+        Err(Error::Timeout) => {
+            return Err(CallError::LockHeld {
+                name: name.to_owned(),
+                pid: mutex.holder_pid(),
+                waited: lock_wait,
+            })
+        }
+        r => r?,
+    };
     for i in 0..map.layout.slots {
         let slot = map.slot(i);
         let usable = match slot.state() {

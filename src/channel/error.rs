@@ -1,5 +1,9 @@
 //! [`CallError`]: what can go wrong in a channel operation.
 
+use std::time::Duration;
+
+use crate::error::holder;
+
 /// What went wrong in a channel operation.
 ///
 /// **Did the request run?** Each variant says, for an error of a call
@@ -8,7 +12,7 @@
 /// - *not executed*: the handler never saw it; calling again cannot run it twice
 ///   ([`NoServer`](Self::NoServer), [`ServerBusy`](Self::ServerBusy),
 ///   [`TooLarge`](Self::TooLarge), [`ShuttingDown`](Self::ShuttingDown),
-///   [`Disconnected`](Self::Disconnected),
+///   [`Disconnected`](Self::Disconnected), [`LockHeld`](Self::LockHeld),
 ///   [`Setup`](Self::Setup));
 /// - *maybe executed*: it may have run, once, or be running still
 ///   ([`Timeout`](Self::Timeout), [`ServerGone`](Self::ServerGone),
@@ -57,6 +61,23 @@ pub enum CallError {
     /// free to reconnect. Not executed. The next call tries to reconnect again.
     #[error("the server disconnected this client and has no free slot to reconnect it")]
     Disconnected,
+    /// Another process held the channel's slot lock for as long as this call waits for it
+    /// while connecting (or reconnecting): until the deadline of
+    /// [`connect_timeout`](crate::Client::connect_timeout) or of a `_timeout` call, 2 s
+    /// without one. Clients hold that lock for microseconds to claim or release a slot, and a
+    /// dead holder's is taken over at once, so the holder is alive and stalled: stopped
+    /// (SIGSTOP, a debugger) or stuck. Not executed; connecting again can succeed once it
+    /// lets go.
+    #[error("the slot lock of {name:?} stayed held{} for {waited:?}", holder(.pid))]
+    LockHeld {
+        /// The service name.
+        name: String,
+        /// The holder's process id, as it recorded it beside the lock (`None` if it has not;
+        /// a misbehaving peer can write anything there: for messages only).
+        pid: Option<u32>,
+        /// How long this connect waited for the lock.
+        waited: Duration,
+    },
     /// The server is shutting down and accepts no new calls. Not executed: the request was
     /// refused or withdrawn before any handler saw it.
     #[error("the server is shutting down")]

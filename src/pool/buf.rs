@@ -224,7 +224,9 @@ impl WriteBuf {
     ///
     /// # Errors
     /// [`PoolError::TooLarge`] beyond `max_buffer_size`; [`PoolError::NotOwner`] if the
-    /// buffer is no longer ours; [`PoolError::Setup`] if the memory cannot be reserved.
+    /// buffer is no longer ours; [`PoolError::Setup`] if the memory cannot be reserved;
+    /// [`PoolError::LockHeld`] if another process holds the pool's lock for 5 s (growing
+    /// records the bigger buffer in the index).
     pub fn reserve(&mut self, additional: usize) -> Result<(), PoolError> {
         let total = self
             .len

@@ -25,8 +25,36 @@ pub(super) const INDEX_TAG: &str = "pool";
 /// Reader's death is still noticed within 100 ms.
 const READER_CHECK_TTL: Duration = Duration::from_millis(5);
 
-/// How long a pool operation waits for the pool mutex before calling the index wedged.
+/// How long a pool operation that is not meant to wait ([`LockWait::Bounded`]) waits for the
+/// pool mutex before it gives up with [`PoolError::LockHeld`]. A healthy holder keeps the
+/// mutex for microseconds and a dead one's is taken over, so only a live holder that stalls
+/// (stopped by a signal or a debugger, or stuck) makes a call wait this long.
 pub(super) const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one call waits for the pool mutex, and what it returns when the wait ends.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum LockWait {
+    /// Until the caller's deadline (a `_timeout` call), then the call's own timeout error.
+    Until(Instant, fn() -> PoolError),
+    /// At most [`LOCK_TIMEOUT`], then [`PoolError::LockHeld`]: calls that do not wait
+    /// otherwise (a send, `try_recv`, `stats`), releases, the service thread.
+    Bounded,
+    /// As long as a live process holds it: blocking calls without a timeout (`recv`,
+    /// `acquire`), which wait as long as it takes anyway.
+    Forever,
+}
+
+impl LockWait {
+    /// A call's wait: until `deadline`, after which the call fails with `timeout()`; without
+    /// a deadline, `otherwise`.
+    pub(super) fn deadline(
+        deadline: Option<Instant>,
+        timeout: fn() -> PoolError,
+        otherwise: LockWait,
+    ) -> LockWait {
+        deadline.map_or(otherwise, |d| LockWait::Until(d, timeout))
+    }
+}
 
 /// The tag of buffer `index`'s segment of `generation`.
 pub(super) fn buffer_tag(index: u32, generation: u32) -> String {
@@ -271,11 +299,17 @@ impl Conn {
         }
     }
 
-    /// Takes the pool mutex (one uncontended CAS on the fast path). If its previous holder
-    /// died, the lists are rebuilt before the guard is handed out.
+    /// Takes the pool mutex, waiting at most [`LOCK_TIMEOUT`] ([`LockWait::Bounded`]).
     #[inline]
     pub(super) fn locked(&self) -> Result<MutexGuard<'_>, PoolError> {
-        match self.lock_timeout()? {
+        self.locked_for(LockWait::Bounded)
+    }
+
+    /// Takes the pool mutex (one uncontended CAS on the fast path), waiting as `wait` says.
+    /// If its previous holder died, the lists are rebuilt before the guard is handed out.
+    #[inline]
+    pub(super) fn locked_for(&self, wait: LockWait) -> Result<MutexGuard<'_>, PoolError> {
+        match self.lock_for(wait)? {
             Locked::Acquired(g) => Ok(g),
             Locked::OwnerDied(g) => {
                 self.index().repair(false);
@@ -286,13 +320,22 @@ impl Conn {
     }
 
     #[inline]
-    fn lock_timeout(&self) -> Result<Locked<'_>, PoolError> {
-        match self.mutex.lock_timeout(LOCK_TIMEOUT) {
-            Ok(l) => Ok(l),
-            Err(Error::Timeout) => Err(PoolError::Corrupt(format!(
-                "the pool mutex was held for more than {LOCK_TIMEOUT:?}"
-            ))),
-            Err(e) => Err(e.into()),
+    fn lock_for(&self, wait: LockWait) -> Result<Locked<'_>, PoolError> {
+        let r = match wait {
+            LockWait::Until(d, _) => self
+                .mutex
+                .lock_timeout(d.saturating_duration_since(Instant::now())),
+            LockWait::Bounded => self.mutex.lock_timeout(LOCK_TIMEOUT),
+            LockWait::Forever => self.mutex.lock(),
+        };
+        match (r, wait) {
+            (Ok(l), _) => Ok(l),
+            (Err(Error::Timeout), LockWait::Until(_, timeout)) => Err(timeout()),
+            (Err(Error::Timeout), _) => Err(PoolError::LockHeld {
+                pid: self.mutex.holder_pid(),
+                waited: LOCK_TIMEOUT,
+            }),
+            (Err(e), _) => Err(e.into()),
         }
     }
 

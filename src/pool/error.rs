@@ -1,9 +1,10 @@
 //! The pool's errors: what went wrong, and the buffer handed back when a send fails.
 
 use std::fmt;
+use std::time::Duration;
 
 use super::buf::WriteBuf;
-use crate::error::Error;
+use crate::error::{holder, Error};
 
 /// What went wrong in a pool operation.
 ///
@@ -58,6 +59,24 @@ pub enum PoolError {
     /// send: not sent.
     #[error("this buffer is no longer held by this Writer")]
     NotOwner,
+    /// Another process held the pool's lock for as long as this call waits for it: 5 s, for
+    /// the calls that do not wait otherwise ([`Writer::send`](crate::Writer::send),
+    /// [`Reader::try_recv`](crate::Reader::try_recv), `stats`, `validate`, growing a
+    /// buffer). A healthy peer holds the lock for microseconds, and a dead one's is taken
+    /// over at once, so the holder is alive and stalled: stopped (SIGSTOP, a debugger) or
+    /// stuck. Nothing is wrong with the pool; the call can be retried. Calls with a timeout
+    /// wait for the lock until their deadline and then return their own timeout error;
+    /// blocking calls without one ([`Reader::recv`](crate::Reader::recv),
+    /// [`Writer::acquire`](crate::Writer::acquire)) wait for as long as the holder lives.
+    /// From a send: not sent.
+    #[error("the pool lock stayed held{} for {waited:?}", holder(.pid))]
+    LockHeld {
+        /// The holder's process id, as it recorded it beside the lock (`None` if it has not;
+        /// a misbehaving peer can write anything there: for messages only).
+        pid: Option<u32>,
+        /// How long this call waited for the lock.
+        waited: Duration,
+    },
     /// The pool's shared state is inconsistent (a crashed or hostile process); the text says
     /// what. The Reader repairs what it can and counts it in
     /// [`PoolStats::repairs`](crate::PoolStats::repairs). From a send: not sent.

@@ -8,8 +8,8 @@ use super::buf::ReadBuf;
 use super::config::{PoolConfig, MAX_BUFFERS_LIMIT};
 use super::conn::PoolStats;
 use super::conn::{
-    buffer_tag, check_header, create_buffer, remove_index, set_wait_strategy, Conn, Mapped,
-    INDEX_TAG, KIND_VERSION, LOCK_TIMEOUT,
+    buffer_tag, check_header, create_buffer, remove_index, set_wait_strategy, Conn, LockWait,
+    Mapped, INDEX_TAG, KIND_VERSION, LOCK_TIMEOUT,
 };
 use super::error::PoolError;
 use super::index::{
@@ -383,7 +383,8 @@ impl Reader {
         self.shared.conn.name.as_str()
     }
 
-    /// Receives the next message, waiting as long as it takes.
+    /// Receives the next message, waiting as long as it takes, for the pool's lock too (a
+    /// peer stopped while holding it stops this call until it resumes or dies).
     ///
     /// # Errors
     /// [`PoolError::Corrupt`] if the index stays inconsistent after repair.
@@ -391,37 +392,46 @@ impl Reader {
         self.recv_deadline(None)
     }
 
-    /// Receives the next message, waiting at most `timeout`.
+    /// Receives the next message, waiting at most `timeout`, for the pool's lock included.
     ///
     /// # Errors
-    /// [`PoolError::Timeout`]; otherwise as [`Reader::recv`].
+    /// [`PoolError::Timeout`] when the time is up: no message arrived, or another process
+    /// held the pool's lock until then (a stalled peer); otherwise as [`Reader::recv`].
     pub fn recv_timeout(&self, timeout: Duration) -> Result<ReadBuf, PoolError> {
         self.recv_deadline(Instant::now().checked_add(timeout))
     }
 
     fn recv_deadline(&self, deadline: Option<Instant>) -> Result<ReadBuf, PoolError> {
+        let wait = LockWait::deadline(deadline, || PoolError::Timeout, LockWait::Forever);
         loop {
-            if let Some(b) = self.try_recv()? {
+            if let Some(b) = self.take(wait)? {
                 return Ok(b);
             }
             if self.recv_ev.wait_until(deadline, None) == WaitOutcome::TimedOut {
-                return self.try_recv()?.ok_or(PoolError::Timeout);
+                return self.take(wait)?.ok_or(PoolError::Timeout);
             }
         }
     }
 
-    /// Receives a message if one is queued; never waits (except briefly for the mutex).
+    /// Receives a message if one is queued; never waits, except for the pool's lock, which a
+    /// healthy peer holds for microseconds (at most 5 s, see [`PoolError::LockHeld`]).
     ///
     /// Entries found inconsistent are repaired or dropped (see [`PoolStats::repairs`]).
     ///
     /// # Errors
-    /// [`PoolError::Corrupt`] if the index stays inconsistent after repair.
+    /// [`PoolError::Corrupt`] if the index stays inconsistent after repair;
+    /// [`PoolError::LockHeld`] if another process holds the pool's lock for 5 s.
     pub fn try_recv(&self) -> Result<Option<ReadBuf>, PoolError> {
+        self.take(LockWait::Bounded)
+    }
+
+    /// Takes the next queued message, if any, waiting for the pool's lock as `wait` says.
+    fn take(&self, wait: LockWait) -> Result<Option<ReadBuf>, PoolError> {
         let sh = &self.shared;
         let conn = &sh.conn;
         for _ in 0..conn.max_buffers + 2 {
             let (slot, more) = {
-                let _g = conn.locked()?;
+                let _g = conn.locked_for(wait)?;
                 let ix = conn.index();
                 let h = ix.hdr;
                 let i = match ix.front(List::Queued) {
@@ -472,7 +482,8 @@ impl Reader {
                     }));
                 }
                 Err(_) => {
-                    // Its segment is missing or too small: drop the message.
+                    // Its segment is missing or too small: drop the message (bounded whatever
+                    // the caller's deadline: the entry must not stay received).
                     let _g = conn.locked()?;
                     let ix = conn.index();
                     sh.held[slot.index as usize].store(0, Ordering::Relaxed);
@@ -526,7 +537,7 @@ impl Reader {
     /// A snapshot of the pool's lists and counters.
     ///
     /// # Errors
-    /// [`PoolError::Corrupt`] if the mutex stays held (a wedged peer).
+    /// [`PoolError::LockHeld`] if another process holds the pool's lock for 5 s.
     pub fn stats(&self) -> Result<PoolStats, PoolError> {
         self.shared.conn.stats()
     }
@@ -534,7 +545,8 @@ impl Reader {
     /// Checks every invariant of the index (lists, links, counts, statuses, sizes).
     ///
     /// # Errors
-    /// [`PoolError::Corrupt`] saying what is inconsistent.
+    /// [`PoolError::Corrupt`] saying what is inconsistent; [`PoolError::LockHeld`] if another
+    /// process holds the pool's lock for 5 s.
     pub fn validate(&self) -> Result<(), PoolError> {
         let _g = self.shared.conn.locked()?;
         self.shared

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::buf::WriteBuf;
-use super::conn::{Conn, PoolStats, INDEX_TAG, KIND_VERSION};
+use super::conn::{Conn, LockWait, PoolStats, INDEX_TAG, KIND_VERSION};
 use super::error::{PoolError, SendError};
 use super::index::{bump, List, Refused, ALLOCATED, FREE};
 use crate::error::Error;
@@ -181,7 +181,7 @@ impl Writer {
     /// A snapshot of the pool's lists and counters.
     ///
     /// # Errors
-    /// [`PoolError::Corrupt`] if the mutex stays held.
+    /// [`PoolError::LockHeld`] if another process holds the pool's lock for 5 s.
     pub fn stats(&self) -> Result<PoolStats, PoolError> {
         self.current().stats()
     }
@@ -190,25 +190,29 @@ impl Writer {
     /// is clear that no Reader serves the pool. Asks the Reader to grow the pool when few
     /// buffers are free.
     ///
+    /// It also waits for the pool's lock as long as a live process holds it (a peer stopped
+    /// while holding it stops this call too, until it resumes or dies).
+    ///
     /// # Errors
     /// [`PoolError::NoReader`] as soon as it is clear that no Reader serves the pool (within
     /// 100 ms while waiting); [`PoolError::Corrupt`] if the index stays inconsistent after
-    /// repair, or its mutex stays held for seconds (a wedged peer); [`PoolError::Setup`] if a
-    /// buffer cannot be mapped.
+    /// repair; [`PoolError::Setup`] if a buffer cannot be mapped.
     pub fn acquire(&self) -> Result<WriteBuf, PoolError> {
         self.acquire_deadline(None)
     }
 
     /// Acquires a free buffer (length 0) as [`Writer::acquire`] does, waiting at most
-    /// `timeout` for one.
+    /// `timeout` for one, the pool's lock included.
     ///
     /// # Errors
-    /// [`PoolError::PoolFull`] after the timeout; otherwise as [`Writer::acquire`].
+    /// [`PoolError::PoolFull`] when the time is up: no buffer became free, or another process
+    /// held the pool's lock until then (a stalled peer); otherwise as [`Writer::acquire`].
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<WriteBuf, PoolError> {
         self.acquire_deadline(Instant::now().checked_add(timeout))
     }
 
     fn acquire_deadline(&self, deadline: Option<Instant>) -> Result<WriteBuf, PoolError> {
+        let wait = LockWait::deadline(deadline, || PoolError::PoolFull, LockWait::Forever);
         let mut conn = self.current();
         let mut waited = false;
         loop {
@@ -216,7 +220,7 @@ impl Writer {
                 conn = self.refresh(&conn)?.ok_or(PoolError::NoReader)?;
                 continue;
             }
-            if let Some(buf) = self.try_acquire(&conn, waited)? {
+            if let Some(buf) = self.try_acquire(&conn, waited, wait)? {
                 return Ok(buf);
             }
             if !conn.reader_alive() {
@@ -237,12 +241,18 @@ impl Writer {
         }
     }
 
-    /// One attempt: pops a free buffer if there is one.
+    /// One attempt: pops a free buffer if there is one, waiting for the pool's lock as
+    /// `wait` says.
     #[inline]
-    fn try_acquire(&self, conn: &Arc<Conn>, pass_on: bool) -> Result<Option<WriteBuf>, PoolError> {
+    fn try_acquire(
+        &self,
+        conn: &Arc<Conn>,
+        pass_on: bool,
+        wait: LockWait,
+    ) -> Result<Option<WriteBuf>, PoolError> {
         for _ in 0..conn.max_buffers + 2 {
             let (slot, grow, more) = {
-                let g = conn.locked()?;
+                let g = conn.locked_for(wait)?;
                 let ix = conn.index();
                 let h = ix.hdr;
                 let head = match ix.front(List::Free) {
@@ -323,6 +333,7 @@ impl Writer {
                                     | Error::NotReady { .. }
                             )
                     );
+                    // Bounded whatever the caller's deadline: the buffer must go back.
                     let g = conn.locked()?;
                     let ix = conn.index();
                     if ix.holds(slot.index, ALLOCATED, slot.generation, Some(conn.me)) {
@@ -347,7 +358,8 @@ impl Writer {
 
     /// Sends `buf` to the Reader's queue (FIFO) and wakes the Reader. Does not wait, except
     /// for copy-on-send (below), which waits as long as it takes for a buffer of the new
-    /// pool, or until it is clear that no Reader serves it.
+    /// pool, or until it is clear that no Reader serves it, and for the pool's lock, which
+    /// a healthy peer holds for microseconds (at most 5 s, see [`PoolError::LockHeld`]).
     ///
     /// `Ok` means the message is queued: it is delivered, in this Writer's send order, to
     /// the Reader serving the pool or, if that one stops or dies first, to the next Reader of
@@ -364,26 +376,29 @@ impl Writer {
     /// Every error hands the buffer back and means the message was **not** queued (retrying
     /// it cannot duplicate it): [`PoolError::NoReader`] (the pool was removed, or closed, and
     /// no Reader replaced it), [`PoolError::NotOwner`], [`PoolError::TooLarge`] (a copy that
-    /// does not fit the new pool), [`PoolError::Corrupt`], [`PoolError::Setup`].
+    /// does not fit the new pool), [`PoolError::LockHeld`] (another process held the pool's
+    /// lock for 5 s), [`PoolError::Corrupt`], [`PoolError::Setup`].
     pub fn send(&self, buf: WriteBuf) -> Result<(), SendError> {
         self.send_deadline(buf, None)
     }
 
     /// Sends `buf` as [`Writer::send`] does, waiting at most `timeout` for a buffer of a new
-    /// pool when copying on send.
+    /// pool when copying on send, and for the pool's lock.
     ///
     /// # Errors
-    /// Gives the buffer back with [`PoolError::PoolFull`] if no buffer for the copy became
-    /// free in time; otherwise as [`Writer::send`].
+    /// Gives the buffer back with [`PoolError::PoolFull`] when the time is up: no buffer for
+    /// the copy became free, or another process held the pool's lock until then (a stalled
+    /// peer); otherwise as [`Writer::send`].
     pub fn send_timeout(&self, buf: WriteBuf, timeout: Duration) -> Result<(), SendError> {
         self.send_deadline(buf, Instant::now().checked_add(timeout))
     }
 
     fn send_deadline(&self, buf: WriteBuf, deadline: Option<Instant>) -> Result<(), SendError> {
+        let wait = LockWait::deadline(deadline, || PoolError::PoolFull, LockWait::Bounded);
         let conn = Arc::clone(&buf.conn);
         if conn.retired() || !conn.reader_alive() {
             match self.refresh(&conn) {
-                Ok(Some(new)) => return self.copy_send(buf, &new, deadline),
+                Ok(Some(new)) => return self.copy_send(buf, &new, deadline, wait),
                 Ok(None) if conn.retired() => return Err(SendError::new(buf, PoolError::NoReader)),
                 // The Reader died; its index still has the name: queue for its adopter.
                 Ok(None) => {}
@@ -394,7 +409,7 @@ impl Writer {
         #[cfg(windows)]
         let grown_here = (buf.seg.owner().pid() == std::process::id())
             .then(|| (Arc::clone(&buf.seg), buf.slot.index, buf.slot.generation));
-        self.queue(buf)?;
+        self.queue(buf, wait)?;
         #[cfg(windows)]
         if let Some((seg, i, generation)) = grown_here {
             parked::keep_until_mapped(&conn, seg, i, generation, deadline);
@@ -403,10 +418,10 @@ impl Writer {
     }
 
     #[inline]
-    fn queue(&self, mut buf: WriteBuf) -> Result<(), SendError> {
+    fn queue(&self, mut buf: WriteBuf, wait: LockWait) -> Result<(), SendError> {
         let r = (|| {
             let conn = &buf.conn;
-            let _g = conn.locked()?;
+            let _g = conn.locked_for(wait)?;
             let ix = conn.index();
             if ix.hdr.is_retired() {
                 return Err(PoolError::NoReader);
@@ -440,6 +455,7 @@ impl Writer {
         mut buf: WriteBuf,
         new: &Arc<Conn>,
         deadline: Option<Instant>,
+        wait: LockWait,
     ) -> Result<(), SendError> {
         let copy = (|| {
             if buf.len > new.max_buffer_size {
@@ -449,7 +465,7 @@ impl Writer {
                 });
             }
             let mut nb = loop {
-                if let Some(b) = self.try_acquire(new, false)? {
+                if let Some(b) = self.try_acquire(new, false, wait)? {
                     break b;
                 }
                 let mut check = || new.reader_alive() && !new.retired();
@@ -464,7 +480,7 @@ impl Writer {
             Ok(nb)
         })();
         match copy {
-            Ok(nb) => match self.queue(nb) {
+            Ok(nb) => match self.queue(nb, wait) {
                 Ok(()) => {
                     // The old pool is abandoned: do not release into it.
                     buf.done = true;

@@ -175,6 +175,12 @@ impl Mutex {
         self.raw.held()
     }
 
+    /// The pid the holder of the lock recorded, for messages (a peer may have written any
+    /// value there); `None` while it is free or its holder has not recorded itself yet.
+    pub(crate) fn holder_pid(&self) -> Option<u32> {
+        self.raw.holder_pid()
+    }
+
     /// Locks if the mutex is free, or if its holder died (then `Locked::OwnerDied`);
     /// `Ok(None)` if a live thread or process holds it.
     ///

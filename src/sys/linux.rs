@@ -324,9 +324,14 @@ struct LockWord {
     /// after acquiring and cleared before releasing; 0 while not known. Only read to refuse
     /// a relock from the holding thread (`WouldDeadlock`), together with our tag in `state`.
     owner_thread: AtomicU32,
+    /// The holding process's pid, same lifetime as `owner_thread`; 0 while not known. Only
+    /// read for messages (see `holder_pid`): liveness comes from the tag.
+    owner_pid: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<LockWord>() <= MUTEX_STORAGE);
+// The tests that stop a process holding a lock read the pid there (tests/common).
+const _: () = assert!(std::mem::offset_of!(LockWord, owner_pid) == 8);
 
 /// A process-shared mutex that survives its owner's death: a futex lock word holding the
 /// holder's tag.
@@ -335,7 +340,7 @@ const _: () = assert!(std::mem::size_of::<LockWord>() <= MUTEX_STORAGE);
 /// then checks whether the holder's tag byte is still locked (`F_OFD_GETLK`), and sleeps on
 /// the word (futex) for at most [`LIVENESS_INTERVAL`] at a time, checking again in between.
 /// If the holder is gone, a waiter takes the lock over with a CAS (one wins) and reports
-/// [`LockStatus::OwnerDied`]. Everything this process writes goes to the two words of
+/// [`LockStatus::OwnerDied`]. Everything this process writes goes to the words of
 /// [`LockWord`]: there are no links or pointers in shared memory to follow.
 ///
 /// Limits: a relock from the holding thread is refused when it goes through the same
@@ -348,6 +353,8 @@ pub(crate) struct RawMutex {
     presence: Arc<Presence>,
     /// This process's tag in the object (`state` value when we hold it, without `WAITERS`).
     me: u32,
+    /// This process's pid, recorded beside a lock it takes.
+    pid: u32,
 }
 
 // SAFETY: the lock word lives in a shared mapping the owner of `RawMutex` keeps alive and is
@@ -373,6 +380,7 @@ impl RawMutex {
             storage.cast::<LockWord>().write(LockWord {
                 state: AtomicU32::new(UNLOCKED),
                 owner_thread: AtomicU32::new(0),
+                owner_pid: AtomicU32::new(0),
             });
         }
         // SAFETY: just initialised; the caller's contract covers the rest.
@@ -394,6 +402,7 @@ impl RawMutex {
             word: storage.cast::<LockWord>(),
             me: claim_tag(presence)?,
             presence: Arc::clone(presence),
+            pid: current_pid(),
         })
     }
 
@@ -434,6 +443,16 @@ impl RawMutex {
         s != UNLOCKED && tag_alive(&self.presence, s & TAG_MASK) != Liveness::Dead
     }
 
+    /// The pid the holder recorded beside the lock word: for messages only (any value a
+    /// peer wrote); `None` while the lock is free or its holder has not recorded itself yet.
+    pub(crate) fn holder_pid(&self) -> Option<u32> {
+        let w = self.word();
+        if w.state.load(Ordering::Acquire) == UNLOCKED {
+            return None;
+        }
+        Some(w.owner_pid.load(Ordering::Relaxed)).filter(|&p| p != 0)
+    }
+
     /// One CAS from free to `value`, recording this thread on success.
     #[inline]
     fn try_acquire(&self, value: u32) -> bool {
@@ -442,10 +461,18 @@ impl RawMutex {
             .compare_exchange(UNLOCKED, value, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            w.owner_thread.store(thread_no(), Ordering::Relaxed);
+            self.record_owner();
             return true;
         }
         false
+    }
+
+    /// Writes this thread and process beside the state word just acquired.
+    #[inline]
+    fn record_owner(&self) {
+        let w = self.word();
+        w.owner_thread.store(thread_no(), Ordering::Relaxed);
+        w.owner_pid.store(self.pid, Ordering::Relaxed);
     }
 
     #[cold]
@@ -531,7 +558,7 @@ impl RawMutex {
             )
             .is_ok()
         {
-            w.owner_thread.store(thread_no(), Ordering::Relaxed);
+            self.record_owner();
             return Some(LockStatus::OwnerDied);
         }
         None
@@ -551,6 +578,7 @@ impl RawMutex {
             return;
         }
         w.owner_thread.store(0, Ordering::Relaxed);
+        w.owner_pid.store(0, Ordering::Relaxed);
         loop {
             match w
                 .state

@@ -445,6 +445,13 @@ impl RawMutex {
         (rec >> 32) as u32 != pid || rec as u32 == start_digest(now)
     }
 
+    /// The holder's pid, from the state word: for messages only (any value a peer wrote);
+    /// `None` while the lock is free.
+    pub(crate) fn holder_pid(&self) -> Option<u32> {
+        let s = self.word().state.load(Ordering::Acquire);
+        Some((s & !WAITERS) >> PID_SHIFT).filter(|&p| p != 0)
+    }
+
     /// Whether a live process holds the lock, without taking it.
     pub(crate) fn held(&self) -> bool {
         let s = self.word().state.load(Ordering::Acquire);

@@ -44,8 +44,9 @@
 //!   everyone else, both given the `Presence` of the object it lives in. `lock(timeout)`
 //!   returns `LockStatus::OwnerDied` (and holds the lock) when the previous owner died
 //!   holding it; the protected data may then need repair. Nothing a peer writes into the
-//!   storage makes the lock write anywhere but that storage. `holder()` says whether a live
-//!   process holds it, without taking it.
+//!   storage makes the lock write anywhere but that storage. `held()` says whether a live
+//!   process holds it, without taking it; `holder_pid()` which pid the holder recorded (for
+//!   messages only: any value a peer wrote), `None` while free or not recorded yet.
 //! * `Waiter`: sleep until a 32-bit word in shared memory changes. `wait(word, expected,
 //!   timeout)` returns at once if `*word != expected`, else sleeps until woken, the timeout,
 //!   or spuriously; `wake(word)` wakes at least one sleeper. Callers recheck the word, so

@@ -317,9 +317,10 @@ impl Drop for Shm {
 // ---------------------------------------------------------------------------------- mutex
 
 /// What the mutex keeps in its `MUTEX_STORAGE` bytes of shared memory: the holder's thread
-/// id. Windows mutexes are recursive; this lets us refuse a relock from the holding thread
-/// (`WouldDeadlock`) as the other backends do, and notice an owner death the kernel could
-/// not report (see [`RawMutex::lock`]).
+/// id and process id. Windows mutexes are recursive; the thread id lets us refuse a relock
+/// from the holding thread (`WouldDeadlock`) as the other backends do, and notice an owner
+/// death the kernel could not report (see [`RawMutex::lock`]). The process id is only read
+/// for messages (`holder_pid`).
 ///
 /// | `holder_tid` | meaning |
 /// |---|---|
@@ -328,6 +329,8 @@ impl Drop for Shm {
 #[repr(C)]
 struct LockInfo {
     holder_tid: AtomicU32,
+    /// The holder's pid, same lifetime as `holder_tid`; 0 while not known.
+    holder_pid: AtomicU32,
 }
 
 /// Thread ids are never 0 on Windows.
@@ -369,6 +372,7 @@ impl RawMutex {
         unsafe {
             info.write(LockInfo {
                 holder_tid: AtomicU32::new(NO_HOLDER),
+                holder_pid: AtomicU32::new(0),
             })
         };
         Ok(RawMutex {
@@ -434,6 +438,16 @@ impl RawMutex {
         self.status(r)
     }
 
+    /// The pid the holder recorded: for messages only (any value a peer wrote); `None` while
+    /// the lock is free or its holder has not recorded itself yet.
+    pub(crate) fn holder_pid(&self) -> Option<u32> {
+        let info = self.info();
+        if info.holder_tid.load(Ordering::Acquire) == NO_HOLDER {
+            return None;
+        }
+        Some(info.holder_pid.load(Ordering::Relaxed)).filter(|&p| p != 0)
+    }
+
     /// Whether a live thread holds the lock: a zero-timeout wait that, if it gets the lock
     /// (free, or abandoned by a dead holder), gives it back at once.
     pub(crate) fn held(&self) -> bool {
@@ -484,6 +498,9 @@ impl RawMutex {
         // its holder ended without unlocking while the kernel object was re-created (every
         // handle to the old one had closed): the owner died all the same.
         let previous = self.info().holder_tid.swap(me, Ordering::AcqRel);
+        self.info()
+            .holder_pid
+            .store(current_pid(), Ordering::Relaxed);
         if previous != NO_HOLDER && status == LockStatus::Acquired {
             return Ok(LockStatus::OwnerDied);
         }
@@ -496,6 +513,7 @@ impl RawMutex {
     /// The calling thread holds the lock.
     #[doc(alias = "ReleaseMutex")]
     pub(crate) unsafe fn unlock(&self) {
+        self.info().holder_pid.store(0, Ordering::Relaxed);
         self.info().holder_tid.store(NO_HOLDER, Ordering::Release);
         // SAFETY: the caller's thread owns the mutex, which is what ReleaseMutex requires.
         let ok = unsafe { ReleaseMutex(self.handle.0) };

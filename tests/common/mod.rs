@@ -281,6 +281,9 @@ pub fn watchdog(what: &str, limit: Duration) -> Watchdog {
             for f in list_shm().into_iter().filter(|f| f.contains(&tag)) {
                 remove_shm(&f);
             }
+            // Nor do `Frozen`'s: a stopped child would outlive the test.
+            #[cfg(unix)]
+            kill_frozen();
             std::process::exit(101);
         }
     });
@@ -299,6 +302,88 @@ pub fn poll_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A child process stopped with SIGSTOP (Unix only: Windows has no signal that freezes a
+/// process). Dropping it resumes the child (SIGCONT), also when the test panics; a
+/// [`watchdog`] that fires meanwhile kills it, so that no stopped process outlives a test.
+#[cfg(unix)]
+pub struct Frozen(u32);
+
+/// Pids of the children stopped now (see [`Frozen`]).
+#[cfg(unix)]
+static FROZEN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+#[cfg(unix)]
+fn kill_frozen() {
+    for &pid in FROZEN.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+}
+
+/// Stops `child` (SIGSTOP) and returns once it is stopped.
+#[cfg(unix)]
+pub fn freeze(child: &Child) -> Frozen {
+    let pid = child.pid();
+    FROZEN.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+    let frozen = Frozen(pid);
+    // SAFETY: kill has no memory preconditions.
+    let r = unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    assert_eq!(r, 0, "SIGSTOP");
+    let mut status = 0;
+    // SAFETY: `status` is writable. WUNTRACED returns when the child stops (without reaping
+    // it); an exited child is reaped here, and the test fails below.
+    let r = unsafe { libc::waitpid(pid as i32, &mut status, libc::WUNTRACED) };
+    assert!(
+        r == pid as i32 && libc::WIFSTOPPED(status),
+        "child {pid} did not stop (waitpid {r}, status {status:#x})"
+    );
+    frozen
+}
+
+/// Stops `child`, which keeps taking and releasing the process-shared lock whose state word
+/// is at byte `at` of `obj`, at a moment it holds that lock: retries until the word stays
+/// set while the child is stopped (other holders, in this process, keep it for
+/// microseconds). Linux and macOS: a free lock word is 0. Linux: the holder's pid, at
+/// byte `at + 8` (pinned in src/sys/linux.rs), must be recorded too, so that the child is
+/// not stopped in the instant between taking the lock and recording itself (or the
+/// reverse, when unlocking).
+#[cfg(unix)]
+pub fn freeze_holding(child: &Child, obj: &RawObject, at: usize) -> Frozen {
+    let recorded = |obj: &RawObject| cfg!(not(target_os = "linux")) || obj.read_u32(at + 8) != 0;
+    for _ in 0..20_000 {
+        let frozen = freeze(child);
+        let held = (0..30).all(|_| {
+            let held = obj.read_u32(at) != 0 && recorded(obj);
+            std::thread::sleep(Duration::from_millis(1));
+            held
+        });
+        if held {
+            return frozen;
+        }
+        drop(frozen);
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    panic!("child {} was never stopped holding the lock", child.pid());
+}
+
+#[cfg(unix)]
+impl Frozen {
+    /// Resumes the child (as dropping does).
+    pub fn thaw(self) {}
+}
+
+#[cfg(unix)]
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+        FROZEN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&p| p != self.0);
     }
 }
 
