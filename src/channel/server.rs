@@ -3,8 +3,9 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex as StdMutex, Weak};
+use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
 use super::clients::{ClientInfo, ConnectionEvent, OnConnection};
@@ -17,7 +18,7 @@ use super::layout::{Layout, Mapped, Notes, KIND_VERSION, MAX_MESSAGE_LIMIT, MAX_
 use super::notify::MAX_DEPTH;
 use super::outbox::Broadcast;
 use super::ring::Ring;
-use super::worker::{Core, Pool};
+use super::worker::{Core, Exit, Pool};
 use crate::segment::{Segment, SegmentKind, DEFAULT_MODE};
 use crate::sync::atomic::Ordering;
 use crate::sync::{Event, Mutex, WaitStrategy};
@@ -405,8 +406,7 @@ impl Server<Single> {
     /// # Ok::<(), shmlink::CallError>(())
     /// ```
     pub fn serve<A, H: Handler<A>>(self, mut handler: H) {
-        self.core
-            .run_worker(0, &mut |c, q, r| handler.handle(c, q, r));
+        self.core.run_worker(&mut |c, q, r| handler.handle(c, q, r));
         self.core.finish();
     }
 
@@ -420,13 +420,13 @@ impl Server<Single> {
     ) -> Result<ServerHandle, CallError> {
         let core = Arc::clone(&self.core);
         let t = spawn_worker(0, move || {
-            core.run_worker(0, &mut |c, q, r| handler.handle(c, q, r))
+            core.run_worker(&mut |c, q, r| handler.handle(c, q, r));
         })?;
         self.detached = true;
         Ok(ServerHandle {
             core: Arc::clone(&self.core),
             threads: vec![t],
-            spawner: None,
+            resizer: None,
         })
     }
 }
@@ -437,12 +437,11 @@ impl Server<Free> {
     /// is in flight, refuses what comes later, and removes the channel.
     pub fn serve<A, H: SharedHandler<A> + Send>(self, handler: H) {
         std::thread::scope(|s| {
-            for i in 1..self.core.workers as u32 {
+            for _ in 1..self.core.workers {
                 let (core, handler) = (&self.core, &handler);
-                s.spawn(move || core.run_worker(i, &mut |c, q, r| handler.handle(c, q, r)));
+                s.spawn(move || core.run_worker(&mut |c, q, r| handler.handle(c, q, r)));
             }
-            self.core
-                .run_worker(0, &mut |c, q, r| handler.handle(c, q, r));
+            self.core.run_worker(&mut |c, q, r| handler.handle(c, q, r));
         });
         self.core.finish();
     }
@@ -458,25 +457,34 @@ impl Server<Free> {
     ) -> Result<ServerHandle, CallError> {
         let handler = Arc::new(handler);
         let weak = Arc::downgrade(&self.core);
-        let spawner: Spawner = Box::new(move |i| {
-            let handler = Arc::clone(&handler);
+        let (exited, exits) = mpsc::channel();
+        let spawn: Spawner = Box::new(move |i| {
+            let (handler, exited) = (Arc::clone(&handler), exited.clone());
             let Some(core) = weak.upgrade() else {
                 return Err(CallError::ShuttingDown);
             };
             spawn_worker(i as usize, move || {
-                core.run_worker(i, &mut |c, q, r| handler.handle(c, q, r))
+                let exit = core.run_worker(&mut |c, q, r| handler.handle(c, q, r));
+                drop(core);
+                // For `set_workers` (nobody listens once the handle is gone).
+                let _ = exited.send((std::thread::current().id(), exit));
             })
         });
+        let mut resizer = Resizer {
+            spawn,
+            started: 0,
+            exits: StdMutex::new(exits),
+        };
         let mut handle = ServerHandle {
             core: Arc::clone(&self.core),
             threads: Vec::new(),
-            spawner: None,
+            resizer: None,
         };
-        for i in 0..self.core.workers as u32 {
+        for _ in 0..self.core.workers {
             // On error `handle` drops, which stops the workers already started.
-            handle.threads.push(spawner(i)?);
+            handle.threads.push(resizer.start()?);
         }
-        handle.spawner = Some(spawner);
+        handle.resizer = Some(resizer);
         self.detached = true;
         Ok(handle)
     }
@@ -484,6 +492,25 @@ impl Server<Free> {
 
 /// Starts worker number `i` of a [`Free`] server.
 type Spawner = Box<dyn Fn(u32) -> Result<JoinHandle<()>, CallError> + Send + Sync>;
+
+/// What the handle of a [`Free`] server needs to change its worker count.
+struct Resizer {
+    spawn: Spawner,
+    /// Workers started so far (the next one's number, for its thread's name).
+    started: u32,
+    /// Each worker's thread sends its id, and why it returned, as it ends. (In a mutex only
+    /// to keep the handle `Sync`: `set_workers` has `&mut` access.)
+    exits: StdMutex<Receiver<(ThreadId, Exit)>>,
+}
+
+impl Resizer {
+    /// Starts the next worker.
+    fn start(&mut self) -> Result<JoinHandle<()>, CallError> {
+        let t = (self.spawn)(self.started)?;
+        self.started += 1;
+        Ok(t)
+    }
+}
 
 fn spawn_worker(i: usize, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, CallError> {
     spawn_thread(format!("shmlink-worker-{i}"), "spawn worker thread", f)

@@ -70,9 +70,11 @@ pub(super) struct Core {
     /// Whether the pool may change size ([`Free`](super::Free) model): then no worker pops as
     /// the ring's sole consumer.
     resizable: bool,
-    /// How many workers should run: worker `k` retires once `k >= target` (after answering
-    /// the call it holds).
+    /// How many workers should run (a hint: whether to wake a second worker for the ring's
+    /// next entry).
     target: AtomicU32,
+    /// How many running workers should still leave (see [`retire`](Core::retire)).
+    retire: AtomicU32,
     /// The client table and connection events (see `clients.rs`).
     pub(super) clients: Clients,
     /// Where the next slot scan starts (round robin, so no slot is always last).
@@ -114,6 +116,7 @@ impl Core {
             workers: pool.workers,
             resizable: pool.resizable,
             target: AtomicU32::new(pool.workers as u32),
+            retire: AtomicU32::new(0),
             clients: Clients::new(slots, pool.on_connection, pool.idle_timeout),
             scan_from: AtomicU32::new(0),
         }
@@ -157,12 +160,42 @@ impl Core {
         }
     }
 
-    /// Asks for `n` workers: those numbered `n` and up retire after the call they hold
-    /// (the caller joins them, or starts the missing ones).
+    /// Records that `n` workers should run (the caller starts the missing ones, or asks
+    /// the extra ones to [`retire`](Core::retire)).
     pub(super) fn set_target(&self, n: u32) {
-        self.target.store(n, Ordering::SeqCst);
-        // Wake a sleeping worker: a retiring one passes the wake-up on as it leaves.
+        self.target.store(n, Ordering::Relaxed);
+    }
+
+    /// Asks `k` more running workers to leave: whichever are next free (idle, or done with
+    /// the call they hold) each take one retirement and return [`Exit::Retired`]. None takes
+    /// a call after taking its retirement, so none is held back, and the calls waiting in
+    /// the ring are for the others.
+    ///
+    /// Any worker may take a retirement, so one wake-up reaches a taker: an idle worker
+    /// woken by the doorbell takes one (and rings the bell again for the next as it leaves),
+    /// and a busy one takes one before its next call. (Telling particular workers to leave
+    /// would need every sleeper woken, which the doorbell, an auto-reset event, cannot do.)
+    pub(super) fn retire(&self, k: u32) {
+        self.retire.fetch_add(k, Ordering::SeqCst);
         self.bell.set();
+    }
+
+    /// Takes one of the retirements asked for, if any is left.
+    #[inline]
+    fn take_retirement(&self) -> bool {
+        let mut left = self.retire.load(Ordering::Relaxed);
+        while left > 0 {
+            match self.retire.compare_exchange_weak(
+                left,
+                left - 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => left = now,
+            }
+        }
+        false
     }
 
     /// Whether a stop was requested.
@@ -176,14 +209,20 @@ impl Core {
         self.bell.set();
     }
 
-    /// Worker number `index`: drain the ring, wait on the doorbell, repeat; after a stop
-    /// request, serve what is left and return; once `index` is beyond the
-    /// [target](Core::set_target), return after the call it holds.
-    pub(super) fn run_worker(&self, index: u32, handler: &mut Serve<'_>) {
+    /// A worker: drain the ring, wait on the doorbell, repeat; after a stop request, serve
+    /// what is left and return [`Exit::Stopped`]; once it took a
+    /// [retirement](Core::retire), return [`Exit::Retired`] (it takes none while it holds a
+    /// call).
+    pub(super) fn run_worker(&self, handler: &mut Serve<'_>) -> Exit {
         // SAFETY: the doorbell was initialised at this offset before publishing.
         let bell = match unsafe { Event::open_at(&self.map.seg, self.map.layout.doorbell) } {
             Ok(bell) => bell.wait_strategy(self.strategy),
-            Err(_) => return,
+            Err(_) => return Exit::Stopped, // cannot wait: serves nothing
+        };
+        let mut leave = if self.resizable {
+            Leave::May
+        } else {
+            Leave::Never
         };
         let mut scan = true;
         let sole = !self.resizable && self.workers == 1;
@@ -192,21 +231,22 @@ impl Core {
         let mut tick_at = Instant::now() + TICK;
         let mut busy_rounds = 0u32;
         loop {
-            let n = self.serve_available(handler, scan, sole);
+            let n = self.serve_available(handler, scan, sole, &mut leave);
+            if leave == Leave::Took {
+                // What it took is answered; the ring's rest is for the others. Pass the
+                // wake-up on: to the next worker to retire, or for a call it was meant for.
+                self.bell.set();
+                return Exit::Retired;
+            }
             if self.stop.load(Ordering::Acquire) {
                 // Drain: whatever was submitted before the flag is answered.
                 for _ in 0..DRAIN_PASSES {
-                    if self.serve_available(handler, true, sole) == 0 {
+                    if self.serve_available(handler, true, sole, &mut Leave::Never) == 0 {
                         break;
                     }
                 }
                 self.bell.set(); // pass the wake-up on to the next worker
-                return;
-            }
-            if index >= self.target.load(Ordering::Relaxed) {
-                // Retire: what it took is answered; the ring's rest is for the others.
-                self.bell.set();
-                return;
+                return Exit::Stopped;
             }
             scan = false;
             if n > 0 {
@@ -232,7 +272,7 @@ impl Core {
                         // and publishing it: whoever pushed after it waits behind it.
                         stuck = true;
                     }
-                    work || stuck || index >= self.target.load(Ordering::Relaxed)
+                    work || stuck || leave.asked(self)
                 },
                 Some(tick_at),
                 None,
@@ -261,7 +301,7 @@ impl Core {
 
     /// One step for callers with their own loop (see `Server::poll`).
     pub(super) fn poll(&self, handler: &mut Serve<'_>, timeout: Duration) -> usize {
-        let n = self.serve_available(handler, false, false);
+        let n = self.serve_available(handler, false, false, &mut Leave::Never);
         if n > 0 {
             return n;
         }
@@ -276,7 +316,7 @@ impl Core {
         );
         // Scan the slots unless the ring showed work: after a signal with an empty ring (an
         // entry lost), and after a quiet timeout.
-        self.serve_available(handler, !work, false)
+        self.serve_available(handler, !work, false, &mut Leave::Never)
     }
 
     /// What a waiting worker spins on: the ring's next entry is published, or a stop or a
@@ -304,7 +344,7 @@ impl Core {
     /// Serves what the ring holds (at most as many entries as it can hold: a broken client
     /// pushing as fast as we pop cannot keep us here); then, if a scan is asked for (by the
     /// caller, or by a client whose push failed), scans the slots. Returns how many requests
-    /// were answered.
+    /// were answered. Stops early, holding no call, once `leave` takes a retirement.
     ///
     /// `sole_consumer`: see [`Ring::pop`] (true only for the one worker of a one-worker
     /// server; `poll` may be called from several threads).
@@ -313,9 +353,15 @@ impl Core {
         handler: &mut Serve<'_>,
         force_scan: bool,
         sole_consumer: bool,
+        leave: &mut Leave,
     ) -> usize {
         let mut n = 0;
+        // Looks before each pop: under load the ring never runs dry, and a worker that
+        // looked only once it did would never retire.
         for _ in 0..self.map.layout.ring_cap {
+            if leave.take(self) {
+                break;
+            }
             let Some(i) = self.ring.pop(sole_consumer) else {
                 break;
             };
@@ -324,24 +370,32 @@ impl Core {
             }
             n += usize::from(self.serve_slot(i, handler, false));
         }
-        // Honoured under load too: a client whose push failed must not starve.
-        let flags = self.map.flags();
-        let asked = flags.need_scan.load(Ordering::Relaxed) != 0
-            && flags.need_scan.swap(0, Ordering::AcqRel) != 0;
-        // (Not `ring.looks_nonempty()`: reading the clients' enqueue position here would
-        // pull its cache line away from them on every round trip.)
-        if force_scan || asked {
-            n += self.scan(handler, false);
+        if *leave != Leave::Took {
+            // Honoured under load too: a client whose push failed must not starve.
+            let flags = self.map.flags();
+            let asked = flags.need_scan.load(Ordering::Relaxed) != 0
+                && flags.need_scan.swap(0, Ordering::AcqRel) != 0;
+            // (Not `ring.looks_nonempty()`: reading the clients' enqueue position here would
+            // pull its cache line away from them on every round trip.)
+            if force_scan || asked {
+                n += self.scan(handler, false, leave);
+            }
         }
         n
     }
 
     /// Serves every slot found in `REQUEST_READY` (ground truth when ring entries were lost).
-    fn scan(&self, handler: &mut Serve<'_>, refuse: bool) -> usize {
+    /// If `leave` takes a retirement on the way, stops there and asks the others for a scan.
+    fn scan(&self, handler: &mut Serve<'_>, refuse: bool, leave: &mut Leave) -> usize {
         let slots = self.map.layout.slots;
         let start = self.scan_from.fetch_add(1, Ordering::Relaxed) % slots;
         let mut n = 0;
         for k in 0..slots {
+            if leave.take(self) {
+                // The leaving worker rings the bell: the next one sees the flag.
+                self.map.flags().need_scan.store(1, Ordering::Release);
+                break;
+            }
             let i = (start + k) % slots;
             if self.map.slot(i).has_request() {
                 n += usize::from(self.serve_slot(i, handler, refuse));
@@ -426,7 +480,7 @@ impl Core {
         self.map.flags().closed.store(1, Ordering::SeqCst);
         // Pairs with the fence in the clients' `notify` after their REQUEST_READY store.
         fence(Ordering::SeqCst);
-        self.scan(&mut |_, _, _| Ok(0), true);
+        self.scan(&mut |_, _, _| Ok(0), true, &mut Leave::Never);
         self.remove_name();
     }
 
@@ -447,6 +501,44 @@ impl Core {
         if found.is_ok_and(|s| s.token() == seg.token()) {
             let _ = Segment::remove_tagged(&name, "chan", true);
         }
+    }
+}
+
+/// Why [`Core::run_worker`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Exit {
+    /// A stop was requested and what was in flight is answered (or the worker could not
+    /// start).
+    Stopped,
+    /// It took a [retirement](Core::retire).
+    Retired,
+}
+
+/// Whether a serving loop may take a [retirement](Core::retire), and whether it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leave {
+    /// Never ([`Core::poll`], the drain after a stop, a pool of fixed size).
+    Never,
+    /// When one is asked for.
+    May,
+    /// It took one: it serves nothing more.
+    Took,
+}
+
+impl Leave {
+    /// Whether a retirement is there to take (for a waiting worker's condition).
+    #[inline]
+    fn asked(self, core: &Core) -> bool {
+        self == Leave::May && core.retire.load(Ordering::Relaxed) > 0
+    }
+
+    /// Takes a retirement if one is asked for and none was taken yet; whether one is taken.
+    #[inline]
+    fn take(&mut self, core: &Core) -> bool {
+        if *self == Leave::May && core.take_retirement() {
+            *self = Leave::Took;
+        }
+        *self == Leave::Took
     }
 }
 

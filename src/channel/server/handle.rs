@@ -1,5 +1,7 @@
 //! The handles that stop a server, resize it and show its clients.
 
+use std::sync::PoisonError;
+
 use super::*;
 
 /// Stops a server that runs [`Server::serve`]; cheap to clone and send to another thread.
@@ -37,10 +39,10 @@ impl ShutdownHandle {
 /// and waits, as [`shutdown`](ServerHandle::shutdown) does.
 pub struct ServerHandle {
     pub(super) core: Arc<Core>,
-    /// Worker `k` is `threads[k]`.
+    /// The running workers, in no particular order.
     pub(super) threads: Vec<JoinHandle<()>>,
-    /// Starts more workers ([`Free`] servers only).
-    pub(super) spawner: Option<Spawner>,
+    /// Starts and retires workers ([`Free`] servers only).
+    pub(super) resizer: Option<Resizer>,
 }
 
 impl fmt::Debug for ServerHandle {
@@ -207,9 +209,9 @@ impl ServerHandle {
     }
 
     /// Grows or shrinks the worker pool of a [`Free`] server to `n` threads. Growing starts
-    /// the new workers at once; shrinking lets each retiring worker answer the call it holds
-    /// and waits for it to leave (calls waiting in the ring are served by the others), so no
-    /// call is dropped.
+    /// the new workers at once; shrinking retires the workers that are next free (idle ones,
+    /// or busy ones once they answered the call they hold) and waits for them to leave, so no
+    /// call is dropped or held back (calls waiting to be served are left to the others).
     ///
     /// # Examples
     /// ```
@@ -232,7 +234,7 @@ impl ServerHandle {
     /// once the server stops; [`CallError::Setup`] if a thread cannot be started (the pool
     /// then keeps the workers that did start).
     pub fn set_workers(&mut self, n: usize) -> Result<(), CallError> {
-        let Some(spawn) = &self.spawner else {
+        let Some(resizer) = &mut self.resizer else {
             return Err(CallError::InvalidConfig(
                 "set_workers needs a server with workers(k) (the Free model)".into(),
             ));
@@ -248,12 +250,24 @@ impl ServerHandle {
         let now = self.threads.len();
         self.core.set_target(n as u32);
         if n < now {
-            for t in self.threads.drain(n..) {
-                let _ = t.join();
+            self.core.retire((now - n) as u32);
+            let exits = resizer
+                .exits
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner);
+            for _ in n..now {
+                // Anything but a retirement: a shutdown raced this call (dropping the handle
+                // joins every worker).
+                let Ok((id, Exit::Retired)) = exits.recv() else {
+                    return Err(CallError::ShuttingDown);
+                };
+                if let Some(k) = self.threads.iter().position(|t| t.thread().id() == id) {
+                    let _ = self.threads.swap_remove(k).join();
+                }
             }
         }
         while self.threads.len() < n {
-            match spawn(self.threads.len() as u32) {
+            match resizer.start() {
                 Ok(t) => self.threads.push(t),
                 Err(e) => {
                     self.core.set_target(self.threads.len() as u32);
