@@ -774,15 +774,20 @@ impl Segment {
     /// Makes this process the owner (the pool adopts a dead Reader's index this way): it will
     /// remove the name on drop and liveness checks now follow this process.
     pub(crate) fn take_over(&mut self) {
+        self.record_owner();
+        self.owner = true;
+    }
+
+    /// Records this process as the owner, for liveness checks and messages, without making
+    /// this handle remove the name on drop. Callers hold whatever election makes them the
+    /// owner (the pool's alive lock) before calling it.
+    pub(crate) fn record_owner(&self) {
         let me = ProcessId::current();
         let h = self.header();
         h.owner_start.store(me.start_time(), Ordering::Release);
         h.owner_pid.store(me.pid(), Ordering::Release);
-        // The dead owner's token went with it. If another process took it first (two
-        // adopters racing), the caller's own election decides; the identity above still
-        // marks this process as the owner.
+        // The dead owner's token went with it; the caller's election made us its heir.
         let _ = self.shm.take_token();
-        self.owner = true;
     }
 
     /// Stops this handle from removing the name on drop.

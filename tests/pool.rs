@@ -322,12 +322,12 @@ fn a_reader_killed_mid_stream_is_replaced_and_nothing_sent_is_lost() {
     assert!(next[0] < n || next[1] < n, "the stream was not interrupted");
     eprintln!("the first Reader processed {next:?} before it was killed");
     // The replacement adopts the pool: the Writers carry on by themselves.
-    let reader = Reader::create(&name, PoolConfig::default()).unwrap();
+    let reader = Reader::create(&name, small_config()).unwrap();
     assert!(reader.adopted(), "refused: {:?}", reader.adoption_refused());
     assert_eq!(
         reader.config(),
         &small_config(),
-        "an adopted pool keeps its configuration"
+        "the adopter's configuration, the same as the dead Reader's"
     );
     let (mut redelivered, mut fresh_started) = (0, [false; 2]);
     while seen.iter().any(|s| s.len() < n as usize) {
@@ -603,7 +603,17 @@ fn a_reader_dropped_with_messages_queued_leaves_them_to_the_next_reader() {
     // The next Reader, in the same process, adopts it.
     let reader = Reader::create(&name, PoolConfig::default()).unwrap();
     assert!(reader.adopted(), "{:?}", reader.adoption_refused());
-    assert_eq!(reader.config(), &small_config());
+    // Its own configuration, but for the limits that size what exists.
+    assert_eq!(reader.kept_config(), ["max_buffer_size", "max_buffers"]);
+    assert_eq!(
+        reader.config(),
+        &PoolConfig {
+            initial_buffer_size: 4096,
+            max_buffer_size: 4096,
+            max_buffers: 64,
+            ..PoolConfig::default()
+        }
+    );
     let mut rest = Vec::new();
     for m in reader.try_iter() {
         assert!(!m.redelivered());
@@ -632,6 +642,49 @@ fn a_reader_dropped_with_messages_queued_leaves_them_to_the_next_reader() {
         Err(PoolError::NoReader)
     ));
     drop(w);
+    name.assert_no_leftovers();
+}
+
+#[test]
+fn an_adopting_reader_applies_its_own_limits_and_timeouts() {
+    let _w = watchdog("adoption config", Duration::from_secs(60));
+    let name = TestName::new("pool-adopt-cfg");
+    let reader = Reader::create(&name, small_config()).unwrap();
+    let w = Writer::connect(&name).unwrap();
+    let mut b = w.acquire_timeout(Duration::from_secs(5)).unwrap();
+    b.extend_from_slice(b"queued").unwrap();
+    w.send(b).unwrap();
+    drop(reader); // parks the pool: 32 buffers, one message queued
+    let asked = PoolConfig {
+        initial_buffer_size: 128,
+        max_buffer_size: 4096,
+        start_buffers: 4,
+        max_buffers: 16,
+        min_buffers: Some(2),
+        resize_increment: Some(2),
+        resize_threshold: 0,
+        sweep_timeout: Duration::from_millis(50),
+    };
+    let reader = Reader::create(&name, asked.clone()).unwrap();
+    assert!(reader.adopted(), "{:?}", reader.adoption_refused());
+    assert!(
+        reader.kept_config().is_empty(),
+        "{:?}",
+        reader.kept_config()
+    );
+    assert_eq!(reader.config(), &asked);
+    assert_eq!(
+        &*reader.recv_timeout(Duration::from_secs(5)).unwrap(),
+        b"queued"
+    );
+    // The new sweep timeout and minimum apply: idle buffers go down to 2.
+    let swept = common::poll_until(Duration::from_secs(10), || {
+        reader.stats().unwrap().buffers == 2
+    });
+    assert!(swept, "{:?}", reader.stats());
+    reader.validate().unwrap();
+    drop(w);
+    drop(reader);
     name.assert_no_leftovers();
 }
 
@@ -969,13 +1022,14 @@ fn two_readers_racing_to_adopt_a_dead_readers_pool_end_with_one_reader() {
         let outcome = match Reader::create(&args[0], PoolConfig::default()) {
             Ok(r) if r.adopted() => {
                 let got = r.try_iter().count();
-                tell_parent(&format!("adopted {got}"));
+                tell_parent(&format!("adopted {got} by {}", std::process::id()));
                 hear_parent();
                 drop(r);
                 child_exit(0);
             }
             Ok(_) => "fresh".to_owned(),
-            Err(PoolError::AlreadyRunning { .. }) => "busy".to_owned(),
+            // Names the Reader that won.
+            Err(PoolError::AlreadyRunning { pid, .. }) => format!("busy {pid}"),
             Err(e) => format!("error {e}"),
         };
         tell_parent(&outcome);
@@ -1008,11 +1062,19 @@ fn two_readers_racing_to_adopt_a_dead_readers_pool_end_with_one_reader() {
             .count();
         let refused = outcomes
             .iter()
-            .filter(|o| *o == "busy" || o.contains("still open in another process"))
+            .filter(|o| o.starts_with("busy") || o.contains("still open in another process"))
             .count();
         assert_eq!((serving, refused), (1, 1), "{outcomes:?}");
     } else {
-        assert_eq!(outcomes, ["adopted 5", "busy"]);
+        // One adopts; the other, and any later Reader, is told the winner's pid.
+        let winner = outcomes[0]
+            .strip_prefix("adopted 5 by ")
+            .expect("one adopted");
+        assert_eq!(outcomes[1], format!("busy {winner}"), "{outcomes:?}");
+        match Reader::create(&name, PoolConfig::default()) {
+            Err(PoolError::AlreadyRunning { pid, .. }) => assert_eq!(pid.to_string(), winner),
+            other => panic!("a third Reader: {other:?}"),
+        }
     }
     for r in &mut racers {
         r.send("exit");

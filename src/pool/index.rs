@@ -112,19 +112,7 @@ impl<'a> Index<'a> {
         h.signature.store(SIGNATURE, Relaxed);
         h.layout_version.store(LAYOUT_VERSION, Relaxed);
         h.entry_size.store(ENTRY_SIZE as u32, Relaxed);
-        let c = &h.config;
-        c.initial_buffer_size
-            .store(cfg.initial_buffer_size as u64, Relaxed);
-        c.max_buffer_size.store(cfg.max_buffer_size as u64, Relaxed);
-        c.start_buffers.store(cfg.start_buffers, Relaxed);
-        c.max_buffers.store(cfg.max_buffers, Relaxed);
-        c.min_buffers.store(cfg.min_buffers(), Relaxed);
-        c.resize_increment.store(cfg.resize_increment(), Relaxed);
-        c.resize_threshold.store(cfg.resize_threshold, Relaxed);
-        c.sweep_timeout_ns.store(
-            u64::try_from(cfg.sweep_timeout.as_nanos()).unwrap_or(u64::MAX),
-            Relaxed,
-        );
+        h.config.store(cfg);
         h.state.store(STATE_OPEN, Relaxed);
         h.grow_requested.store(0, Relaxed);
         for l in [&h.free, &h.queued, &h.disposed] {

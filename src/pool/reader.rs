@@ -81,6 +81,8 @@ pub struct Reader {
     shared: Arc<ReaderShared>,
     adopted: bool,
     refused: Option<String>,
+    /// What this Reader asked for that the adopted pool kept (see [`Reader::kept_config`]).
+    kept: Vec<&'static str>,
     /// This Reader's handle on the queue event, for its waits (see `wait_strategy`).
     recv_ev: Event,
 }
@@ -94,12 +96,43 @@ impl fmt::Debug for Reader {
     }
 }
 
+/// The configuration an adopting Reader that asked for `asked` runs the pool `stored` with,
+/// and the fields it could not change (see [`Reader::kept_config`]).
+fn adopted_config(stored: &PoolConfig, asked: &PoolConfig) -> (PoolConfig, Vec<&'static str>) {
+    let mut kept = Vec::new();
+    let mut cfg = asked.clone();
+    if asked.max_buffer_size != stored.max_buffer_size {
+        cfg.max_buffer_size = stored.max_buffer_size;
+        kept.push("max_buffer_size");
+    }
+    if asked.max_buffers > stored.max_buffers {
+        cfg.max_buffers = stored.max_buffers;
+        kept.push("max_buffers");
+    }
+    // A buffer is never created larger than the largest one allowed.
+    cfg.initial_buffer_size = cfg.initial_buffer_size.min(cfg.max_buffer_size);
+    // What follows the limits kept is cut to them.
+    cfg.start_buffers = cfg.start_buffers.min(cfg.max_buffers);
+    if cfg.min_buffers() > cfg.max_buffers {
+        cfg.min_buffers = Some(cfg.max_buffers);
+    }
+    if cfg.resize_increment() > cfg.max_buffers {
+        cfg.resize_increment = Some(cfg.max_buffers);
+    }
+    cfg.resize_threshold = cfg.resize_threshold.min(cfg.max_buffers);
+    if cfg.validate().is_err() {
+        return (stored.clone(), vec!["all"]);
+    }
+    (cfg, kept)
+}
+
 impl Reader {
     /// Creates the pool `name`, or adopts the pool of a Reader of that name that died, or
     /// that stopped with messages queued (see "Stopping" above).
     ///
-    /// When adopting, the pool keeps the configuration it was created with (`config` is
-    /// still validated). An index that cannot be adopted (corrupt header, incompatible
+    /// When adopting, `config` applies except where it would have to resize what exists
+    /// ([`kept_config`](Reader::kept_config) says what the pool kept). An index that cannot
+    /// be adopted (corrupt header, incompatible
     /// version) is retired and replaced by a fresh one; Writers then copy what they hold
     /// into the new pool when they send it.
     ///
@@ -140,7 +173,7 @@ impl Reader {
                     }
                     .into());
                 }
-                match Self::adopt(seg, &sname) {
+                match Self::adopt(seg, &sname, &config) {
                     Ok(reader) => return Ok(reader),
                     Err(Adopt::Refused(why)) => refused = Some(why),
                     Err(Adopt::Failed(e)) => return Err(e),
@@ -217,6 +250,7 @@ impl Reader {
             shared,
             adopted: false,
             refused: None,
+            kept: Vec::new(),
             recv_ev,
         })
     }
@@ -227,15 +261,14 @@ impl Reader {
     /// Two processes may try to adopt the same index at once: the alive lock decides. Only
     /// the one whose service thread holds it repairs the index and serves it; the other
     /// gets `AlreadyRunning` and leaves the index alone.
-    fn adopt(mut seg: Segment, name: &ServiceName) -> Result<Reader, Adopt> {
+    fn adopt(mut seg: Segment, name: &ServiceName, asked: &PoolConfig) -> Result<Reader, Adopt> {
         if let Err(why) = check_header(&seg) {
             Self::retire_foreign(&seg, name, false);
             remove_index(name, &seg);
             return Err(Adopt::Refused(why));
         }
-        let owner = seg.owner();
-        seg.take_over();
-        // As in `create_fresh`: the index is removed deliberately, never by a drop.
+        // As in `create_fresh`: the index is removed deliberately, never by a drop. The
+        // segment records us as its owner only once the alive lock made us the adopter.
         seg.disown();
         let seg = Arc::new(seg);
         let conn = Conn::attach(Arc::clone(&seg), name.clone(), WaitStrategy::default())
@@ -243,22 +276,35 @@ impl Reader {
         let recv_ev = conn
             .queue_waiter(WaitStrategy::default())
             .map_err(|e| Adopt::Refused(e.to_string()))?;
-        let config = conn.hdr().config.load();
+        // Read once, and checked as `attach` checked it.
+        let stored = conn.hdr().config.load();
+        stored
+            .validate()
+            .map_err(|e| Adopt::Refused(format!("stored configuration: {e}")))?;
+        if (stored.max_buffers, stored.max_buffer_size) != (conn.max_buffers, conn.max_buffer_size)
+        {
+            return Err(Adopt::Refused(
+                "the stored configuration changed while adopting".into(),
+            ));
+        }
+        let (config, kept) = adopted_config(&stored, asked);
         let shared = Arc::new(ReaderShared::new(conn, config));
         let (service, go) = match ReaderShared::start_service(&shared, ALIVE_TAKEOVER_WAIT) {
             Ok(s) => s,
             Err(_) => {
                 // Another process adopted it first: it is that process's index now.
+                let pid = shared.conn.alive.holder_pid().unwrap_or(0);
                 return Err(Adopt::Failed(
                     Error::AlreadyRunning {
                         name: name.to_string(),
-                        pid: owner.pid(),
+                        pid,
                     }
                     .into(),
                 ));
             }
         };
         let conn = &shared.conn;
+        conn.seg.record_owner();
         let h = conn.hdr();
         let checked = if !matches!(h.state(), STATE_OPEN | STATE_PARKED) {
             Err("the index was retired".to_owned())
@@ -290,6 +336,11 @@ impl Reader {
             remove_index(name, &conn.seg);
             return Err(Adopt::Refused(why));
         }
+        // Writers read the threshold (and later adopters the rest) from the index.
+        h.config.store(&PoolConfig {
+            max_buffers: stored.max_buffers,
+            ..shared.config.clone()
+        });
         h.adoptions.fetch_add(1, Ordering::Relaxed);
         shared.set_identity();
         shared.keep_service(service);
@@ -303,6 +354,7 @@ impl Reader {
             shared,
             adopted: true,
             refused: None,
+            kept,
             recv_ev,
         })
     }
@@ -373,9 +425,29 @@ impl Reader {
         self.refused.as_deref()
     }
 
-    /// The pool's configuration (when adopted: the one it was created with).
+    /// The pool's configuration: the one asked for, except, when adopted, for the values
+    /// listed by [`kept_config`](Reader::kept_config).
     pub fn config(&self) -> &PoolConfig {
         &self.shared.config
+    }
+
+    /// The [`PoolConfig`] fields this Reader asked for that the pool it adopted kept, because
+    /// they size what already exists: `max_buffer_size` (Writers may hold buffers grown to
+    /// the old limit) and a `max_buffers` above the old one (the index has room for no
+    /// more). Empty for a fresh pool. A smaller `max_buffers`, and every other value
+    /// (initial size, minimum, increment, threshold, sweep timeout), takes effect on
+    /// adoption.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{PoolConfig, Reader};
+    /// # let name = format!("doc-kept-config-{}", std::process::id());
+    /// let reader = Reader::create(&name, PoolConfig::default())?;
+    /// assert!(reader.kept_config().is_empty()); // a fresh pool takes all of it
+    /// # Ok::<(), shmlink::PoolError>(())
+    /// ```
+    pub fn kept_config(&self) -> &[&'static str] {
+        &self.kept
     }
 
     /// The service name.

@@ -88,6 +88,23 @@ pub(crate) struct RawConfig {
 }
 
 impl RawConfig {
+    /// Stores `cfg` (validated by the caller), the optional values resolved.
+    pub(crate) fn store(&self, cfg: &PoolConfig) {
+        let r = Relaxed;
+        self.initial_buffer_size
+            .store(cfg.initial_buffer_size as u64, r);
+        self.max_buffer_size.store(cfg.max_buffer_size as u64, r);
+        self.start_buffers.store(cfg.start_buffers, r);
+        self.max_buffers.store(cfg.max_buffers, r);
+        self.min_buffers.store(cfg.min_buffers(), r);
+        self.resize_increment.store(cfg.resize_increment(), r);
+        self.resize_threshold.store(cfg.resize_threshold, r);
+        self.sweep_timeout_ns.store(
+            u64::try_from(cfg.sweep_timeout.as_nanos()).unwrap_or(u64::MAX),
+            r,
+        );
+    }
+
     /// The configuration as stored (to be validated by the caller).
     pub(crate) fn load(&self) -> PoolConfig {
         let r = Relaxed;
