@@ -1,6 +1,8 @@
 //! Participants in another PID namespace (a container sharing /dev/shm with the host): pids
-//! mean nothing across the boundary, so liveness must come from the kernel. Needs root
-//! (`unshare(CLONE_NEWPID | CLONE_NEWNS)`); each test skips with a message without it.
+//! mean nothing across the boundary, so liveness must come from the kernel. And a pool in a
+//! mount namespace whose /dev/shm is a small tmpfs of its own (a container's), to fill it.
+//! Needs root (`unshare(CLONE_NEWPID | CLONE_NEWNS)`); each test skips with a message
+//! without it.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -324,4 +326,82 @@ fn small() -> PoolConfig {
         max_buffers: 4,
         ..PoolConfig::default()
     }
+}
+
+/// Gives `cmd` a mount namespace of its own with a 2 MiB tmpfs on /dev/shm.
+fn with_tiny_dev_shm(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and makes only
+    // async-signal-safe system calls (no allocation, no locks).
+    unsafe {
+        cmd.pre_exec(|| {
+            let none = std::ptr::null::<libc::c_char>();
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(
+                    none,
+                    c"/".as_ptr(),
+                    none,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+                || libc::mount(
+                    c"tmpfs".as_ptr(),
+                    c"/dev/shm".as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    0,
+                    c"size=2m".as_ptr().cast(),
+                ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn a_writer_out_of_buffers_in_a_full_dev_shm_is_told_no_space() {
+    let test = "a_writer_out_of_buffers_in_a_full_dev_shm_is_told_no_space";
+    if let Some((_, args)) = child_role() {
+        let config = PoolConfig {
+            initial_buffer_size: 256 * 1024,
+            max_buffer_size: 256 * 1024,
+            start_buffers: 2,
+            max_buffers: 64,
+            min_buffers: Some(2),
+            resize_increment: Some(1),
+            resize_threshold: 0,
+            sweep_timeout: Duration::from_secs(30),
+        };
+        let reader = Reader::create(&args[0], config).unwrap();
+        let writer = Writer::connect(&args[0]).unwrap();
+        let mut held = Vec::new();
+        let outcome = loop {
+            match writer.acquire_timeout(Duration::from_millis(500)) {
+                Ok(b) if held.len() < 64 => held.push(b),
+                other => break other.map(|_| ()),
+            }
+        };
+        tell_parent(&format!("{} held, then {outcome:?}", held.len()));
+        // Room again: the next buffer comes (a held one is sent and received).
+        let mut b = held.pop().unwrap();
+        b.extend_from_slice(b"x").unwrap();
+        writer.send(b).unwrap();
+        drop(reader.recv_timeout(Duration::from_secs(5)).unwrap());
+        writer.acquire_timeout(Duration::from_secs(5)).unwrap();
+        tell_parent("acquired again");
+        drop(held);
+        drop(writer);
+        drop(reader);
+        child_exit(0);
+    }
+    need_pid_namespaces!();
+    let _w = watchdog(test, Duration::from_secs(60));
+    let name = TestName::new("ns-nospace");
+    let mut kid = spawn_with(test, "pool", &[&name], with_tiny_dev_shm);
+    let line = kid.expect_line();
+    assert!(line.ends_with("then Err(NoSpace)"), "{line}");
+    let held: usize = line.split(' ').next().unwrap().parse().unwrap();
+    assert!((2..8).contains(&held), "{line}");
+    kid.expect("acquired again");
+    kid.wait_ok();
 }

@@ -1,7 +1,8 @@
-//! A scribbler process writes random words into one control area of a live channel for
-//! 200 ms, then exits, while an honest client keeps calling: the server must not crash or
-//! wedge, and within `HEAL` of the scribbler's exit a fresh client is served and the honest
-//! client's calls succeed again. 20 rounds per area.
+//! A scribbler process writes random words into one control area of a live channel or pool
+//! for 200 ms, then exits, while honest peers keep working: nothing crashes or wedges, and
+//! within `HEAL` of the scribbler's exit a fresh client is served and the honest client's
+//! calls succeed again; a fresh Writer's message is delivered, and no message an honest
+//! Writer sent is lost. 20 rounds per area.
 //! Runs on Linux and Windows (under Wine in CI).
 
 mod common;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{child_exit, child_role, spawn, watchdog, TestName};
-use shmlink::{Client, Server};
+use shmlink::{Client, PoolConfig, PoolError, Reader, Server, Writer};
 
 /// How soon after a scribbler exits the channel serves again (the promise in the docs).
 const HEAL: Duration = Duration::from_secs(1);
@@ -32,6 +33,21 @@ mod raw {
     pub(crate) const SLOTS: usize = 4;
 }
 
+/// The pool these tests build (32 buffers at most): index data-region offsets, pinned by
+/// `src/pool/index/tests.rs`.
+mod pool_raw {
+    /// `state`, `grow_requested`.
+    pub(crate) const STATE: (usize, usize) = (64, 72);
+    /// The free, queued and disposed list heads, the allocated and received counts.
+    pub(crate) const LISTS: (usize, usize) = (72, 128);
+    pub(crate) const MUTEX: (usize, usize) = (512, 576);
+    /// The queue, freed and service events.
+    pub(crate) const EVENTS: (usize, usize) = (640, 832);
+    pub(crate) const DIR: usize = 832;
+    pub(crate) const ENTRY: usize = 64;
+    pub(crate) const MAX_BUFFERS: usize = 32;
+}
+
 /// The byte ranges (in the data region) of `area`.
 fn ranges(area: &str) -> Vec<(usize, usize)> {
     let per_slot = |from: usize, to: usize| {
@@ -50,6 +66,17 @@ fn ranges(area: &str) -> Vec<(usize, usize)> {
         "slot-headers" => per_slot(0, 64),
         "done-events" => per_slot(64, 128),
         "notifications" => per_slot(256, raw::STRIDE),
+        "pool-state" => vec![pool_raw::STATE],
+        "pool-lists" => vec![pool_raw::LISTS],
+        "pool-lock" => vec![pool_raw::MUTEX],
+        "pool-events" => vec![pool_raw::EVENTS],
+        // Each entry's prev and next links.
+        "pool-links" => (0..pool_raw::MAX_BUFFERS)
+            .map(|i| {
+                let at = pool_raw::DIR + i * pool_raw::ENTRY;
+                (at + 4, at + 12)
+            })
+            .collect(),
         _ => panic!("unknown area {area}"),
     }
 }
@@ -58,7 +85,12 @@ fn ranges(area: &str) -> Vec<(usize, usize)> {
 /// states with random generations) at random aligned offsets of `area`, for
 /// [`SCRIBBLE_FOR`]; then exits.
 fn scribbler(name: &str, area: &str, seed: u64) -> ! {
-    let obj = common::RawObject::open(&common::os_name(name, "chan"));
+    let tag = if area.starts_with("pool") {
+        "pool"
+    } else {
+        "chan"
+    };
+    let obj = common::RawObject::open(&common::os_name(name, tag));
     let ranges = ranges(area);
     let mut x = seed | 1;
     let mut next = || {
@@ -166,6 +198,143 @@ fn scribble_rounds(area: &str, test: &str) {
     eprintln!("{area}: {ROUNDS} rounds, served again within {worst:?} of the scribbler's exit");
     handle.shutdown();
     name.assert_no_leftovers();
+}
+
+/// A message: the Writer's number and a sequence number.
+fn numbered(writer: u32, seq: u64) -> [u8; 12] {
+    let mut m = [0; 12];
+    m[..4].copy_from_slice(&writer.to_le_bytes());
+    m[4..].copy_from_slice(&seq.to_le_bytes());
+    m
+}
+
+fn pool_rounds(area: &str, test: &str) {
+    let _w = watchdog(test, Duration::from_secs(240));
+    let name = TestName::new(&format!("scrib-{area}"));
+    let config = PoolConfig {
+        initial_buffer_size: 256,
+        max_buffer_size: 4096,
+        start_buffers: 8,
+        max_buffers: pool_raw::MAX_BUFFERS as u32,
+        resize_threshold: 2,
+        ..PoolConfig::default()
+    };
+    let reader = Reader::create(&name, config).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Receives everything; numbers 0 (the honest Writer) and 1 (fresh Writers' markers).
+    let (got_tx, got) = std::sync::mpsc::channel();
+    let receiving = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match reader.recv_timeout(Duration::from_millis(20)) {
+                    Ok(m) => {
+                        let m = m.copy_to_vec();
+                        let w = u32::from_le_bytes(m[..4].try_into().unwrap());
+                        let seq = u64::from_le_bytes(m[4..12].try_into().unwrap());
+                        let _ = got_tx.send((w, seq));
+                    }
+                    // While the scribbler runs, a receive may find the index beyond repair.
+                    Err(PoolError::Timeout | PoolError::Corrupt(_)) => {}
+                    Err(e) => panic!("the Reader failed: {e}"),
+                }
+            }
+            reader
+        })
+    };
+    // The honest Writer, sending all along; what `send` returned Ok for must arrive.
+    let sending = {
+        let (stop, name) = (Arc::clone(&stop), name.as_str().to_owned());
+        std::thread::spawn(move || {
+            let writer = Writer::connect(&name).unwrap();
+            let mut sent = Vec::new();
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut b) = writer.acquire_timeout(Duration::from_millis(50)) else {
+                    continue;
+                };
+                b.extend_from_slice(&numbered(0, seq)).unwrap();
+                if writer.send(b).is_ok() {
+                    sent.push(seq);
+                }
+                seq += 1;
+                // Paced (a few thousand a second), so that markers are not queued behind
+                // a flood.
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            sent
+        })
+    };
+    let mut received = std::collections::HashSet::new();
+    let mut worst = Duration::ZERO;
+    for round in 0..ROUNDS {
+        let seed = (u64::from(round) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut kid = spawn(test, "scribbler", &[&name, area, &seed.to_string()]);
+        kid.wait_ok();
+        let exited = Instant::now();
+        // A fresh Writer's message is delivered.
+        let fresh = Writer::connect(&name).unwrap();
+        let mut b = fresh
+            .acquire_timeout(HEAL + SLACK)
+            .unwrap_or_else(|e| panic!("{area} round {round}: no buffer: {e}"));
+        b.extend_from_slice(&numbered(1, u64::from(round))).unwrap();
+        fresh.send(b).unwrap();
+        loop {
+            let left = (HEAL + SLACK).checked_sub(exited.elapsed());
+            let left = left.unwrap_or_else(|| panic!("{area} round {round}: no marker in time"));
+            match got.recv_timeout(left) {
+                Ok((1, r)) if r == u64::from(round) => break,
+                Ok((0, seq)) => {
+                    received.insert(seq);
+                }
+                Ok(other) => panic!("{area} round {round}: unexpected {other:?}"),
+                Err(_) => panic!("{area} round {round}: the marker was not delivered"),
+            }
+        }
+        worst = worst.max(exited.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = sending.join().unwrap();
+    let reader = receiving.join().unwrap();
+    for (w, seq) in got.try_iter() {
+        assert_eq!(w, 0);
+        received.insert(seq);
+    }
+    while let Some(m) = reader.try_recv().unwrap() {
+        received.insert(u64::from_le_bytes(m[4..12].try_into().unwrap()));
+    }
+    let lost: Vec<_> = sent.iter().filter(|s| !received.contains(s)).collect();
+    assert!(
+        lost.is_empty(),
+        "{area}: {} sent messages lost: {lost:?}",
+        lost.len()
+    );
+    eprintln!(
+        "{area}: {ROUNDS} rounds, a fresh Writer delivered within {worst:?}; {} messages, none lost",
+        sent.len()
+    );
+    drop(reader);
+    name.assert_no_leftovers();
+}
+
+macro_rules! pool_tests {
+    ($($test:ident: $area:literal,)*) => {$(
+        #[test]
+        fn $test() {
+            if let Some((_, args)) = child_role() {
+                scribbler(&args[0], &args[1], args[2].parse().unwrap());
+            }
+            pool_rounds($area, stringify!($test));
+        }
+    )*};
+}
+
+pool_tests! {
+    scribbled_pool_state_heals: "pool-state",
+    scribbled_pool_lists_heal: "pool-lists",
+    scribbled_pool_lock_heals: "pool-lock",
+    scribbled_pool_events_heal: "pool-events",
+    scribbled_pool_links_heal: "pool-links",
 }
 
 macro_rules! area_tests {

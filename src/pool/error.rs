@@ -43,6 +43,11 @@ pub enum PoolError {
         "no free buffer within the timeout (the pool is at its maximum or the Reader is slow)"
     )]
     PoolFull,
+    /// No buffer became free within the timeout, and the Reader could not add one because
+    /// shared memory is full (Linux: the tmpfs behind /dev/shm). From a send (copy-on-send):
+    /// not sent.
+    #[error("no free buffer within the timeout, and no room in shared memory to add one")]
+    NoSpace,
     /// No message arrived within the timeout (a receive: nothing was taken from the queue).
     #[error("no message within the timeout")]
     Timeout,

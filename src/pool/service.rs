@@ -15,7 +15,8 @@ use crate::process::{Member, ProcessId};
 use crate::segment::Segment;
 use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-/// How often the service thread checks whether Writers holding buffers are still alive.
+/// How often the service thread checks the index and whether Writers holding buffers are
+/// still alive.
 const RECLAIM_INTERVAL: Duration = Duration::from_millis(100);
 
 /// `ReaderShared::left`: what the stop did with the index.
@@ -185,7 +186,13 @@ impl ReaderShared {
                 break;
             }
             if conn.hdr().take_grow_request() {
-                let _ = self.grow();
+                let no_space = matches!(self.grow(), Err(PoolError::Setup(Error::NoSpace { .. })));
+                let h = conn.hdr();
+                if h.grow_failed.swap(u32::from(no_space), Ordering::AcqRel) != u32::from(no_space)
+                {
+                    // Writers waiting for a buffer learn why none comes.
+                    conn.freed_ev.set();
+                }
             }
             if last_reclaim.elapsed() >= RECLAIM_INTERVAL {
                 last_reclaim = Instant::now();
@@ -320,6 +327,14 @@ impl ReaderShared {
         let held: Vec<(u32, Member, u32)> = {
             let _g = conn.locked()?;
             let ix = conn.index();
+            // Lists and counts a peer wrote on are rebuilt from the entries' statuses, so
+            // that queued messages are found again and free buffers handed out.
+            if ix.validate().is_err() {
+                ix.repair(false);
+                bump(&ix.hdr.repairs);
+                conn.queue_ev.set();
+                conn.freed_ev.set();
+            }
             for (i, e) in ix.dir.iter().enumerate() {
                 if e.status() == RECEIVED
                     && self.held[i].load(Ordering::Relaxed) == 0

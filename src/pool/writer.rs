@@ -235,6 +235,9 @@ impl Writer {
             let mut check = || conn.reader_alive() && !conn.retired();
             match conn.freed_ev.wait_until(deadline, Some(&mut check)) {
                 WaitOutcome::Set => waited = true,
+                WaitOutcome::TimedOut if conn.hdr().grow_failed.load(Ordering::Acquire) != 0 => {
+                    return Err(PoolError::NoSpace)
+                }
                 WaitOutcome::TimedOut => return Err(PoolError::PoolFull),
                 WaitOutcome::Aborted => {}
             }

@@ -168,6 +168,9 @@ pub(crate) struct IndexHeader {
     pub(crate) swept: AtomicU64,
     pub(crate) reclaimed: AtomicU64,
     pub(crate) repairs: AtomicU64,
+    /// Set by the service thread when it could not add buffers for lack of shared memory,
+    /// cleared when it could: a Writer out of buffers then says why.
+    pub(crate) grow_failed: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<IndexHeader>() <= MUTEX_OFFSET);

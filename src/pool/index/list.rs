@@ -166,10 +166,19 @@ impl<'a> Index<'a> {
         Ok(Some(head))
     }
 
-    /// The head of `list` (`None` if empty).
+    /// The head of `list` (`None` if empty), cross-checked with its count: a head written
+    /// away (or a count written to 0) is found here, not by a message never delivered.
     pub(crate) fn front(&self, list: List) -> Result<Option<u32>, Corruption> {
-        match self.head(list).head.load(Relaxed) {
-            NIL => Ok(None),
+        let l = self.head(list);
+        let count = l.count.load(Relaxed);
+        match l.head.load(Relaxed) {
+            NIL if count == 0 => Ok(None),
+            NIL => Err(Corruption(format!(
+                "{list:?} list has no head but a count of {count}"
+            ))),
+            h if count == 0 => Err(Corruption(format!(
+                "{list:?} list has head {h} but a count of 0"
+            ))),
             h if h < self.n() => Ok(Some(h)),
             h => Err(Corruption(format!("{list:?} list head {h} out of range"))),
         }

@@ -56,6 +56,15 @@ fn layout_is_pinned() {
     assert_eq!(std::mem::offset_of!(Entry, len), 16);
     assert_eq!(std::mem::offset_of!(Entry, capacity), 24);
     assert_eq!(std::mem::offset_of!(IndexHeader, signature), 0);
+    // tests/scribble.rs writes these.
+    assert_eq!(std::mem::offset_of!(IndexHeader, state), 64);
+    assert_eq!(std::mem::offset_of!(IndexHeader, free), 72);
+    assert_eq!(std::mem::offset_of!(IndexHeader, received), 124);
+    assert_eq!(std::mem::offset_of!(IndexHeader, grow_failed), 224);
+    assert_eq!(
+        (MUTEX_OFFSET, QUEUE_EVENT_OFFSET, DIR_OFFSET),
+        (512, 640, 832)
+    );
     assert_eq!(DIR_OFFSET % 64, 0);
     assert_eq!(SERVICE_EVENT_OFFSET + 64, DIR_OFFSET);
 }
@@ -676,4 +685,26 @@ fn random_transitions_follow_the_model() {
     }
     ix.validate().unwrap();
     assert!(applied > steps / 10, "only {applied} of {steps} applied");
+}
+
+#[test]
+fn a_queue_head_written_away_is_noticed_and_repaired() {
+    let h = heap(4, 4);
+    let ix = h.index();
+    for seq in 0..2 {
+        let i = take(&ix, List::Free, FREE);
+        ix.dir[i as usize].status.store(ALLOCATED, Relaxed);
+        ix.dir[i as usize].seq.store(seq, Relaxed);
+        ix.push_back(List::Queued, i);
+        ix.dir[i as usize].status.store(QUEUED, Relaxed);
+    }
+    ix.hdr.queued.head.store(NIL, Relaxed);
+    assert!(ix.front(List::Queued).is_err());
+    assert!(ix.validate().is_err());
+    ix.repair(false);
+    assert_eq!(ix.count(List::Queued), 2);
+    assert!(ix.front(List::Queued).unwrap().is_some());
+    // And a count written to 0 under a live head.
+    ix.hdr.queued.count.store(0, Relaxed);
+    assert!(ix.front(List::Queued).is_err());
 }
