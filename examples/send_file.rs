@@ -82,7 +82,8 @@ fn run() -> DynResult {
     let ok =
         output.status.success() && sent == [got.bytes, got.checksum] && on_disk == got.checksum;
     println!(
-        "{} bytes in {} chunks, {:.2?} ({:.2} GB/s), checksum {:#018x}: {}",
+        "stream {}: {} bytes in {} chunks, {:.2?} ({:.2} GB/s), checksum {:#018x}: {}",
+        got.stream,
         got.bytes,
         got.chunks,
         elapsed,

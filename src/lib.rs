@@ -4,7 +4,8 @@
 //!
 //! Start with [`Server`] / [`Client`] for request-response calls between processes, and
 //! [`Reader`] / [`Writer`] for a zero-copy stream of buffers; both are built on the
-//! building blocks below ([`Segment`], [`Mutex`], [`Event`], [`EventPair`]).
+//! building blocks below ([`Segment`], [`Mutex`], [`Event`], [`EventPair`]). Files of any
+//! size go over a pool with [`send_file`] and a [`StreamReceiver`], beside other messages.
 //!
 //! ```text
 //!  channel (Server / Client)      pool (Reader / Writer)       <- what most users want
@@ -103,10 +104,13 @@ pub use channel::{
 };
 pub use error::{Error, Result};
 pub use name::{ServiceName, MAX_NAME_LEN};
-pub use pool::{PoolConfig, PoolError, PoolStats, ReadBuf, Reader, SendError, WriteBuf, Writer};
+pub use pool::{
+    PoolConfig, PoolError, PoolStats, ReadBuf, Reader, SendError, WriteBuf, Writer, WriterId,
+};
 pub use process::ProcessId;
 pub use segment::{Access, Segment, SegmentBuilder, DEFAULT_MODE};
 pub use stream::{
-    checksum, recv_file, recv_stream, send_file, send_stream, Checksum, FileSummary, StreamError,
+    checksum, recv_file, recv_stream, send_file, send_stream, Checksum, FileSummary, Received,
+    StreamError, StreamId, StreamReceiver, StreamStart, STREAM_VERSION,
 };
 pub use sync::{Event, EventPair, Locked, Mutex, MutexGuard, WaitStrategy};

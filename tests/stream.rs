@@ -1,15 +1,18 @@
-//! Files streamed through a pool between real processes, checksummed, and a peer that
-//! scribbles on a chunk after the receiver checked it. Runs on Linux and Windows (under
-//! Wine in CI).
+//! Files streamed through a pool between real processes, checksummed; streams sharing a
+//! pool with each other and with ordinary messages; a sender's failing source and a killed
+//! sender, each reported to the receiver; and a peer that scribbles on a chunk after the
+//! receiver checked it. Runs on Linux and Windows (under Wine in CI).
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{child_exit, child_role, hear_parent, spawn, tell_parent, watchdog, TestName};
 use shmlink::{
-    checksum, recv_file, recv_stream, send_file, send_stream, Checksum, PoolConfig, Reader, Writer,
+    checksum, recv_file, recv_stream, send_file, send_stream, Checksum, PoolConfig, Reader,
+    Received, StreamError, StreamId, StreamReceiver, Writer,
 };
 
 fn file_role(args: &[String]) -> ! {
@@ -132,8 +135,8 @@ impl Write for Scribbler {
             for g in 0..4 {
                 let tag = format!("pool.b{i}.g{g}");
                 if let Ok(obj) = common::RawObject::try_open(&common::os_name(&self.name, &tag)) {
-                    // Past the segment header and the 32-byte chunk header: the chunk's bytes.
-                    let at = common::HEADER_SIZE + 32;
+                    // Past the segment header and the 40-byte chunk header: the chunk's bytes.
+                    let at = common::HEADER_SIZE + 40;
                     obj.write(at, &vec![0xEE; 4096.min(obj.len() - at)]);
                     found += 1;
                 }
@@ -210,4 +213,350 @@ fn a_stream_between_two_threads_of_one_process_arrives_in_order() {
         drop(reader);
         name.assert_no_leftovers();
     }
+}
+
+/// Pools of 64 KiB buffers, growing to 64 of them.
+fn small_pool() -> PoolConfig {
+    PoolConfig {
+        initial_buffer_size: 64 << 10,
+        max_buffer_size: 64 << 10,
+        start_buffers: 8,
+        max_buffers: 64,
+        sweep_timeout: Duration::from_secs(60),
+        ..PoolConfig::default()
+    }
+}
+
+/// How long a receiver or sender waits for each message or buffer: far longer than any
+/// report the tests below expect, so that a report that comes is not this timeout.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// Ordinary message `k`: some as short as the one in the original report (6 bytes), some
+/// starting like a stream chunk's magic, some like a chunk of a format version the receiver
+/// does not speak (handed over, not misread), some longer than a chunk header.
+fn message(k: usize) -> Vec<u8> {
+    let like = |magic: &[u8]| {
+        let mut m = magic.to_vec();
+        m.extend(std::iter::repeat_n(k as u8, 40 + k));
+        m
+    };
+    match k % 4 {
+        0 => format!("hi {k:03}").into_bytes(),
+        1 => like(b"shmlstr"),
+        2 => like(b"shmlstrm\x77\x77"),
+        _ => format!("message {k}, ").repeat(1 + k % 7).into_bytes(),
+    }
+}
+
+/// A file as a source that stops once `pause_at` bytes are read: it tells the parent
+/// "paused" and goes on when the parent says so.
+struct Pausing {
+    file: std::fs::File,
+    read: u64,
+    pause_at: u64,
+}
+
+impl Read for Pausing {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.read >= self.pause_at && self.pause_at > 0 {
+            tell_parent("paused");
+            hear_parent();
+            self.pause_at = 0;
+        }
+        let n = self.file.read(out)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+fn sharing_role(role: &str, args: &[String]) -> ! {
+    let w = Writer::connect(&args[0]).unwrap();
+    tell_parent("ready");
+    hear_parent(); // "go"
+    if role == "messenger" {
+        let count: usize = args[1].parse().unwrap();
+        for k in 0..count {
+            let mut buf = w.acquire_timeout(IDLE).unwrap();
+            buf.extend_from_slice(&message(k)).unwrap();
+            w.send(buf).unwrap();
+        }
+        tell_parent("sent");
+    } else {
+        let file = std::fs::File::open(&args[1]).unwrap();
+        let size = file.metadata().unwrap().len();
+        let source = Pausing {
+            file,
+            read: 0,
+            pause_at: args[2].parse().unwrap(),
+        };
+        let s = send_stream(&w, source, size, IDLE).unwrap();
+        tell_parent(&format!("sent {} {} {}", s.stream, s.bytes, s.checksum));
+    }
+    hear_parent();
+    child_exit(0)
+}
+
+#[test]
+fn two_file_transfers_and_ordinary_messages_from_three_writer_processes_share_one_pool() {
+    const TEST: &str =
+        "two_file_transfers_and_ordinary_messages_from_three_writer_processes_share_one_pool";
+    if let Some((role, args)) = child_role() {
+        sharing_role(&role, &args);
+    }
+    let _w = watchdog("shared pool", Duration::from_secs(120));
+    let name = TestName::new("stream-shared");
+    let dir = std::env::temp_dir();
+    let sizes = [(3 << 20) + 12345, (2 << 20) + 777];
+    let srcs: Vec<_> = (0..2)
+        .map(|i| dir.join(format!("{}.{i}.src", name.as_str())))
+        .collect();
+    let wants: Vec<u64> = (0..2).map(|i| make_file(&srcs[i], sizes[i])).collect();
+    let reader = Reader::create(&name, small_pool()).unwrap();
+    const MESSAGES: usize = 30;
+    let mut senders: Vec<_> = srcs
+        .iter()
+        .map(|src| spawn(TEST, "sender", &[&name, src.to_str().unwrap(), "100000"]))
+        .collect();
+    let mut messenger = spawn(TEST, "messenger", &[&name, &MESSAGES.to_string()]);
+    for c in senders.iter_mut().chain([&mut messenger]) {
+        c.expect("ready");
+    }
+    // Both streams start and pause a few chunks in; the messages are queued behind those
+    // chunks, and the rest of both streams behind the messages: all interleaved.
+    for c in &mut senders {
+        c.send("go");
+        c.expect("paused");
+    }
+    messenger.send("go");
+    messenger.expect("sent");
+    for c in &mut senders {
+        c.send("on");
+    }
+
+    let mut rx = StreamReceiver::new(&reader);
+    let mut events = Vec::new(); // 'S'tarted, 'M'essage, 'F'inished, in order
+    let (mut got, mut dsts, mut ended) = (Vec::new(), HashMap::new(), HashMap::new());
+    while ended.len() < 2 || got.len() < MESSAGES {
+        match rx.recv_timeout(IDLE).unwrap() {
+            Received::Message(m) => {
+                events.push('M');
+                got.push(m.copy_to_vec());
+            }
+            Received::Started(s) => {
+                events.push('S');
+                let dst = dir.join(format!("{}.{}.dst", name.as_str(), s.id));
+                let file = std::fs::File::create(&dst).unwrap();
+                rx.accept(s.id, std::io::BufWriter::new(file));
+                dsts.insert(s.id, dst);
+            }
+            Received::Finished { id, result, sink } => {
+                drop(sink); // closes the file
+                events.push('F');
+                let summary = result.unwrap_or_else(|e| panic!("stream {id}: {e}"));
+                assert!(ended.insert(id, summary).is_none(), "{id} ended twice");
+            }
+        }
+    }
+    drop(rx);
+    let events: String = events.into_iter().collect();
+    assert_eq!(
+        events,
+        format!("SS{}FF", "M".repeat(MESSAGES)),
+        "the streams' events and the messages, in order"
+    );
+    assert!(
+        got.iter().enumerate().all(|(k, m)| *m == message(k)),
+        "ordinary messages lost, changed or reordered"
+    );
+    for (i, c) in senders.iter_mut().enumerate() {
+        let line = c.expect_line();
+        let said: Vec<&str> = line.split(' ').collect();
+        assert_eq!(said[0], "sent", "{line}");
+        let id = ended
+            .keys()
+            .copied()
+            .find(|id: &StreamId| id.to_string() == said[1])
+            .unwrap_or_else(|| panic!("sender {i}'s stream {} never ended", said[1]));
+        let s = ended[&id];
+        assert_eq!((s.bytes, s.checksum), (sizes[i], wants[i]));
+        assert_eq!(line, format!("sent {id} {} {}", sizes[i], wants[i]));
+        assert_eq!(
+            file_checksum(&dsts[&id]),
+            wants[i],
+            "the written file differs"
+        );
+    }
+    for c in senders.iter_mut().chain([&mut messenger]) {
+        c.send("exit");
+        c.wait_ok();
+    }
+    for f in srcs.iter().chain(dsts.values()) {
+        let _ = std::fs::remove_file(f);
+    }
+    drop(reader);
+    name.assert_no_leftovers();
+}
+
+/// A source of `good` bytes that then says "blocked" and waits for the parent's word:
+/// "fail" makes it fail; a parent that kills this process instead leaves it there.
+struct Blocking {
+    good: usize,
+}
+
+impl Read for Blocking {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.good > 0 {
+            let n = out.len().min(self.good);
+            out[..n].fill(0x5A);
+            self.good -= n;
+            return Ok(n);
+        }
+        tell_parent("blocked");
+        hear_parent();
+        Err(std::io::Error::other("the disk is on fire"))
+    }
+}
+
+fn blocked_role(args: &[String]) -> ! {
+    let w = Writer::connect(&args[0]).unwrap();
+    let e = send_stream(&w, Blocking { good: 150_000 }, 1 << 20, IDLE).unwrap_err();
+    tell_parent(&format!("failed: {e}"));
+    hear_parent();
+    child_exit(0)
+}
+
+/// Starts a blocked sender of `test` and receives its stream; `stop` makes the sender stop
+/// where it blocks, while the receiver waits for its next chunk. Returns how the stream
+/// ended and how long after `stop` began the receiver knew.
+fn stopped_stream(
+    test: &str,
+    stop: impl FnOnce(&mut common::Child) + Send + 'static,
+) -> (
+    Result<shmlink::FileSummary, StreamError>,
+    Duration,
+    common::Child,
+    TestName,
+) {
+    let name = TestName::new("stream-stop");
+    let reader = Reader::create(&name, small_pool()).unwrap();
+    let mut child = spawn(test, "sender", &[&name]);
+    let mut rx = StreamReceiver::new(&reader);
+    let Received::Started(start) = rx.recv_timeout(IDLE).unwrap() else {
+        panic!("the stream did not start first");
+    };
+    rx.accept(start.id, Vec::new());
+    let stopper = std::thread::spawn(move || {
+        child.expect("blocked");
+        let t0 = Instant::now();
+        stop(&mut child);
+        (t0, child)
+    });
+    let (ended, sink) = match rx.recv_timeout(IDLE).unwrap() {
+        Received::Finished { id, result, sink } if id == start.id => (result, sink),
+        other => panic!("unexpected {other:?}"),
+    };
+    let reported = Instant::now();
+    let (t0, child) = stopper.join().unwrap();
+    drop(rx);
+    assert!(
+        sink.len() >= 130_000,
+        "the chunks before the stop were lost"
+    );
+    assert!(sink.iter().all(|&b| b == 0x5A));
+    drop(reader);
+    (ended, reported.saturating_duration_since(t0), child, name)
+}
+
+#[test]
+fn a_senders_source_failing_mid_file_is_reported_to_the_receiver_as_aborted() {
+    const TEST: &str = "a_senders_source_failing_mid_file_is_reported_to_the_receiver_as_aborted";
+    if let Some((_, args)) = child_role() {
+        blocked_role(&args);
+    }
+    let _w = watchdog("aborted stream", Duration::from_secs(60));
+    let (ended, latency, mut child, name) = stopped_stream(TEST, |c| c.send("fail"));
+    // Reported by the abort, not after IDLE.
+    match ended {
+        Err(StreamError::Aborted { reason }) => assert_eq!(
+            reason, "reading the source failed: the disk is on fire",
+            "the sender's reason"
+        ),
+        other => panic!("expected Aborted, got {other:?}"),
+    }
+    eprintln!("the receiver reported the abort {latency:?} after the source failed");
+    assert_eq!(
+        child.expect_line(),
+        "failed: reading the source failed",
+        "the sender's own error"
+    );
+    child.send("exit");
+    child.wait_ok();
+    name.assert_no_leftovers();
+}
+
+#[test]
+fn a_sending_writer_killed_mid_file_is_reported_to_the_receiver_as_gone() {
+    const TEST: &str = "a_sending_writer_killed_mid_file_is_reported_to_the_receiver_as_gone";
+    if let Some((_, args)) = child_role() {
+        blocked_role(&args);
+    }
+    let _w = watchdog("killed sender", Duration::from_secs(60));
+    let (ended, latency, child, name) = stopped_stream(TEST, |c| c.kill());
+    // Reported by the Writer's proof of life, not after IDLE.
+    match ended {
+        Err(StreamError::WriterGone { pid }) => assert_eq!(pid, child.pid()),
+        other => panic!("expected WriterGone, got {other:?}"),
+    }
+    eprintln!("the receiver reported the killed Writer {latency:?} after the kill");
+    name.assert_no_leftovers();
+}
+
+fn quick_role(args: &[String]) -> ! {
+    let w = Writer::connect(&args[0]).unwrap();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let s = send_stream(&w, &data[..], data.len() as u64, IDLE).unwrap();
+    tell_parent(&format!("sent {} {}", s.stream, s.checksum));
+    child_exit(0)
+}
+
+/// The Writer is gone before the receiver looks, but everything it sent is queued: no
+/// `WriterGone` for a stream that is all there.
+#[test]
+fn a_stream_whose_writer_exited_right_after_sending_it_arrives_whole() {
+    const TEST: &str = "a_stream_whose_writer_exited_right_after_sending_it_arrives_whole";
+    if let Some((_, args)) = child_role() {
+        quick_role(&args);
+    }
+    let _w = watchdog("writer exited", Duration::from_secs(60));
+    let name = TestName::new("stream-exited");
+    let reader = Reader::create(&name, small_pool()).unwrap();
+    let mut child = spawn(TEST, "sender", &[&name]);
+    let line = child.expect_line();
+    child.wait_ok();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let mut out = Vec::new();
+    let got = recv_stream(&reader, &mut out, IDLE).unwrap();
+    assert_eq!(line, format!("sent {} {}", got.stream, checksum(&data)));
+    assert!(out == data, "the stream arrived changed");
+    drop(reader);
+    name.assert_no_leftovers();
+}
+
+/// The case of the original report: an ordinary message on the pool while `recv_stream`
+/// waits is refused by name, pointing at `StreamReceiver`, not taken for a broken chunk.
+#[test]
+fn recv_stream_refuses_an_ordinary_message_by_name() {
+    let _w = watchdog("recv_stream and a message", Duration::from_secs(60));
+    let name = TestName::new("stream-refuse");
+    let reader = Reader::create(&name, small_pool()).unwrap();
+    let writer = Writer::connect(&name).unwrap();
+    let mut buf = writer.acquire().unwrap();
+    buf.extend_from_slice(b"hello!").unwrap();
+    writer.send(buf).unwrap();
+    let e = recv_stream(&reader, std::io::sink(), IDLE).unwrap_err();
+    assert!(matches!(e, StreamError::Unexpected(_)), "{e:?}");
+    assert!(e.to_string().contains("StreamReceiver"), "{e}");
+    drop(writer);
+    drop(reader);
+    name.assert_no_leftovers();
 }

@@ -37,6 +37,17 @@ impl ReadBuf {
         self.slot.capacity
     }
 
+    /// The Writer that sent this message, to ask [`Reader::writer_alive`] later whether it
+    /// is still there (e.g. while waiting for the rest of a stream it sends).
+    ///
+    /// Recorded by the pool as the Writer acquired the buffer; a process that breaks the
+    /// pool's protocol can make it name another Writer, never more than that.
+    ///
+    /// [`Reader::writer_alive`]: crate::Reader::writer_alive
+    pub fn writer(&self) -> WriterId {
+        WriterId(self.slot.owner)
+    }
+
     /// Copies the message into `dst` (which must be exactly [`len`](slice::len) bytes long),
     /// reading every byte of shared memory once.
     ///
@@ -135,6 +146,22 @@ impl fmt::Debug for ReadBuf {
             .field("len", &self.slot.len)
             .field("redelivered", &self.redelivered)
             .finish()
+    }
+}
+
+/// The [`Writer`](crate::Writer) that sent a message, as [`ReadBuf::writer`] names it: one
+/// Writer's attachment to the pool (two Writers in one process are two `WriterId`s).
+///
+/// [`Reader::writer_alive`](crate::Reader::writer_alive) tells whether it is still there.
+/// Meaningful only to the Readers of the pool the message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WriterId(pub(super) Member);
+
+impl WriterId {
+    /// The Writer's process id, for messages. (It says little across PID namespaces, and
+    /// is not what liveness is judged by.)
+    pub fn pid(&self) -> u32 {
+        self.0.pid
     }
 }
 

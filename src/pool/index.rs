@@ -12,8 +12,10 @@
 //! mutex; the next locker, or an adopting Reader, then rebuilds the lists from the entries
 //! alone ([`Index::repair`]), trusting each entry's fields as its *status* describes them:
 //! `len`, `seq` and `flags` of a QUEUED or RECEIVED entry (the message, redelivered on
-//! adoption), `owner` of an ALLOCATED one (taken back if it died), `released_at` of a FREE
-//! one. So every status change writes the fields the new status is trusted for first, then
+//! adoption), `owner` of an ALLOCATED one (taken back if it died) and of a QUEUED or
+//! RECEIVED one (the Writer that sent it: set before ALLOCATED, left alone by
+//! [`Index::queue`] and [`Index::receive`]), `released_at` of a FREE one. So every status
+//! change writes the fields the new status is trusted for first, then
 //! stores the status (with `Release`, so that the compiler keeps that order), and clears
 //! the fields the old status is trusted for only after that store. Fields a status is not
 //! trusted for may hold stale values; they are set again before any status that trusts
@@ -93,6 +95,8 @@ pub(crate) struct Slot {
     pub(crate) len: usize,
     pub(crate) capacity: usize,
     pub(crate) flags: u32,
+    /// The Writer that holds (ALLOCATED) or sent (QUEUED, RECEIVED) it.
+    pub(crate) owner: Member,
 }
 
 /// What [`Index::repair`] did.
@@ -169,6 +173,7 @@ impl<'a> Index<'a> {
             len: len as usize,
             capacity: cap as usize,
             flags: e.flags.load(Relaxed),
+            owner: e.owner(),
         })
     }
 
@@ -536,6 +541,7 @@ impl Index<'_> {
             len: 0,
             capacity: capacity as usize,
             flags: 0,
+            owner,
         })
     }
 

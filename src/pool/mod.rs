@@ -67,7 +67,7 @@
 //! | `reader.rs` | [`Reader`]: create or adopt a pool, receive |
 //! | `service.rs` | the Reader's service thread: grow, sweep, reclaim; the graceful stop |
 //! | `writer.rs` | [`Writer`]: connect, acquire, send, copy-on-send |
-//! | `buf.rs` | [`ReadBuf`], [`WriteBuf`] |
+//! | `buf.rs` | [`ReadBuf`], [`WriteBuf`], [`WriterId`] |
 
 mod buf;
 mod config;
@@ -78,7 +78,7 @@ mod reader;
 mod service;
 mod writer;
 
-pub use buf::{ReadBuf, WriteBuf};
+pub use buf::{ReadBuf, WriteBuf, WriterId};
 pub use config::PoolConfig;
 pub use conn::PoolStats;
 pub use error::{PoolError, SendError};

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::buf::ReadBuf;
+use super::buf::{ReadBuf, WriterId};
 use super::config::{PoolConfig, MAX_BUFFERS_LIMIT};
 use super::conn::PoolStats;
 use super::conn::{
@@ -604,6 +604,39 @@ impl Reader {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Whether the Writer that sent a message ([`ReadBuf::writer`]) is still there. Asks
+    /// the OS now, without taking the pool's mutex, by the Writer's proof of life (see
+    /// "Liveness" in docs/ARCHITECTURE.md), so a killed Writer reads as gone at once:
+    ///
+    /// - Linux: the kernel-held lock on the Writer's tag, in any PID namespace; it goes
+    ///   when the Writer is dropped or its process ends;
+    /// - macOS and Windows: the Writer's process, by pid and start time; a dropped Writer
+    ///   reads as there until its process ends.
+    ///
+    /// "Cannot tell" (e.g. another user's process) counts as alive.
+    ///
+    /// Everything a Writer sent is queued before it reads as gone: a receiver that finds
+    /// it gone and then empties the queue has all of its messages.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use shmlink::{PoolConfig, Reader, Writer};
+    /// # let name = format!("doc-writer-alive-{}", std::process::id());
+    /// let reader = Reader::create(&name, PoolConfig::default())?;
+    /// let writer = Writer::connect(&name)?;              // usually in another process
+    /// let mut buf = writer.acquire()?;
+    /// buf.extend_from_slice(b"first of many")?;
+    /// writer.send(buf)?;
+    ///
+    /// let sender = reader.recv_timeout(Duration::from_secs(1))?.writer();
+    /// assert!(reader.writer_alive(sender));             // until its process dies
+    /// # Ok::<(), shmlink::PoolError>(())
+    /// ```
+    pub fn writer_alive(&self, writer: WriterId) -> bool {
+        self.shared.conn.seg.is_alive(writer.0)
     }
 
     /// A snapshot of the pool's lists and counters.

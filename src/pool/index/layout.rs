@@ -200,6 +200,8 @@ pub(crate) struct Entry {
     pub(crate) seq: AtomicU64,
     /// The Writer holding it (ALLOCATED): its liveness token (see `Segment::member`),
     /// checked by the Reader before taking the buffer back, and its pid (for messages).
+    /// Kept through QUEUED and RECEIVED as the Writer that sent the message
+    /// (`ReadBuf::writer`); cleared when the buffer goes back unsent or is disposed of.
     pub(crate) owner_token: AtomicU64,
     pub(crate) owner_pid: AtomicU32,
     /// [`FLAG_REDELIVERED`].
