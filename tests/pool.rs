@@ -1428,3 +1428,60 @@ fn a_writer_frozen_holding_the_pool_lock_delays_no_call_past_its_deadline() {
     drop(reader);
     name.assert_no_leftovers();
 }
+
+/// Reader role for the frozen-adoption test: creates the pool, queues 3 messages, says
+/// "ready", and waits to be killed.
+#[cfg(unix)]
+fn reader_with_queue(name: &str) -> ! {
+    let reader = Reader::create(name, small_config()).unwrap();
+    let w = Writer::connect(name).unwrap();
+    for seq in 0..3 {
+        let mut b = w.acquire().unwrap();
+        message(&mut b, 7, seq);
+        w.send(b).unwrap();
+    }
+    tell_parent("ready");
+    hear_parent();
+    drop(reader);
+    child_exit(0);
+}
+
+// Unix only: SIGSTOP freezes the lock holder; Windows has no such signal.
+#[cfg(unix)]
+#[test]
+fn adopting_while_a_live_process_holds_the_lock_fails_and_loses_nothing() {
+    const TEST: &str = "adopting_while_a_live_process_holds_the_lock_fails_and_loses_nothing";
+    if let Some((role, args)) = child_role() {
+        match role.as_str() {
+            "reader" => reader_with_queue(&args[0]),
+            _ => locking_in_a_loop(&args[0]),
+        }
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    let name = TestName::new("pool-frozen-adopt");
+    let mut dead = spawn(TEST, "reader", &[&name]);
+    dead.expect("ready");
+    let mut locker = spawn(TEST, "locker", &[&name]);
+    locker.expect("looping");
+    dead.kill();
+    let obj = common::RawObject::open(&common::os_name(&name, "pool"));
+    let frozen = common::freeze_holding(&locker, &obj, POOL_MUTEX_AT);
+    // The lock is held by a live process: adoption fails, naming it, and leaves the pool.
+    let start = Instant::now();
+    match Reader::create(&name, small_config()) {
+        Err(PoolError::LockHeld { pid, .. }) => assert_eq!(pid, Some(locker.pid())),
+        other => panic!("adopting under a frozen lock holder: {other:?}"),
+    }
+    eprintln!("adoption gave up after {:?}", start.elapsed());
+    assert!(!name.leftovers().is_empty(), "the pool was removed");
+    // Once the holder moves on, the next Reader adopts the pool with its queue.
+    frozen.thaw();
+    locker.send("stop");
+    locker.wait_ok();
+    let reader = Reader::create(&name, small_config()).unwrap();
+    assert!(reader.adopted(), "{:?}", reader.adoption_refused());
+    let got: Vec<_> = reader.try_iter().map(|m| parse(&m)).collect();
+    assert_eq!(got, [(7, 0), (7, 1), (7, 2)]);
+    drop(reader);
+    name.assert_no_leftovers();
+}

@@ -139,6 +139,8 @@ impl Reader {
     /// # Errors
     /// [`PoolError::InvalidConfig`]; [`PoolError::AlreadyRunning`] if a live Reader serves
     /// the name (also one that was dropped while its `ReadBuf`s live on);
+    /// [`PoolError::LockHeld`] if the pool to adopt stays locked by a live process for 5 s
+    /// (a stopped Writer): the pool is left as it is, for a later attempt;
     /// [`PoolError::Setup`] for another setup error (bad name, no memory).
     pub fn create(name: &str, config: PoolConfig) -> Result<Reader, PoolError> {
         config.validate()?;
@@ -304,7 +306,6 @@ impl Reader {
             }
         };
         let conn = &shared.conn;
-        conn.seg.record_owner();
         let h = conn.hdr();
         let checked = if !matches!(h.state(), STATE_OPEN | STATE_PARKED) {
             Err("the index was retired".to_owned())
@@ -323,6 +324,18 @@ impl Reader {
                     drop(lock);
                     r
                 }
+                Err(Error::Timeout) => {
+                    // A live process holds the pool's lock (stopped, or stuck): the index is
+                    // sound as far as we know, and what it queues must not be lost. Leave it
+                    // for a later attempt (stopping our service thread lets go of the alive
+                    // lock, and dropping our handles of our ownership record).
+                    drop(go);
+                    let _ = service.join();
+                    return Err(Adopt::Failed(PoolError::LockHeld {
+                        pid: conn.mutex.holder_pid(),
+                        waited: LOCK_TIMEOUT,
+                    }));
+                }
                 Err(e) => Err(format!("cannot lock the dead Reader's index: {e}")),
             }
         };
@@ -336,6 +349,7 @@ impl Reader {
             remove_index(name, &conn.seg);
             return Err(Adopt::Refused(why));
         }
+        conn.seg.record_owner();
         // Writers read the threshold (and later adopters the rest) from the index.
         h.config.store(&PoolConfig {
             max_buffers: stored.max_buffers,
