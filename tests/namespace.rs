@@ -49,14 +49,7 @@ fn in_new_pid_namespace(cmd: &mut Command) {
             }
             // Pid 1 of the new namespace: dies with the waiting parent.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-            let none = std::ptr::null::<libc::c_char>();
-            if libc::mount(
-                none,
-                c"/".as_ptr(),
-                none,
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) != 0
+            if !mounts_made_private()
                 || libc::mount(
                     c"proc".as_ptr(),
                     c"/proc".as_ptr(),
@@ -328,21 +321,30 @@ fn small() -> PoolConfig {
     }
 }
 
+/// In a new mount namespace: stops mounts made here from reaching the parent's namespace.
+/// Async-signal-safe (for `pre_exec`).
+fn mounts_made_private() -> bool {
+    let none = std::ptr::null::<libc::c_char>();
+    // SAFETY: mount(2) with valid NUL-terminated strings (or null where allowed).
+    unsafe {
+        libc::mount(
+            none,
+            c"/".as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) == 0
+    }
+}
+
 /// Gives `cmd` a mount namespace of its own with a 2 MiB tmpfs on /dev/shm.
 fn with_tiny_dev_shm(cmd: &mut Command) {
     // SAFETY: the closure runs in the forked child before exec and makes only
     // async-signal-safe system calls (no allocation, no locks).
     unsafe {
         cmd.pre_exec(|| {
-            let none = std::ptr::null::<libc::c_char>();
             if libc::unshare(libc::CLONE_NEWNS) != 0
-                || libc::mount(
-                    none,
-                    c"/".as_ptr(),
-                    none,
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ) != 0
+                || !mounts_made_private()
                 || libc::mount(
                     c"tmpfs".as_ptr(),
                     c"/dev/shm".as_ptr(),
