@@ -32,17 +32,14 @@ mod common;
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use crate::common::{median, pin, record};
-    use std::io::{BufRead, BufReader, Read, Write};
+    use crate::common::{median, pin, record, say, wait_for_eof, Proc, ARGS_ENV, ROLE_ENV};
+    use std::io::{BufRead, Read, Write};
     use std::os::unix::net::{UnixListener, UnixStream};
-    use std::process::{Child, ChildStdout, Command, Stdio};
     use std::time::{Duration, Instant};
 
     use criterion::{BenchmarkId, Criterion};
     use shmlink::{checksum, Client, PoolConfig, Reader, Server, Writer};
 
-    const ROLE_ENV: &str = "SHMLINK_BENCH_ROLE";
-    const ARGS_ENV: &str = "SHMLINK_BENCH_ARGS";
     const HOGS_PER_CPU: usize = 2;
     const SAMPLES: usize = 10;
     /// Alternating turns of `busy/<placement>/paired`, and what each turn runs.
@@ -311,69 +308,6 @@ mod linux {
                 }
             }
             _ => panic!("unknown role {role}"),
-        }
-    }
-
-    fn say(line: &str) {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}").unwrap();
-        out.flush().unwrap();
-    }
-
-    fn wait_for_eof() {
-        let mut sink = [0u8; 64];
-        while std::io::stdin()
-            .read(&mut sink)
-            .map(|n| n > 0)
-            .unwrap_or(false)
-        {}
-    }
-
-    /// A child process of this bench; on drop, closing its stdin ends it gracefully (a hog is
-    /// killed).
-    struct Proc {
-        child: Child,
-        out: BufReader<ChildStdout>,
-        hog: bool,
-    }
-
-    impl Proc {
-        fn spawn(role: &str, args: &[&str]) -> Proc {
-            let mut child = Command::new(std::env::current_exe().unwrap())
-                .env(ROLE_ENV, role)
-                .env(ARGS_ENV, args.join(" "))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let out = BufReader::new(child.stdout.take().unwrap());
-            Proc {
-                child,
-                out,
-                hog: role == "hog",
-            }
-        }
-
-        fn expect(&mut self, want: &str) {
-            let mut line = String::new();
-            self.out.read_line(&mut line).unwrap();
-            assert_eq!(line.trim_end(), want, "bench child said something else");
-        }
-
-        fn send(&mut self, line: &str) {
-            let stdin = self.child.stdin.as_mut().unwrap();
-            writeln!(stdin, "{line}").unwrap();
-            stdin.flush().unwrap();
-        }
-    }
-
-    impl Drop for Proc {
-        fn drop(&mut self) {
-            if self.hog {
-                let _ = self.child.kill();
-            }
-            drop(self.child.stdin.take());
-            let _ = self.child.wait();
         }
     }
 }

@@ -4,8 +4,14 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// The environment variables that make a bench binary run as one of its child roles.
+pub const ROLE_ENV: &str = "SHMLINK_BENCH_ROLE";
+pub const ARGS_ENV: &str = "SHMLINK_BENCH_ARGS";
 
 /// Pins the calling thread (and threads it starts later) to `cpu`.
 pub fn pin(cpu: usize) {
@@ -50,4 +56,67 @@ pub fn median(id: &str, samples: usize) -> Option<f64> {
     let mut v = v[v.len().saturating_sub(samples)..].to_vec();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Some(v[v.len() / 2])
+}
+
+pub fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").unwrap();
+    out.flush().unwrap();
+}
+
+pub fn wait_for_eof() {
+    let mut sink = [0u8; 64];
+    while std::io::stdin()
+        .read(&mut sink)
+        .map(|n| n > 0)
+        .unwrap_or(false)
+    {}
+}
+
+/// A child process of this bench; on drop, closing its stdin ends it gracefully (a hog is
+/// killed).
+pub struct Proc {
+    child: Child,
+    out: BufReader<ChildStdout>,
+    hog: bool,
+}
+
+impl Proc {
+    pub fn spawn(role: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env(ROLE_ENV, role)
+            .env(ARGS_ENV, args.join(" "))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Proc {
+            child,
+            out,
+            hog: role == "hog",
+        }
+    }
+
+    pub fn expect(&mut self, want: &str) {
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim_end(), want, "bench child said something else");
+    }
+
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.hog {
+            let _ = self.child.kill();
+        }
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
 }
