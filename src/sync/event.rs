@@ -134,6 +134,14 @@ const BUSY_CPU_READY: Duration = Duration::from_millis(2);
 /// Waits that sleep at once after the CPU was found busy: the first time, and at most.
 const MIN_BUSY_WAITS: u32 = 16;
 const MAX_BUSY_WAITS: u32 = 4096;
+/// A nap ends this long before the predicted signal: the timer's slack (50 us by default on
+/// Linux) and the wake-up's latency.
+const NAP_LEAD: Duration = Duration::from_micros(80);
+/// Longest spin after a nap.
+const NAP_SPIN: Duration = Duration::from_micros(250);
+/// Waits predicted longer than this sleep as usual (the nap's spin would then cost more
+/// CPU than the wake-up it saves is worth).
+const NAP_MAX: Duration = Duration::from_millis(5);
 /// How often a waiter with a liveness check wakes up to run it.
 pub(crate) const CHECK_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -189,6 +197,10 @@ pub struct Event {
     /// What `busy_left` is set to when the CPU is next found busy (doubles while it stays
     /// busy, halves after each look that finds it free).
     busy_waits: AtomicU32,
+    /// Recent waits that went past the spin, from the end of the spin to the signal: their
+    /// running mean and mean deviation, in microseconds (see [`Event::nap`]).
+    slept_us: AtomicU32,
+    slept_dev_us: AtomicU32,
     /// What holds the cell: the segment, or (in tests) the heap cell itself.
     _mem: Arc<dyn Send + Sync>,
 }
@@ -285,6 +297,8 @@ impl Event {
             spin_iters: AtomicU32::new(1024),
             busy_left: AtomicU32::new(0),
             busy_waits: AtomicU32::new(MIN_BUSY_WAITS),
+            slept_us: AtomicU32::new(0),
+            slept_dev_us: AtomicU32::new(u32::MAX),
             _mem: Arc::clone(seg) as _,
         })
     }
@@ -313,6 +327,8 @@ impl Event {
             spin_iters: AtomicU32::new(1024),
             busy_left: AtomicU32::new(0),
             busy_waits: AtomicU32::new(MIN_BUSY_WAITS),
+            slept_us: AtomicU32::new(0),
+            slept_dev_us: AtomicU32::new(u32::MAX),
             _mem: cell,
         }
     }
@@ -478,12 +494,75 @@ impl Event {
             return WaitOutcome::Set;
         }
         let slept = Instant::now();
-        let cond = if cond_ready { Some(ready) } else { None };
-        let outcome = self.sleep(cond, deadline, &mut check);
+        let mut outcome = None;
+        if self.strategy == WaitStrategy::Adaptive {
+            if let Some(nap) = self.nap() {
+                // Recent waits ran this long, give or take little: sleep through most of it
+                // with a timer, then spin for the signal, so that neither side pays for a
+                // wake-up (the setter sees no sleeper; we are up when it comes).
+                let until = slept + nap;
+                let nap_end = deadline.map_or(until, |d| d.min(until));
+                let cond = if cond_ready { Some(&mut *ready) } else { None };
+                outcome = match self.sleep(cond, Some(nap_end), &mut check) {
+                    WaitOutcome::TimedOut if deadline.is_none_or(|d| Instant::now() < d) => {
+                        self.spin_for(ready, NAP_SPIN).then_some(WaitOutcome::Set)
+                    }
+                    o => Some(o),
+                };
+            }
+        }
+        let outcome = match outcome {
+            Some(o) => o,
+            None => {
+                let cond = if cond_ready { Some(ready) } else { None };
+                self.sleep(cond, deadline, &mut check)
+            }
+        };
         if self.strategy == WaitStrategy::Adaptive && outcome == WaitOutcome::Set {
-            self.learn(slept.elapsed() < MAX_SPIN);
+            let took = slept.elapsed();
+            self.learn(took < MAX_SPIN);
+            self.learn_nap(took);
         }
         outcome
+    }
+
+    /// How long to sleep on a timer before spinning, when recent waits past the spin were
+    /// regular: their mean less [`NAP_LEAD`], if the mean deviation is under a quarter of
+    /// the mean and the mean between twice the lead and [`NAP_MAX`].
+    fn nap(&self) -> Option<Duration> {
+        let mean = self.slept_us.load(Ordering::Relaxed);
+        let dev = self.slept_dev_us.load(Ordering::Relaxed);
+        let mean_d = Duration::from_micros(u64::from(mean));
+        let regular = dev.saturating_mul(4) <= mean;
+        (regular && mean_d >= 2 * NAP_LEAD && mean_d <= NAP_MAX).then(|| mean_d - NAP_LEAD)
+    }
+
+    /// Folds a wait that went past the spin (`took` from the end of the spin to the signal)
+    /// into the running mean and deviation (weight 1/4 each).
+    fn learn_nap(&self, took: Duration) {
+        let d = took.as_micros().min(u128::from(u32::MAX / 4)) as i64;
+        let mean = i64::from(self.slept_us.load(Ordering::Relaxed));
+        let dev = i64::from(self.slept_dev_us.load(Ordering::Relaxed).min(u32::MAX / 4));
+        let new_mean = mean + (d - mean) / 4;
+        let new_dev = dev + ((d - mean).abs() - dev) / 4;
+        self.slept_us.store(new_mean as u32, Ordering::Relaxed);
+        self.slept_dev_us.store(new_dev as u32, Ordering::Relaxed);
+    }
+
+    /// Spins for `ready()` for at most `limit`; whether it held.
+    fn spin_for(&self, ready: &mut dyn FnMut(bool) -> bool, limit: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            for _ in 0..64 {
+                if ready(false) {
+                    return true;
+                }
+                hint::spin_loop();
+            }
+            if start.elapsed() > limit {
+                return false;
+            }
+        }
     }
 
     /// Spins for `ready()` (unless the last setter shares our CPU), then yields a few times;
@@ -625,9 +704,9 @@ impl Event {
     /// Sleeps in the kernel until set, the deadline, or the check fails.
     /// With `cond` (an eventcount wait), also until `cond()` holds.
     #[cold]
-    fn sleep(
+    fn sleep<'c>(
         &self,
-        mut cond: Option<&mut dyn FnMut(bool) -> bool>,
+        mut cond: Option<&mut (dyn FnMut(bool) -> bool + 'c)>,
         deadline: Option<Instant>,
         check: &mut Option<&mut dyn FnMut() -> bool>,
     ) -> WaitOutcome {
