@@ -100,7 +100,8 @@ pub mod typed;
 pub use channel::{
     server_or_client, AppError, Broadcast, Bytes, CallError, CallInfo, Client, ClientId,
     ClientInfo, ClientTable, ConnectionEvent, DisconnectReason, Free, Handler, NotifyError, Role,
-    Server, ServerBuilder, ServerHandle, SharedHandler, ShutdownHandle, Single, WithInfo,
+    Server, ServerBuilder, ServerHandle, ServerStats, SharedHandler, ShutdownHandle, Single,
+    WithInfo,
 };
 pub use error::{Error, Result};
 pub use name::{ServiceName, MAX_NAME_LEN};
