@@ -93,6 +93,7 @@ mod segment;
 mod stream;
 mod sync;
 mod sys;
+mod trace;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod typed;

@@ -23,6 +23,7 @@ use crate::name::ServiceName;
 use crate::segment::{Segment, SegmentKind};
 use crate::sync::atomic::{fence, prefetch_read, prefetch_write, AtomicBool, AtomicU32, Ordering};
 use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
+use crate::trace::event;
 
 /// How often an idle worker wakes up to look for requests whose ring entry was lost and to
 /// repair a ring that stopped moving.
@@ -222,6 +223,7 @@ impl Core {
     }
 
     pub(super) fn request_stop(&self) {
+        event!(debug, service = self.map.seg.name(), "shutdown requested");
         self.stop.store(true, Ordering::SeqCst);
         self.map.flags().shutting_down.store(1, Ordering::SeqCst);
         self.bell.set();
@@ -484,6 +486,13 @@ impl Core {
                 Ok(Ok(n)) if n <= max => (STATUS_OK, n),
                 Ok(Err(e)) if e.detail_len() <= max => {
                     tally.count(STATUS_APP_ERROR);
+                    event!(
+                        debug,
+                        service = self.map.seg.name(),
+                        slot = i,
+                        code = e.code(),
+                        "call answered with an application error"
+                    );
                     taken.answer_app_error(e.code(), e.detail_len() as u32);
                     self.done[i as usize].notify();
                     return true;
@@ -494,11 +503,40 @@ impl Core {
             }
         };
         tally.count(status);
+        #[cfg(feature = "tracing")]
+        if status != STATUS_OK {
+            self.trace_failure(i, status, out, max);
+        }
         taken.answer(status, out as u32);
         // Wakes the client only if it sleeps; a spinning one sees the state word change.
         // (The fence in `notify` publishes the answer.)
         self.done[i as usize].notify();
         true
+    }
+
+    /// Emits an event for a call that failed on the server's side (feature `tracing`).
+    #[cfg(feature = "tracing")]
+    #[cold]
+    fn trace_failure(&self, slot: u32, status: u32, len: usize, max: usize) {
+        let service = self.map.seg.name();
+        match status {
+            STATUS_PANICKED => tracing::warn!(service, slot, "handler panicked"),
+            STATUS_BAD_RESPONSE => tracing::warn!(
+                service,
+                slot,
+                len,
+                max,
+                "handler answered beyond max_message"
+            ),
+            STATUS_BAD_LENGTH => tracing::warn!(
+                service,
+                slot,
+                max,
+                "request longer than max_message refused"
+            ),
+            STATUS_REFUSED => tracing::debug!(service, slot, "request refused: shutting down"),
+            _ => {}
+        }
     }
 
     /// After the workers stopped (or with none running): mark the channel closed (waiting
@@ -524,6 +562,11 @@ impl Core {
             &mut Leave::Never,
         );
         self.remove_name();
+        event!(
+            info,
+            service = self.map.seg.name(),
+            "server shut down: channel closed and its name removed"
+        );
     }
 
     /// Removes the channel segment's name if it still names this server's segment. Clients
