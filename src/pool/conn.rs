@@ -14,6 +14,7 @@ use crate::process::Member;
 use crate::segment::{Segment, SegmentKind};
 use crate::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::sync::{Event, Locked, Mutex, MutexGuard, WaitStrategy};
+use crate::trace::event;
 
 /// Segment kind version of the index and buffer segments.
 pub(super) const KIND_VERSION: u32 = index::LAYOUT_VERSION;
@@ -314,6 +315,11 @@ impl Conn {
             Locked::OwnerDied(g) => {
                 self.index().repair(false);
                 bump(&self.hdr().repairs);
+                event!(
+                    warn,
+                    pool = self.name.as_str(),
+                    "a process died holding the pool's lock; the index was repaired"
+                );
                 Ok(g)
             }
         }

@@ -22,6 +22,7 @@ use crate::name::ServiceName;
 use crate::segment::{Segment, SegmentKind};
 use crate::sync::atomic::Ordering;
 use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
+use crate::trace::event;
 
 /// How long an adopting Reader waits for a dead Reader's alive lock (a Writer may hold it
 /// for an instant while checking; a live competing adopter holds it for good).
@@ -192,6 +193,14 @@ impl Reader {
             Err(e) => refused = Some(e.to_string()),
         }
         let mut reader = Self::create_fresh(&sname, config)?;
+        if refused.is_some() {
+            event!(
+                warn,
+                pool = sname.as_str(),
+                why = refused.as_deref(),
+                "the pool's index could not be adopted; a fresh one replaced it"
+            );
+        }
         reader.refused = refused;
         Ok(reader)
     }
@@ -319,7 +328,23 @@ impl Reader {
                     let ix = conn.index();
                     // Rebuild the lists (the Reader may have died mid-update), queueing what
                     // it had received but not released again, then check every invariant.
-                    ix.repair(true);
+                    let report = ix.repair(true);
+                    if report.redelivered > 0 {
+                        event!(
+                            info,
+                            pool = name.as_str(),
+                            redelivered = report.redelivered,
+                            "adopting: messages the dead Reader had received are delivered again"
+                        );
+                    }
+                    if !report.disposed.is_empty() {
+                        event!(
+                            warn,
+                            pool = name.as_str(),
+                            entries = report.disposed.len(),
+                            "adopting: entries with impossible values were disposed of"
+                        );
+                    }
                     let r = ix.validate().map_err(|c| c.0);
                     drop(lock);
                     r
@@ -356,6 +381,13 @@ impl Reader {
             ..shared.config.clone()
         });
         h.adoptions.fetch_add(1, Ordering::Relaxed);
+        event!(
+            info,
+            pool = name.as_str(),
+            queued = conn.index().count(List::Queued),
+            kept = ?kept,
+            "pool adopted from a Reader that died or stopped"
+        );
         shared.set_identity();
         shared.keep_service(service);
         let _ = go.send(());

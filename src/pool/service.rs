@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::process::{Member, ProcessId};
 use crate::segment::Segment;
 use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::trace::event;
 
 /// How often the service thread checks the index and whether Writers holding buffers are
 /// still alive.
@@ -332,6 +333,11 @@ impl ReaderShared {
             if ix.validate().is_err() {
                 ix.repair(false);
                 bump(&ix.hdr.repairs);
+                event!(
+                    warn,
+                    pool = conn.name.as_str(),
+                    "the pool's index was inconsistent (a peer wrote on it); it was repaired"
+                );
                 conn.queue_ev.set();
                 conn.freed_ev.set();
             }
@@ -355,6 +361,12 @@ impl ReaderShared {
                 .collect()
         };
         if strays > 0 {
+            event!(
+                warn,
+                pool = conn.name.as_str(),
+                strays,
+                "messages marked received that this Reader did not hold were released"
+            );
             conn.freed_ev.set();
         }
         if held.is_empty() {
@@ -395,6 +407,14 @@ impl ReaderShared {
                     taken.push((i, g));
                 }
             }
+        }
+        if !taken.is_empty() {
+            event!(
+                info,
+                pool = conn.name.as_str(),
+                buffers = taken.len(),
+                "buffers of dead Writers taken back"
+            );
         }
         conn.freed_ev.set();
         // A Writer that died while growing its buffer may have left the neighbouring
