@@ -7,12 +7,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::config::PoolConfig;
-use super::conn::{buffer_tag, create_buffer, next_generation, remove_index, Conn, Mapped};
+use super::conn::{next_generation, remove_index, Conn, Mapped};
 use super::error::PoolError;
 use super::index::{self, bump, List, ALLOCATED, DISPOSED, FREE, QUEUED, RECEIVED};
 use crate::error::Error;
 use crate::process::{Member, ProcessId};
-use crate::segment::Segment;
 use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::trace::event;
 
@@ -262,7 +261,7 @@ impl ReaderShared {
                 i,
                 g,
                 generation,
-                create_buffer(&conn.name, i, generation, self.config.initial_buffer_size)?,
+                conn.create_buffer(i, generation, self.config.initial_buffer_size)?,
             ));
         }
         let mut added = 0;
@@ -421,7 +420,7 @@ impl ReaderShared {
         // generations' segments behind.
         for (i, g) in taken {
             for other in [g.wrapping_sub(1), g.wrapping_add(1)] {
-                let _ = Segment::remove_tagged(&conn.name, &buffer_tag(i, other), true);
+                conn.remove_buffer(i, other, true);
             }
         }
         Ok(())
@@ -456,11 +455,10 @@ impl ReaderShared {
             // directory (a Reader's `grow`, a Writer's `WriteBuf::grow`) left it under the
             // entry's next generation, named by no entry: remove it too (a failed open when
             // there is none).
-            let _ =
-                Segment::remove_tagged(&conn.name, &buffer_tag(i as u32, next_generation(g)), true);
+            conn.remove_buffer(i as u32, next_generation(g), true);
             if e.status() == DISPOSED {
                 // A sweep killed between marking the entry and unlinking its segment.
-                let _ = Segment::remove_tagged(&conn.name, &buffer_tag(i as u32, g), true);
+                conn.remove_buffer(i as u32, g, true);
                 continue;
             }
             let mapped_owned = cache
@@ -468,7 +466,7 @@ impl ReaderShared {
                 .and_then(Option::as_ref)
                 .is_some_and(|m| m.generation == g && m.seg.is_owner());
             if !mapped_owned {
-                let _ = Segment::remove_tagged(&conn.name, &buffer_tag(i as u32, g), true);
+                conn.remove_buffer(i as u32, g, true);
             }
         }
         drop(cache);
