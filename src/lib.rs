@@ -93,6 +93,7 @@ mod segment;
 mod stream;
 mod sync;
 mod sys;
+mod trace;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod typed;
@@ -100,7 +101,8 @@ pub mod typed;
 pub use channel::{
     server_or_client, AppError, Broadcast, Bytes, CallError, CallInfo, Client, ClientId,
     ClientInfo, ClientTable, ConnectionEvent, DisconnectReason, Free, Handler, NotifyError, Role,
-    Server, ServerBuilder, ServerHandle, SharedHandler, ShutdownHandle, Single, WithInfo,
+    Server, ServerBuilder, ServerHandle, ServerStats, SharedHandler, ShutdownHandle, Single,
+    WithInfo,
 };
 pub use error::{Error, Result};
 pub use name::{ServiceName, MAX_NAME_LEN};

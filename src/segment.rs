@@ -17,6 +17,7 @@ mod survey;
 
 pub use access::Access;
 pub(crate) use survey::{survey, Survey, Verdict};
+pub(crate) use sys::Perm;
 
 /// `b"shmlink\x01"`: marks objects this crate made. Objects without it are never removed.
 const MAGIC: u64 = u64::from_le_bytes(*b"shmlink\x01");
@@ -128,6 +129,8 @@ pub struct SegmentBuilder {
     kind_version: u32,
     size: usize,
     mode: u32,
+    group: Option<u32>,
+    shared: Option<Perm>,
 }
 
 impl SegmentBuilder {
@@ -141,6 +144,21 @@ impl SegmentBuilder {
     /// objects get the default DACL of the creating process.
     pub fn mode(mut self, mode: u32) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// The group the object is given (POSIX; the creator must belong to it), instead of the
+    /// creator's effective group.
+    pub(crate) fn group(mut self, gid: Option<u32>) -> Self {
+        self.group = gid;
+        self
+    }
+
+    /// The object belongs to a service shared between users with permission `shared`: a
+    /// stale object that another participant left under the name is removed too (see
+    /// [`Access::shared_service`]).
+    pub(crate) fn shared(mut self, shared: Option<Perm>) -> Self {
+        self.shared = shared;
         self
     }
 
@@ -191,10 +209,11 @@ impl SegmentBuilder {
         let expect = sys::Expect {
             owner: None,
             shared_write: self.mode & 0o022 != 0,
+            shared: self.shared,
         };
         // A few rounds: each round either creates, or finds and removes a stale object.
         for _ in 0..8 {
-            match sys::Shm::create(&os_name, total, self.mode) {
+            match sys::Shm::create(&os_name, total, self.mode, self.group) {
                 Ok(shm) => {
                     let seg = Segment {
                         data: shm.as_ptr().wrapping_add(HEADER_SIZE),
@@ -442,6 +461,8 @@ impl Segment {
             kind_version: 1,
             size: 0,
             mode: DEFAULT_MODE,
+            group: None,
+            shared: None,
         }
     }
 
@@ -473,12 +494,27 @@ impl Segment {
     }
 
     pub(crate) fn remove_tagged(name: &ServiceName, tag: &str, force: bool) -> Result<bool> {
+        Self::remove_tagged_with(name, tag, force, None)
+    }
+
+    /// As [`remove_tagged`](Self::remove_tagged), also removing an object of another
+    /// participant of the service shared between users with permission `shared` (see
+    /// [`Access::shared_service`]). Where the OS lets only an object's owner remove its name
+    /// (a sticky /dev/shm), a process that is neither that owner nor privileged fails.
+    pub(crate) fn remove_tagged_with(
+        name: &ServiceName,
+        tag: &str,
+        force: bool,
+        shared: Option<Perm>,
+    ) -> Result<bool> {
         let os_name = name.os_name(tag);
         // Removing never uses the object, so one of ours that others may write is still ours
-        // to remove; another owner's object, a link or a FIFO is not.
+        // to remove; another owner's object (unless a shared service's), a link or a FIFO is
+        // not.
         let expect = sys::Expect {
             owner: None,
             shared_write: true,
+            shared,
         };
         let shm = match open_shm(name, &os_name, &expect) {
             Ok(shm) => shm,
@@ -565,6 +601,11 @@ impl Segment {
                 }
             }
         }
+    }
+
+    /// The object's permission bits and group (`None` on Windows, where a DACL decides).
+    pub(crate) fn perm(&self) -> Option<Perm> {
+        self.shm.perm()
     }
 
     /// The whole mapping (header and data region) as a region.

@@ -1680,3 +1680,100 @@ fn connect_timeout_waits_out_a_frozen_claim_lock_holder_until_its_own_deadline()
     drop(handle);
     name.assert_no_leftovers();
 }
+
+/// Client role for `stats_count_each_outcome_of_calls_from_client_processes`: a known mix
+/// of calls (3 answered, 2 application errors, 1 panic, 1 response too large), then "done";
+/// leaves when told.
+fn mixed_caller(name: &str) -> ! {
+    let mut c = Client::connect_timeout(name, Duration::from_secs(10)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(c.call(b"echo").unwrap(), b"echo");
+    }
+    for _ in 0..2 {
+        assert!(matches!(
+            c.call(b"refuse"),
+            Err(CallError::Application { code: 9, .. })
+        ));
+    }
+    assert!(matches!(c.call(b"panic"), Err(CallError::HandlerPanicked)));
+    assert!(matches!(
+        c.call(b"overlong"),
+        Err(CallError::BadResponse { .. })
+    ));
+    tell_parent("done");
+    hear_parent();
+    drop(c);
+    child_exit(0)
+}
+
+#[test]
+fn stats_count_each_outcome_of_calls_from_client_processes() {
+    const TEST: &str = "stats_count_each_outcome_of_calls_from_client_processes";
+    if let Some((_, args)) = child_role() {
+        mixed_caller(&args[0]);
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    let name = TestName::new("chan-stats");
+    let handle = Server::builder(&name)
+        .slots(4)
+        .max_message(64)
+        .workers(2)
+        .create()
+        .unwrap()
+        .spawn(
+            |_: &CallInfo, req: &[u8], resp: &mut [u8]| -> Result<usize, AppError> {
+                match req {
+                    b"refuse" => Err(AppError::new(9)),
+                    b"panic" => panic!("handler panics on request (expected by the test)"),
+                    b"overlong" => Ok(resp.len() + 1),
+                    _ => {
+                        resp[..req.len()].copy_from_slice(req);
+                        Ok(req.len())
+                    }
+                }
+            },
+        )
+        .unwrap();
+    let table = handle.client_table();
+    let s = handle.stats();
+    assert_eq!((s.answered, s.in_flight, s.workers), (0, 0, 2), "{s:?}");
+    const CLIENTS: u64 = 3;
+    let mut kids: Vec<_> = (0..CLIENTS)
+        .map(|_| spawn(TEST, "client", &[&name]))
+        .collect();
+    for k in &mut kids {
+        k.expect("done");
+    }
+    assert!(
+        poll_until(Duration::from_secs(10), || handle.stats().connected == 3),
+        "{:?}",
+        handle.stats()
+    );
+    let s = handle.stats();
+    assert_eq!(
+        (
+            s.answered,
+            s.app_errors,
+            s.panics,
+            s.bad_responses,
+            s.bad_requests,
+            s.refused
+        ),
+        (3 * CLIENTS, 2 * CLIENTS, CLIENTS, CLIENTS, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!((s.in_flight, s.workers), (0, 2), "{s:?}");
+    assert_eq!(table.stats(), Some(s), "the table sees the same counts");
+    for k in &mut kids {
+        k.send("go");
+        k.wait_ok();
+    }
+    assert!(
+        poll_until(Duration::from_secs(10), || handle.stats().connected == 0),
+        "{:?}",
+        handle.stats()
+    );
+    handle.shutdown();
+    assert_eq!(table.stats(), None, "the server is gone");
+    assert!(name.leftovers().is_empty(), "left: {:?}", name.leftovers());
+}

@@ -8,10 +8,14 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+#[cfg(target_os = "linux")]
+use common::NOBODY;
 use common::{
     child_exit, child_role, hear_parent, poll_until, spawn, tell_parent, watchdog, TestName,
 };
 use shmlink::{checksum, PoolConfig, PoolError, Reader, WaitStrategy, WriteBuf, Writer};
+#[cfg(target_os = "linux")]
+use shmlink::{Access, Error};
 
 /// A message of writer `id` with sequence number `seq`: 32 bytes with their own checksum.
 fn message(buf: &mut WriteBuf, id: u32, seq: u64) {
@@ -1482,6 +1486,303 @@ fn adopting_while_a_live_process_holds_the_lock_fails_and_loses_nothing() {
     assert!(reader.adopted(), "{:?}", reader.adoption_refused());
     let got: Vec<_> = reader.try_iter().map(|m| parse(&m)).collect();
     assert_eq!(got, [(7, 0), (7, 1), (7, 2)]);
+    drop(reader);
+    name.assert_no_leftovers();
+}
+
+// ---------------------------------------------------------------- pools shared between users
+
+/// Owner uid, group and permission bits of the /dev/shm file `file`.
+#[cfg(target_os = "linux")]
+fn owner_group_mode(file: &str) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(format!("/dev/shm/{file}")).unwrap();
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+/// A second uid for the Writers of the multi-user tests, besides [`NOBODY`].
+#[cfg(target_os = "linux")]
+const OTHER: u32 = NOBODY - 1;
+
+/// The multi-user recipe for pools: a Reader (root) creates the pool with a mode that lets
+/// others write; a Writer of another uid connects with `Access::shared_by(reader uid)` and
+/// sends, also from a buffer it grew (a segment it creates, owned by its uid); the Reader
+/// accepts that segment and gets every message. A Writer of a third uid grows, and sends
+/// from, a buffer the first grew and gave back; the Reader removes the first one's segment,
+/// which that Writer may not. A single-user pool lets another uid in nowhere.
+#[test]
+// Unix only: another uid (setuid), file modes and /dev/shm paths.
+#[cfg(target_os = "linux")]
+fn a_writer_of_another_user_sends_to_a_shared_pool_from_buffers_it_grew() {
+    const TEST: &str = "a_writer_of_another_user_sends_to_a_shared_pool_from_buffers_it_grew";
+    if let Some((role, args)) = child_role() {
+        let owner: u32 = args[1].parse().unwrap();
+        let uid = if role == "regrower" { OTHER } else { NOBODY };
+        common::become_user_in_group(uid, args[2].parse().unwrap());
+        let shared = Access::shared_by(owner);
+        if role == "outsider" {
+            // Owner-only objects of another uid: the OS refuses the open itself.
+            let denied = |r: Result<Writer, PoolError>| {
+                matches!(r, Err(PoolError::Setup(Error::PermissionDenied { .. })))
+            };
+            let plain = denied(Writer::connect(&args[0]));
+            let with = denied(Writer::connect_with(&args[0], shared));
+            tell_parent(&format!("denied {plain} {with}"));
+            child_exit(0);
+        }
+        if role == "regrower" {
+            // Gets the buffer the first Writer grew and gave back (the free list's head),
+            // and grows it again: the generation it replaces is not this user's to remove.
+            let w = Writer::connect_with(&args[0], shared).unwrap();
+            let mut b = w.acquire().unwrap();
+            let capacity = b.capacity();
+            b.extend_from_slice(&[9; 3000]).unwrap();
+            w.send(b).unwrap();
+            tell_parent(&format!("regrew {capacity}"));
+            child_exit(0);
+        }
+        // This user refuses another user's pool unless it says whose it accepts.
+        let plain = matches!(
+            Writer::connect(&args[0]),
+            Err(PoolError::Setup(Error::Squatted { .. }))
+        );
+        let w = Writer::connect_with(&args[0], shared).unwrap();
+        for seq in 0..8 {
+            let mut b = w.acquire().unwrap();
+            message(&mut b, 7, seq);
+            w.send(b).unwrap();
+        }
+        // Beyond the initial 256 bytes: this Writer creates a bigger buffer segment.
+        let mut b = w.acquire().unwrap();
+        let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        b.extend_from_slice(&data).unwrap();
+        w.send(b).unwrap();
+        // A buffer grown and given back unsent: free, at the head of the free list.
+        let mut b = w.acquire().unwrap();
+        b.extend_from_slice(&[1; 1000]).unwrap();
+        drop(b);
+        tell_parent(&format!("sent {plain}"));
+        child_exit(0);
+    }
+    if !common::is_root() {
+        eprintln!("SKIPPED {TEST}: needs root to switch a child to another uid");
+        return;
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    let (me, group) = (common::euid(), common::egid());
+    let args = |name: &TestName| [name.to_string(), me.to_string(), group.to_string()];
+
+    // Single-user (the default mode): another uid cannot even open the index.
+    let name = TestName::new("pool-mu-single");
+    let reader = Reader::create(&name, small_config()).unwrap();
+    let a = args(&name);
+    let mut child = spawn(TEST, "outsider", &[&a[0], &a[1], &a[2]]);
+    child.expect("denied true true");
+    child.wait_ok();
+    drop(reader);
+    name.assert_no_leftovers();
+
+    // Shared with everyone, and with a group the Writer is in (this process's group).
+    for mode in [0o666, 0o660] {
+        let name = TestName::new("pool-mu");
+        let reader = Reader::create_with_mode(&name, small_config(), mode).unwrap();
+        for f in name.leftovers() {
+            assert_eq!(owner_group_mode(&f), (me, group, mode), "{f}");
+        }
+        let a = args(&name);
+        let mut child = spawn(TEST, "writer", &[&a[0], &a[1], &a[2]]);
+        child.expect("sent true");
+        child.wait_ok();
+        let mut child = spawn(TEST, "regrower", &[&a[0], &a[1], &a[2]]);
+        child.expect("regrew 1000");
+        child.wait_ok();
+        for seq in 0..8 {
+            let m = reader.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(parse(&m), (7, seq), "mode {mode:o}");
+        }
+        let m = reader.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(m.len(), 3000, "mode {mode:o}");
+        assert!(m.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+        drop(m);
+        let m = reader.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(&m[..], [9; 3000], "mode {mode:o}");
+        drop(m);
+        // Each grown buffer is its Writer's object, with the pool's mode and, where only
+        // the group may write, the pool's group (else the Writer's own). The generation
+        // the second Writer replaced, the first Writer's, is gone: the Reader removed it.
+        let mut grown: Vec<_> = name
+            .leftovers()
+            .into_iter()
+            .map(|f| owner_group_mode(&f))
+            .filter(|&(uid, _, _)| uid != me)
+            .collect();
+        grown.sort();
+        let gid = |uid| if mode & 0o002 == 0 { group } else { uid };
+        assert_eq!(
+            grown,
+            [(OTHER, gid(OTHER), mode), (NOBODY, gid(NOBODY), mode)],
+            "mode {mode:o}"
+        );
+        reader.validate().unwrap();
+        assert_eq!(reader.stats().unwrap().repairs, 0, "mode {mode:o}");
+        drop(reader);
+        // The Reader removes every object, the other user's included.
+        name.assert_no_leftovers();
+    }
+}
+
+/// What the Reader of a pool created with `mode` makes of an object that stands under the
+/// name of the buffer its one queued message names: the message is queued, its entry is
+/// pointed at the next generation, and `plant(new, old)` puts something under that name
+/// (`old`: the message's real buffer object). Returns the message if the Reader delivered
+/// it, and whether the planted name was left in place.
+#[cfg(target_os = "linux")]
+fn receive_from_planted(mode: u32, plant: impl FnOnce(&str, &str)) -> (Option<Vec<u8>>, bool) {
+    let name = TestName::new("pool-planted");
+    let reader = Reader::create_with_mode(&name, small_config(), mode).unwrap();
+    let access = if mode & 0o022 != 0 {
+        Access::shared_by(common::euid())
+    } else {
+        Access::owner_only()
+    };
+    let writer = Writer::connect_with(&name, access).unwrap();
+    let mut b = writer.acquire().unwrap();
+    message(&mut b, 3, 1);
+    writer.send(b).unwrap();
+    let index = common::RawObject::open(&common::os_name(&name, "pool"));
+    let queued = (0..64)
+        .find(|&i| index.read_u32(entry_offset(i, 0) as usize) == 3)
+        .expect("one entry is QUEUED");
+    let at = entry_offset(queued, 12) as usize;
+    let generation = index.read_u32(at);
+    let file = |g: u32| format!("shmlink.{}.pool.b{queued}.g{g}", name.as_str());
+    let (old, new) = (file(generation), file(generation + 1));
+    plant(&format!("/dev/shm/{new}"), &format!("/dev/shm/{old}"));
+    let planted = std::fs::symlink_metadata(format!("/dev/shm/{new}")).unwrap();
+    index.write_u32(at, generation + 1);
+    let got = reader
+        .recv_timeout(Duration::from_millis(200))
+        .ok()
+        .map(|m| m.copy_to_vec());
+    if got.is_none() {
+        assert!(
+            reader.stats().unwrap().repairs > 0,
+            "the message was dropped"
+        );
+    }
+    drop(writer);
+    drop(reader);
+    let left = std::fs::symlink_metadata(format!("/dev/shm/{new}"));
+    let kept = left.is_ok_and(|m| {
+        std::os::unix::fs::MetadataExt::ino(&m) == std::os::unix::fs::MetadataExt::ino(&planted)
+    });
+    (got, kept)
+}
+
+/// Copies the buffer object `old` to `new`, owned by [`NOBODY`], group `gid`, mode
+/// `mode`: a buffer that a Writer of another uid could have grown (or a squatter planted).
+#[cfg(target_os = "linux")]
+fn plant_copy(new: &str, old: &str, gid: u32, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(new, std::fs::read(old).unwrap()).unwrap();
+    std::os::unix::fs::chown(new, Some(NOBODY), Some(gid)).unwrap();
+    std::fs::set_permissions(new, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The rule a pool applies to buffer objects of other uids: accepted only in a pool that
+/// lets others write, with a mode no wider than the pool's and, where only the group may
+/// write, the pool's group; never a symbolic link. What it refuses it neither uses nor
+/// removes (the message in it is dropped as from a missing buffer).
+#[test]
+// Unix only: other owners (chown), file modes, /dev/shm links.
+#[cfg(target_os = "linux")]
+fn a_pool_accepts_other_users_buffer_objects_only_within_its_mode_and_group() {
+    const TEST: &str = "a_pool_accepts_other_users_buffer_objects_only_within_its_mode_and_group";
+    if !common::is_root() {
+        eprintln!("SKIPPED {TEST}: needs root to give objects to another uid");
+        return;
+    }
+    let _w = watchdog(TEST, Duration::from_secs(60));
+    let group = common::egid();
+    let nobody = NOBODY;
+    let sent = |got: &Option<Vec<u8>>| got.as_deref().map(parse) == Some((3, 1));
+
+    // Admitted: another uid's buffer in a shared pool, within its mode (and group).
+    for (mode, obj_mode) in [(0o660, 0o660), (0o660, 0o600), (0o666, 0o666)] {
+        let (got, _) = receive_from_planted(mode, |new, old| plant_copy(new, old, group, obj_mode));
+        assert!(sent(&got), "pool {mode:o}, object {obj_mode:o}: {got:?}");
+    }
+    // Where others may write, the group does not matter.
+    let (got, _) = receive_from_planted(0o666, |new, old| plant_copy(new, old, nobody, 0o666));
+    assert!(sent(&got), "pool 666, another group: {got:?}");
+
+    // Refused, and left where it is.
+    type Plant = Box<dyn FnOnce(&str, &str)>;
+    let refused: [(&str, u32, Plant); 5] = [
+        (
+            "single-user pool, another uid's object",
+            0o600,
+            Box::new(move |new, old| plant_copy(new, old, group, 0o600)),
+        ),
+        (
+            "single-user pool, another uid's object others may write",
+            0o600,
+            Box::new(move |new, old| plant_copy(new, old, group, 0o666)),
+        ),
+        (
+            "a mode wider than the pool's",
+            0o660,
+            Box::new(move |new, old| plant_copy(new, old, group, 0o666)),
+        ),
+        (
+            "another group where only the group may write",
+            0o660,
+            Box::new(move |new, old| plant_copy(new, old, nobody, 0o660)),
+        ),
+        (
+            "a symbolic link to a real buffer",
+            0o666,
+            Box::new(move |new, old| std::os::unix::fs::symlink(old, new).unwrap()),
+        ),
+    ];
+    for (what, mode, plant) in refused {
+        let (got, kept) = receive_from_planted(mode, plant);
+        assert_eq!(got, None, "{what}: delivered");
+        assert!(kept, "{what}: the planted object was removed or replaced");
+    }
+}
+
+/// An adopted pool keeps its mode (and says so); a Reader that asked for a single-user pool
+/// refuses one that others may write, and leaves it (and its queue) alone.
+#[test]
+// Unix only: file modes.
+#[cfg(target_os = "linux")]
+fn an_adopted_pool_keeps_its_mode_and_a_single_user_reader_refuses_a_shared_one() {
+    let _w = watchdog("adopted_mode", Duration::from_secs(60));
+    let name = TestName::new("pool-mode-adopt");
+    let reader = Reader::create_with_mode(&name, small_config(), 0o660).unwrap();
+    assert!(reader.kept_config().is_empty());
+    let writer = Writer::connect_with(&name, Access::shared_by(common::euid())).unwrap();
+    let mut b = writer.acquire().unwrap();
+    message(&mut b, 1, 0);
+    writer.send(b).unwrap();
+    drop(reader); // parks the pool: a message is queued
+    match Reader::create(&name, small_config()) {
+        Err(PoolError::Setup(Error::Squatted { reason, .. })) => {
+            assert!(reason.contains("writable by group or others"), "{reason}")
+        }
+        r => panic!("a single-user Reader adopted a shared pool: {r:?}"),
+    }
+    let reader = Reader::create_with_mode(&name, small_config(), 0o666).unwrap();
+    assert!(reader.adopted());
+    assert_eq!(reader.kept_config(), ["mode"]);
+    for f in name.leftovers() {
+        assert_eq!(owner_group_mode(&f).2, 0o660, "{f}");
+    }
+    let m = reader.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(parse(&m), (1, 0));
+    drop(m);
+    drop(writer);
     drop(reader);
     name.assert_no_leftovers();
 }

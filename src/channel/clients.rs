@@ -335,10 +335,45 @@ impl Clients {
                 }
             }
         }
+        #[cfg(feature = "tracing")]
+        for ev in &events {
+            trace_connection(map.seg.name(), ev);
+        }
         if let Some(f) = &self.on_event {
             for ev in events {
                 f(ev);
             }
+        }
+    }
+}
+
+/// Emits a connection event (feature `tracing`): a client that died is a warning.
+#[cfg(feature = "tracing")]
+fn trace_connection(service: &str, ev: &ConnectionEvent) {
+    match *ev {
+        ConnectionEvent::Connected { id, pid } => {
+            tracing::info!(service, client = id.as_u64(), pid, "client connected");
+        }
+        ConnectionEvent::Disconnected {
+            id,
+            pid,
+            reason: DisconnectReason::Died,
+        } => {
+            tracing::warn!(
+                service,
+                client = id.as_u64(),
+                pid,
+                "client died; its slot is reaped"
+            );
+        }
+        ConnectionEvent::Disconnected { id, pid, reason } => {
+            tracing::info!(
+                service,
+                client = id.as_u64(),
+                pid,
+                ?reason,
+                "client disconnected"
+            );
         }
     }
 }

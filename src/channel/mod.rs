@@ -80,6 +80,7 @@ mod outbox;
 mod ring;
 mod server;
 mod slot;
+mod stats;
 mod worker;
 
 use std::time::Duration;
@@ -90,6 +91,7 @@ pub use error::{CallError, NotifyError};
 pub use handler::{AppError, Bytes, CallInfo, ClientId, Handler, SharedHandler, WithInfo};
 pub use outbox::Broadcast;
 pub use server::{ClientTable, Free, Server, ServerBuilder, ServerHandle, ShutdownHandle, Single};
+pub use stats::ServerStats;
 
 /// What [`server_or_client`] made of this process.
 #[derive(Debug)]

@@ -18,6 +18,7 @@ use super::layout::{Layout, Mapped, Notes, KIND_VERSION, MAX_MESSAGE_LIMIT, MAX_
 use super::notify::MAX_DEPTH;
 use super::outbox::Broadcast;
 use super::ring::Ring;
+use super::stats::ServerStats;
 use super::worker::{Core, Exit, Pool};
 use crate::segment::{Segment, SegmentKind, DEFAULT_MODE};
 use crate::sync::atomic::Ordering;

@@ -12,8 +12,10 @@ use super::layout::KIND_VERSION;
 use super::outbox::Outbox;
 use super::ring::Ring;
 use super::slot::{
-    STATUS_BAD_LENGTH, STATUS_BAD_RESPONSE, STATUS_OK, STATUS_PANICKED, STATUS_REFUSED,
+    IN_SERVICE, REQUEST_READY, STATUS_APP_ERROR, STATUS_BAD_LENGTH, STATUS_BAD_RESPONSE, STATUS_OK,
+    STATUS_PANICKED, STATUS_REFUSED,
 };
+use super::stats::{ServerStats, Tallies, Tally};
 
 /// The handler as the workers call it (both closure shapes, wrapped).
 pub(super) type Serve<'a> = dyn FnMut(&CallInfo, &[u8], &mut [u8]) -> Outcome + 'a;
@@ -21,6 +23,7 @@ use crate::name::ServiceName;
 use crate::segment::{Segment, SegmentKind};
 use crate::sync::atomic::{fence, prefetch_read, prefetch_write, AtomicBool, AtomicU32, Ordering};
 use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
+use crate::trace::event;
 
 /// How often an idle worker wakes up to look for requests whose ring entry was lost and to
 /// repair a ring that stopped moving.
@@ -79,6 +82,10 @@ pub(super) struct Core {
     pub(super) clients: Clients,
     /// Where the next slot scan starts (round robin, so no slot is always last).
     scan_from: AtomicU32,
+    /// The running workers' call counters (see `stats.rs`).
+    tallies: Tallies,
+    /// The call counters of serving done off the workers (`poll`, the refusals of `finish`).
+    shared_tally: Tally,
 }
 
 impl fmt::Debug for Core {
@@ -119,7 +126,19 @@ impl Core {
             retire: AtomicU32::new(0),
             clients: Clients::new(slots, pool.on_connection, pool.idle_timeout),
             scan_from: AtomicU32::new(0),
+            tallies: Tallies::default(),
+            shared_tally: Tally::new(true),
         }
+    }
+
+    /// The call counters summed, the calls in flight and the clients connected.
+    pub(super) fn stats(&self) -> ServerStats {
+        let mut s = self.tallies.sum(&self.shared_tally);
+        s.in_flight = (0..self.map.layout.slots)
+            .filter(|&i| matches!(self.map.slot(i).state(), REQUEST_READY | IN_SERVICE))
+            .count() as u32;
+        s.connected = self.clients.connected();
+        s
     }
 
     /// Asks the connections `which` picks to leave (see `Clients::evict`).
@@ -204,6 +223,7 @@ impl Core {
     }
 
     pub(super) fn request_stop(&self) {
+        event!(debug, service = self.map.seg.name(), "shutdown requested");
         self.stop.store(true, Ordering::SeqCst);
         self.map.flags().shutting_down.store(1, Ordering::SeqCst);
         self.bell.set();
@@ -219,6 +239,14 @@ impl Core {
             Ok(bell) => bell.wait_strategy(self.strategy),
             Err(_) => return Exit::Stopped, // cannot wait: serves nothing
         };
+        let tally = self.tallies.join();
+        let exit = self.serve_loop(handler, &bell, &tally);
+        self.tallies.leave(&tally);
+        exit
+    }
+
+    /// [`run_worker`](Core::run_worker)'s loop, counting on `tally`.
+    fn serve_loop(&self, handler: &mut Serve<'_>, bell: &Event, tally: &Tally) -> Exit {
         let mut leave = if self.resizable {
             Leave::May
         } else {
@@ -231,7 +259,7 @@ impl Core {
         let mut tick_at = Instant::now() + TICK;
         let mut busy_rounds = 0u32;
         loop {
-            let n = self.serve_available(handler, scan, sole, &mut leave);
+            let n = self.serve_available(handler, tally, scan, sole, &mut leave);
             if leave == Leave::Took {
                 // What it took is answered; the ring's rest is for the others. Pass the
                 // wake-up on: to the next worker to retire, or for a call it was meant for.
@@ -241,7 +269,7 @@ impl Core {
             if self.stop.load(Ordering::Acquire) {
                 // Drain: whatever was submitted before the flag is answered.
                 for _ in 0..DRAIN_PASSES {
-                    if self.serve_available(handler, true, sole, &mut Leave::Never) == 0 {
+                    if self.serve_available(handler, tally, true, sole, &mut Leave::Never) == 0 {
                         break;
                     }
                 }
@@ -301,7 +329,8 @@ impl Core {
 
     /// One step for callers with their own loop (see `Server::poll`).
     pub(super) fn poll(&self, handler: &mut Serve<'_>, timeout: Duration) -> usize {
-        let n = self.serve_available(handler, false, false, &mut Leave::Never);
+        let tally = &self.shared_tally;
+        let n = self.serve_available(handler, tally, false, false, &mut Leave::Never);
         if n > 0 {
             return n;
         }
@@ -316,7 +345,7 @@ impl Core {
         );
         // Scan the slots unless the ring showed work: after a signal with an empty ring (an
         // entry lost), and after a quiet timeout.
-        self.serve_available(handler, !work, false, &mut Leave::Never)
+        self.serve_available(handler, tally, !work, false, &mut Leave::Never)
     }
 
     /// What a waiting worker spins on: the ring's next entry is published, or a stop or a
@@ -351,6 +380,7 @@ impl Core {
     fn serve_available(
         &self,
         handler: &mut Serve<'_>,
+        tally: &Tally,
         force_scan: bool,
         sole_consumer: bool,
         leave: &mut Leave,
@@ -368,7 +398,7 @@ impl Core {
             if self.target.load(Ordering::Relaxed) > 1 && self.ring.has_more() {
                 self.bell.notify(); // let another worker take the next one meanwhile
             }
-            n += usize::from(self.serve_slot(i, handler, false));
+            n += usize::from(self.serve_slot(i, handler, tally, false));
         }
         if *leave != Leave::Took {
             // Honoured under load too: a client whose push failed must not starve.
@@ -378,7 +408,7 @@ impl Core {
             // (Not `ring.looks_nonempty()`: reading the clients' enqueue position here would
             // pull its cache line away from them on every round trip.)
             if force_scan || asked {
-                n += self.scan(handler, false, leave);
+                n += self.scan(handler, tally, false, leave);
             }
         }
         n
@@ -386,7 +416,13 @@ impl Core {
 
     /// Serves every slot found in `REQUEST_READY` (ground truth when ring entries were lost).
     /// If `leave` takes a retirement on the way, stops there and asks the others for a scan.
-    fn scan(&self, handler: &mut Serve<'_>, refuse: bool, leave: &mut Leave) -> usize {
+    fn scan(
+        &self,
+        handler: &mut Serve<'_>,
+        tally: &Tally,
+        refuse: bool,
+        leave: &mut Leave,
+    ) -> usize {
         let slots = self.map.layout.slots;
         let start = self.scan_from.fetch_add(1, Ordering::Relaxed) % slots;
         let mut n = 0;
@@ -398,15 +434,16 @@ impl Core {
             }
             let i = (start + k) % slots;
             if self.map.slot(i).has_request() {
-                n += usize::from(self.serve_slot(i, handler, refuse));
+                n += usize::from(self.serve_slot(i, handler, tally, refuse));
             }
         }
         n
     }
 
     /// Serves slot `i` if it really holds a request (the number is untrusted). With `refuse`,
-    /// answers [`STATUS_REFUSED`] without running the handler.
-    fn serve_slot(&self, i: u32, handler: &mut Serve<'_>, refuse: bool) -> bool {
+    /// answers [`STATUS_REFUSED`] without running the handler. Counts the outcome on
+    /// `tally`.
+    fn serve_slot(&self, i: u32, handler: &mut Serve<'_>, tally: &Tally, refuse: bool) -> bool {
         let layout = &self.map.layout;
         if i >= layout.slots {
             return false; // bogus ring entry
@@ -448,6 +485,14 @@ impl Core {
             match catch_unwind(AssertUnwindSafe(|| handler(&call, req, resp))) {
                 Ok(Ok(n)) if n <= max => (STATUS_OK, n),
                 Ok(Err(e)) if e.detail_len() <= max => {
+                    tally.count(STATUS_APP_ERROR);
+                    event!(
+                        debug,
+                        service = self.map.seg.name(),
+                        slot = i,
+                        code = e.code(),
+                        "call answered with an application error"
+                    );
                     taken.answer_app_error(e.code(), e.detail_len() as u32);
                     self.done[i as usize].notify();
                     return true;
@@ -457,11 +502,41 @@ impl Core {
                 Err(_) => (STATUS_PANICKED, 0),
             }
         };
+        tally.count(status);
+        #[cfg(feature = "tracing")]
+        if status != STATUS_OK {
+            self.trace_failure(i, status, out, max);
+        }
         taken.answer(status, out as u32);
         // Wakes the client only if it sleeps; a spinning one sees the state word change.
         // (The fence in `notify` publishes the answer.)
         self.done[i as usize].notify();
         true
+    }
+
+    /// Emits an event for a call that failed on the server's side (feature `tracing`).
+    #[cfg(feature = "tracing")]
+    #[cold]
+    fn trace_failure(&self, slot: u32, status: u32, len: usize, max: usize) {
+        let service = self.map.seg.name();
+        match status {
+            STATUS_PANICKED => tracing::warn!(service, slot, "handler panicked"),
+            STATUS_BAD_RESPONSE => tracing::warn!(
+                service,
+                slot,
+                len,
+                max,
+                "handler answered beyond max_message"
+            ),
+            STATUS_BAD_LENGTH => tracing::warn!(
+                service,
+                slot,
+                max,
+                "request longer than max_message refused"
+            ),
+            STATUS_REFUSED => tracing::debug!(service, slot, "request refused: shutting down"),
+            _ => {}
+        }
     }
 
     /// After the workers stopped (or with none running): mark the channel closed (waiting
@@ -480,8 +555,18 @@ impl Core {
         self.map.flags().closed.store(1, Ordering::SeqCst);
         // Pairs with the fence in the clients' `notify` after their REQUEST_READY store.
         fence(Ordering::SeqCst);
-        self.scan(&mut |_, _, _| Ok(0), true, &mut Leave::Never);
+        self.scan(
+            &mut |_, _, _| Ok(0),
+            &self.shared_tally,
+            true,
+            &mut Leave::Never,
+        );
         self.remove_name();
+        event!(
+            info,
+            service = self.map.seg.name(),
+            "server shut down: channel closed and its name removed"
+        );
     }
 
     /// Removes the channel segment's name if it still names this server's segment. Clients

@@ -5,7 +5,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use super::conn::{buffer_tag, create_buffer, next_generation, Conn, Mapped};
+use super::conn::{next_generation, Conn, Mapped};
 use super::error::PoolError;
 use super::index::Slot;
 use super::service::ReaderShared;
@@ -284,9 +284,9 @@ impl WriteBuf {
     fn grow(&mut self, capacity: usize) -> Result<(), PoolError> {
         let (i, old_gen) = (self.slot.index, self.slot.generation);
         let new_gen = next_generation(old_gen);
-        let name = &self.conn.name;
-        // Owned (removed when dropped) until the index names it.
-        let mut seg = create_buffer(name, i, new_gen, capacity)?;
+        // Owned (removed when dropped) until the index names it. With the pool's permission:
+        // in a pool shared between users, the Reader and the other Writers accept it.
+        let mut seg = self.conn.create_buffer(i, new_gen, capacity)?;
         // SAFETY: the old buffer is ALLOCATED to us and the new one is ours alone until the
         // index names it, so no protocol-following process writes either; they are distinct
         // objects, and both views end within this statement.
@@ -316,7 +316,7 @@ impl WriteBuf {
         };
         let seg = Arc::new(seg);
         if recorded {
-            let _ = Segment::remove_tagged(name, &buffer_tag(i, old_gen), true);
+            self.conn.remove_buffer(i, old_gen, true);
             if let Some(cell) = self.conn.cache.lock().get_mut(i as usize) {
                 *cell = Some(Mapped {
                     generation: new_gen,

@@ -11,9 +11,10 @@ use super::index::{self, bump, Index, IndexHeader, List, Slot, DISPOSED};
 use crate::error::Error;
 use crate::name::ServiceName;
 use crate::process::Member;
-use crate::segment::{Segment, SegmentKind};
+use crate::segment::{Access, Perm, Segment, SegmentKind, DEFAULT_MODE, READY_WAIT};
 use crate::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::sync::{Event, Locked, Mutex, MutexGuard, WaitStrategy};
+use crate::trace::event;
 
 /// Segment kind version of the index and buffer segments.
 pub(super) const KIND_VERSION: u32 = index::LAYOUT_VERSION;
@@ -66,7 +67,9 @@ pub(super) fn next_generation(generation: u32) -> u32 {
     generation.wrapping_add(1).max(1)
 }
 
-/// Creates buffer `index`'s segment of `generation`, `size` bytes, owned by this process.
+/// Creates buffer `index`'s segment of `generation`, `size` bytes, owned by this process,
+/// with the permission `perm` of the pool's index (its bits and, where only the group may
+/// write, its group: see `Access::shared_service` for what participants accept).
 ///
 /// Every error is [`PoolError::Setup`]: a live process owning a buffer segment's name is not
 /// a Reader running.
@@ -75,11 +78,15 @@ pub(super) fn create_buffer(
     index: u32,
     generation: u32,
     size: usize,
+    perm: Option<Perm>,
 ) -> Result<Segment, PoolError> {
     Segment::builder(name.as_str())
         .tag(&buffer_tag(index, generation))
         .kind(SegmentKind::PoolBuffer, KIND_VERSION)
         .size(size)
+        .mode(perm.map_or(DEFAULT_MODE, |p| p.mode & 0o777))
+        .group(perm.filter(|p| p.group_decides()).map(|p| p.gid))
+        .shared(perm.filter(|p| p.is_shared()))
         .create()
         .map_err(PoolError::Setup)
 }
@@ -90,12 +97,14 @@ pub(super) fn create_buffer(
 /// Reader that parks it, so the Reader removes it deliberately, here, when it stops with
 /// nothing pending or replaces an index it cannot adopt.
 pub(super) fn remove_index(name: &ServiceName, ours: &Segment) {
-    let found = Segment::open_kind_timeout(
+    // Ours, whatever mode it was created with.
+    let found = Segment::open_kind_access(
         name,
         INDEX_TAG,
         SegmentKind::PoolIndex,
         KIND_VERSION,
         Duration::ZERO,
+        Access::own(true),
     );
     if found.is_ok_and(|seg| seg.token() == ours.token()) {
         let _ = Segment::remove_tagged(name, INDEX_TAG, true);
@@ -164,6 +173,10 @@ pub(super) struct Conn {
     pub(super) service_ev: Event,
     pub(super) name: ServiceName,
     pub(super) token: [u8; 16],
+    /// The index object's permission bits and group, read once when attaching (only its
+    /// owner can change them): buffers are created with them, and other users' buffer
+    /// objects accepted by them (`None` on Windows).
+    pub(super) perm: Option<Perm>,
     pub(super) max_buffers: u32,
     pub(super) max_buffer_size: usize,
     pub(super) cache: parking_lot::Mutex<Vec<Option<Mapped>>>,
@@ -245,6 +258,7 @@ impl Conn {
             .slice::<index::Entry>(index::DIR_OFFSET, max_buffers as usize)
             .ok_or_else(corrupt)?;
         let token = seg.token();
+        let perm = seg.perm();
         let me = seg.member()?;
         let cache = parking_lot::Mutex::new((0..max_buffers).map(|_| None).collect());
         let mut conn = Conn {
@@ -258,6 +272,7 @@ impl Conn {
             service_ev,
             name,
             token,
+            perm,
             max_buffers,
             max_buffer_size,
             cache,
@@ -314,6 +329,11 @@ impl Conn {
             Locked::OwnerDied(g) => {
                 self.index().repair(false);
                 bump(&self.hdr().repairs);
+                event!(
+                    warn,
+                    pool = self.name.as_str(),
+                    "a process died holding the pool's lock; the index was repaired"
+                );
                 Ok(g)
             }
         }
@@ -364,6 +384,29 @@ impl Conn {
         self.hdr().is_retired()
     }
 
+    /// The index's permission if it lets other users write (a pool shared between users).
+    pub(super) fn shared(&self) -> Option<Perm> {
+        self.perm.filter(|p| p.is_shared())
+    }
+
+    /// Creates buffer `index`'s segment of `generation`, `size` bytes, with the pool's
+    /// permission.
+    pub(super) fn create_buffer(
+        &self,
+        index: u32,
+        generation: u32,
+        size: usize,
+    ) -> Result<Segment, PoolError> {
+        create_buffer(&self.name, index, generation, size, self.perm)
+    }
+
+    /// Removes buffer `index`'s segment of `generation` by name, if it is this user's or,
+    /// in a pool shared between users, one a participant made (see `Access::shared_service`).
+    pub(super) fn remove_buffer(&self, index: u32, generation: u32, force: bool) {
+        let tag = buffer_tag(index, generation);
+        let _ = Segment::remove_tagged_with(&self.name, &tag, force, self.shared());
+    }
+
     /// The mapping of buffer `slot`, from the cache or opened now. With `adopt`, the opener
     /// becomes the segment's owner (the Reader: it removes buffers when it exits).
     pub(super) fn map(&self, slot: &Slot, adopt: bool) -> Result<Arc<Segment>, PoolError> {
@@ -376,11 +419,14 @@ impl Conn {
                 return Ok(Arc::clone(&m.seg));
             }
         }
-        let mut seg = Segment::open_kind(
+        // A buffer may be made by any participant: the Reader, or a Writer that grew it.
+        let mut seg = Segment::open_kind_access(
             &self.name,
             &buffer_tag(slot.index, slot.generation),
             SegmentKind::PoolBuffer,
             KIND_VERSION,
+            READY_WAIT,
+            Access::shared_service(self.perm),
         )?;
         // What the name opened is this index's buffer only if the index was not retired
         // before the open: a Reader retires its index before it removes the buffers, and a
@@ -401,10 +447,25 @@ impl Conn {
             seg.take_over();
         }
         let seg = Arc::new(seg);
-        *cell = Some(Mapped {
+        let replaced = cell.replace(Mapped {
             generation: slot.generation,
             seg: Arc::clone(&seg),
         });
+        let previous = slot.generation.wrapping_sub(1);
+        let stale_previous = adopt
+            && self.shared().is_some()
+            && previous != 0
+            && replaced.as_ref().is_none_or(|m| m.generation != previous);
+        drop(cache);
+        // Dropped (and removed if ours) outside the cache lock.
+        drop(replaced);
+        if stale_previous {
+            // A Writer that grew the buffer removes the generation it replaced, but in a
+            // pool shared between users that one may be another user's (a buffer another
+            // Writer grew and gave back unsent), which only its owner or a privileged
+            // Reader can remove: the Reader tries when it first maps the new generation.
+            self.remove_buffer(slot.index, previous, true);
+        }
         Ok(seg)
     }
 
@@ -433,9 +494,7 @@ impl Conn {
             .and_then(|c| c.take_if(|m| m.generation == generation));
         match cached {
             Some(m) if m.seg.is_owner() => drop(m),
-            _ => {
-                let _ = Segment::remove_tagged(&self.name, &buffer_tag(index, generation), true);
-            }
+            _ => self.remove_buffer(index, generation, true),
         }
     }
 

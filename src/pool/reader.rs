@@ -8,8 +8,8 @@ use super::buf::{ReadBuf, WriterId};
 use super::config::{PoolConfig, MAX_BUFFERS_LIMIT};
 use super::conn::PoolStats;
 use super::conn::{
-    buffer_tag, check_header, create_buffer, remove_index, set_wait_strategy, Conn, LockWait,
-    Mapped, INDEX_TAG, KIND_VERSION, LOCK_TIMEOUT,
+    buffer_tag, check_header, remove_index, set_wait_strategy, Conn, LockWait, Mapped, INDEX_TAG,
+    KIND_VERSION, LOCK_TIMEOUT,
 };
 use super::error::PoolError;
 use super::index::{
@@ -19,9 +19,10 @@ use super::index::{
 use super::service::ReaderShared;
 use crate::error::Error;
 use crate::name::ServiceName;
-use crate::segment::{Segment, SegmentKind};
+use crate::segment::{Access, Segment, SegmentKind, DEFAULT_MODE};
 use crate::sync::atomic::Ordering;
 use crate::sync::{Event, Mutex, WaitOutcome, WaitStrategy};
+use crate::trace::event;
 
 /// How long an adopting Reader waits for a dead Reader's alive lock (a Writer may hold it
 /// for an instant while checking; a live competing adopter holds it for good).
@@ -136,24 +137,81 @@ impl Reader {
     /// version) is retired and replaced by a fresh one; Writers then copy what they hold
     /// into the new pool when they send it.
     ///
+    /// The pool's objects are created owner-only (`0o600`); for a pool that Writers of other
+    /// users send to, see [`create_with_mode`](Reader::create_with_mode).
+    ///
     /// # Errors
     /// [`PoolError::InvalidConfig`]; [`PoolError::AlreadyRunning`] if a live Reader serves
     /// the name (also one that was dropped while its `ReadBuf`s live on);
     /// [`PoolError::LockHeld`] if the pool to adopt stays locked by a live process for 5 s
     /// (a stopped Writer): the pool is left as it is, for a later attempt;
-    /// [`PoolError::Setup`] for another setup error (bad name, no memory).
+    /// [`PoolError::Setup`] for another setup error (bad name, no memory, an object under
+    /// the name that this user must not use: [`Error::Squatted`], e.g. a pool created with
+    /// a mode that lets others write).
     pub fn create(name: &str, config: PoolConfig) -> Result<Reader, PoolError> {
+        Reader::create_with_mode(name, config, DEFAULT_MODE)
+    }
+
+    /// As [`create`](Reader::create), with permission bits `mode` on POSIX for the pool's
+    /// index and every buffer segment (ignored on Windows, where objects get the creating
+    /// process's default DACL).
+    ///
+    /// A mode that lets the group or others write (e.g. `0o660` with a group the Writers
+    /// belong to, or `0o666`) makes a pool **shared between users**: Writers of other users
+    /// connect with [`Writer::connect_with`](crate::Writer::connect_with) and
+    /// [`Access::shared_by`] this Reader's uid. Such Writers create buffer segments
+    /// themselves when they grow a buffer ([`WriteBuf::reserve`](crate::WriteBuf::reserve)),
+    /// with the pool's mode and, when only the group may write, the index's group (which
+    /// they must belong to). So in a shared pool the Reader and the Writers accept a buffer
+    /// object of another user if its mode is no wider than the index's and, when only the
+    /// group may write, its group is the index's; anything else (another user's object in a
+    /// pool others may not write, a wider mode, another group, a symbolic link, a FIFO) is
+    /// [`Error::Squatted`], never used or removed, and treated as a missing buffer: the
+    /// Reader drops a message in it, a Writer gives the buffer up. Writers of a shared pool
+    /// have the powers over it and over each other that same-user peers have (see "Trust
+    /// model" in docs/ARCHITECTURE.md). Where /dev/shm is sticky (Linux), only root or the
+    /// owner can remove a name: a Reader that is not root leaves behind the buffer segments
+    /// Writers of other users grew.
+    ///
+    /// An adopted pool keeps the mode it was created with
+    /// ([`kept_config`](Reader::kept_config) lists `"mode"` when that differs from
+    /// `mode`); a pool that others may write is adopted only by a Reader whose `mode` lets
+    /// them too (otherwise the name is [`Error::Squatted`], as for any opener).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use shmlink::{Access, PoolConfig, Reader, Writer};
+    /// // A service's Reader, run by uid 990 with a group its Writers belong to:
+    /// let reader = Reader::create_with_mode("ingest", PoolConfig::default(), 0o660)?;
+    ///
+    /// // A Writer of another user in that group (another process):
+    /// let writer = Writer::connect_with("ingest", Access::shared_by(990))?;
+    /// let mut buf = writer.acquire()?;
+    /// buf.extend_from_slice(&[7; 100_000])?;  // grows its buffer: a segment of its own
+    /// writer.send(buf)?;
+    /// # Ok::<(), shmlink::PoolError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`create`](Reader::create).
+    pub fn create_with_mode(
+        name: &str,
+        config: PoolConfig,
+        mode: u32,
+    ) -> Result<Reader, PoolError> {
         config.validate()?;
         #[cfg(windows)]
         super::writer::parked::prune();
         let sname = ServiceName::new(name)?;
         let mut refused = None;
-        match Segment::open_kind_timeout(
+        // Our own index, writable by others only if we are about to make ours so.
+        match Segment::open_kind_access(
             &sname,
             INDEX_TAG,
             SegmentKind::PoolIndex,
             KIND_VERSION,
             Duration::from_millis(200),
+            Access::own(mode & 0o022 != 0),
         ) {
             Ok(seg) => {
                 // Windows: a closed pool's index lives on while a Writer still maps it, and
@@ -175,7 +233,7 @@ impl Reader {
                     }
                     .into());
                 }
-                match Self::adopt(seg, &sname, &config) {
+                match Self::adopt(seg, &sname, &config, mode) {
                     Ok(reader) => return Ok(reader),
                     Err(Adopt::Refused(why)) => refused = Some(why),
                     Err(Adopt::Failed(e)) => return Err(e),
@@ -191,13 +249,26 @@ impl Reader {
             // if its owner is dead and refuses if it is alive.
             Err(e) => refused = Some(e.to_string()),
         }
-        let mut reader = Self::create_fresh(&sname, config)?;
+        let mut reader = Self::create_fresh(&sname, config, mode)?;
+        if refused.is_some() {
+            event!(
+                warn,
+                pool = sname.as_str(),
+                why = refused.as_deref(),
+                "the pool's index could not be adopted; a fresh one replaced it"
+            );
+        }
         reader.refused = refused;
         Ok(reader)
     }
 
-    fn create_fresh(name: &ServiceName, config: PoolConfig) -> Result<Reader, PoolError> {
+    fn create_fresh(
+        name: &ServiceName,
+        config: PoolConfig,
+        mode: u32,
+    ) -> Result<Reader, PoolError> {
         let seg = Segment::builder(name.as_str())
+            .mode(mode)
             .tag(INDEX_TAG)
             .kind(SegmentKind::PoolIndex, KIND_VERSION)
             .size(index::index_size(config.max_buffers))
@@ -234,9 +305,11 @@ impl Reader {
         let conn = Conn::attach(Arc::clone(&seg), name.clone(), WaitStrategy::default())?;
         let recv_ev = conn.queue_waiter(WaitStrategy::default())?;
         let shared = Arc::new(ReaderShared::new(conn, config.clone()));
-        // The start buffers, generation 1, owned by this process.
+        // The start buffers, generation 1, owned by this process, with the index's mode.
         for i in 0..config.start_buffers {
-            let buf = create_buffer(name, i, 1, config.initial_buffer_size)?;
+            let buf = shared
+                .conn
+                .create_buffer(i, 1, config.initial_buffer_size)?;
             shared.conn.cache.lock()[i as usize] = Some(Mapped {
                 generation: 1,
                 seg: Arc::new(buf),
@@ -263,7 +336,12 @@ impl Reader {
     /// Two processes may try to adopt the same index at once: the alive lock decides. Only
     /// the one whose service thread holds it repairs the index and serves it; the other
     /// gets `AlreadyRunning` and leaves the index alone.
-    fn adopt(mut seg: Segment, name: &ServiceName, asked: &PoolConfig) -> Result<Reader, Adopt> {
+    fn adopt(
+        mut seg: Segment,
+        name: &ServiceName,
+        asked: &PoolConfig,
+        mode: u32,
+    ) -> Result<Reader, Adopt> {
         if let Err(why) = check_header(&seg) {
             Self::retire_foreign(&seg, name, false);
             remove_index(name, &seg);
@@ -289,7 +367,10 @@ impl Reader {
                 "the stored configuration changed while adopting".into(),
             ));
         }
-        let (config, kept) = adopted_config(&stored, asked);
+        let (config, mut kept) = adopted_config(&stored, asked);
+        if conn.perm.is_some_and(|p| p.mode != mode & 0o7777) {
+            kept.push("mode");
+        }
         let shared = Arc::new(ReaderShared::new(conn, config));
         let (service, go) = match ReaderShared::start_service(&shared, ALIVE_TAKEOVER_WAIT) {
             Ok(s) => s,
@@ -319,7 +400,23 @@ impl Reader {
                     let ix = conn.index();
                     // Rebuild the lists (the Reader may have died mid-update), queueing what
                     // it had received but not released again, then check every invariant.
-                    ix.repair(true);
+                    let report = ix.repair(true);
+                    if report.redelivered > 0 {
+                        event!(
+                            info,
+                            pool = name.as_str(),
+                            redelivered = report.redelivered,
+                            "adopting: messages the dead Reader had received are delivered again"
+                        );
+                    }
+                    if !report.disposed.is_empty() {
+                        event!(
+                            warn,
+                            pool = name.as_str(),
+                            entries = report.disposed.len(),
+                            "adopting: entries with impossible values were disposed of"
+                        );
+                    }
                     let r = ix.validate().map_err(|c| c.0);
                     drop(lock);
                     r
@@ -356,6 +453,13 @@ impl Reader {
             ..shared.config.clone()
         });
         h.adoptions.fetch_add(1, Ordering::Relaxed);
+        event!(
+            info,
+            pool = name.as_str(),
+            queued = conn.index().count(List::Queued),
+            kept = ?kept,
+            "pool adopted from a Reader that died or stopped"
+        );
         shared.set_identity();
         shared.keep_service(service);
         let _ = go.send(());
@@ -398,12 +502,15 @@ impl Reader {
         let dir = data
             .slice::<index::Entry>(index::DIR_OFFSET, n)
             .unwrap_or_default();
+        // Buffers of a shared pool may be other users' (grown by Writers).
+        let shared = seg.perm().filter(|p| p.is_shared());
         for (i, e) in dir.iter().enumerate() {
             if e.status() != DISPOSED {
-                let _ = Segment::remove_tagged(
+                let _ = Segment::remove_tagged_with(
                     name,
                     &buffer_tag(i as u32, e.generation.load(Ordering::Relaxed)),
                     force,
+                    shared,
                 );
             }
         }
@@ -448,9 +555,10 @@ impl Reader {
     /// The [`PoolConfig`] fields this Reader asked for that the pool it adopted kept, because
     /// they size what already exists: `max_buffer_size` (Writers may hold buffers grown to
     /// the old limit) and a `max_buffers` above the old one (the index has room for no
-    /// more). Empty for a fresh pool. A smaller `max_buffers`, and every other value
-    /// (initial size, minimum, increment, threshold, sweep timeout), takes effect on
-    /// adoption.
+    /// more); and `"mode"` when the pool's permission bits differ from the mode asked for
+    /// ([`create_with_mode`](Reader::create_with_mode)). Empty for a fresh pool. A smaller
+    /// `max_buffers`, and every other value (initial size, minimum, increment, threshold,
+    /// sweep timeout), takes effect on adoption.
     ///
     /// # Examples
     /// ```

@@ -7,13 +7,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::config::PoolConfig;
-use super::conn::{buffer_tag, create_buffer, next_generation, remove_index, Conn, Mapped};
+use super::conn::{next_generation, remove_index, Conn, Mapped};
 use super::error::PoolError;
 use super::index::{self, bump, List, ALLOCATED, DISPOSED, FREE, QUEUED, RECEIVED};
 use crate::error::Error;
 use crate::process::{Member, ProcessId};
-use crate::segment::Segment;
 use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::trace::event;
 
 /// How often the service thread checks the index and whether Writers holding buffers are
 /// still alive.
@@ -261,7 +261,7 @@ impl ReaderShared {
                 i,
                 g,
                 generation,
-                create_buffer(&conn.name, i, generation, self.config.initial_buffer_size)?,
+                conn.create_buffer(i, generation, self.config.initial_buffer_size)?,
             ));
         }
         let mut added = 0;
@@ -332,6 +332,11 @@ impl ReaderShared {
             if ix.validate().is_err() {
                 ix.repair(false);
                 bump(&ix.hdr.repairs);
+                event!(
+                    warn,
+                    pool = conn.name.as_str(),
+                    "the pool's index was inconsistent (a peer wrote on it); it was repaired"
+                );
                 conn.queue_ev.set();
                 conn.freed_ev.set();
             }
@@ -355,6 +360,12 @@ impl ReaderShared {
                 .collect()
         };
         if strays > 0 {
+            event!(
+                warn,
+                pool = conn.name.as_str(),
+                strays,
+                "messages marked received that this Reader did not hold were released"
+            );
             conn.freed_ev.set();
         }
         if held.is_empty() {
@@ -396,12 +407,20 @@ impl ReaderShared {
                 }
             }
         }
+        if !taken.is_empty() {
+            event!(
+                info,
+                pool = conn.name.as_str(),
+                buffers = taken.len(),
+                "buffers of dead Writers taken back"
+            );
+        }
         conn.freed_ev.set();
         // A Writer that died while growing its buffer may have left the neighbouring
         // generations' segments behind.
         for (i, g) in taken {
             for other in [g.wrapping_sub(1), g.wrapping_add(1)] {
-                let _ = Segment::remove_tagged(&conn.name, &buffer_tag(i, other), true);
+                conn.remove_buffer(i, other, true);
             }
         }
         Ok(())
@@ -436,11 +455,10 @@ impl ReaderShared {
             // directory (a Reader's `grow`, a Writer's `WriteBuf::grow`) left it under the
             // entry's next generation, named by no entry: remove it too (a failed open when
             // there is none).
-            let _ =
-                Segment::remove_tagged(&conn.name, &buffer_tag(i as u32, next_generation(g)), true);
+            conn.remove_buffer(i as u32, next_generation(g), true);
             if e.status() == DISPOSED {
                 // A sweep killed between marking the entry and unlinking its segment.
-                let _ = Segment::remove_tagged(&conn.name, &buffer_tag(i as u32, g), true);
+                conn.remove_buffer(i as u32, g, true);
                 continue;
             }
             let mapped_owned = cache
@@ -448,7 +466,7 @@ impl ReaderShared {
                 .and_then(Option::as_ref)
                 .is_some_and(|m| m.generation == g && m.seg.is_owner());
             if !mapped_owned {
-                let _ = Segment::remove_tagged(&conn.name, &buffer_tag(i as u32, g), true);
+                conn.remove_buffer(i as u32, g, true);
             }
         }
         drop(cache);

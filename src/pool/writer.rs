@@ -10,7 +10,7 @@ use super::error::{PoolError, SendError};
 use super::index::{bump, List, Refused, ALLOCATED, FREE};
 use crate::error::Error;
 use crate::name::ServiceName;
-use crate::segment::{Segment, SegmentKind};
+use crate::segment::{Access, Segment, SegmentKind};
 use crate::sync::atomic::Ordering;
 use crate::sync::{WaitOutcome, WaitStrategy};
 
@@ -47,6 +47,8 @@ pub struct Writer {
     name: ServiceName,
     conn: parking_lot::Mutex<Arc<Conn>>,
     strategy: WaitStrategy,
+    /// Whose index this Writer accepts, on connecting and when it follows a newer pool.
+    access: Access,
 }
 
 impl fmt::Debug for Writer {
@@ -64,13 +66,40 @@ impl Writer {
     /// [`PoolError::NoReader`] if no pool of that name exists; [`PoolError::Corrupt`] if its
     /// index is inconsistent; [`PoolError::Setup`] for other setup errors.
     pub fn connect(name: &str) -> Result<Writer, PoolError> {
+        Writer::connect_with(name, Access::owner_only())
+    }
+
+    /// Connects to the pool `name` whose index `access` accepts: a pool shared between users
+    /// ([`Access::shared_by`] the Reader's uid; see
+    /// [`Reader::create_with_mode`](crate::Reader::create_with_mode)), or this user's own
+    /// pool created with a mode that lets others write ([`Access::shared_by`] this user's
+    /// uid). When the Writer follows a newer pool of the name (a Reader restart), it accepts
+    /// the same. Buffers it grows get the pool's mode (and group, where only the group may
+    /// write), so that the Reader accepts them.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use shmlink::{Access, Writer};
+    /// // The pool "ingest" of a Reader run by uid 990, created with mode 0o660.
+    /// let writer = Writer::connect_with("ingest", Access::shared_by(990))?;
+    /// let mut buf = writer.acquire()?;
+    /// buf.extend_from_slice(b"from another user")?;
+    /// writer.send(buf)?;
+    /// # Ok::<(), shmlink::PoolError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Writer::connect`]; [`PoolError::Setup`] with
+    /// [`Error::Squatted`] if the index is not one `access` accepts.
+    pub fn connect_with(name: &str, access: Access) -> Result<Writer, PoolError> {
         let name = ServiceName::new(name)?;
         let strategy = WaitStrategy::default();
-        let conn = Self::open(&name, Duration::from_secs(2), strategy)?;
+        let conn = Self::open(&name, Duration::from_secs(2), strategy, access)?;
         Ok(Writer {
             name,
             conn: parking_lot::Mutex::new(Arc::new(conn)),
             strategy,
+            access,
         })
     }
 
@@ -124,13 +153,15 @@ impl Writer {
         name: &ServiceName,
         ready_wait: Duration,
         strategy: WaitStrategy,
+        access: Access,
     ) -> Result<Conn, PoolError> {
-        match Segment::open_kind_timeout(
+        match Segment::open_kind_access(
             name,
             INDEX_TAG,
             SegmentKind::PoolIndex,
             KIND_VERSION,
             ready_wait,
+            access,
         ) {
             Ok(seg) => Conn::attach(Arc::new(seg), name.clone(), strategy),
             Err(Error::NotFound { .. } | Error::NotReady { .. }) => Err(PoolError::NoReader),
@@ -154,7 +185,12 @@ impl Writer {
         if cur.token != old.token && !cur.retired() {
             return Ok(Some(Arc::clone(&cur)));
         }
-        let conn = Self::open(&self.name, Duration::from_millis(500), self.strategy)?;
+        let conn = Self::open(
+            &self.name,
+            Duration::from_millis(500),
+            self.strategy,
+            self.access,
+        )?;
         if conn.token == old.token {
             return Ok(None);
         }
@@ -334,6 +370,7 @@ impl Writer {
                                     | Error::WrongKind { .. }
                                     | Error::VersionMismatch { .. }
                                     | Error::NotReady { .. }
+                                    | Error::Squatted { .. }
                             )
                     );
                     // Bounded whatever the caller's deadline: the buffer must go back.

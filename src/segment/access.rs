@@ -10,7 +10,8 @@ use crate::Error;
 /// created and that no one else may write: another user's object under the name is
 /// [`Error::Squatted`]. A service that serves other users creates its objects with a wider
 /// mode (e.g. [`ServerBuilder::mode`](crate::ServerBuilder::mode)`(0o660)` with a shared
-/// group), and its clients accept them with [`Access::shared_by`] the server's uid.
+/// group, or [`Reader::create_with_mode`](crate::Reader::create_with_mode) for a pool), and
+/// its clients accept them with [`Access::shared_by`] the server's uid.
 ///
 /// # Examples
 /// ```no_run
@@ -31,6 +32,7 @@ impl Access {
             expect: sys::Expect {
                 owner: None,
                 shared_write: false,
+                shared: None,
             },
         }
     }
@@ -42,8 +44,40 @@ impl Access {
         Access {
             expect: sys::Expect {
                 owner: Some(uid),
+                shared: None,
                 shared_write: true,
             },
+        }
+    }
+
+    /// Objects of this process's own user, writable by others only if `shared_write` (a
+    /// creator looking at what stands under its name: its mode asked for that or not).
+    pub(crate) const fn own(shared_write: bool) -> Access {
+        Access {
+            expect: sys::Expect {
+                owner: None,
+                shared_write,
+                shared: None,
+            },
+        }
+    }
+
+    /// The objects of a service whose main object has permission `perm`: if that lets
+    /// others write ([`Perm::is_shared`](sys::Perm::is_shared)), this user's objects, and
+    /// other users' objects whose bits are within `perm` and whose group is `perm`'s where
+    /// only the group may write ([`Perm::admits`](sys::Perm::admits)); otherwise only this
+    /// user's objects that no one else may write. (A pool's buffers: its participants of
+    /// every uid create them.) `None` (no permission bits: Windows) is the default.
+    pub(crate) fn shared_service(perm: Option<sys::Perm>) -> Access {
+        match perm.filter(|p| p.is_shared()) {
+            Some(p) => Access {
+                expect: sys::Expect {
+                    owner: None,
+                    shared_write: true,
+                    shared: Some(p),
+                },
+            },
+            None => Access::owner_only(),
         }
     }
 }

@@ -588,6 +588,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "real shared memory (shm_open)")]
     fn streams_aborts_and_messages_from_three_writers_share_one_pool() {
         let (name, reader) = pool("mixed");
         let idle = Duration::from_secs(10);

@@ -767,9 +767,13 @@ impl Event {
         };
         // Unregister (never below none: the count may have been scribbled on); a signal
         // that raced with our giving up is still ours to take.
-        let _ = word.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| {
-            Some(if v >= SLEEPER { v - SLEEPER } else { v })
-        });
+        let mut v = word.load(Ordering::Relaxed);
+        while v >= SLEEPER {
+            match word.compare_exchange_weak(v, v - SLEEPER, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => v = now,
+            }
+        }
         if self.try_wait() {
             return WaitOutcome::Set;
         }

@@ -61,7 +61,12 @@ fn shm_path(os_name: &str) -> String {
 /// liveness token, and only then linked under its name (`linkat`, which fails with EEXIST if
 /// the name is taken), so no other process ever sees it half made. Where /dev/shm has no
 /// O_TMPFILE (or /proc is not mounted) it is created under its name, taking the token first.
-pub(super) fn create_object(os_name: &str, size: usize, mode: u32) -> io::Result<(File, MmapRaw)> {
+pub(super) fn create_object(
+    os_name: &str,
+    size: usize,
+    mode: u32,
+    group: Option<u32>,
+) -> io::Result<(File, MmapRaw)> {
     let path = shm_path(os_name);
     let mode_bits = Mode::from_raw_mode(mode as _);
     match rustix::fs::openat(
@@ -72,7 +77,7 @@ pub(super) fn create_object(os_name: &str, size: usize, mode: u32) -> io::Result
     ) {
         Ok(fd) => {
             let file = File::from(fd);
-            let map = prepare(&file, size, mode)?;
+            let map = prepare(&file, size, mode, group)?;
             let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
             match rustix::fs::linkat(CWD, &fd_path, CWD, &path, AtFlags::SYMLINK_FOLLOW) {
                 Ok(()) => return Ok((file, map)),
@@ -92,7 +97,7 @@ pub(super) fn create_object(os_name: &str, size: usize, mode: u32) -> io::Result
         mode_bits,
     )?;
     let file = File::from(fd);
-    match prepare(&file, size, mode) {
+    match prepare(&file, size, mode, group) {
         Ok(map) => Ok((file, map)),
         Err(e) => {
             if let (Ok(Some(there)), Ok(ours)) = (stat_name(os_name), rustix::fs::fstat(&file)) {
@@ -105,9 +110,16 @@ pub(super) fn create_object(os_name: &str, size: usize, mode: u32) -> io::Result
     }
 }
 
-/// Everything a new object needs before others may see it: exact permission bits, the
-/// liveness token (before sizing), its size and reserved memory, the mapping.
-fn prepare(file: &File, size: usize, mode: u32) -> io::Result<MmapRaw> {
+/// Everything a new object needs before others may see it: its group (if asked), exact
+/// permission bits, the liveness token (before sizing), its size and reserved memory, the
+/// mapping.
+fn prepare(file: &File, size: usize, mode: u32, group: Option<u32>) -> io::Result<MmapRaw> {
+    if let Some(gid) = group {
+        // Allowed to the owner for a group it belongs to (EPERM otherwise). Before the mode:
+        // a change of group may clear set-id bits.
+        let gid = rustix::fs::Gid::from_raw(gid);
+        rustix::fs::fchown(file, None, Some(gid))?;
+    }
     // The umask applies at creation; set exactly what the caller asked for.
     rustix::fs::fchmod(file, Mode::from_raw_mode(mode as _))?;
     if !take_token(file) {

@@ -38,6 +38,7 @@ pub(super) fn create_object(
     os_name: &str,
     size: usize,
     mode: u32,
+    group: Option<u32>,
 ) -> io::Result<(File, memmap2::MmapRaw)> {
     use rustix::shm;
     // macOS applies no umask to shm objects (and refuses fchmod on them).
@@ -48,6 +49,9 @@ pub(super) fn create_object(
     )?;
     let file = File::from(fd);
     let init = (|| {
+        if let Some(gid) = group {
+            rustix::fs::fchown(&file, None, Some(rustix::fs::Gid::from_raw(gid)))?;
+        }
         rustix::fs::ftruncate(&file, size as u64)?;
         super::unix::map(&file, size)
     })();

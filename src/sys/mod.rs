@@ -7,15 +7,18 @@
 //! * `OS_NAME_PREFIX`, `MAX_OS_NAME`: how OS object names are spelled and how long they may
 //!   be (macOS: 31 bytes).
 //! * `Shm`: a named shared-memory object mapped read-write into this process.
-//!   `Shm::create(os_name, size, mode)` creates exclusively (an existing object gives
+//!   `Shm::create(os_name, size, mode, group)` creates exclusively (an existing object gives
 //!   `io::ErrorKind::AlreadyExists`), takes the object's *liveness token* before sizing it,
 //!   sizes it and reserves its memory up front so that a full /dev/shm is an error now, never
 //!   a SIGBUS later. `Shm::open(os_name, &Expect)` maps an existing object at its current size
 //!   (which may be 0 if its creator has not sized it yet), without following a symbolic link
 //!   and without blocking (a FIFO or a leased file under the name cannot hang it), and refuses
-//!   what `Expect` does not allow (`OpenError::Squatted`: another owner, not a regular file,
-//!   writable by group or others). `Shm::unlink_stale(os_name, &shm, wait)` removes the name
-//!   if it still names that object, trying the cleanup lock for at most `wait`
+//!   what `Expect` does not allow (`OpenError::Squatted`: another owner unless
+//!   `Expect::shared` admits it, see `Perm::admits`; not a regular file; writable by group or
+//!   others). `create` gives the object its permission bits `mode` and, if asked, its `group`
+//!   before anyone can see it (POSIX; ignored on Windows); `Shm::perm()` reads them back
+//!   (`None` on Windows). `Shm::unlink_stale(os_name, &shm, wait)` removes the name if it
+//!   still names that object, trying the cleanup lock for at most `wait`
 //!   (`io::ErrorKind::WouldBlock` when it gives up); mappings stay valid; Windows has nothing
 //!   to remove. `as_ptr()`/`len()`: the mapping, page-aligned, zero-filled at creation, valid
 //!   while the `Shm` lives.
@@ -136,6 +139,61 @@ pub(crate) struct Expect {
     /// Whether group or other write permission is acceptable.
     #[cfg_attr(windows, allow(dead_code))]
     pub(crate) shared_write: bool,
+    /// The permission of a service shared between users (a pool whose index others may
+    /// write), whose participants of other uids create objects under its names too: an
+    /// object of another owner is then also accepted if [`Perm::admits`] it.
+    #[cfg_attr(windows, allow(dead_code))]
+    pub(crate) shared: Option<Perm>,
+}
+
+/// Permission bits and group of an object (POSIX; Windows has neither).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Perm {
+    /// Permission bits (`st_mode & 0o7777`).
+    pub(crate) mode: u32,
+    /// Owning group.
+    #[cfg_attr(windows, allow(dead_code))]
+    pub(crate) gid: u32,
+}
+
+impl Perm {
+    /// Whether group or others may write: a service shared between users.
+    pub(crate) fn is_shared(self) -> bool {
+        self.mode & 0o022 != 0
+    }
+
+    /// Whether only the group (not others) may write, so that the group decides who takes
+    /// part: objects made for the service then carry its group.
+    pub(crate) fn group_decides(self) -> bool {
+        self.is_shared() && self.mode & 0o002 == 0
+    }
+
+    /// Why an object of another owner, with permission bits `mode` and group `gid`, is not
+    /// one this service's participants may have made (`None`: it may be). The rule: the
+    /// service is shared, the object's bits are within the service's, and its group is the
+    /// service's where [`group_decides`](Self::group_decides).
+    #[cfg_attr(windows, allow(dead_code))]
+    pub(crate) fn admits(self, mode: u32, gid: u32) -> Option<String> {
+        if !self.is_shared() {
+            return Some(format!(
+                "the service's mode {:o} lets no other user write",
+                self.mode
+            ));
+        }
+        if mode & !self.mode != 0 {
+            return Some(format!(
+                "its mode {mode:o} is wider than the service's {:o}",
+                self.mode
+            ));
+        }
+        if self.group_decides() && gid != self.gid {
+            return Some(format!(
+                "its group {gid} is not the service's group {}",
+                self.gid
+            ));
+        }
+        None
+    }
 }
 
 /// Why `Shm::open` refused.

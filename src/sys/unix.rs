@@ -10,7 +10,7 @@ use std::time::Duration;
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::{FileType, Stat};
 
-use super::{Expect, Liveness, Member, OpenError, Token};
+use super::{Expect, Liveness, Member, OpenError, Perm, Token};
 
 /// A mapped POSIX shared-memory object.
 #[derive(Debug)]
@@ -52,11 +52,16 @@ impl Presence {
 }
 
 impl Shm {
-    /// Creates `os_name` exclusively with permission bits `mode`, sized `size` and reserved,
-    /// holding its liveness token.
+    /// Creates `os_name` exclusively with permission bits `mode` (and the group `group`, if
+    /// given), sized `size` and reserved, holding its liveness token.
     #[doc(alias = "shm_open")]
-    pub(crate) fn create(os_name: &str, size: usize, mode: u32) -> io::Result<Shm> {
-        let (file, map) = super::os::create_object(os_name, size, mode)?;
+    pub(crate) fn create(
+        os_name: &str,
+        size: usize,
+        mode: u32,
+        group: Option<u32>,
+    ) -> io::Result<Shm> {
+        let (file, map) = super::os::create_object(os_name, size, mode, group)?;
         Ok(Shm {
             map: Some(map),
             presence: Presence::new(file),
@@ -106,6 +111,15 @@ impl Shm {
             .map(|st| st.st_uid)
     }
 
+    /// The object's permission bits and group.
+    pub(crate) fn perm(&self) -> Option<Perm> {
+        rustix::fs::fstat(&self.presence.file).ok().map(|st| Perm {
+            #[allow(clippy::unnecessary_cast)] // mode_t is u16 on macOS
+            mode: st.st_mode as u32 & 0o7777,
+            gid: st.st_gid,
+        })
+    }
+
     /// Whether another open of the object holds its liveness token.
     pub(crate) fn token(&self) -> Token {
         super::os::probe_token(&self.presence.file)
@@ -147,7 +161,7 @@ pub(super) fn map(file: &File, size: usize) -> io::Result<MmapRaw> {
 
 /// The checks every opened object passes: a regular file (where the OS reports file types
 /// for shm objects: Linux), owned by the expected uid, not writable by group or others unless
-/// the caller allows it.
+/// the caller allows it; or, of another owner, one that `expect.shared` admits.
 fn check_object(st: &Stat, expect: &Expect) -> Result<(), OpenError> {
     let owner_uid = st.st_uid;
     let squatted = |reason: String| Err(OpenError::Squatted { reason, owner_uid });
@@ -162,13 +176,21 @@ fn check_object(st: &Stat, expect: &Expect) -> Result<(), OpenError> {
     let want = expect
         .owner
         .unwrap_or_else(|| rustix::process::geteuid().as_raw());
-    if owner_uid != want {
-        return squatted(format!(
-            "it is owned by uid {owner_uid}, not by uid {want} as expected"
-        ));
-    }
     #[allow(clippy::unnecessary_cast)] // mode_t is u16 on macOS
     let mode = st.st_mode as u32 & 0o7777;
+    if owner_uid != want {
+        let Some(shared) = expect.shared else {
+            return squatted(format!(
+                "it is owned by uid {owner_uid}, not by uid {want} as expected"
+            ));
+        };
+        return match shared.admits(mode, st.st_gid) {
+            None => Ok(()),
+            Some(why) => squatted(format!(
+                "it is owned by uid {owner_uid}, not uid {want}, and {why}"
+            )),
+        };
+    }
     if mode & 0o022 != 0 && !expect.shared_write {
         return squatted(format!(
             "it is writable by group or others (mode {mode:o}), which was not asked for"

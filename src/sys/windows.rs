@@ -156,10 +156,16 @@ impl Shm {
     /// Creates the section `os_name` exclusively, `size` bytes, committed and zero-filled.
     ///
     /// `SEC_COMMIT` charges the whole size against the system commit limit now, so a full
-    /// pagefile fails here (as `StorageFull`) instead of faulting later. `_mode` is ignored:
-    /// the section gets the default DACL of the calling process (owner-only in practice).
+    /// pagefile fails here (as `StorageFull`) instead of faulting later. `_mode` and `_group`
+    /// are ignored: the section gets the default DACL of the calling process (owner-only in
+    /// practice).
     #[doc(alias = "CreateFileMappingW")]
-    pub(crate) fn create(os_name: &str, size: usize, _mode: u32) -> io::Result<Shm> {
+    pub(crate) fn create(
+        os_name: &str,
+        size: usize,
+        _mode: u32,
+        _group: Option<u32>,
+    ) -> io::Result<Shm> {
         let name = wide(os_name)?;
         if size == 0 {
             return Err(io::Error::new(
@@ -255,6 +261,11 @@ impl Shm {
 
     /// Sections carry no owner uid.
     pub(crate) fn owner_uid(&self) -> Option<u32> {
+        None
+    }
+
+    /// Sections carry no permission bits or group (their DACL decides).
+    pub(crate) fn perm(&self) -> Option<super::Perm> {
         None
     }
 

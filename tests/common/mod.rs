@@ -714,6 +714,32 @@ pub fn become_nobody() {
     assert!(ok, "setuid({NOBODY}) failed");
 }
 
+/// This process's effective gid.
+#[cfg(unix)]
+pub fn egid() -> u32 {
+    // SAFETY: getegid has no preconditions.
+    unsafe { libc::getegid() }
+}
+
+/// Switches this (child) process to uid and gid [`NOBODY`] with `group` as its only
+/// supplementary group (a user of the group a service is shared with); panics if it cannot.
+#[cfg(unix)]
+pub fn become_nobody_in_group(group: u32) {
+    become_user_in_group(NOBODY, group);
+}
+
+/// Switches this (child) process to uid and gid `uid` with `group` as its only
+/// supplementary group; panics if it cannot.
+#[cfg(unix)]
+pub fn become_user_in_group(uid: u32, group: u32) {
+    // SAFETY: setgroups reads one gid from a live local; setgid/setuid as in
+    // `become_nobody`.
+    let ok = unsafe {
+        libc::setgroups(1, &group) == 0 && libc::setgid(uid) == 0 && libc::setuid(uid) == 0
+    };
+    assert!(ok, "switching to uid {uid} in group {group} failed");
+}
+
 /// Pins the calling thread to `cpu` (benches and placement tests).
 #[cfg(target_os = "linux")]
 pub fn pin_to_cpu(cpu: usize) -> bool {

@@ -111,6 +111,38 @@ impl ServerHandle {
         self.core.clients.list()
     }
 
+    /// The server's call counters since it started, with the calls in flight, the clients
+    /// connected and the workers running. Each worker counts on a cache line of its own and
+    /// this sums them, so counting costs a call next to nothing; the counts are each exact,
+    /// though a snapshot taken while calls are answered may show one counted and not
+    /// another.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{AppError, CallError, CallInfo, Client, Server};
+    /// # let name = format!("doc-stats-{}", std::process::id());
+    /// let handle = Server::builder(&name).create()?.spawn(
+    ///     |_: &CallInfo, req: &[u8], _: &mut [u8]| -> Result<usize, AppError> {
+    ///         if req == b"bad" {
+    ///             return Err(AppError::new(1));
+    ///         }
+    ///         Ok(0)
+    ///     },
+    /// )?;
+    /// let mut client = Client::connect(&name)?;
+    /// client.call(b"good")?;
+    /// assert!(matches!(client.call(b"bad"), Err(CallError::Application { code: 1, .. })));
+    /// let stats = handle.stats();
+    /// assert_eq!((stats.answered, stats.app_errors, stats.workers), (1, 1, 1));
+    /// # handle.shutdown();
+    /// # Ok::<(), CallError>(())
+    /// ```
+    pub fn stats(&self) -> ServerStats {
+        let mut s = self.core.stats();
+        s.workers = self.threads.len(); // started, if not all in their loop yet
+        s
+    }
+
     /// A handle on the client table that can be sent elsewhere.
     pub fn client_table(&self) -> ClientTable {
         ClientTable {
@@ -315,6 +347,11 @@ impl ClientTable {
         self.core
             .upgrade()
             .map_or_else(Vec::new, |c| c.clients.list())
+    }
+
+    /// As [`ServerHandle::stats`]; `None` once the server is gone.
+    pub fn stats(&self) -> Option<ServerStats> {
+        self.core.upgrade().map(|c| c.stats())
     }
 
     /// The entry of client `id`, if it is connected.
