@@ -112,8 +112,13 @@ pub enum WaitStrategy {
     /// task for a time slice (a quarter of a millisecond or more), or a spin preempted as
     /// long, shows that the CPU is busy: the next waits then sleep at once (spinning would spend the CPU share that
     /// lets a wake-up run promptly, and yielding gives away time slices), and the spin is
-    /// tried again after a number of waits that doubles while the CPU stays busy. Right for
-    /// most uses, whatever the placement of the two sides and the load of the machine.
+    /// tried again after a number of waits that doubles while the CPU stays busy. Waits that
+    /// outlast the spin at a steady pace (a peer working a fixed time per message) are
+    /// learnt too: the next ones spin for them when a sleep and wake-up would cost as much
+    /// (up to 300 us), or sleep on a timer until shortly before the signal is due and then
+    /// spin (up to 5 ms), so neither side pays for a wake-up; an irregular pace, or a
+    /// setter on our CPU, sleeps as before. Right for most uses, whatever the placement of
+    /// the two sides and the load of the machine.
     #[default]
     Adaptive,
 }
@@ -137,6 +142,8 @@ const MAX_BUSY_WAITS: u32 = 4096;
 /// A nap ends this long before the predicted signal: the timer's slack (50 us by default on
 /// Linux) and the wake-up's latency.
 const NAP_LEAD: Duration = Duration::from_micros(80);
+/// Regular waits up to this long are spun for (about what a sleep and a wake-up cost here).
+const NAP_SHORT: Duration = Duration::from_micros(300);
 /// Longest spin after a nap.
 const NAP_SPIN: Duration = Duration::from_micros(250);
 /// Waits predicted longer than this sleep as usual (the nap's spin would then cost more
@@ -152,6 +159,8 @@ enum Spun {
     Ready,
     /// Spun and yielded in vain: sleep.
     Missed,
+    /// Did not spin (the setter shares our CPU), yielded in vain: sleep.
+    MissedOnOurCpu,
     /// Another task has our CPU: sleep at once.
     BusyCpu,
 }
@@ -473,6 +482,8 @@ impl Event {
         if ready(false) {
             return WaitOutcome::Set;
         }
+        // Whether this wait may nap or spin on past the adaptive spin (see `nap`).
+        let mut predict = false;
         let spun = match self.strategy {
             WaitStrategy::Block => false,
             WaitStrategy::SpinThenBlock { spins } => (0..spins).any(|_| {
@@ -482,7 +493,11 @@ impl Event {
             WaitStrategy::Spin => return self.spin_until(ready, deadline, &mut check),
             WaitStrategy::Adaptive => match self.adaptive_spin(ready) {
                 Spun::Ready => true,
-                Spun::Missed => false,
+                Spun::Missed => {
+                    predict = true;
+                    false
+                }
+                Spun::MissedOnOurCpu => false,
                 Spun::BusyCpu => {
                     // Not a measure of how long spinning would have taken: do not learn.
                     let cond = if cond_ready { Some(ready) } else { None };
@@ -495,20 +510,28 @@ impl Event {
         }
         let slept = Instant::now();
         let mut outcome = None;
-        if self.strategy == WaitStrategy::Adaptive {
-            if let Some(nap) = self.nap() {
-                // Recent waits ran this long, give or take little: sleep through most of it
-                // with a timer, then spin for the signal, so that neither side pays for a
-                // wake-up (the setter sees no sleeper; we are up when it comes).
-                let until = slept + nap;
-                let nap_end = deadline.map_or(until, |d| d.min(until));
-                let cond = if cond_ready { Some(&mut *ready) } else { None };
-                outcome = match self.sleep(cond, Some(nap_end), &mut check) {
-                    WaitOutcome::TimedOut if deadline.is_none_or(|d| Instant::now() < d) => {
-                        self.spin_for(ready, NAP_SPIN).then_some(WaitOutcome::Set)
-                    }
-                    o => Some(o),
-                };
+        if predict {
+            match self.nap() {
+                // Recent waits ran this long, give or take little, and a sleep and wake-up
+                // would cost about as much: spin for it.
+                Some((nap, spin)) if nap.is_zero() => {
+                    outcome = self.spin_for(ready, spin).then_some(WaitOutcome::Set);
+                }
+                // Longer: sleep through most of it with a timer, then spin for the signal,
+                // so that neither side pays for a wake-up (the setter sees no sleeper; we
+                // are up when it comes).
+                Some((nap, spin)) => {
+                    let until = slept + nap;
+                    let nap_end = deadline.map_or(until, |d| d.min(until));
+                    let cond = if cond_ready { Some(&mut *ready) } else { None };
+                    outcome = match self.sleep(cond, Some(nap_end), &mut check) {
+                        WaitOutcome::TimedOut if deadline.is_none_or(|d| Instant::now() < d) => {
+                            self.spin_for(ready, spin).then_some(WaitOutcome::Set)
+                        }
+                        o => Some(o),
+                    };
+                }
+                None => {}
             }
         }
         let outcome = match outcome {
@@ -521,24 +544,41 @@ impl Event {
         if self.strategy == WaitStrategy::Adaptive && outcome == WaitOutcome::Set {
             let took = slept.elapsed();
             self.learn(took < MAX_SPIN);
-            self.learn_nap(took);
+            if predict {
+                self.learn_nap(took);
+            }
         }
         outcome
     }
 
-    /// How long to sleep on a timer before spinning, when recent waits past the spin were
-    /// regular: their mean less [`NAP_LEAD`], if the mean deviation is under a quarter of
-    /// the mean and the mean between twice the lead and [`NAP_MAX`].
-    fn nap(&self) -> Option<Duration> {
+    /// When recent waits past the spin were regular (mean deviation under a quarter of the
+    /// mean, mean at most [`NAP_MAX`]) and the last setter ran on another CPU: how long to sleep on a timer (their mean less
+    /// [`NAP_LEAD`]; none for waits shorter than [`NAP_SHORT`], which are spun for), then
+    /// how long to spin at most.
+    #[inline(never)]
+    fn nap(&self) -> Option<(Duration, Duration)> {
         let mean = self.slept_us.load(Ordering::Relaxed);
         let dev = self.slept_dev_us.load(Ordering::Relaxed);
-        let mean_d = Duration::from_micros(u64::from(mean));
-        let regular = dev.saturating_mul(4) <= mean;
-        (regular && mean_d >= 2 * NAP_LEAD && mean_d <= NAP_MAX).then(|| mean_d - NAP_LEAD)
+        // Spinning while the setter waits for our CPU would only delay it.
+        if dev.saturating_mul(4) > mean {
+            return None;
+        }
+        let (mean, dev) = (
+            Duration::from_micros(u64::from(mean)),
+            Duration::from_micros(u64::from(dev)),
+        );
+        if mean <= NAP_SHORT {
+            Some((Duration::ZERO, mean + 2 * dev + Duration::from_micros(20)))
+        } else if mean <= NAP_MAX {
+            Some((mean - NAP_LEAD, NAP_SPIN))
+        } else {
+            None
+        }
     }
 
     /// Folds a wait that went past the spin (`took` from the end of the spin to the signal)
     /// into the running mean and deviation (weight 1/4 each).
+    #[inline(never)]
     fn learn_nap(&self, took: Duration) {
         let d = took.as_micros().min(u128::from(u32::MAX / 4)) as i64;
         let mean = i64::from(self.slept_us.load(Ordering::Relaxed));
@@ -550,6 +590,7 @@ impl Event {
     }
 
     /// Spins for `ready()` for at most `limit`; whether it held.
+    #[inline(never)]
     fn spin_for(&self, ready: &mut dyn FnMut(bool) -> bool, limit: Duration) -> bool {
         let start = Instant::now();
         loop {
@@ -635,7 +676,11 @@ impl Event {
             }
         }
         self.cpu_free();
-        Spun::Missed
+        if spun {
+            Spun::Missed
+        } else {
+            Spun::MissedOnOurCpu
+        }
     }
 
     /// Another task ran on our CPU while we waited: sleep at once for the next waits.

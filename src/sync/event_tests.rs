@@ -128,6 +128,33 @@ mod unit {
         assert_eq!(ev.sleepers(), 0);
     }
 
+    /// Signals that come at a steady pace from another CPU, slower than the spin: the
+    /// waiter learns the pace, naps and spins for them, and misses none.
+    #[test]
+    #[cfg_attr(miri, ignore = "waits for real time")]
+    fn steady_signals_are_napped_for_and_none_is_missed() {
+        let ev = Event::on_heap(WaitStrategy::Adaptive);
+        let back = Event::on_heap(WaitStrategy::Block);
+        let rounds = 300;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..rounds {
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_micros(400) {
+                        std::hint::spin_loop();
+                    }
+                    ev.set();
+                    assert!(back.wait_timeout(WATCHDOG), "lost wake-up");
+                }
+            });
+            for _ in 0..rounds {
+                assert!(ev.wait_timeout(WATCHDOG), "lost wake-up");
+                back.set();
+            }
+        });
+        assert_eq!(ev.sleepers(), 0);
+    }
+
     /// Yields until `cond` holds; fails the test after [`WATCHDOG`].
     fn until(cond: impl Fn() -> bool) {
         let t = Instant::now();
