@@ -4,8 +4,10 @@
 pub(crate) mod atomic;
 mod event;
 mod mutex;
+mod pair;
 
 pub(crate) use crate::sys::MUTEX_STORAGE;
-pub use event::{Event, EventPair, WaitStrategy};
+pub use event::{Event, WaitStrategy};
 pub(crate) use event::{WaitOutcome, EVENT_STORAGE};
 pub use mutex::{Locked, Mutex, MutexGuard};
+pub use pair::EventPair;
