@@ -27,7 +27,7 @@ mod common;
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use crate::common::{median, pin, record, say, Proc, ARGS_ENV, ROLE_ENV};
+    use crate::common::{median, pin, record, role, say, Proc};
     use std::io::BufRead;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{Duration, Instant};
@@ -45,12 +45,7 @@ mod linux {
     const DATA_AT: usize = 128;
 
     pub(crate) fn main() {
-        if let Ok(role) = std::env::var(ROLE_ENV) {
-            let args: Vec<String> = std::env::var(ARGS_ENV)
-                .unwrap_or_default()
-                .split(' ')
-                .map(str::to_owned)
-                .collect();
+        if let Some((role, args)) = role() {
             child(&role, &args);
             return;
         }

@@ -32,7 +32,7 @@ mod common;
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use crate::common::{median, pin, record, say, wait_for_eof, Proc, ARGS_ENV, ROLE_ENV};
+    use crate::common::{median, pin, record, role, say, wait_for_eof, Proc};
     use std::io::{BufRead, Read, Write};
     use std::os::unix::net::{UnixListener, UnixStream};
     use std::time::{Duration, Instant};
@@ -47,12 +47,7 @@ mod linux {
     const TURN_TIME: Duration = Duration::from_millis(300);
 
     pub(crate) fn main() {
-        if let Ok(role) = std::env::var(ROLE_ENV) {
-            let args: Vec<String> = std::env::var(ARGS_ENV)
-                .unwrap_or_default()
-                .split(' ')
-                .map(str::to_owned)
-                .collect();
+        if let Some((role, args)) = role() {
             child(&role, &args);
             return;
         }

@@ -30,10 +30,9 @@ mod common;
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use crate::common::pin;
-    use std::io::{BufRead, BufReader, Read, Write};
+    use crate::common::{pin, role, Proc};
+    use std::io::{BufRead, Read, Write};
     use std::os::unix::net::{UnixListener, UnixStream};
-    use std::process::{Child, ChildStdout, Command, Stdio};
     use std::time::{Duration, Instant};
 
     use criterion::{BenchmarkId, Criterion, Throughput};
@@ -41,20 +40,13 @@ mod linux {
 
     use shmlink::{Client, Segment, Server, WaitStrategy};
 
-    const ROLE_ENV: &str = "SHMLINK_BENCH_ROLE";
-    const ARGS_ENV: &str = "SHMLINK_BENCH_ARGS";
     const MAX_MESSAGE: usize = 64 * 1024;
     const SIZES: [usize; 3] = [64, 4096, 64 * 1024];
     /// Tells the spin-floor child to exit (even: the ping values are odd).
     const SPIN_STOP: u32 = 2;
 
     pub(crate) fn main() {
-        if let Ok(role) = std::env::var(ROLE_ENV) {
-            let args: Vec<String> = std::env::var(ARGS_ENV)
-                .unwrap_or_default()
-                .split(' ')
-                .map(str::to_owned)
-                .collect();
+        if let Some((role, args)) = role() {
             child(&role, &args);
             return;
         }
@@ -417,54 +409,5 @@ mod linux {
             .map(|n| n > 0)
             .unwrap_or(false)
         {}
-    }
-
-    /// A child process of this bench; closing its stdin (on drop) ends it gracefully.
-    struct Proc {
-        child: Child,
-        out: BufReader<ChildStdout>,
-    }
-
-    impl Proc {
-        fn spawn(role: &str, args: &[&str]) -> Proc {
-            let mut child = Command::new(std::env::current_exe().unwrap())
-                .env(ROLE_ENV, role)
-                .env(ARGS_ENV, args.join(" "))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let out = BufReader::new(child.stdout.take().unwrap());
-            Proc { child, out }
-        }
-
-        fn expect(&mut self, want: &str) {
-            let mut line = String::new();
-            self.out.read_line(&mut line).unwrap();
-            assert_eq!(line.trim_end(), want, "bench child said something else");
-        }
-
-        /// Stops (SIGSTOP) or continues (SIGCONT) the child.
-        fn pause(&self, stop: bool) {
-            let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
-            // SAFETY: kill has no memory-safety preconditions; the pid is our own child,
-            // not yet waited for.
-            let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-            assert_eq!(rc, 0, "kill({sig}) failed");
-        }
-
-        fn send(&mut self, line: &str) {
-            let stdin = self.child.stdin.as_mut().unwrap();
-            writeln!(stdin, "{line}").unwrap();
-            stdin.flush().unwrap();
-        }
-    }
-
-    impl Drop for Proc {
-        fn drop(&mut self) {
-            self.pause(false);
-            drop(self.child.stdin.take());
-            let _ = self.child.wait();
-        }
     }
 }

@@ -13,6 +13,18 @@ use std::time::Duration;
 pub const ROLE_ENV: &str = "SHMLINK_BENCH_ROLE";
 pub const ARGS_ENV: &str = "SHMLINK_BENCH_ARGS";
 
+/// The role and arguments this process was started with by [`Proc::spawn`], if it is a
+/// bench's child.
+pub fn role() -> Option<(String, Vec<String>)> {
+    let role = std::env::var(ROLE_ENV).ok()?;
+    let args = std::env::var(ARGS_ENV)
+        .unwrap_or_default()
+        .split(' ')
+        .map(str::to_owned)
+        .collect();
+    Some((role, args))
+}
+
 /// Pins the calling thread (and threads it starts later) to `cpu`.
 pub fn pin(cpu: usize) {
     // SAFETY: cpu_set_t is plain data; sched_setaffinity only reads it.
@@ -104,6 +116,15 @@ impl Proc {
         assert_eq!(line.trim_end(), want, "bench child said something else");
     }
 
+    /// Stops (SIGSTOP) or continues (SIGCONT) the child.
+    pub fn pause(&self, stop: bool) {
+        let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child, not
+        // yet waited for.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({sig}) failed");
+    }
+
     pub fn send(&mut self, line: &str) {
         let stdin = self.child.stdin.as_mut().unwrap();
         writeln!(stdin, "{line}").unwrap();
@@ -115,6 +136,8 @@ impl Drop for Proc {
     fn drop(&mut self) {
         if self.hog {
             let _ = self.child.kill();
+        } else {
+            self.pause(false);
         }
         drop(self.child.stdin.take());
         let _ = self.child.wait();
