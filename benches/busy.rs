@@ -32,9 +32,9 @@ mod common;
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use crate::common::{median, pin, record, role, say, wait_for_eof, Proc};
+    use crate::common::{median, pin, record, role, say, socket_echo_server, wait_for_eof, Proc};
     use std::io::{BufRead, Read, Write};
-    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
 
     use criterion::{BenchmarkId, Criterion};
@@ -286,21 +286,7 @@ mod linux {
             // socket-server <path> <cpu>: length-prefixed echo, one connection.
             "socket-server" => {
                 pin(args[1].parse().unwrap());
-                let _ = std::fs::remove_file(&args[0]);
-                let listener = UnixListener::bind(&args[0]).unwrap();
-                say("ready");
-                let (mut s, _) = listener.accept().unwrap();
-                let mut buf = [0u8; 4096 + 4];
-                loop {
-                    let mut len = [0u8; 4];
-                    if s.read_exact(&mut len).is_err() {
-                        break;
-                    }
-                    let n = u32::from_le_bytes(len) as usize;
-                    buf[..4].copy_from_slice(&len);
-                    s.read_exact(&mut buf[4..4 + n]).unwrap();
-                    s.write_all(&buf[..4 + n]).unwrap();
-                }
+                socket_echo_server(&args[0], 4096);
             }
             _ => panic!("unknown role {role}"),
         }

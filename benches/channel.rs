@@ -30,9 +30,9 @@ mod common;
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use crate::common::{pin, role, Proc};
+    use crate::common::{pin, role, say, socket_echo_server, wait_for_eof, Proc};
     use std::io::{BufRead, Read, Write};
-    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
 
     use criterion::{BenchmarkId, Criterion, Throughput};
@@ -334,21 +334,7 @@ mod linux {
             // socket-server <path> <cpu>: length-prefixed echo, one connection.
             "socket-server" => {
                 pin(args[1].parse().unwrap());
-                let _ = std::fs::remove_file(&args[0]);
-                let listener = UnixListener::bind(&args[0]).unwrap();
-                say("ready");
-                let (mut s, _) = listener.accept().unwrap();
-                let mut buf = vec![0u8; MAX_MESSAGE + 4];
-                loop {
-                    let mut len = [0u8; 4];
-                    if s.read_exact(&mut len).is_err() {
-                        break;
-                    }
-                    let n = u32::from_le_bytes(len) as usize;
-                    buf[..4].copy_from_slice(&len);
-                    s.read_exact(&mut buf[4..4 + n]).unwrap();
-                    s.write_all(&buf[..4 + n]).unwrap();
-                }
+                socket_echo_server(&args[0], MAX_MESSAGE);
             }
             // load <name> <cpu>: on "run K", make K 64-byte calls, then say "done".
             "load" => {
@@ -394,20 +380,5 @@ mod linux {
                 resp: base.add(192),
             }
         }
-    }
-
-    fn say(line: &str) {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}").unwrap();
-        out.flush().unwrap();
-    }
-
-    fn wait_for_eof() {
-        let mut sink = [0u8; 64];
-        while std::io::stdin()
-            .read(&mut sink)
-            .map(|n| n > 0)
-            .unwrap_or(false)
-        {}
     }
 }

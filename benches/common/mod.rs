@@ -143,3 +143,23 @@ impl Drop for Proc {
         let _ = self.child.wait();
     }
 }
+
+/// The Unix-socket baseline's server: binds `path`, says "ready", accepts one connection and
+/// echoes length-prefixed messages of up to `max` bytes until it closes.
+pub fn socket_echo_server(path: &str, max: usize) {
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    say("ready");
+    let (mut s, _) = listener.accept().unwrap();
+    let mut buf = vec![0u8; max + 4];
+    loop {
+        let mut len = [0u8; 4];
+        if s.read_exact(&mut len).is_err() {
+            break;
+        }
+        let n = u32::from_le_bytes(len) as usize;
+        buf[..4].copy_from_slice(&len);
+        s.read_exact(&mut buf[4..4 + n]).unwrap();
+        s.write_all(&buf[..4 + n]).unwrap();
+    }
+}
