@@ -13,9 +13,11 @@ use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use crate::sys;
 
 mod access;
+mod stale;
 mod survey;
 
 pub use access::Access;
+use stale::{check_name, classify, open_shm, remove_if_stale, unlink, Found};
 pub(crate) use survey::{survey, Survey, Verdict};
 pub(crate) use sys::Perm;
 
@@ -88,7 +90,17 @@ impl SegmentKind {
             n => format!("segment of unknown kind {n}"),
         }
     }
+
+    /// The tag of the segment that a segment of this kind belongs to, if it belongs to one:
+    /// its liveness is then that segment's (of the instance recorded in its header), so it
+    /// needs no liveness token, nor an open file, of its own.
+    fn parent_tag(code: u32) -> Option<&'static str> {
+        (code == SegmentKind::PoolBuffer.code()).then_some(POOL_INDEX_TAG)
+    }
 }
+
+/// The tag of a buffer pool's index segment.
+pub(crate) const POOL_INDEX_TAG: &str = "pool";
 
 /// The common header, at offset 0 of every segment.
 ///
@@ -113,6 +125,9 @@ pub(crate) struct Header {
     owner_start: AtomicU64,
     token: [AtomicU64; 2],
     name: [AtomicU8; MAX_NAME_LEN],
+    /// The instance token of the segment this one belongs to (see
+    /// [`SegmentKind::parent_tag`]), or zero: such a segment lives as long as that one.
+    parent: [AtomicU64; 2],
 }
 
 // SAFETY: atomics only; any bit pattern is a valid Header; alignment 8.
@@ -131,6 +146,7 @@ pub struct SegmentBuilder {
     mode: u32,
     group: Option<u32>,
     shared: Option<Perm>,
+    parent: [u8; 16],
 }
 
 impl SegmentBuilder {
@@ -170,6 +186,13 @@ impl SegmentBuilder {
 
     pub(crate) fn tag(mut self, tag: &str) -> Self {
         self.tag = tag.to_owned();
+        self
+    }
+
+    /// Records the instance token of the segment this one belongs to (for kinds with a
+    /// [`SegmentKind::parent_tag`]): it is judged live exactly while that one is.
+    pub(crate) fn parent(mut self, token: [u8; 16]) -> Self {
+        self.parent = token;
         self
     }
 
@@ -224,7 +247,7 @@ impl SegmentBuilder {
                         data_offset: HEADER_SIZE,
                         size: total,
                     };
-                    seg.write_header(self.kind, self.kind_version, total);
+                    seg.write_header(self.kind, self.kind_version, total, self.parent);
                     return Ok(seg);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -258,158 +281,6 @@ fn is_no_space(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::StorageFull
         || e.kind() == io::ErrorKind::QuotaExceeded
         || e.raw_os_error() == Some(28)
-}
-
-/// What an existing object turned out to be.
-enum Found {
-    Live(u32),
-    Stale(sys::Shm),
-}
-
-/// Opens the object `os_name` of `name` if `expect` allows it ([`Error::Squatted`] if not).
-fn open_shm(name: &ServiceName, os_name: &str, expect: &sys::Expect) -> Result<sys::Shm> {
-    sys::Shm::open(os_name, expect).map_err(|e| match e {
-        sys::OpenError::Os(e) => Error::os("shm_open", name.as_str(), e),
-        sys::OpenError::Squatted { reason, owner_uid } => Error::Squatted {
-            name: name.to_string(),
-            reason,
-            owner_uid,
-        },
-    })
-}
-
-/// Removes the name `os_name` if it still names `shm`, giving up after [`CLEANUP_LOCK_WAIT`].
-fn unlink(name: &ServiceName, os_name: &str, shm: &sys::Shm) -> Result<bool> {
-    sys::Shm::unlink_stale(os_name, shm, CLEANUP_LOCK_WAIT).map_err(|e| {
-        let op = if e.kind() == io::ErrorKind::WouldBlock {
-            "cleanup lock"
-        } else {
-            "shm_unlink"
-        };
-        Error::os(op, name.as_str(), e)
-    })
-}
-
-/// Removes the object `os_name` if it is ours and its owner is dead; errors if it is live,
-/// foreign or squatted. Returns when the caller may try to create again.
-fn remove_if_stale(name: &ServiceName, os_name: &str, expect: &sys::Expect) -> Result<()> {
-    let shm = match open_shm(name, os_name, expect) {
-        Ok(shm) => shm,
-        Err(Error::NotFound { .. }) => return Ok(()), // gone meanwhile
-        Err(e) => return Err(e),
-    };
-    match classify(name, os_name, expect, shm)? {
-        Found::Live(pid) => Err(Error::AlreadyRunning {
-            name: name.to_string(),
-            pid,
-        }),
-        Found::Stale(shm) => unlink(name, os_name, &shm).map(drop),
-    }
-}
-
-/// Decides whether the object `shm` (opened as `os_name`) is live or stale.
-///
-/// Where the OS has a liveness token (Linux), the creator took it before sizing the object
-/// and holds it while it lives, so a held token means live however slowly the creator
-/// initialises, and a free one means it is gone: no waiting. Elsewhere an object without a
-/// header yet is given [`READY_WAIT`] / 4 to get one before it is judged stale. A published
-/// header that names another service is [`Error::Squatted`]; an object without our magic is
-/// [`Error::Foreign`]; neither is ever judged stale.
-fn classify(
-    name: &ServiceName,
-    os_name: &str,
-    expect: &sys::Expect,
-    mut shm: sys::Shm,
-) -> Result<Found> {
-    let start = Instant::now();
-    let foreign = || {
-        Err(Error::Foreign {
-            name: name.to_string(),
-        })
-    };
-    loop {
-        let settled = start.elapsed() > READY_WAIT / 4;
-        let token = shm.token();
-        if shm.len() >= HEADER_SIZE {
-            let region = shm_region(&shm);
-            let h = region.at::<Header>(0);
-            let magic = h.magic.load(Ordering::Acquire);
-            if magic == MAGIC {
-                // The owner's identity is written before the magic (Release / Acquire).
-                check_name(h, name, &shm)?;
-                let owner = ProcessId::from_raw(
-                    h.owner_pid.load(Ordering::Acquire),
-                    h.owner_start.load(Ordering::Acquire),
-                );
-                // A token decides where the OS has one (pids lie across PID namespaces).
-                let live = match token {
-                    sys::Token::Held => true,
-                    sys::Token::Free => false,
-                    sys::Token::Unknown => owner.is_alive(),
-                };
-                if live {
-                    return Ok(Found::Live(owner.pid()));
-                }
-                return Ok(Found::Stale(shm));
-            } else if magic != 0 {
-                return foreign();
-            } else if token == sys::Token::Held {
-                // Its creator is alive and has not written the header yet.
-                return Ok(Found::Live(0));
-            } else if token == sys::Token::Free || settled {
-                // Sized and zero: a creator that died before writing anything.
-                let all_zero = region
-                    .slice::<AtomicU64>(0, HEADER_SIZE / 8)
-                    .is_some_and(|words| words.iter().all(|w| w.load(Ordering::Relaxed) == 0));
-                return if all_zero {
-                    Ok(Found::Stale(shm))
-                } else {
-                    foreign()
-                };
-            }
-        } else if shm.len() > 0 {
-            // We size objects in one ftruncate, so a short object is not ours.
-            return foreign();
-        } else {
-            // Not sized yet: a creator still at work, or one that died there.
-            match token {
-                sys::Token::Held => return Ok(Found::Live(0)),
-                sys::Token::Free => return Ok(Found::Stale(shm)),
-                sys::Token::Unknown if settled => return Ok(Found::Stale(shm)),
-                sys::Token::Unknown => {}
-            }
-        }
-        std::thread::sleep(Duration::from_millis(2));
-        shm = open_shm(name, os_name, expect)?;
-    }
-}
-
-/// Refuses a published segment whose header names another service than `name` (a peer
-/// linked another service's object under this name, or two names hash alike on macOS).
-fn check_name(h: &Header, name: &ServiceName, shm: &sys::Shm) -> Result<()> {
-    // Nothing is trusted before READY, and the name's place depends on the header version.
-    if h.state.load(Ordering::Acquire) != STATE_READY
-        || h.header_version.load(Ordering::Relaxed) != HEADER_VERSION
-    {
-        return Ok(());
-    }
-    // Read once: a peer could change the length under us; clamp it to the field.
-    let len = (h.name_len.load(Ordering::Relaxed) as usize).min(MAX_NAME_LEN);
-    let found: Vec<u8> = h.name[..len]
-        .iter()
-        .map(|c| c.load(Ordering::Relaxed))
-        .collect();
-    if found == name.as_str().as_bytes() {
-        return Ok(());
-    }
-    Err(Error::Squatted {
-        name: name.to_string(),
-        reason: format!(
-            "its header names service {:?}",
-            String::from_utf8_lossy(&found)
-        ),
-        owner_uid: shm.owner_uid().unwrap_or(u32::MAX),
-    })
 }
 
 /// A named shared-memory segment: a common header followed by a data region.
@@ -463,6 +334,7 @@ impl Segment {
             mode: DEFAULT_MODE,
             group: None,
             shared: None,
+            parent: [0; 16],
         }
     }
 
@@ -627,7 +499,7 @@ impl Segment {
             .expect("the data region lies inside the mapping")
     }
 
-    fn write_header(&self, kind: SegmentKind, kind_version: u32, total: usize) {
+    fn write_header(&self, kind: SegmentKind, kind_version: u32, total: usize, parent: [u8; 16]) {
         let me = ProcessId::current();
         let token = uuid::Uuid::new_v4().into_bytes();
         let h = self.header();
@@ -639,12 +511,8 @@ impl Segment {
         h.kind.store(kind.code(), Ordering::Relaxed);
         h.kind_version.store(kind_version, Ordering::Relaxed);
         h.size.store(total as u64, Ordering::Relaxed);
-        for (word, bytes) in h.token.iter().zip(token.chunks_exact(8)) {
-            word.store(
-                u64::from_le_bytes(bytes.try_into().expect("8 bytes")),
-                Ordering::Relaxed,
-            );
-        }
+        store_token(&h.token, token);
+        store_token(&h.parent, parent);
         h.name_len.store(name.len() as u32, Ordering::Relaxed);
         for (cell, &b) in h.name.iter().zip(name) {
             cell.store(b, Ordering::Relaxed);
@@ -756,11 +624,12 @@ impl Segment {
 
     /// The random token written at creation: differs between two incarnations of a name.
     pub fn token(&self) -> [u8; 16] {
-        let mut token = [0u8; 16];
-        for (bytes, word) in token.chunks_exact_mut(8).zip(&self.header().token) {
-            bytes.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
-        }
-        token
+        load_token(&self.header().token)
+    }
+
+    /// The instance token of the segment this one belongs to (zeros if none).
+    pub(crate) fn parent(&self) -> [u8; 16] {
+        load_token(&self.header().parent)
     }
 
     /// The process that owns the segment (its creator, or a process that took it over).
@@ -795,8 +664,7 @@ impl Segment {
     /// which others check with [`is_alive`](Segment::is_alive). Claims this handle's proof
     /// of life on first use (see `sys::Presence`).
     pub(crate) fn member(&self) -> Result<Member> {
-        self.shm
-            .presence()
+        self.presence()
             .me()
             .map_err(|e| Error::os("liveness tag", self.name(), e))
     }
@@ -804,12 +672,16 @@ impl Segment {
     /// Whether the participant recorded as `m` (by [`member`](Segment::member), in any
     /// process's handle on this object) is alive; "cannot tell" counts as alive.
     pub(crate) fn is_alive(&self, m: Member) -> bool {
-        self.shm.presence().alive(m) != sys::Liveness::Dead
+        self.shm
+            .presence()
+            .is_none_or(|p| p.alive(m) != sys::Liveness::Dead)
     }
 
     /// The proof of life of this handle, for the locks placed in the segment.
     pub(crate) fn presence(&self) -> &Arc<sys::Presence> {
-        self.shm.presence()
+        self.shm
+            .presence()
+            .expect("only segments of kinds without locks or members are detached")
     }
 
     /// Makes this process the owner (the pool adopts a dead Reader's index this way): it will
@@ -831,10 +703,39 @@ impl Segment {
         let _ = self.shm.take_token();
     }
 
+    /// Closes this handle's file descriptor, keeping the mapping: a process may map any
+    /// number of such segments without holding a descriptor for each. Only for kinds with a
+    /// [`SegmentKind::parent_tag`] (whose liveness is their parent's), as the handle loses
+    /// what needs the descriptor: its liveness token and participants' records. Removing
+    /// the name on drop reopens it for the moment it takes.
+    pub(crate) fn detach(&mut self) {
+        debug_assert!(
+            SegmentKind::parent_tag(self.header().kind.load(Ordering::Relaxed)).is_some()
+        );
+        self.shm.detach();
+    }
+
     /// Stops this handle from removing the name on drop.
     pub(crate) fn disown(&mut self) {
         self.owner = false;
     }
+}
+
+fn store_token(words: &[AtomicU64; 2], token: [u8; 16]) {
+    for (word, bytes) in words.iter().zip(token.chunks_exact(8)) {
+        word.store(
+            u64::from_le_bytes(bytes.try_into().expect("8 bytes")),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+fn load_token(words: &[AtomicU64; 2]) -> [u8; 16] {
+    let mut token = [0u8; 16];
+    for (bytes, word) in token.chunks_exact_mut(8).zip(words) {
+        bytes.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+    }
+    token
 }
 
 /// The whole mapping of `shm` as a region.

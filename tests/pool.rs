@@ -1367,6 +1367,12 @@ fn a_writer_frozen_holding_the_pool_lock_delays_no_call_past_its_deadline() {
     let name = TestName::new("pool-frozen");
     let reader = Reader::create(&name, small_config()).unwrap();
     let writer = Writer::connect(&name).unwrap();
+    // Handed back while the holder is frozen: an unsent buffer and a received message.
+    let spare = writer.acquire().unwrap();
+    let mut b = writer.acquire().unwrap();
+    message(&mut b, 2, 0);
+    writer.send(b).unwrap();
+    let got = reader.recv().unwrap();
     let mut b = writer.acquire().unwrap();
     message(&mut b, 1, 0);
     writer.send(b).unwrap();
@@ -1394,6 +1400,7 @@ fn a_writer_frozen_holding_the_pool_lock_delays_no_call_past_its_deadline() {
             let start = Instant::now();
             (writer.stats(), start.elapsed())
         });
+        let drops = [s.spawn(move || drop(spare)), s.spawn(move || drop(got))];
         let ms = Duration::from_millis;
         let e = timed("acquire_timeout", ms(100), &mut || {
             writer.acquire_timeout(ms(100)).err()
@@ -1431,6 +1438,9 @@ fn a_writer_frozen_holding_the_pool_lock_delays_no_call_past_its_deadline() {
             blocked.join()
         );
 
+        for d in drops {
+            d.join().unwrap();
+        }
         // Resumed, the holder lets go: the waiting recv() gets the message.
         frozen.thaw();
         assert_eq!(blocked.join().unwrap().unwrap(), (1, 0));
@@ -1445,8 +1455,12 @@ fn a_writer_frozen_holding_the_pool_lock_delays_no_call_past_its_deadline() {
     child.send("exit");
     child.wait_ok();
     reader.validate().unwrap();
+    // The buffers dropped while the lock was held went back with the next lock taken.
+    writer.stats().unwrap();
+    let stats = reader.stats().unwrap();
+    assert_eq!((stats.allocated, stats.received), (0, 0), "{stats:?}");
     // Stopped is not dead: nothing was taken over or repaired.
-    assert_eq!(reader.stats().unwrap().repairs, 0);
+    assert_eq!(stats.repairs, 0);
     drop(writer);
     drop(reader);
     name.assert_no_leftovers();

@@ -5,7 +5,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use super::conn::{next_generation, Conn, Mapped};
+use super::conn::{next_generation, Conn, Deferred, Mapped};
 use super::error::PoolError;
 use super::index::Slot;
 use super::service::ReaderShared;
@@ -116,17 +116,12 @@ impl AsRef<[u8]> for ReadBuf {
 
 impl ReadBuf {
     fn release(&self) {
-        let conn = &self.shared.conn;
-        let Ok(g) = conn.locked() else { return };
-        let ix = conn.index();
         let i = self.slot.index;
         self.shared.held[i as usize].store(0, Ordering::Relaxed);
-        // Refused if the entry was repaired or reclaimed meanwhile: then it is not ours.
-        if ix.release(i, self.slot.generation).is_err() {
-            return;
-        }
-        drop(g);
-        conn.freed_ev.set();
+        self.shared.conn.hand_back(Deferred::Release {
+            index: i,
+            generation: self.slot.generation,
+        });
     }
 }
 
@@ -420,18 +415,11 @@ impl Drop for WriteBuf {
         if self.done {
             return;
         }
-        let conn = &self.conn;
-        let Ok(g) = conn.locked() else { return };
-        let ix = conn.index();
-        // Refused if the entry was repaired or reclaimed meanwhile: then it is not ours.
-        if ix
-            .give_back(self.slot.index, self.me, self.slot.generation)
-            .is_err()
-        {
-            return;
-        }
-        drop(g);
-        conn.freed_ev.set();
+        self.conn.hand_back(Deferred::GiveBack {
+            index: self.slot.index,
+            generation: self.slot.generation,
+            owner: self.me,
+        });
     }
 }
 

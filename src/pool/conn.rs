@@ -12,14 +12,14 @@ use crate::error::Error;
 use crate::name::ServiceName;
 use crate::process::Member;
 use crate::segment::{Access, Perm, Segment, SegmentKind, DEFAULT_MODE, READY_WAIT};
-use crate::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use crate::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::sync::{Event, Locked, Mutex, MutexGuard, WaitStrategy};
 use crate::trace::event;
 
 /// Segment kind version of the index and buffer segments.
 pub(super) const KIND_VERSION: u32 = index::LAYOUT_VERSION;
 /// Tag of the index segment (buffer segments are tagged by [`buffer_tag`]).
-pub(super) const INDEX_TAG: &str = "pool";
+pub(super) const INDEX_TAG: &str = crate::segment::POOL_INDEX_TAG;
 
 /// How long a positive check that a Reader holds the alive lock is trusted on the send
 /// path (a check is a system call on Linux). Waits re-check every ~20 ms regardless, so a
@@ -65,30 +65,6 @@ pub(super) fn buffer_tag(index: u32, generation: u32) -> String {
 /// The generation a directory entry's next buffer segment gets (0 is never used).
 pub(super) fn next_generation(generation: u32) -> u32 {
     generation.wrapping_add(1).max(1)
-}
-
-/// Creates buffer `index`'s segment of `generation`, `size` bytes, owned by this process,
-/// with the permission `perm` of the pool's index (its bits and, where only the group may
-/// write, its group: see `Access::shared_service` for what participants accept).
-///
-/// Every error is [`PoolError::Setup`]: a live process owning a buffer segment's name is not
-/// a Reader running.
-pub(super) fn create_buffer(
-    name: &ServiceName,
-    index: u32,
-    generation: u32,
-    size: usize,
-    perm: Option<Perm>,
-) -> Result<Segment, PoolError> {
-    Segment::builder(name.as_str())
-        .tag(&buffer_tag(index, generation))
-        .kind(SegmentKind::PoolBuffer, KIND_VERSION)
-        .size(size)
-        .mode(perm.map_or(DEFAULT_MODE, |p| p.mode & 0o777))
-        .group(perm.filter(|p| p.group_decides()).map(|p| p.gid))
-        .shared(perm.filter(|p| p.is_shared()))
-        .create()
-        .map_err(PoolError::Setup)
 }
 
 /// Removes the index segment `name` if it is still `ours` (the same instance token).
@@ -188,6 +164,26 @@ pub(super) struct Conn {
     /// Until when (ns after `epoch`) a Reader is known to hold the alive lock.
     reader_seen_until: AtomicU64,
     epoch: Instant,
+    /// Hand-backs that found the pool mutex held too long, done when this connection next
+    /// gets it; `has_deferred` keeps that check to one load.
+    deferred: parking_lot::Mutex<Vec<Deferred>>,
+    has_deferred: AtomicBool,
+}
+
+/// A buffer handed back while a live process kept the pool mutex past [`LOCK_TIMEOUT`]
+/// (stopped by a signal or a debugger). Rather than leave the buffer with a process that no
+/// longer uses it, the hand-back is done by this connection's next operation that gets the
+/// mutex (for the Reader: its service thread, every tick).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Deferred {
+    /// A Writer's unsent buffer (`Index::give_back`).
+    GiveBack {
+        index: u32,
+        generation: u32,
+        owner: Member,
+    },
+    /// A received message the Reader is done with (`Index::release`).
+    Release { index: u32, generation: u32 },
 }
 
 impl fmt::Debug for Conn {
@@ -280,6 +276,8 @@ impl Conn {
             me,
             reader_seen_until: AtomicU64::new(0),
             epoch: Instant::now(),
+            deferred: parking_lot::Mutex::new(Vec::new()),
+            has_deferred: AtomicBool::new(false),
         };
         conn.set_wait_strategy(strategy);
         Ok(conn)
@@ -324,8 +322,8 @@ impl Conn {
     /// If its previous holder died, the lists are rebuilt before the guard is handed out.
     #[inline]
     pub(super) fn locked_for(&self, wait: LockWait) -> Result<MutexGuard<'_>, PoolError> {
-        match self.lock_for(wait)? {
-            Locked::Acquired(g) => Ok(g),
+        let g = match self.lock_for(wait)? {
+            Locked::Acquired(g) => g,
             Locked::OwnerDied(g) => {
                 self.index().repair(false);
                 bump(&self.hdr().repairs);
@@ -334,8 +332,60 @@ impl Conn {
                     pool = self.name.as_str(),
                     "a process died holding the pool's lock; the index was repaired"
                 );
-                Ok(g)
+                g
             }
+        };
+        if self.has_deferred.load(Ordering::Relaxed) {
+            self.apply_deferred();
+        }
+        Ok(g)
+    }
+
+    /// Hands `d` back now if the pool mutex can be had within [`LOCK_TIMEOUT`], else when
+    /// this connection next gets it. Errors other than a held lock (the index is corrupt,
+    /// the pool retired) leave the buffer to the repairs that follow them.
+    pub(super) fn hand_back(&self, d: Deferred) {
+        match self.locked() {
+            Ok(g) => {
+                let done = self.apply(d);
+                drop(g);
+                if done {
+                    self.freed_ev.set();
+                }
+            }
+            Err(PoolError::LockHeld { .. }) => {
+                self.deferred.lock().push(d);
+                self.has_deferred.store(true, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Does the deferred hand-backs; the caller holds the pool mutex.
+    #[cold]
+    fn apply_deferred(&self) {
+        let pending = std::mem::take(&mut *self.deferred.lock());
+        self.has_deferred.store(false, Ordering::Relaxed);
+        let mut freed = false;
+        for d in pending {
+            freed |= self.apply(d);
+        }
+        if freed {
+            self.freed_ev.set();
+        }
+    }
+
+    /// One hand-back under the pool mutex; whether it freed a buffer. Refused if the entry
+    /// was repaired or reclaimed meanwhile: then it is not ours any more.
+    fn apply(&self, d: Deferred) -> bool {
+        let ix = self.index();
+        match d {
+            Deferred::GiveBack {
+                index,
+                generation,
+                owner,
+            } => ix.give_back(index, owner, generation).is_ok(),
+            Deferred::Release { index, generation } => ix.release(index, generation).is_ok(),
         }
     }
 
@@ -389,15 +439,32 @@ impl Conn {
         self.perm.filter(|p| p.is_shared())
     }
 
-    /// Creates buffer `index`'s segment of `generation`, `size` bytes, with the pool's
-    /// permission.
+    /// Creates buffer `index`'s segment of `generation`, `size` bytes, owned by this process,
+    /// with the permission of the pool's index (its bits and, where only the group may
+    /// write, its group: see `Access::shared_service` for what participants accept).
+    ///
+    /// The segment belongs to this index (live while it is) and keeps no file descriptor
+    /// open. Every error is [`PoolError::Setup`]: a live process owning a buffer segment's
+    /// name is not a Reader running.
     pub(super) fn create_buffer(
         &self,
         index: u32,
         generation: u32,
         size: usize,
     ) -> Result<Segment, PoolError> {
-        create_buffer(&self.name, index, generation, size, self.perm)
+        let perm = self.perm;
+        let mut seg = Segment::builder(self.name.as_str())
+            .tag(&buffer_tag(index, generation))
+            .kind(SegmentKind::PoolBuffer, KIND_VERSION)
+            .size(size)
+            .mode(perm.map_or(DEFAULT_MODE, |p| p.mode & 0o777))
+            .group(perm.filter(|p| p.group_decides()).map(|p| p.gid))
+            .shared(perm.filter(|p| p.is_shared()))
+            .parent(self.seg.token())
+            .create()
+            .map_err(PoolError::Setup)?;
+        seg.detach();
+        Ok(seg)
     }
 
     /// Removes buffer `index`'s segment of `generation` by name, if it is this user's or,
@@ -435,6 +502,12 @@ impl Conn {
         if self.retired() {
             return Err(PoolError::NoReader);
         }
+        if seg.parent() != self.seg.token() {
+            return Err(PoolError::Corrupt(format!(
+                "buffer {} belongs to another instance of the pool",
+                slot.index
+            )));
+        }
         if seg.len() < slot.capacity {
             return Err(PoolError::Corrupt(format!(
                 "buffer {} holds {} bytes, its entry says {}",
@@ -446,6 +519,7 @@ impl Conn {
         if adopt {
             seg.take_over();
         }
+        seg.detach();
         let seg = Arc::new(seg);
         let replaced = cell.replace(Mapped {
             generation: slot.generation,

@@ -19,8 +19,10 @@ pub(crate) struct Shm {
     map: Option<MmapRaw>,
     /// Holds the open file, kept for `fstat`, the liveness token, the cleanup lock and the
     /// participants' tags (the locks belong to this open file description and go with its
-    /// last reference, the mapping included).
-    presence: Arc<Presence>,
+    /// last reference, the mapping included). `None` once detached.
+    presence: Option<Arc<Presence>>,
+    /// The object's device and inode, kept by `detach` to recognise the object by name.
+    detached: Option<(u64, u64)>,
 }
 
 /// This process's proof of life in one object (see the contract in `sys/mod.rs`).
@@ -62,10 +64,29 @@ impl Shm {
         group: Option<u32>,
     ) -> io::Result<Shm> {
         let (file, map) = super::os::create_object(os_name, size, mode, group)?;
-        Ok(Shm {
-            map: Some(map),
-            presence: Presence::new(file),
-        })
+        Ok(Shm::new(Some(map), file))
+    }
+
+    fn new(map: Option<MmapRaw>, file: File) -> Shm {
+        Shm {
+            map,
+            presence: Some(Presence::new(file)),
+            detached: None,
+        }
+    }
+
+    /// Closes the file, keeping the mapping (which keeps the object's memory). What needs
+    /// the file then answers "cannot tell" (`token`, `perm`), and `unlink_stale` reopens the
+    /// name to recognise the object by its device and inode.
+    pub(crate) fn detach(&mut self) {
+        let Some(p) = self.presence.take() else {
+            return;
+        };
+        self.detached = rustix::fs::fstat(&p.file).ok().map(|st| file_id(&st));
+    }
+
+    fn file(&self) -> Option<&File> {
+        self.presence.as_deref().map(|p| &p.file)
     }
 
     /// Opens and maps an existing object at its current size (macOS: rounded up to pages),
@@ -77,16 +98,10 @@ impl Shm {
         let size = usize::try_from(st.st_size)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "object size out of range"))?;
         if size == 0 {
-            return Ok(Shm {
-                map: None,
-                presence: Presence::new(file),
-            });
+            return Ok(Shm::new(None, file));
         }
         let map = map(&file, size)?;
-        Ok(Shm {
-            map: Some(map),
-            presence: Presence::new(file),
-        })
+        Ok(Shm::new(Some(map), file))
     }
 
     pub(crate) fn as_ptr(&self) -> *mut u8 {
@@ -99,21 +114,20 @@ impl Shm {
         self.map.as_ref().map_or(0, MmapRaw::len)
     }
 
-    /// This process's proof of life in the object, shared by everything made from this `Shm`.
-    pub(crate) fn presence(&self) -> &Arc<Presence> {
-        &self.presence
+    /// This process's proof of life in the object, shared by everything made from this
+    /// `Shm`; `None` once detached.
+    pub(crate) fn presence(&self) -> Option<&Arc<Presence>> {
+        self.presence.as_ref()
     }
 
     /// The uid that owns the object.
     pub(crate) fn owner_uid(&self) -> Option<u32> {
-        rustix::fs::fstat(&self.presence.file)
-            .ok()
-            .map(|st| st.st_uid)
+        rustix::fs::fstat(self.file()?).ok().map(|st| st.st_uid)
     }
 
     /// The object's permission bits and group.
     pub(crate) fn perm(&self) -> Option<Perm> {
-        rustix::fs::fstat(&self.presence.file).ok().map(|st| Perm {
+        rustix::fs::fstat(self.file()?).ok().map(|st| Perm {
             #[allow(clippy::unnecessary_cast)] // mode_t is u16 on macOS
             mode: st.st_mode as u32 & 0o7777,
             gid: st.st_gid,
@@ -122,12 +136,12 @@ impl Shm {
 
     /// Whether another open of the object holds its liveness token.
     pub(crate) fn token(&self) -> Token {
-        super::os::probe_token(&self.presence.file)
+        self.file().map_or(Token::Unknown, super::os::probe_token)
     }
 
     /// Takes the liveness token if nobody holds it; returns whether this `Shm` holds it now.
     pub(crate) fn take_token(&self) -> bool {
-        super::os::take_token(&self.presence.file)
+        self.file().is_some_and(super::os::take_token)
     }
 
     /// Removes `os_name` if it still names the same object as `stale` (which the caller found
@@ -138,12 +152,27 @@ impl Shm {
     /// a stat that neither follows a link nor opens what is there. Returns whether it removed
     /// the name.
     pub(crate) fn unlink_stale(os_name: &str, stale: &Shm, wait: Duration) -> io::Result<bool> {
-        super::os::cleanup_lock(&stale.presence.file, wait)?;
+        let reopened;
+        let (file, id) = match (stale.file(), stale.detached) {
+            (Some(file), _) => (file, file_id(&rustix::fs::fstat(file)?)),
+            (None, Some(id)) => {
+                reopened = match super::os::open_object(os_name) {
+                    Ok(file) => file,
+                    Err(super::OpenError::Os(e)) if e.kind() == io::ErrorKind::NotFound => {
+                        return Ok(false)
+                    }
+                    Err(super::OpenError::Os(e)) => return Err(e),
+                    Err(super::OpenError::Squatted { .. }) => return Ok(false),
+                };
+                (&reopened, id)
+            }
+            (None, None) => return Ok(false),
+        };
+        super::os::cleanup_lock(file, wait)?;
         let Some(current) = super::os::stat_name(os_name)? else {
             return Ok(false);
         };
-        let held = rustix::fs::fstat(&stale.presence.file)?;
-        if (current.st_dev, current.st_ino) != (held.st_dev, held.st_ino) {
+        if file_id(&current) != id {
             return Ok(false);
         }
         match rustix::shm::unlink(os_name) {
@@ -152,6 +181,12 @@ impl Shm {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// An object's device and inode.
+#[allow(clippy::unnecessary_cast)] // dev_t is i32 on macOS
+fn file_id(st: &Stat) -> (u64, u64) {
+    (st.st_dev as u64, st.st_ino as u64)
 }
 
 /// Maps `size` bytes of `file` read-write.

@@ -255,9 +255,13 @@ impl Shm {
     }
 
     /// This process's proof of life in the section.
-    pub(crate) fn presence(&self) -> &Arc<Presence> {
-        &self.presence
+    pub(crate) fn presence(&self) -> Option<&Arc<Presence>> {
+        Some(&self.presence)
     }
+
+    /// Keeps the section handle: a process's handles are not a scarce resource (millions
+    /// are allowed), and liveness here never rests on them.
+    pub(crate) fn detach(&mut self) {}
 
     /// Sections carry no owner uid.
     pub(crate) fn owner_uid(&self) -> Option<u32> {
