@@ -86,9 +86,13 @@ pub mod admin;
 mod channel;
 mod error;
 mod name;
+#[cfg(feature = "pod")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pod")))]
+pub mod pod;
 mod pool;
 mod process;
 mod region;
+mod schema;
 mod segment;
 mod stream;
 mod sync;
@@ -110,6 +114,7 @@ pub use pool::{
     PoolConfig, PoolError, PoolStats, ReadBuf, Reader, SendError, WriteBuf, Writer, WriterId,
 };
 pub use process::ProcessId;
+pub use schema::Schema;
 pub use segment::{Access, Segment, SegmentBuilder, DEFAULT_MODE};
 pub use stream::{
     checksum, recv_file, recv_stream, send_file, send_stream, Checksum, FileSummary, Received,
