@@ -1,11 +1,114 @@
 //! # shmlink
 //!
-//! Fast, crash-safe inter-process communication through shared memory on one machine.
+//! Fast, crash-safe inter-process communication through shared memory on one machine: a
+//! request **channel** (one server, many clients, worker threads) and a zero-copy buffer
+//! **pool** (one Reader owns the buffers, many Writers fill them), built on named segments,
+//! a mutex that survives its owner's death, and timed events. A process that crashes never
+//! wedges the others, and a restarted server or Reader carries on where the last one
+//! stopped.
 //!
-//! Start with [`Server`] / [`Client`] for request-response calls between processes, and
-//! [`Reader`] / [`Writer`] for a zero-copy stream of buffers; both are built on the
-//! building blocks below ([`Segment`], [`Mutex`], [`Event`], [`EventPair`]). Files of any
-//! size go over a pool with [`send_file`] and a [`StreamReceiver`], beside other messages.
+//! ## A request channel
+//! ```
+//! use shmlink::{Client, Server};
+//! # let name = format!("doc-crate-echo-{}", std::process::id());
+//! // The server process: a worker thread answers each request in place.
+//! let handle = Server::builder(&name).create()?.spawn(|req: &[u8], resp: &mut [u8]| {
+//!     resp[..req.len()].copy_from_slice(req);
+//!     resp[..req.len()].make_ascii_uppercase();
+//!     req.len() // the response's length
+//! })?;
+//!
+//! // Any number of client processes (here the same one, for brevity):
+//! let mut client = Client::connect(&name)?;
+//! assert_eq!(client.call(b"hello")?, b"HELLO");
+//!
+//! handle.shutdown(); // answers what is in flight, refuses new calls, removes the channel
+//! # Ok::<(), shmlink::CallError>(())
+//! ```
+//!
+//! ## A buffer pool
+//! ```
+//! use std::time::Duration;
+//! use shmlink::{PoolConfig, Reader, Writer};
+//! # let name = format!("doc-crate-pool-{}", std::process::id());
+//! // The Reader process owns the buffers.
+//! let reader = Reader::create(&name, PoolConfig::default())?;
+//!
+//! // A Writer process fills a free buffer in place and sends it: nothing is copied.
+//! let writer = Writer::connect(&name)?;
+//! let mut buf = writer.acquire()?;
+//! buf.extend_from_slice(b"frame 1")?;
+//! writer.send(buf)?;
+//!
+//! let frame = reader.recv_timeout(Duration::from_secs(1))?;
+//! assert_eq!(&*frame, b"frame 1");
+//! drop(frame); // the buffer goes back to the free list
+//! # Ok::<(), shmlink::PoolError>(())
+//! ```
+//!
+//! Both examples clean up after themselves: a server removes its channel when it stops, a
+//! Reader its pool when it stops with nothing queued.
+//!
+//! # Map
+//!
+//! Everything below is exported at the crate root (`shmlink::Client`, ...). The
+//! [`guide`] explains what the API promises and how to run it: [delivery
+//! guarantees](guide::delivery), [footprint](guide::footprint), [permissions and
+//! multi-user services](guide::permissions), [containers](guide::containers),
+//! [cleanup](guide::cleanup), [platform notes](guide::platforms).
+//!
+//! **Request channel.**
+//! - Serving: [`Server`] (built by [`ServerBuilder`]: slots, message size, workers, mode),
+//!   run with `serve`, `spawn` or `poll`; a spawned server's [`ServerHandle`], and the
+//!   [`ShutdownHandle`] and [`ClientTable`] that other threads can hold.
+//! - Calling: [`Client`] (`connect`, `call`, `call_with`, notifications).
+//! - Handlers: [`Handler`] for one worker ([`Single`] model, `FnMut`), [`SharedHandler`] for
+//!   several ([`Free`] model, `Fn + Sync`); the argument forms [`Bytes`] and [`WithInfo`]
+//!   (with the caller's [`CallInfo`]); [`AppError`] fails one call.
+//! - Connections: [`ClientId`], [`ClientInfo`], [`ConnectionEvent`], [`DisconnectReason`],
+//!   [`Broadcast`], [`ServerStats`].
+//! - First instance serves, later ones call: [`server_or_client`], [`Role`].
+//! - Errors: [`CallError`], [`NotifyError`].
+//!
+//! **Buffer pool.**
+//! - Receiving: [`Reader`] (configured by [`PoolConfig`]), handing out [`ReadBuf`]s.
+//! - Sending: [`Writer`], handing out [`WriteBuf`]s; [`WriterId`] names a message's sender.
+//! - [`PoolStats`]; errors: [`PoolError`], and [`SendError`], which hands the buffer back.
+//!
+//! **Streams: files of any size over a pool, beside other messages.**
+//! - Sending: [`send_file`], [`send_stream`].
+//! - Receiving: [`StreamReceiver`] (yielding [`Received`] and [`StreamStart`]), or
+//!   [`recv_file`], [`recv_stream`] on a pool that carries nothing else.
+//! - [`FileSummary`], [`StreamId`], [`Checksum`], [`checksum`], [`STREAM_VERSION`];
+//!   errors: [`StreamError`].
+//!
+//! **Building blocks** (what the channel and the pool are made of, usable on their own).
+//! - [`Segment`] (built by [`SegmentBuilder`]): named shared memory with a common header.
+//! - [`Mutex`], locked as [`Locked`] (`Ok` or `OwnerDied`) holding a [`MutexGuard`].
+//! - [`Event`] (auto-reset, timed), [`EventPair`] (exec / done); [`WaitStrategy`] says how
+//!   waits spin or sleep, for these and for clients, servers, Readers and Writers.
+//!
+//! **Names, permissions, processes, errors.**
+//! - [`ServiceName`], [`MAX_NAME_LEN`]; [`Access`], [`DEFAULT_MODE`]; [`ProcessId`];
+//!   [`Error`], [`Result`].
+//!
+//! **Modules.**
+//! - [`admin`]: list and clean up objects (what the `shmlink` tool shows).
+//! - [`guide`]: the pages above.
+#![cfg_attr(
+    feature = "serde",
+    doc = "- [`typed`]: serde types over a channel or a pool, with a schema check (feature `serde`)."
+)]
+#![cfg_attr(
+    not(feature = "serde"),
+    doc = "- `typed`: serde types over a channel or a pool, with a schema check (feature `serde`)."
+)]
+//!
+//! Feature `cli` builds the `shmlink` tool (`list`, `inspect`, `clean`); feature `tracing`
+//! makes servers and pools emit `tracing` events (connections, shutdown, failed calls,
+//! adoption, repairs).
+//!
+//! # The building blocks
 //!
 //! ```text
 //!  channel (Server / Client)      pool (Reader / Writer)       <- what most users want
@@ -16,7 +119,6 @@
 //!  sys: shm objects, lock words, futex / __ulock / named events, kernel-held liveness
 //! ```
 //!
-//! ## Hello, shared memory
 //! ```
 //! use std::time::Duration;
 //! use shmlink::{EventPair, Mutex, Locked};
@@ -41,39 +143,15 @@
 //!
 //! # Delivery
 //!
-//! Per message, what success promises and what each error tells (the full page, with the
-//! reasons: `docs/ARCHITECTURE.md`, "Delivery guarantees"):
-//!
-//! - **A call.** `Ok` from [`Client::call`] (and its other forms) is the answer of one run of
-//!   the server's handler for this request. Each [`CallError`] says whether the request was
-//!   *not executed* (the handler never saw it: [`ShuttingDown`](CallError::ShuttingDown),
-//!   [`NoServer`](CallError::NoServer), [`ServerBusy`](CallError::ServerBusy),
-//!   [`LockHeld`](CallError::LockHeld), [`TooLarge`](CallError::TooLarge),
-//!   [`Setup`](CallError::Setup)) or *maybe executed*
-//!   ([`Timeout`](CallError::Timeout), [`ServerGone`](CallError::ServerGone),
-//!   [`HandlerPanicked`](CallError::HandlerPanicked), [`Protocol`](CallError::Protocol)).
-//!   The channel never runs a request twice; retrying after "maybe executed" is the
-//!   caller's choice.
-//! - **A message.** `Ok` from [`Writer::send`] means the message is queued: it is delivered
-//!   to the Reader serving the pool or, if that Reader stops or dies first, to the next
-//!   [`Reader`] of the name. Every send error hands the buffer back and means *not sent*.
-//! - **Exactly once** without crashes, across graceful Reader restarts too: a stopping
-//!   Reader leaves what is queued to the next one (see [`Reader`], "Stopping").
-//! - **At least once** across crashes: what a dead Reader had received and not released is
-//!   delivered again, marked [`ReadBuf::redelivered`]; nothing queued is lost. (Unless the
-//!   dead Reader's index is corrupt and cannot be adopted:
-//!   [`Reader::adoption_refused`] says why.)
-//! - **A notification.** `Ok` from [`ServerHandle::notify`] means it is queued for that
-//!   connection: its client reads it, in the order sent, unless the connection ends first
-//!   (then it is dropped with the connection). The server never waits for a slow client:
-//!   a full queue is [`NotifyError::QueueFull`], nothing queued.
-//! - **Order.** Each Writer's messages arrive in the order its sends returned, across
-//!   restarts (after a crash, the redelivered ones come first). A client makes one call at
-//!   a time, so its calls run in order.
-//! - **Nothing left behind.** After a server's [`serve`](Server::serve) or
-//!   [`ServerHandle::shutdown`] returns, or its handle is dropped, its channel is gone. A
-//!   pool goes when its Reader stops with nothing queued; with messages queued it stays for
-//!   the next Reader.
+//! In short (the whole story, error by error: [`guide::delivery`]):
+//! - `Ok` from [`Client::call`] is the answer of one run of the handler; each
+//!   [`CallError`] says whether the request was not executed, executed or maybe executed.
+//!   The channel never runs a request twice.
+//! - `Ok` from [`Writer::send`] means queued: delivered exactly once while nobody crashes
+//!   (graceful Reader restarts included), at least once across a Reader's crash (marked
+//!   [`ReadBuf::redelivered`]). Every send error hands the buffer back: not sent.
+//! - Each Writer's messages arrive in the order its sends returned; a client's calls run
+//!   in order; a connection's notifications arrive in order, and die with the connection.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -85,6 +163,7 @@ struct ReadmeDoctests;
 pub mod admin;
 mod channel;
 mod error;
+pub mod guide;
 mod name;
 #[cfg(feature = "pod")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pod")))]
