@@ -90,7 +90,7 @@
 //!
 //! **Names, permissions, processes, errors.**
 //! - [`ServiceName`], [`MAX_NAME_LEN`]; [`Access`], [`DEFAULT_MODE`]; [`ProcessId`];
-//!   [`Error`], [`Result`].
+//!   [`Error`], [`Result`]; [`Schema`] names a message format for `typed` and `pod`.
 //!
 //! **Modules.**
 //! - [`admin`]: list and clean up objects (what the `shmlink` tool shows).
@@ -102,6 +102,14 @@
 #![cfg_attr(
     not(feature = "serde"),
     doc = "- `typed`: serde types over a channel or a pool, with a schema check (feature `serde`)."
+)]
+#![cfg_attr(
+    feature = "pod",
+    doc = "- [`pod`]: plain-old-data values in place in pool buffers and channel slots (feature `pod`)."
+)]
+#![cfg_attr(
+    not(feature = "pod"),
+    doc = "- `pod`: plain-old-data values in place in pool buffers and channel slots (feature `pod`)."
 )]
 //!
 //! Feature `cli` builds the `shmlink` tool (`list`, `inspect`, `clean`); feature `tracing`

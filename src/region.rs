@@ -18,7 +18,7 @@
 //!   process the bytes for the view's lifetime (a slot in `IN_SERVICE` belongs to its
 //!   worker, a received pool buffer to the Reader). A peer that breaks the protocol can
 //!   change payload bytes under such a view; that corrupts only data it could already
-//!   write, which the crate's trust model allows (see the crate docs, "Trust model").
+//!   write, which the crate's trust model allows (docs/ARCHITECTURE.md, "Trust model").
 //!
 //! Every offset and length is checked against the region's bounds here; a layout computed
 //! from untrusted values can therefore not reach outside the mapping.
