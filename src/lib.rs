@@ -163,8 +163,9 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-/// README.md's examples, compiled and run as doctests so they cannot rot.
-#[cfg(doctest)]
+/// README.md's examples, compiled and run as doctests so they cannot rot (with the
+/// features they show: `cargo test --all-features --doc ReadmeDoctests`).
+#[cfg(all(doctest, feature = "serde"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
