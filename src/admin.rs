@@ -1,10 +1,13 @@
-//! Finding and cleaning up shmlink's objects: what `shmlink list` and `shmlink clean` show.
+//! Finding, inspecting and cleaning up shmlink's objects: what `shmlink list`, `shmlink
+//! inspect` and `shmlink clean` show.
 //!
 //! A process killed at the wrong moment can leave its segments behind (on Linux, files in
 //! `/dev/shm`; a killed Reader's pool can hold gigabytes). The next `create` of the same
 //! name removes them, but a name that is never used again keeps its memory until someone
 //! cleans up. [`list`] shows every shmlink object with whether its owner is alive;
 //! [`clean`] removes those whose owner is dead, and never a live or foreign object.
+//! [`inspect`] reads what is inside one service's channel and pool: slots and clients,
+//! buffers, lists and counters.
 //!
 //! Listing needs a namespace the OS can enumerate: Linux's `/dev/shm`. macOS cannot list
 //! POSIX shared memory, and Windows' named sections vanish with their last handle (nothing
@@ -24,7 +27,11 @@
 //! ```
 
 use crate::error::{Error, Result};
+use crate::name::ServiceName;
 use crate::segment::{self, Segment, Verdict};
+
+pub use crate::channel::inspect::{ChannelInfo, SlotInfo, SlotState};
+pub use crate::pool::inspect::{BufferInfo, BufferStatus, PoolInfo, PoolState};
 
 /// Whether an object is in use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +120,78 @@ pub fn clean(dry_run: bool) -> Result<Vec<Object>> {
         removed.push(o);
     }
     Ok(removed)
+}
+
+/// What one service holds (see [`inspect`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Inspection {
+    /// The service name.
+    pub service: String,
+    /// Its objects, as [`list`] shows them (empty where the OS cannot list them: macOS,
+    /// Windows).
+    pub objects: Vec<Object>,
+    /// Its channel's slots and clients, if it has a channel.
+    pub channel: Option<ChannelInfo>,
+    /// Its pool's lists, buffers and counters, if it has a pool.
+    pub pool: Option<PoolInfo>,
+    /// Parts that exist but could not be read, each with the reason (another user's, another
+    /// layout version, corrupt).
+    pub unreadable: Vec<String>,
+}
+
+/// Reads what service `name` holds: its objects, and what is inside its channel and pool.
+///
+/// Read-only and without waiting: nothing is written to the objects and no lock is waited
+/// for (a channel or pool being created is given at most 100 ms to appear), so inspecting
+/// never stalls or disturbs the service. (Windows can tell whether a Reader is alive only
+/// by taking its alive lock, which is given back at once.) Every value is read from memory that its peers write, so it is
+/// a snapshot that may be inconsistent while they work, and it reports garbage a broken
+/// peer wrote as it is ([`SlotState::Invalid`], [`BufferStatus::Invalid`]) rather than
+/// failing.
+///
+/// # Examples
+/// ```
+/// use shmlink::{PoolConfig, Reader, Writer};
+/// # let name = format!("doc-inspect-{}", std::process::id());
+/// let reader = Reader::create(&name, PoolConfig::default())?;
+/// let writer = Writer::connect(&name)?;
+/// let mut buf = writer.acquire()?;
+/// buf.extend_from_slice(b"hello")?;
+/// writer.send(buf).map_err(|e| e.error().to_string())?;
+///
+/// let pool = shmlink::admin::inspect(&name)?.pool.expect("the service has a pool");
+/// assert_eq!((pool.stats.queued, pool.queue.len()), (1, 1));
+/// assert!(pool.reader_alive);
+/// # drop(reader.try_recv()?); // leave nothing queued: the pool goes with the Reader
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidName`] for a name that is not a service name; as [`list`].
+pub fn inspect(name: &str) -> Result<Inspection> {
+    let service = ServiceName::new(name)?;
+    let objects = list()?
+        .into_iter()
+        .filter(|o| o.service.as_deref() == Some(name))
+        .collect();
+    let mut unreadable = Vec::new();
+    let mut note = |what: &str, e: Error| unreadable.push(format!("{what}: {e}"));
+    let channel = crate::channel::inspect::inspect(&service).unwrap_or_else(|e| {
+        note("channel", e);
+        None
+    });
+    let pool = crate::pool::inspect::inspect(&service).unwrap_or_else(|e| {
+        note("pool", e);
+        None
+    });
+    Ok(Inspection {
+        service: name.to_owned(),
+        objects,
+        channel,
+        pool,
+        unreadable,
+    })
 }
 
 impl Object {

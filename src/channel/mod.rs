@@ -49,7 +49,8 @@
 //! - `layout.rs`: where everything lies in the segment, and typed views of it;
 //! - `slot.rs`: one slot's header and its state machine;
 //! - `ring.rs`: the submission ring;
-//! - `error.rs`: [`CallError`].
+//! - `error.rs`: [`CallError`];
+//! - `inspect.rs`: the segment read as a snapshot, for `shmlink::admin::inspect`.
 //!
 //! `layout.rs` is apart from `slot.rs` so that the state machine depends on nothing but
 //! atomics and is unit-tested on plain memory.
@@ -74,6 +75,7 @@ mod clients;
 mod conn;
 mod error;
 mod handler;
+pub(crate) mod inspect;
 mod layout;
 mod notify;
 mod outbox;

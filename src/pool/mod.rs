@@ -68,12 +68,14 @@
 //! | `service.rs` | the Reader's service thread: grow, sweep, reclaim; the graceful stop |
 //! | `writer.rs` | [`Writer`]: connect, acquire, send, copy-on-send |
 //! | `buf.rs` | [`ReadBuf`], [`WriteBuf`], [`WriterId`] |
+//! | `inspect.rs` | the index read as a snapshot, for `shmlink::admin::inspect` |
 
 mod buf;
 mod config;
 mod conn;
 mod error;
 mod index;
+pub(crate) mod inspect;
 mod reader;
 mod service;
 mod writer;
