@@ -12,6 +12,9 @@
 //! - `layers/bytes`: `Client::call` of 32 bytes, echoed.
 //! - `layers/pod`: `PodClient::call_in_place` of a `[u64; 4]`, answered in place.
 //! - `layers/typed`: `TypedClient::call` of a struct of four `u64` (postcard).
+//! - `layers/paired` (printed): the three in alternating turns of 20,000 calls each, the
+//!   median per-turn ratio of each layer to the byte call (a VM's cross-CPU cost swings
+//!   from one minute to the next, which turns cancel out).
 
 #[cfg(not(target_os = "linux"))]
 fn main() {}
@@ -26,7 +29,7 @@ mod common;
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use criterion::Criterion;
     use serde::{Deserialize, Serialize};
@@ -93,7 +96,50 @@ mod linux {
             b.iter(|| typed.call(&q).unwrap().ok().unwrap().a)
         });
         g.finish();
-        drop((bytes, pod, typed));
+
+        let q = Quad {
+            a: 1,
+            b: 2,
+            c: 3,
+            d: 4,
+        };
+        let mut calls: [(&str, Box<dyn FnMut()>); 3] = [
+            ("bytes", Box::new(|| drop(bytes.call(&[7u8; 32]).unwrap()))),
+            (
+                "pod",
+                Box::new(|| {
+                    drop(
+                        pod.call_in_place(|r| *r = [1, 2, 3, 4], |resp| resp[0])
+                            .unwrap(),
+                    )
+                }),
+            ),
+            (
+                "typed",
+                Box::new(|| drop(typed.call(&q).unwrap().ok().unwrap())),
+            ),
+        ];
+        let mut ratios = [Vec::new(), Vec::new()];
+        for _ in 0..15 {
+            let mut t = [0f64; 3];
+            for (i, (_, call)) in calls.iter_mut().enumerate() {
+                let start = Instant::now();
+                for _ in 0..20_000 {
+                    call();
+                }
+                t[i] = start.elapsed().as_secs_f64() / 20_000.0;
+            }
+            ratios[0].push(t[1] / t[0]);
+            ratios[1].push(t[2] / t[0]);
+        }
+        for (r, name) in ratios.iter_mut().zip(["pod", "typed"]) {
+            r.sort_by(f64::total_cmp);
+            println!(
+                "layers/paired: {name} / bytes = {:.2}x (median of 15 turns; range {:.2}-{:.2}x)",
+                r[7], r[0], r[14]
+            );
+        }
+        drop(calls);
         drop(server);
         c.final_summary();
     }
