@@ -6,6 +6,8 @@
 //! [`Reader`] / [`Writer`] for a zero-copy stream of buffers; both are built on the
 //! building blocks below ([`Segment`], [`Mutex`], [`Event`], [`EventPair`]). Files of any
 //! size go over a pool with [`send_file`] and a [`StreamReceiver`], beside other messages.
+//! With the feature `async`, `AsyncClient`, `block_on_handler`, `AsyncReader` and
+//! `AsyncWriter` are their async forms, for any executor.
 //!
 //! ```text
 //!  channel (Server / Client)      pool (Reader / Writer)       <- what most users want
@@ -83,6 +85,8 @@
 struct ReadmeDoctests;
 
 pub mod admin;
+#[cfg(feature = "async")]
+mod asynch;
 mod channel;
 mod error;
 mod name;
@@ -98,6 +102,9 @@ mod trace;
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod typed;
 
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+pub use asynch::{block_on, block_on_handler, AsyncClient, AsyncReader, AsyncWriter};
 pub use channel::{
     server_or_client, AppError, Broadcast, Bytes, CallError, CallInfo, Client, ClientId,
     ClientInfo, ClientTable, ConnectionEvent, DisconnectReason, Free, Handler, NotifyError, Role,
