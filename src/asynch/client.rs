@@ -123,6 +123,14 @@ impl AsyncClient {
     /// As [`connect`](AsyncClient::connect), but waits up to `timeout` in all for a server to
     /// appear and for free slots, as [`Client::connect_timeout`] does.
     ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use shmlink::{AsyncClient, CallError};
+    /// let r = AsyncClient::connect_timeout("doc-async-late", 2, Duration::from_millis(20));
+    /// assert!(matches!(r, Err(CallError::NoServer { .. })));
+    /// ```
+    ///
     /// # Errors
     /// As [`connect`](AsyncClient::connect), once the time is up.
     pub fn connect_timeout(

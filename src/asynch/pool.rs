@@ -120,6 +120,16 @@ impl AsyncReader {
     }
 
     /// Stops the thread and gives the Reader back.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{AsyncReader, PoolConfig, Reader};
+    /// # let name = format!("doc-async-reader-inner-{}", std::process::id());
+    /// let reader = AsyncReader::new(Reader::create(&name, PoolConfig::default())?)?;
+    /// let reader: Reader = reader.into_inner(); // blocking from here on
+    /// assert!(reader.try_recv()?.is_none());
+    /// # Ok::<(), shmlink::PoolError>(())
+    /// ```
     pub fn into_inner(self) -> Reader {
         let AsyncReader { reader, watch } = self;
         drop(watch);
@@ -129,6 +139,27 @@ impl AsyncReader {
     /// Receives the next message, waiting as long as it takes (as [`Reader::recv`]).
     ///
     /// Cancellation safe: a dropped future has taken no message.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{block_on, AsyncReader, PoolConfig, Reader, Writer};
+    /// # let name = format!("doc-async-recv-{}", std::process::id());
+    /// let reader = AsyncReader::new(Reader::create(&name, PoolConfig::default())?)?;
+    /// # let writer = Writer::connect(&name)?;
+    /// # for word in [&b"one"[..], b"two"] {
+    /// #     let mut buf = writer.acquire()?;
+    /// #     buf.extend_from_slice(word)?;
+    /// #     writer.send(buf)?;
+    /// # }
+    /// block_on(async {
+    ///     // e.g. in a task of its own; released when `msg` drops
+    ///     while let Ok(msg) = reader.recv().await {
+    ///         println!("{} bytes", msg.len());
+    ///         # if &*msg == b"two" { break; }
+    ///     }
+    /// });
+    /// # Ok::<(), shmlink::PoolError>(())
+    /// ```
     ///
     /// # Errors
     /// As [`Reader::try_recv`]: [`PoolError::Corrupt`], [`PoolError::LockHeld`].
@@ -409,6 +440,17 @@ impl AsyncWriter {
     }
 
     /// Stops the thread and gives the Writer back.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmlink::{AsyncWriter, PoolConfig, Reader, Writer};
+    /// # let name = format!("doc-async-writer-inner-{}", std::process::id());
+    /// # let reader = Reader::create(&name, PoolConfig::default())?;
+    /// let writer = AsyncWriter::new(Writer::connect(&name)?)?;
+    /// let writer: Writer = writer.into_inner(); // blocking from here on
+    /// drop(writer.acquire()?);
+    /// # Ok::<(), shmlink::PoolError>(())
+    /// ```
     pub fn into_inner(self) -> Writer {
         let AsyncWriter { writer, thread } = self;
         drop(thread);
@@ -420,6 +462,25 @@ impl AsyncWriter {
     ///
     /// Cancellation safe: a buffer acquired for a dropped future goes to the next waiting
     /// future or back to the pool.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::io::Write;
+    /// use shmlink::{block_on, AsyncWriter, PoolConfig, Reader, Writer};
+    /// # let name = format!("doc-async-acquire-{}", std::process::id());
+    /// # let reader = Reader::create(&name, PoolConfig::default())?;
+    /// let writer = AsyncWriter::new(Writer::connect(&name)?)?;
+    /// block_on(async {
+    ///     for i in 0..3 {
+    ///         let mut buf = writer.acquire().await?; // waits while the pool is full
+    ///         write!(buf, "frame {i}")?;
+    ///         writer.send(buf)?;
+    ///     }
+    ///     Ok::<(), Box<dyn std::error::Error>>(())
+    /// })?;
+    /// # for i in 0..3 { assert_eq!(&*reader.recv()?, format!("frame {i}").as_bytes()); }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// As [`Writer::acquire`]: [`PoolError::NoReader`] (within about 100 ms of the Reader's
