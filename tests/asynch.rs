@@ -363,3 +363,53 @@ fn async_pool_ends_round_trip_across_processes_and_a_full_pool_makes_acquire_wai
     drop(rt);
     name.assert_no_leftovers();
 }
+
+/// A waker that records that it was woken.
+struct Flag(std::sync::atomic::AtomicBool);
+
+impl std::task::Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_woken_receive_that_is_dropped_passes_the_message_on_to_the_next() {
+    let _w = watchdog("woken_receive_dropped", Duration::from_secs(60));
+    let name = TestName::new("async-recv-pass");
+    let reader = AsyncReader::new(Reader::create(&name, PoolConfig::default()).unwrap()).unwrap();
+    let flags = [(); 2].map(|()| Arc::new(Flag(false.into())));
+    let wakers = flags.clone().map(Waker::from);
+    let woken = |i: usize| {
+        common::poll_until(Duration::from_secs(10), || {
+            flags[i].0.load(std::sync::atomic::Ordering::SeqCst)
+        })
+    };
+    let mut second = Box::pin(reader.recv());
+    {
+        let mut first = pin!(reader.recv());
+        // Both wait, `first` longest.
+        assert!(first
+            .as_mut()
+            .poll(&mut Context::from_waker(&wakers[0]))
+            .is_pending());
+        assert!(second
+            .as_mut()
+            .poll(&mut Context::from_waker(&wakers[1]))
+            .is_pending());
+        let writer = Writer::connect(&name).unwrap();
+        let mut buf = writer.acquire().unwrap();
+        buf.extend_from_slice(b"only one").unwrap();
+        writer.send(buf).unwrap();
+        assert!(woken(0), "the longest-waiting receive was not woken");
+        // `first` is dropped here, woken but never polled again.
+    }
+    assert!(woken(1), "the wake was not passed on");
+    match second.as_mut().poll(&mut Context::from_waker(&wakers[1])) {
+        Poll::Ready(Ok(msg)) => assert_eq!(&*msg, b"only one"),
+        r => panic!("{r:?}"),
+    }
+    drop(second);
+    drop(reader);
+    name.assert_no_leftovers();
+}
