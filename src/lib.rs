@@ -112,6 +112,15 @@
     doc = "- `pod`: plain-old-data values in place in pool buffers and channel slots (feature `pod`)."
 )]
 //!
+#![cfg_attr(
+    feature = "async",
+    doc = "Feature `async`: [`AsyncClient`], [`block_on_handler`], [`AsyncReader`] and [`AsyncWriter`] are the async forms of the client, the server's handler, the Reader and the Writer, for any executor (no runtime dependency)."
+)]
+#![cfg_attr(
+    not(feature = "async"),
+    doc = "Feature `async`: `AsyncClient`, `block_on_handler`, `AsyncReader` and `AsyncWriter` are the async forms of the client, the server's handler, the Reader and the Writer, for any executor (no runtime dependency)."
+)]
+//!
 //! Feature `cli` builds the `shmlink` tool (`list`, `inspect`, `clean`); feature `tracing`
 //! makes servers and pools emit `tracing` events (connections, shutdown, failed calls,
 //! adoption, repairs).
@@ -165,11 +174,13 @@
 
 /// README.md's examples, compiled and run as doctests so they cannot rot (with the
 /// features they show: `cargo test --all-features --doc ReadmeDoctests`).
-#[cfg(all(doctest, feature = "serde"))]
+#[cfg(all(doctest, feature = "serde", feature = "async"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
 pub mod admin;
+#[cfg(feature = "async")]
+mod asynch;
 mod channel;
 mod error;
 pub mod guide;
@@ -190,6 +201,9 @@ mod trace;
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod typed;
 
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+pub use asynch::{block_on, block_on_handler, AsyncClient, AsyncReader, AsyncWriter};
 pub use channel::{
     server_or_client, AppError, Broadcast, Bytes, CallError, CallInfo, Client, ClientId,
     ClientInfo, ClientTable, ConnectionEvent, DisconnectReason, Free, Handler, NotifyError, Role,

@@ -607,6 +607,22 @@ impl Reader {
         }
     }
 
+    /// Waits until the queue's event is signalled (a message was queued, or
+    /// [`signal_queue`](Reader::signal_queue)) or `deadline` passes, taking no message: for
+    /// a receiver that takes messages with `try_recv` elsewhere (`AsyncReader`). Returns
+    /// whether it was signalled.
+    #[cfg(feature = "async")]
+    pub(crate) fn wait_queue_signal(&self, deadline: Option<Instant>) -> bool {
+        self.recv_ev.wait_until(deadline, None) == WaitOutcome::Set
+    }
+
+    /// Signals the queue's event: a waiter re-checks the queue (finding nothing, it waits
+    /// again).
+    #[cfg(feature = "async")]
+    pub(crate) fn signal_queue(&self) {
+        self.shared.conn.queue_ev.set();
+    }
+
     /// Receives a message if one is queued; never waits, except for the pool's lock, which a
     /// healthy peer holds for microseconds (at most 5 s, see [`PoolError::LockHeld`]).
     ///
