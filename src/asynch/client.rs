@@ -1,25 +1,35 @@
 //! [`AsyncClient`]: calls from many tasks over a few connections, each served by a thread.
 //!
-//! Calls wait in one FIFO queue; each connection's worker thread takes the next call, makes
-//! it with its blocking [`Client`] and hands the answer to the call's future. A call still
-//! queued at its deadline is failed by a timer thread (the workers may all be busy).
+//! A call first tries the fast path, on the polling thread: with no call queued and a
+//! connection idle, it submits the request itself and polls for the answer for up to
+//! [`FAST_PATH_POLL`], in which a server on another CPU usually answers. Otherwise the wait
+//! goes to a thread: the connection's own thread finishes a call the fast path started, and
+//! calls wait in one FIFO queue for the next free connection's thread, which makes them with
+//! its blocking [`Client`] and hands the answer to the call's future. A call still queued at
+//! its deadline is failed by a timer thread (the threads may all be busy).
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{lock, oneshot, spawn_thread, Receiver, Sender};
 use crate::channel::{CallError, Client};
 
+/// How long the fast path polls for the answer on the polling thread before handing the
+/// wait to the connection's thread: about what the hand-off and the wake-up back cost.
+const FAST_PATH_POLL: Duration = Duration::from_micros(10);
+
 /// A client for async code: any number of tasks call at once through a fixed set of
 /// connections (each one [`Client`], owning one of the server's slots).
 ///
 /// Calls are served in the order they were made, by whichever connection is free first;
-/// while every connection is busy, calls wait in a queue without occupying a thread. Each
-/// connection has a thread that makes the blocking call (waiting on a futex, as
-/// [`Client::call`] does) and wakes the call's future; a timer thread ends queued calls at
-/// their deadline. No thread per call, no polling.
+/// while every connection is busy, calls wait in a queue without occupying a thread. A call
+/// that finds a connection idle submits its request at once and polls a few microseconds for
+/// the answer on the polling thread (a fast server answers in that time: no thread hand-off);
+/// otherwise the connection's thread waits for the answer (on a futex, as [`Client::call`]
+/// does) and wakes the call's future; a timer thread ends queued calls at their deadline.
+/// No thread per call, no polling beyond those microseconds.
 ///
 /// Cheap to clone (the clones share the connections); the connections close once the last
 /// clone is dropped and their threads have finished the calls they were making.
@@ -67,12 +77,40 @@ struct Shared {
 
 struct Queue {
     calls: VecDeque<Job>,
+    /// Each connection's client, by connection: parked while its thread waits for work.
+    conns: Vec<Conn>,
     /// No more calls: the threads end.
     closed: bool,
     /// Workers waiting on `work`.
     idle: usize,
     /// The deadline the timer sleeps until (`None`: it sleeps until told).
     timer_at: Option<Instant>,
+}
+
+/// Where a connection's [`Client`] is.
+enum Conn {
+    /// Idle, its thread waiting: a queued call or a fast path may take it.
+    Parked(Client),
+    /// Making a call: on its thread, or on a future's fast path.
+    Busy,
+    /// A call the fast path started and did not see answered: the thread finishes it.
+    Handoff(Handoff),
+}
+
+/// A started call, handed to the connection's thread to wait for the answer.
+struct Handoff {
+    client: Client,
+    len: usize,
+    deadline: Option<Instant>,
+    reply: Sender<Result<Vec<u8>, CallError>>,
+}
+
+/// What the first poll of a call did.
+enum Start {
+    /// Answered (or failed) on the fast path.
+    Done(Result<Vec<u8>, CallError>),
+    /// Queued, or handed to a connection's thread: the answer comes through here.
+    Wait(Receiver<Result<Vec<u8>, CallError>>),
 }
 
 /// One call, queued until a worker takes it.
@@ -160,6 +198,7 @@ impl AsyncClient {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 calls: VecDeque::new(),
+                conns: clients.into_iter().map(Conn::Parked).collect(),
                 closed: false,
                 idle: 0,
                 timer_at: None,
@@ -175,11 +214,9 @@ impl AsyncClient {
         });
         let sh = Arc::clone(&shared);
         spawn_thread("shmlink-async-timer".into(), move || sh.run_timer())?;
-        for (i, client) in clients.into_iter().enumerate() {
+        for i in 0..connections {
             let sh = Arc::clone(&shared);
-            spawn_thread(format!("shmlink-async-conn-{i}"), move || {
-                sh.run_worker(client)
-            })?;
+            spawn_thread(format!("shmlink-async-conn-{i}"), move || sh.run_worker(i))?;
         }
         Ok(AsyncClient { inner })
     }
@@ -247,13 +284,17 @@ impl AsyncClient {
             .await
     }
 
-    /// Queues the call (at the first poll) and waits for its answer.
+    /// Makes the call on the fast path or queues it (at the first poll), and waits for its
+    /// answer.
     async fn exchange(
         &self,
         request: &[u8],
         deadline: Option<Instant>,
     ) -> Result<Vec<u8>, CallError> {
-        let answer = self.inner.shared.push(request, deadline);
+        let answer = match self.inner.shared.start(request, deadline) {
+            Start::Done(r) => return r,
+            Start::Wait(answer) => answer,
+        };
         // The threads outlive every future (each borrows a clone), so a missing answer
         // means a connection's thread ended by a panic.
         answer.await.unwrap_or(Err(CallError::Protocol {
@@ -263,7 +304,59 @@ impl AsyncClient {
 }
 
 impl Shared {
-    /// Queues a call and tells an idle worker (or the timer, about a deadline).
+    /// The fast path: with no call queued ahead and a connection idle, submits the request
+    /// on this thread and polls briefly for the answer; if it does not come, the
+    /// connection's thread waits for it. Otherwise queues the call.
+    fn start(&self, request: &[u8], deadline: Option<Instant>) -> Start {
+        let mut q = lock(&self.queue);
+        let idle = q.calls.is_empty().then(|| {
+            q.conns
+                .iter()
+                .position(|c| matches!(c, Conn::Parked(client) if client.ready_now()))
+        });
+        let Some(i) = idle.flatten() else {
+            drop(q);
+            return Start::Wait(self.push(request, deadline));
+        };
+        let Conn::Parked(mut client) = std::mem::replace(&mut q.conns[i], Conn::Busy) else {
+            unreachable!("found parked")
+        };
+        drop(q);
+        let write = |buf: &mut [u8]| {
+            let max = buf.len();
+            let dst = buf.get_mut(..request.len()).ok_or(CallError::TooLarge {
+                len: request.len(),
+                max,
+            })?;
+            dst.copy_from_slice(request);
+            Ok(request.len())
+        };
+        let (next, start) = match client.start(write, deadline) {
+            Err(e) => (Conn::Parked(client), Start::Done(Err(e))),
+            Ok(len) => match client.poll_finish_for(<[u8]>::to_vec, FAST_PATH_POLL) {
+                Ok(answer) => (Conn::Parked(client), Start::Done(Ok(answer))),
+                Err(_) => {
+                    let (reply, rx) = oneshot();
+                    let handoff = Handoff {
+                        client,
+                        len,
+                        deadline,
+                        reply,
+                    };
+                    (Conn::Handoff(handoff), Start::Wait(rx))
+                }
+            },
+        };
+        let mut q = lock(&self.queue);
+        q.conns[i] = next;
+        // The connection's thread: to finish the call, or to take calls queued meanwhile.
+        if q.idle > 0 {
+            self.work.notify_all();
+        }
+        start
+    }
+
+    /// Queues a call and tells the idle workers (or the timer, about a deadline).
     fn push(
         &self,
         request: &[u8],
@@ -277,8 +370,9 @@ impl Shared {
         };
         let mut q = lock(&self.queue);
         q.calls.push_back(job);
+        // All of them: one whose client is on a fast path cannot take it.
         if q.idle > 0 {
-            self.work.notify_one();
+            self.work.notify_all();
         }
         // More calls than idle workers: this one may wait in the queue, so the timer must
         // wake by its deadline.
@@ -291,34 +385,62 @@ impl Shared {
         rx
     }
 
-    /// A connection's thread: takes the next call, makes it, hands the answer over.
-    fn run_worker(&self, mut client: Client) {
+    /// Connection `i`'s thread: finishes the call a fast path handed over, or takes the
+    /// next queued call and makes it; hands the answer over.
+    fn run_worker(&self, i: usize) {
+        let mut q = lock(&self.queue);
         loop {
-            let job = {
-                let mut q = lock(&self.queue);
-                loop {
-                    match q.calls.pop_front() {
-                        Some(job) if job.reply.is_cancelled() => continue,
-                        Some(job) => break job,
-                        None if q.closed => return,
-                        None => {
-                            q.idle += 1;
-                            q = self.work.wait(q).unwrap_or_else(|e| e.into_inner());
-                            q.idle -= 1;
-                        }
-                    }
+            match std::mem::replace(&mut q.conns[i], Conn::Busy) {
+                Conn::Handoff(mut h) => {
+                    drop(q);
+                    let result = h.client.finish(h.len, <[u8]>::to_vec, h.deadline);
+                    // A dropped future's answer is discarded here.
+                    let _ = h.reply.send(result);
+                    q = lock(&self.queue);
+                    q.conns[i] = Conn::Parked(h.client);
                 }
-            };
-            let result = match job.deadline {
-                None => client.call(&job.request),
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => client.call_timeout(&job.request, left),
-                    _ => Err(CallError::Timeout),
-                },
-            };
-            // A dropped future's answer is discarded here.
-            let _ = job.reply.send(result);
+                Conn::Parked(mut client) => {
+                    let job = loop {
+                        match q.calls.pop_front() {
+                            Some(job) if job.reply.is_cancelled() => continue,
+                            job => break job,
+                        }
+                    };
+                    let Some(job) = job else {
+                        q.conns[i] = Conn::Parked(client);
+                        if q.closed {
+                            return;
+                        }
+                        q = self.wait_for_work(q);
+                        continue;
+                    };
+                    drop(q);
+                    let result = match job.deadline {
+                        None => client.call(&job.request),
+                        Some(d) => match d.checked_duration_since(Instant::now()) {
+                            Some(left) if !left.is_zero() => {
+                                client.call_timeout(&job.request, left)
+                            }
+                            _ => Err(CallError::Timeout),
+                        },
+                    };
+                    // A dropped future's answer is discarded here.
+                    let _ = job.reply.send(result);
+                    q = lock(&self.queue);
+                    q.conns[i] = Conn::Parked(client);
+                }
+                // On a future's fast path: it parks the client or hands the call over, and
+                // wakes us.
+                Conn::Busy => q = self.wait_for_work(q),
+            }
         }
+    }
+
+    fn wait_for_work<'a>(&self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        q.idle += 1;
+        q = self.work.wait(q).unwrap_or_else(|e| e.into_inner());
+        q.idle -= 1;
+        q
     }
 
     /// The timer thread: fails queued calls whose deadline passed, and drops cancelled

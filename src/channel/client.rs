@@ -426,6 +426,29 @@ impl Client {
         read: impl FnOnce(&[u8]) -> R,
         deadline: Option<Instant>,
     ) -> Result<R, CallError> {
+        let len = self.start(write, deadline)?;
+        match self.poll_finish(read) {
+            Ok(r) => Ok(r),
+            Err(read) => self.finish(len, read, deadline),
+        }
+    }
+
+    /// Whether a call would begin at once: connected, the last call answered, no reconnect
+    /// or late answer to wait for (the async client's fast path calls only then).
+    #[cfg(feature = "async")]
+    pub(crate) fn ready_now(&self) -> bool {
+        self.conn
+            .as_ref()
+            .is_some_and(|c| !c.closed() && !c.shutting_down() && c.idle())
+    }
+
+    /// Begins a call and submits the request `write` fills; returns its length. The answer
+    /// is then taken with [`poll_finish`](Self::poll_finish) or [`finish`](Self::finish).
+    pub(crate) fn start(
+        &mut self,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, CallError>,
+        deadline: Option<Instant>,
+    ) -> Result<usize, CallError> {
         let conn = self.begin(deadline)?;
         let len = match write(conn.request_buf()) {
             Ok(len) => len,
@@ -437,14 +460,57 @@ impl Client {
         if !conn.submit(len) {
             return Err(self.fail(Waited::Failed(overwritten())));
         }
-        if let Some(n) = conn.poll_answer() {
-            let r = read(conn.response(n));
-            conn.end_call();
-            return Ok(r);
+        Ok(len)
+    }
+
+    /// The started call's answer, read by `read`, if it comes within a few microseconds of
+    /// polling; otherwise `read` back.
+    pub(crate) fn poll_finish<R, F: FnOnce(&[u8]) -> R>(&mut self, read: F) -> Result<R, F> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(read);
+        };
+        match conn.poll_answer() {
+            Some(n) => {
+                let r = read(conn.response(n));
+                conn.end_call();
+                Ok(r)
+            }
+            None => Err(read),
         }
+    }
+
+    /// As [`poll_finish`](Self::poll_finish), polling for up to `budget`.
+    #[cfg(feature = "async")]
+    pub(crate) fn poll_finish_for<R, F: FnOnce(&[u8]) -> R>(
+        &mut self,
+        read: F,
+        budget: Duration,
+    ) -> Result<R, F> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(read);
+        };
+        match conn.poll_answer_for(budget) {
+            Some(n) => {
+                let r = read(conn.response(n));
+                conn.end_call();
+                Ok(r)
+            }
+            None => Err(read),
+        }
+    }
+
+    /// Waits for the answer of the call [`start`](Self::start) submitted (`len` bytes).
+    pub(crate) fn finish<R>(
+        &mut self,
+        len: usize,
+        read: impl FnOnce(&[u8]) -> R,
+        deadline: Option<Instant>,
+    ) -> Result<R, CallError> {
         let mut resent = false;
         loop {
-            let conn = self.conn.as_mut().expect("connected");
+            let Some(conn) = self.conn.as_mut() else {
+                return Err(CallError::ServerGone);
+            };
             match conn.wait(deadline) {
                 Waited::Answer(n) => {
                     let r = read(conn.response(n));

@@ -210,6 +210,14 @@ impl Conn {
         unsafe { self.me_slot.response.bytes(0, n) }.expect("n <= max_message")
     }
 
+    /// Whether [`begin`](Self::begin) would succeed at once: the slot is ours, IDLE (the last
+    /// call was answered and collected), and the server did not ask us to leave.
+    #[cfg(feature = "async")]
+    pub(super) fn idle(&self) -> bool {
+        let slot = self.slot();
+        slot.state() == IDLE && slot.is_of(self.epoch) && slot.evicted() != self.epoch
+    }
+
     /// Begins a call: makes the slot this connection's `WRITING` (from then on the server
     /// cannot take it back), first discarding the late answer of a call that timed out
     /// (waiting for it if the server is still working on it). [`Waited::Revoked`] if the
@@ -351,12 +359,42 @@ impl Conn {
             std::hint::spin_loop();
             state = slot.state();
         }
+        self.ok_answer(state)
+    }
+
+    /// The length of a successful answer to the current request, the slot being in `state`.
+    #[inline]
+    fn ok_answer(&self, state: u32) -> Option<usize> {
+        let slot = self.slot();
         let ok = state == RESPONSE_READY
             && slot.is_of(self.epoch)
             && slot.resp_seq() == self.seq
             && slot.status() == STATUS_OK;
         let len = slot.resp_len() as usize;
         (ok && len <= self.me_slot.max_message()).then_some(len)
+    }
+
+    /// As [`poll_answer`](Self::poll_answer), polling for up to `budget` (the async client's
+    /// fast path: a thread hand-off costs about that much). Does not poll while the worker
+    /// runs on this CPU (it could not answer meanwhile).
+    #[cfg(feature = "async")]
+    pub(super) fn poll_answer_for(&mut self, budget: std::time::Duration) -> Option<usize> {
+        if self.done.setter_shares_cpu() {
+            return None;
+        }
+        let slot = self.slot();
+        let start = Instant::now();
+        let mut state = slot.state();
+        while matches!(state, REQUEST_READY | IN_SERVICE) {
+            if start.elapsed() > budget {
+                return None;
+            }
+            for _ in 0..16 {
+                std::hint::spin_loop();
+            }
+            state = slot.state();
+        }
+        self.ok_answer(state)
     }
 
     /// After the answer was read: the slot is IDLE again. (The next call's `prefetch` asks
