@@ -347,10 +347,12 @@ impl Shared {
                 }
             },
         };
+        let handoff = matches!(next, Conn::Handoff(_));
         let mut q = lock(&self.queue);
         q.conns[i] = next;
-        // The connection's thread: to finish the call, or to take calls queued meanwhile.
-        if q.idle > 0 {
+        // The connection's thread, to finish the call or to take calls queued meanwhile;
+        // otherwise it sleeps on (a wake-up would cost more than the call).
+        if q.idle > 0 && (handoff || !q.calls.is_empty()) {
             self.work.notify_all();
         }
         start
