@@ -32,31 +32,23 @@ mod common;
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use crate::common::{pin, role, say, wait_for_eof, Proc};
+    use crate::common::{echo_server, pin, role, Proc};
     use std::time::{Duration, Instant};
 
     use criterion::{BenchmarkId, Criterion, Throughput};
-    use shmlink::{block_on, AsyncClient, Client, Server};
+    use shmlink::{block_on, AsyncClient, Client, WaitStrategy};
 
     const SIZE: usize = 64;
 
     pub(crate) fn main() {
         if let Some((role, args)) = role() {
             assert_eq!(role, "server");
-            pin(args[1].parse().unwrap());
-            let handle = Server::builder(&args[0])
-                .slots(8)
-                .max_message(4096)
-                .create()
-                .unwrap()
-                .spawn(|req: &[u8], resp: &mut [u8]| {
-                    resp[..req.len()].copy_from_slice(req);
-                    req.len()
-                })
-                .unwrap();
-            say("ready");
-            wait_for_eof();
-            handle.shutdown();
+            echo_server(
+                &args[0],
+                args[1].parse().unwrap(),
+                8,
+                WaitStrategy::Adaptive,
+            );
             return;
         }
         let mut c = Criterion::default()

@@ -32,13 +32,13 @@ mod common;
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use crate::common::{median, pin, record, role, say, socket_echo_server, wait_for_eof, Proc};
+    use crate::common::{echo_server, median, pin, record, role, say, socket_echo_server, Proc};
     use std::io::{BufRead, Read, Write};
     use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
 
     use criterion::{BenchmarkId, Criterion};
-    use shmlink::{checksum, Client, PoolConfig, Reader, Server, Writer};
+    use shmlink::{checksum, Client, PoolConfig, Reader, WaitStrategy, Writer};
 
     const HOGS_PER_CPU: usize = 2;
     const SAMPLES: usize = 10;
@@ -249,22 +249,12 @@ mod linux {
                 }
             }
             // server <name> <cpu>: 64 B echo, default wait, until stdin closes.
-            "server" => {
-                pin(args[1].parse().unwrap());
-                let handle = Server::builder(&args[0])
-                    .slots(4)
-                    .max_message(4096)
-                    .create()
-                    .unwrap()
-                    .spawn(|req: &[u8], resp: &mut [u8]| {
-                        resp[..req.len()].copy_from_slice(req);
-                        req.len()
-                    })
-                    .unwrap();
-                say("ready");
-                wait_for_eof();
-                handle.shutdown();
-            }
+            "server" => echo_server(
+                &args[0],
+                args[1].parse().unwrap(),
+                4,
+                WaitStrategy::Adaptive,
+            ),
             // writer <pool> <cpu>: on "send K", send K 64 B messages.
             "writer" => {
                 pin(args[1].parse().unwrap());

@@ -30,7 +30,7 @@ mod common;
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use crate::common::{pin, role, say, socket_echo_server, wait_for_eof, Proc};
+    use crate::common::{echo_server, pin, role, say, socket_echo_server, Proc};
     use std::io::{BufRead, Read, Write};
     use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
@@ -38,7 +38,7 @@ mod linux {
     use criterion::{BenchmarkId, Criterion, Throughput};
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    use shmlink::{Client, Segment, Server, WaitStrategy};
+    use shmlink::{Client, Segment, WaitStrategy};
 
     const MAX_MESSAGE: usize = 64 * 1024;
     const SIZES: [usize; 3] = [64, 4096, 64 * 1024];
@@ -287,26 +287,12 @@ mod linux {
         match role {
             // server <name> <cpu> <adaptive|spin>: echo until stdin closes.
             "server" => {
-                pin(args[1].parse().unwrap());
                 let strategy = if args[2] == "spin" {
                     WaitStrategy::Spin
                 } else {
                     WaitStrategy::Adaptive
                 };
-                let handle = Server::builder(&args[0])
-                    .slots(32)
-                    .max_message(MAX_MESSAGE)
-                    .wait_strategy(strategy)
-                    .create()
-                    .unwrap()
-                    .spawn(|req: &[u8], resp: &mut [u8]| {
-                        resp[..req.len()].copy_from_slice(req);
-                        req.len()
-                    })
-                    .unwrap();
-                say("ready");
-                wait_for_eof();
-                handle.shutdown();
+                echo_server(&args[0], args[1].parse().unwrap(), 32, strategy);
             }
             // spin-server <name> <cpu>: for each new ping, copy the 64-byte request to the
             // response and answer with pong; stop when ping is SPIN_STOP.

@@ -163,3 +163,23 @@ pub fn socket_echo_server(path: &str, max: usize) {
         s.write_all(&buf[..4 + n]).unwrap();
     }
 }
+
+/// An echo server child: pinned to `cpu`, `slots` slots of 64 KiB, waiting as `strategy`
+/// says; says "ready" and serves until its stdin closes.
+pub fn echo_server(name: &str, cpu: usize, slots: u32, strategy: shmlink::WaitStrategy) {
+    pin(cpu);
+    let handle = shmlink::Server::builder(name)
+        .slots(slots)
+        .max_message(64 * 1024)
+        .wait_strategy(strategy)
+        .create()
+        .unwrap()
+        .spawn(|req: &[u8], resp: &mut [u8]| {
+            resp[..req.len()].copy_from_slice(req);
+            req.len()
+        })
+        .unwrap();
+    say("ready");
+    wait_for_eof();
+    handle.shutdown();
+}
