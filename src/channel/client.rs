@@ -466,17 +466,7 @@ impl Client {
     /// The started call's answer, read by `read`, if it comes within a few microseconds of
     /// polling; otherwise `read` back.
     pub(crate) fn poll_finish<R, F: FnOnce(&[u8]) -> R>(&mut self, read: F) -> Result<R, F> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(read);
-        };
-        match conn.poll_answer() {
-            Some(n) => {
-                let r = read(conn.response(n));
-                conn.end_call();
-                Ok(r)
-            }
-            None => Err(read),
-        }
+        self.finish_if(read, Conn::poll_answer)
     }
 
     /// As [`poll_finish`](Self::poll_finish), polling for up to `budget`.
@@ -486,10 +476,19 @@ impl Client {
         read: F,
         budget: Duration,
     ) -> Result<R, F> {
+        self.finish_if(read, |conn| conn.poll_answer_for(budget))
+    }
+
+    /// Reads and ends the call if `poll` finds its answer; otherwise gives `read` back.
+    fn finish_if<R, F: FnOnce(&[u8]) -> R>(
+        &mut self,
+        read: F,
+        poll: impl FnOnce(&mut Conn) -> Option<usize>,
+    ) -> Result<R, F> {
         let Some(conn) = self.conn.as_mut() else {
             return Err(read);
         };
-        match conn.poll_answer_for(budget) {
+        match poll(conn) {
             Some(n) => {
                 let r = read(conn.response(n));
                 conn.end_call();
