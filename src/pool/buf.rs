@@ -11,7 +11,6 @@ use super::index::Slot;
 use super::service::ReaderShared;
 use crate::process::Member;
 use crate::segment::Segment;
-use crate::sync::atomic::Ordering;
 
 /// A message the [`Reader`](crate::Reader) received: derefs to its bytes, in place in shared
 /// memory. Dropping it puts the buffer back on the free list.
@@ -116,10 +115,8 @@ impl AsRef<[u8]> for ReadBuf {
 
 impl ReadBuf {
     fn release(&self) {
-        let i = self.slot.index;
-        self.shared.held[i as usize].store(0, Ordering::Relaxed);
         self.shared.conn.hand_back(Deferred::Release {
-            index: i,
+            index: self.slot.index,
             generation: self.slot.generation,
         });
     }

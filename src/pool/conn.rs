@@ -168,6 +168,10 @@ pub(super) struct Conn {
     /// gets it; `has_deferred` keeps that check to one load.
     deferred: parking_lot::Mutex<Vec<Deferred>>,
     has_deferred: AtomicBool,
+    /// The Reader's attachment only: per entry, 1 while it holds the entry (a `ReadBuf`
+    /// exists). Changed under the pool mutex. A RECEIVED entry the Reader does not hold was
+    /// put there by someone else: the service thread frees it again.
+    held: Vec<AtomicU32>,
 }
 
 /// A buffer handed back while a live process kept the pool mutex past [`LOCK_TIMEOUT`]
@@ -278,6 +282,7 @@ impl Conn {
             epoch: Instant::now(),
             deferred: parking_lot::Mutex::new(Vec::new()),
             has_deferred: AtomicBool::new(false),
+            held: (0..max_buffers).map(|_| AtomicU32::new(0)).collect(),
         };
         conn.set_wait_strategy(strategy);
         Ok(conn)
@@ -385,8 +390,26 @@ impl Conn {
                 generation,
                 owner,
             } => ix.give_back(index, owner, generation).is_ok(),
-            Deferred::Release { index, generation } => ix.release(index, generation).is_ok(),
+            Deferred::Release { index, generation } => {
+                self.set_held(index, false);
+                ix.release(index, generation).is_ok()
+            }
         }
+    }
+
+    /// Records that the Reader holds entry `i` (a `ReadBuf` exists) or no longer does; the
+    /// caller holds the pool mutex.
+    pub(super) fn set_held(&self, i: u32, held: bool) {
+        if let Some(h) = self.held.get(i as usize) {
+            h.store(u32::from(held), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the Reader holds entry `i`.
+    pub(super) fn holds(&self, i: u32) -> bool {
+        self.held
+            .get(i as usize)
+            .is_some_and(|h| h.load(Ordering::Relaxed) != 0)
     }
 
     #[inline]

@@ -655,7 +655,7 @@ impl Reader {
                 };
                 match ix.receive(i) {
                     Ok(slot) => {
-                        sh.held[i as usize].store(1, Ordering::Relaxed);
+                        sh.conn.set_held(i, true);
                         bump(&h.delivered);
                         if slot.flags & FLAG_REDELIVERED != 0 {
                             bump(&h.redelivered);
@@ -696,7 +696,7 @@ impl Reader {
                     // the caller's deadline: the entry must not stay received).
                     let _g = conn.locked()?;
                     let ix = conn.index();
-                    sh.held[slot.index as usize].store(0, Ordering::Relaxed);
+                    conn.set_held(slot.index, false);
                     if ix.holds(slot.index, RECEIVED, slot.generation, None) {
                         let _ = ix.dispose(slot.index, RECEIVED);
                     }

@@ -38,9 +38,6 @@ pub(super) struct ReaderShared {
     pub(super) conn: Conn,
     pub(super) config: PoolConfig,
     pub(super) stop: AtomicU32,
-    /// Per entry: 1 while this Reader holds it (a `ReadBuf` exists). Changed under the pool
-    /// mutex. A RECEIVED entry we do not hold was put there by someone else: freed again.
-    pub(super) held: Vec<AtomicU32>,
     /// `ReadBuf`s handed out and not dropped yet.
     bufs: AtomicU64,
     /// Set when the `Reader` is dropped: the stop finishes then, or when the last `ReadBuf`
@@ -54,12 +51,10 @@ pub(super) struct ReaderShared {
 
 impl ReaderShared {
     pub(super) fn new(conn: Conn, config: PoolConfig) -> ReaderShared {
-        let held = (0..conn.max_buffers).map(|_| AtomicU32::new(0)).collect();
         ReaderShared {
             conn,
             config,
             stop: AtomicU32::new(0),
-            held,
             bufs: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             service: parking_lot::Mutex::new(None),
@@ -342,7 +337,7 @@ impl ReaderShared {
             }
             for (i, e) in ix.dir.iter().enumerate() {
                 if e.status() == RECEIVED
-                    && self.held[i].load(Ordering::Relaxed) == 0
+                    && !conn.holds(i as u32)
                     && ix.slot(i as u32).is_ok()
                     && ix
                         .release(i as u32, e.generation.load(Ordering::Relaxed))
